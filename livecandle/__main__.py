@@ -1,0 +1,5 @@
+import sys
+
+from livecandle.cli import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""Settings: plain data read from an injectable environment mapping (never patched)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from livecandle.intervals import Interval, parse_interval
+from livecandle.model import SeriesKey, validate_symbol
+
+BINANCE_REST_URL = "https://data-api.binance.vision"
+BINANCE_WS_URL = "wss://data-stream.binance.vision"
+
+DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+DEFAULT_INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d")
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the setting and the value."""
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _int(name: str, text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    key_prefix: str = ""
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    intervals: tuple[Interval, ...] = field(
+        default_factory=lambda: tuple(parse_interval(i) for i in DEFAULT_INTERVALS)
+    )
+    binance_rest_url: str = BINANCE_REST_URL
+    binance_ws_url: str = BINANCE_WS_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    write_token: str | None = None
+    data_dir: str = "./data"
+    backfill_candles: int = 1000
+    live_write_period_ms: int = 100
+    fetch_concurrency: int = 4
+    weight_safety: float = 0.97
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        kw: dict[str, Any] = {}
+        if url := env.get("LIVECANDLE_REDIS_URL"):
+            kw["redis_url"] = url
+        if flag := env.get("LIVECANDLE_REDIS_CLUSTER"):
+            kw["redis_cluster"] = flag.lower() in ("1", "true", "yes")
+        if prefix := env.get("LIVECANDLE_KEY_PREFIX"):
+            kw["key_prefix"] = prefix
+        if symbols := env.get("LIVECANDLE_SYMBOLS"):
+            kw["symbols"] = parse_symbols(symbols, "LIVECANDLE_SYMBOLS")
+        if intervals := env.get("LIVECANDLE_INTERVALS"):
+            kw["intervals"] = parse_intervals(intervals, "LIVECANDLE_INTERVALS")
+        if rest := env.get("LIVECANDLE_BINANCE_REST_URL"):
+            kw["binance_rest_url"] = rest.rstrip("/")
+        if ws := env.get("LIVECANDLE_BINANCE_WS_URL"):
+            kw["binance_ws_url"] = ws.rstrip("/")
+        if host := env.get("LIVECANDLE_HOST"):
+            kw["host"] = host
+        if port := env.get("LIVECANDLE_PORT"):
+            kw["port"] = _int("LIVECANDLE_PORT", port, 0, 65535)
+        if token := env.get("LIVECANDLE_WRITE_TOKEN"):
+            kw["write_token"] = token
+        if data_dir := env.get("LIVECANDLE_DATA_DIR"):
+            kw["data_dir"] = data_dir
+        if n := env.get("LIVECANDLE_BACKFILL_CANDLES"):
+            kw["backfill_candles"] = _int("LIVECANDLE_BACKFILL_CANDLES", n, 1, 10_000_000)
+        if period := env.get("LIVECANDLE_LIVE_WRITE_PERIOD_MS"):
+            kw["live_write_period_ms"] = _int("LIVECANDLE_LIVE_WRITE_PERIOD_MS", period, 1, 60_000)
+        return cls(**kw)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def series(self) -> tuple[SeriesKey, ...]:
+        return tuple(SeriesKey(s, i) for s in self.symbols for i in self.intervals)
+
+
+def parse_symbols(text: str, name: str = "symbols") -> tuple[str, ...]:
+    symbols = tuple(s.upper() for s in _split(text))
+    if not symbols:
+        raise ConfigError(f"{name}={text!r} names no symbol")
+    try:
+        for s in symbols:
+            validate_symbol(s)
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None
+    return tuple(dict.fromkeys(symbols))
+
+
+def parse_intervals(text: str, name: str = "intervals") -> tuple[Interval, ...]:
+    names = _split(text)
+    if not names:
+        raise ConfigError(f"{name}={text!r} names no interval")
+    try:
+        return tuple(dict.fromkeys(parse_interval(n) for n in names))
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None

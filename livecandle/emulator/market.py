@@ -1,0 +1,539 @@
+"""A seeded synthetic spot market whose klines are computed from its own trades.
+
+History (before the emulator started) is random-access: it is cut into blocks whose
+trades are a pure function of (seed, symbol, block), so years of klines are computed on
+demand without generating every trade. The block size grows with age (1 s blocks for the
+last two hours, 1 min for three days, 1 h before that) so deep history stays cheap.
+Live trades (after the start) come from a seeded Poisson process, revealed as the clock
+passes them. Trade and aggregate-trade ids are contiguous over the whole life of a symbol.
+
+Prices lie on a 0.01 tick and quantities on a 0.00001 step, so every price x quantity is
+exact at 8 decimals, the precision Binance prints.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import random
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from livecandle.intervals import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, Interval
+from livecandle.model import SCALE, Candle
+
+TICK = SCALE // 100  # 0.01
+STEP = SCALE // 100_000  # 0.00001
+
+# A trade: (agg_id, price, qty, first_trade_id, last_trade_id, time_ms, buyer_is_maker)
+TradeTuple = tuple[int, int, int, int, int, int, bool]
+# An aggregate: [open, high, low, close, volume, quote, trades, taker_vol, taker_quote,
+#                first_trade_id, last_trade_id]
+Agg = list[int]
+
+_BASE_PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 500.0, "SOLUSDT": 150.0}
+
+
+_M64 = (1 << 64) - 1
+
+
+def _hash64(*parts: object) -> int:
+    h = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little")
+
+
+def _mix64(x: int) -> int:
+    """splitmix64 finaliser: a fast, well-spread integer hash."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def agg_add(agg: Agg | None, t: TradeTuple) -> Agg:
+    price, qty = t[1], t[2]
+    n = t[4] - t[3] + 1
+    quote = price * qty
+    if agg is None:
+        if t[6]:
+            return [price, price, price, price, qty, quote, n, 0, 0, t[3], t[4]]
+        return [price, price, price, price, qty, quote, n, qty, quote, t[3], t[4]]
+    if price > agg[1]:
+        agg[1] = price
+    elif price < agg[2]:
+        agg[2] = price
+    agg[3] = price
+    agg[4] += qty
+    agg[5] += quote
+    agg[6] += n
+    agg[10] = t[4]
+    if not t[6]:
+        agg[7] += qty
+        agg[8] += quote
+    return agg
+
+
+def agg_merge(a: Agg | None, b: Agg | None) -> Agg | None:
+    """``a`` then ``b`` (time order); returns a new list."""
+    if a is None:
+        return list(b) if b is not None else None
+    if b is None:
+        return list(a)
+    return [
+        a[0],
+        max(a[1], b[1]),
+        min(a[2], b[2]),
+        b[3],
+        a[4] + b[4],
+        a[5] + b[5],
+        a[6] + b[6],
+        a[7] + b[7],
+        a[8] + b[8],
+        a[9],
+        b[10],
+    ]
+
+
+def agg_candle(agg: Agg, open_ms: int, close_ms: int) -> Candle:
+    return Candle(
+        open_ms, close_ms, agg[0], agg[1], agg[2], agg[3], agg[4], agg[5], agg[6], agg[7], agg[8]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """History blocks of one size: ``[start_ms, end_ms)`` cut into ``block_ms`` blocks."""
+
+    start_ms: int
+    end_ms: int
+    block_ms: int
+    aggs: int  # aggTrades per block
+    trades: int  # individual trades per block
+    first_agg: int
+    first_trade: int
+    outages: tuple[tuple[int, int], ...]  # block index ranges [b0, b1) without trades
+
+    @property
+    def blocks(self) -> int:
+        return (self.end_ms - self.start_ms) // self.block_ms
+
+    def dead_before(self, b: int) -> int:
+        return sum(max(0, min(b, b1) - b0) for b0, b1 in self.outages if b0 < b)
+
+    def is_dead(self, b: int) -> bool:
+        return any(b0 <= b < b1 for b0, b1 in self.outages)
+
+    @property
+    def live_blocks(self) -> int:
+        return self.blocks - self.dead_before(self.blocks)
+
+    def block_of_rank(self, k: int) -> int:
+        """The block index of the k-th block that has trades."""
+        b = k
+        for b0, b1 in self.outages:
+            if b0 <= b:
+                b += b1 - b0
+            else:
+                break
+        return b
+
+
+@dataclass
+class SymbolMarket:
+    symbol: str
+    seed: int
+    live_start_ms: int
+    history_days: int = 1100
+    rate_per_s: float = 5.0
+    outages_ms: tuple[tuple[int, int], ...] = ()
+    tiers: list[Tier] = field(init=False)
+    trades: list[TradeTuple] = field(init=False, default_factory=list)
+    times: list[int] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._key = _hash64(self.seed, self.symbol)
+        rnd = random.Random(self._key)
+        self.base_price = _BASE_PRICES.get(self.symbol, 10.0 + rnd.random() * 990.0)
+        self._noise = [
+            (30 * DAY_MS, 0.35),
+            (4 * DAY_MS, 0.10),
+            (8 * HOUR_MS, 0.035),
+            (45 * MINUTE_MS, 0.012),
+            (4 * MINUTE_MS, 0.004),
+            (20 * SECOND_MS, 0.0012),
+        ]
+        self._noise_keys = [_hash64(self._key, i) for i in range(len(self._noise))]
+        self._lattice: dict[tuple[int, int], float] = {}
+        L = self.live_start_ms
+        a_end = L
+        a_start = L - 2 * HOUR_MS
+        b_start = (L - 3 * DAY_MS) // HOUR_MS * HOUR_MS
+        self.listing_ms = (L - self.history_days * DAY_MS) // DAY_MS * DAY_MS
+        specs = [
+            (self.listing_ms, b_start, HOUR_MS, 6, 12),
+            (b_start, a_start, MINUTE_MS, 4, 8),
+            (a_start, a_end, SECOND_MS, 1, 2),
+        ]
+        self.tiers = []
+        agg_id = trade_id = 0
+        for start, end, block_ms, aggs, trades in specs:
+            if end <= start:
+                continue
+            outages = self._outage_blocks(start, end, block_ms)
+            tier = Tier(start, end, block_ms, aggs, trades, agg_id, trade_id, outages)
+            self.tiers.append(tier)
+            agg_id += tier.live_blocks * aggs
+            trade_id += tier.live_blocks * trades
+        self.live_first_agg = agg_id
+        self.live_first_trade = trade_id
+        self._live_rng = random.Random(_hash64(self._key, "live"))
+        self._next_time = (
+            float(L) + self._live_rng.expovariate(self.rate_per_s / 1000)
+            if self.rate_per_s > 0
+            else math.inf
+        )
+        self.revealed_ms = L - 1
+        self.minute_aggs: dict[int, Agg] = {}
+        self._block_trades: OrderedDict[tuple[int, int], list[TradeTuple]] = OrderedDict()
+        self._block_aggs: dict[tuple[int, int], Agg | None] = {}
+        self.rows: OrderedDict[tuple[str, int], Candle | None] = OrderedDict()
+
+    def _outage_blocks(self, start: int, end: int, block_ms: int) -> tuple[tuple[int, int], ...]:
+        out = []
+        for o0, o1 in sorted(self.outages_ms):
+            lo, hi = max(o0, start), min(o1, end)
+            if hi <= lo:
+                continue
+            b0 = -(-(lo - start) // block_ms)  # blocks wholly inside the outage
+            b1 = (hi - start) // block_ms
+            if b1 > b0:
+                out.append((b0, b1))
+        return tuple(out)
+
+    def in_outage(self, start_ms: int, end_ms: int) -> bool:
+        """True when ``[start_ms, end_ms)`` lies wholly inside an exchange outage."""
+        return any(o0 <= start_ms and end_ms <= o1 for o0, o1 in self.outages_ms)
+
+    # -- prices -------------------------------------------------------------------------
+
+    def path(self, t_ms: int, scales: int = 6) -> float:
+        """The market's fair price at ``t_ms``: smooth value noise over up to six time
+        scales (deep history, cut in hour blocks, skips the finest ones)."""
+        x = 0.0
+        lattice = self._lattice
+        for k in range(scales):
+            period, amp = self._noise[k]
+            key = self._noise_keys[k]
+            i, r = divmod(t_ms, period)
+            f = r / period
+            f = f * f * (3 - 2 * f)
+            if k < 4:  # coarse scales: few lattice points, reused by many trades
+                a = lattice.get((k, i))
+                if a is None:
+                    a = lattice[(k, i)] = _mix64(key ^ i) / 2**63 - 1
+                b = lattice.get((k, i + 1))
+                if b is None:
+                    b = lattice[(k, i + 1)] = _mix64(key ^ (i + 1)) / 2**63 - 1
+            else:
+                a = _mix64(key ^ i) / 2**63 - 1
+                b = _mix64(key ^ (i + 1)) / 2**63 - 1
+            x += amp * (a + (b - a) * f)
+        return self.base_price * math.exp(x)
+
+    def _price(self, t_ms: int, rng: random.Random) -> int:
+        p = self.path(t_ms) * (1 + (rng.random() - 0.5) * 0.0008)
+        return max(1, round(p * 100)) * TICK
+
+    # -- history ------------------------------------------------------------------------
+
+    def _tier_at(self, t_ms: int) -> tuple[int, Tier] | None:
+        for i, tier in enumerate(self.tiers):
+            if tier.start_ms <= t_ms < tier.end_ms:
+                return i, tier
+        return None
+
+    def block_trades(self, ti: int, b: int) -> list[TradeTuple]:
+        key = (ti, b)
+        cached = self._block_trades.get(key)
+        if cached is not None:
+            self._block_trades.move_to_end(key)
+            return cached
+        tier = self.tiers[ti]
+        if tier.is_dead(b):
+            trades: list[TradeTuple] = []
+        else:
+            # counter-based randomness: draw k of block b is mix64(block_key + k)
+            bkey = _mix64(self._key ^ (ti << 48) ^ b)
+            start = tier.start_ms + b * tier.block_ms
+            rank = b - tier.dead_before(b)
+            a0 = tier.first_agg + rank * tier.aggs
+            t0 = tier.first_trade + rank * tier.trades
+            n = tier.aggs
+            scales = 4 if tier.block_ms >= HOUR_MS else 6
+            offsets = sorted(_mix64(bkey + j) % tier.block_ms for j in range(n))
+            counts = [1] * n
+            for j in range(tier.trades - n):
+                counts[_mix64(bkey + 100 + j) % n] += 1
+            trades = []
+            for j in range(n):
+                r = _mix64(bkey + 200 + j)
+                ts = start + offsets[j]
+                qty = (1 + r % 50_000) * STEP
+                jitter = ((r >> 20) % 1_000_001) / 1_000_000 - 0.5
+                fair = self.path(ts, scales)
+                price = max(1, round(fair * (1 + jitter * 0.0008) * 100)) * TICK
+                trades.append((a0 + j, price, qty, t0, t0 + counts[j] - 1, ts, bool(r >> 63)))
+                t0 += counts[j]
+        self._block_trades[key] = trades
+        if len(self._block_trades) > 4096:
+            self._block_trades.popitem(last=False)
+        return trades
+
+    def _block_agg(self, ti: int, b: int) -> Agg | None:
+        key = (ti, b)
+        if key in self._block_aggs:
+            return self._block_aggs[key]
+        agg: Agg | None = None
+        for t in self.block_trades(ti, b):
+            agg = agg_add(agg, t)
+        self._block_aggs[key] = agg
+        return agg
+
+    def _history_range(self, a: int, b: int) -> Agg | None:
+        agg: Agg | None = None
+        for ti, tier in enumerate(self.tiers):
+            lo, hi = max(a, tier.start_ms), min(b, tier.end_ms)
+            if hi <= lo:
+                continue
+            first = (lo - tier.start_ms) // tier.block_ms
+            last = (hi - 1 - tier.start_ms) // tier.block_ms
+            for blk in range(first, last + 1):
+                bs = tier.start_ms + blk * tier.block_ms
+                if bs >= lo and bs + tier.block_ms <= hi:
+                    agg = agg_merge(agg, self._block_agg(ti, blk))
+                else:
+                    for t in self.block_trades(ti, blk):
+                        if lo <= t[5] < hi:
+                            agg = agg_add(agg, t)
+        return agg
+
+    # -- live ---------------------------------------------------------------------------
+
+    def advance(self, now_ms: int) -> list[TradeTuple]:
+        """Reveal every live trade with time <= ``now_ms``; returns the new ones."""
+        if now_ms <= self.revealed_ms:
+            return []
+        new: list[TradeTuple] = []
+        rng = self._live_rng
+        lam = self.rate_per_s / 1000
+        n_agg = self.live_first_agg + len(self.trades)
+        n_trade = self.trades[-1][4] + 1 if self.trades else self.live_first_trade
+        while self._next_time <= now_ms:
+            ts = int(self._next_time)
+            count = 1 if rng.random() < 0.7 else rng.randint(2, 5)
+            qty = rng.randint(1, 20_000) * STEP
+            t = (
+                n_agg,
+                self._price(ts, rng),
+                qty,
+                n_trade,
+                n_trade + count - 1,
+                ts,
+                rng.random() < 0.5,
+            )
+            n_agg += 1
+            n_trade += count
+            new.append(t)
+            self._next_time += rng.expovariate(lam)
+        if new:
+            self.trades.extend(new)
+            self.times.extend(t[5] for t in new)
+            aggs = self.minute_aggs
+            for t in new:
+                m = t[5] // MINUTE_MS
+                aggs[m] = agg_add(aggs.get(m), t)
+        self.revealed_ms = now_ms
+        return new
+
+    def _live_range(self, a: int, b: int) -> Agg | None:
+        a = max(a, self.live_start_ms)
+        b = min(b, self.revealed_ms + 1)
+        if b <= a:
+            return None
+        agg: Agg | None = None
+        m_first = -(-a // MINUTE_MS)
+        m_last = b // MINUTE_MS  # minutes [m_first, m_last) are whole inside [a, b)
+        if m_last - m_first >= 2:
+            agg = self._live_trades_range(a, m_first * MINUTE_MS)
+            for m in range(m_first, m_last):
+                agg = agg_merge(agg, self.minute_aggs.get(m))
+            return agg_merge(agg, self._live_trades_range(m_last * MINUTE_MS, b))
+        return self._live_trades_range(a, b)
+
+    def _live_trades_range(self, a: int, b: int) -> Agg | None:
+        if b <= a:
+            return None
+        i = bisect.bisect_left(self.times, a)
+        j = bisect.bisect_left(self.times, b)
+        agg: Agg | None = None
+        for t in self.trades[i:j]:
+            agg = agg_add(agg, t)
+        return agg
+
+    # -- queries ------------------------------------------------------------------------
+
+    def range_agg(self, a: int, b: int) -> Agg | None:
+        """Aggregate of every revealed trade with time in ``[a, b)``."""
+        agg = None
+        if a < self.live_start_ms:
+            agg = self._history_range(a, min(b, self.live_start_ms))
+        if b > self.live_start_ms:
+            agg = agg_merge(agg, self._live_range(a, b))
+        return agg
+
+    def last_price_before(self, t_ms: int) -> int | None:
+        if t_ms > self.live_start_ms and self.times:
+            i = bisect.bisect_left(self.times, t_ms)
+            if i > 0:
+                return self.trades[i - 1][1]
+        t = min(t_ms, self.live_start_ms)
+        for ti in range(len(self.tiers) - 1, -1, -1):
+            tier = self.tiers[ti]
+            if tier.start_ms >= t:
+                continue
+            blk = (min(t, tier.end_ms) - 1 - tier.start_ms) // tier.block_ms
+            while blk >= 0:
+                for tr in reversed(self.block_trades(ti, blk)):
+                    if tr[5] < t:
+                        return tr[1]
+                blk -= 1
+        return None
+
+    def first_open(self, interval: Interval) -> int:
+        return interval.open_of(self.listing_ms)
+
+    def candle(self, interval: Interval, open_ms: int, prev_close: int | None) -> Candle | None:
+        """The kline opening at ``open_ms`` as the exchange shows it now; None when the
+        exchange shows no bar (before listing, after now, or inside an outage)."""
+        nxt = interval.next_open(open_ms)
+        if nxt <= self.listing_ms or open_ms > self.revealed_ms:
+            return None
+        closed = nxt <= self.revealed_ms
+        key = (interval.name, open_ms)
+        if closed and key in self.rows:
+            self.rows.move_to_end(key)
+            return self.rows[key]
+        agg = self.range_agg(open_ms, nxt)
+        if agg is not None:
+            candle: Candle | None = agg_candle(agg, open_ms, nxt - 1)
+        elif self.in_outage(open_ms, nxt):
+            candle = None
+        else:
+            price = prev_close if prev_close is not None else self.last_price_before(open_ms)
+            if price is None:
+                price = self._price(open_ms, random.Random(0))
+            candle = Candle.empty(open_ms, nxt - 1, price)
+        if closed:
+            self.rows[key] = candle
+            if len(self.rows) > 200_000:
+                self.rows.popitem(last=False)
+        return candle
+
+    def klines(
+        self,
+        interval: Interval,
+        start_ms: int | None,
+        end_ms: int | None,
+        limit: int,
+    ) -> list[Candle]:
+        """Binance semantics: open time in ``[start, end]``; with a start the oldest
+        ``limit`` rows from it, otherwise the newest ``limit`` up to ``end`` (or now)."""
+        first = self.first_open(interval)
+        last = interval.open_of(min(self.revealed_ms, end_ms if end_ms is not None else 2**62))
+        if start_ms is not None:
+            o = max(first, interval.open_of(start_ms))
+            if o < start_ms:
+                o = interval.next_open(o)
+            out: list[Candle] = []
+            prev: int | None = None
+            while o <= last and len(out) < limit:
+                c = self.candle(interval, o, prev)
+                if c is not None:
+                    out.append(c)
+                    prev = c.close
+                o = interval.next_open(o)
+            return out
+        opens: list[int] = []
+        o = last
+        while o >= first and len(opens) < limit + 64:
+            opens.append(o)
+            o = interval.shift(o, -1)
+        opens.reverse()
+        rows: list[Candle] = []
+        prev = None
+        for o in opens:
+            c = self.candle(interval, o, prev)
+            if c is not None:
+                rows.append(c)
+                prev = c.close
+        return rows[-limit:]
+
+    # -- aggTrades ----------------------------------------------------------------------
+
+    @property
+    def last_agg_id(self) -> int:
+        return self.live_first_agg + len(self.trades) - 1
+
+    def trades_from_id(self, from_id: int) -> Iterator[TradeTuple]:
+        if from_id < self.live_first_agg:
+            for ti, tier in enumerate(self.tiers):
+                end_id = tier.first_agg + tier.live_blocks * tier.aggs
+                if from_id >= end_id:
+                    continue
+                k = max(0, from_id - tier.first_agg) // tier.aggs
+                while k < tier.live_blocks:
+                    for t in self.block_trades(ti, tier.block_of_rank(k)):
+                        if t[0] >= from_id:
+                            yield t
+                    k += 1
+        i = max(0, from_id - self.live_first_agg)
+        yield from self.trades[i:]
+
+    def trades_from_time(self, start_ms: int) -> Iterator[TradeTuple]:
+        if start_ms < self.live_start_ms:
+            for ti, tier in enumerate(self.tiers):
+                if tier.end_ms <= start_ms:
+                    continue
+                blk = max(0, (start_ms - tier.start_ms) // tier.block_ms)
+                while blk < tier.blocks:
+                    for t in self.block_trades(ti, blk):
+                        if t[5] >= start_ms:
+                            yield t
+                    blk += 1
+        yield from self.trades[bisect.bisect_left(self.times, start_ms) :]
+
+
+class Market:
+    """Every symbol of the emulator, sharing one clock."""
+
+    def __init__(
+        self,
+        symbols: tuple[str, ...],
+        seed: int,
+        start_ms: int,
+        rate_per_s: float = 5.0,
+        history_days: int = 1100,
+        outages_ms: tuple[tuple[int, int], ...] = (),
+    ) -> None:
+        self.seed = seed
+        self.start_ms = start_ms
+        live_start = start_ms // MINUTE_MS * MINUTE_MS
+        self.symbols = {
+            s: SymbolMarket(s, seed, live_start, history_days, rate_per_s, outages_ms)
+            for s in symbols
+        }
+
+    def advance(self, now_ms: int) -> dict[str, list[TradeTuple]]:
+        return {s: m.advance(now_ms) for s, m in self.symbols.items()}

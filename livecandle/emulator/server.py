@@ -1,0 +1,347 @@
+"""The exchange emulator's ASGI app: Binance's REST market-data API over a seeded market.
+
+REST: ``/api/v3/{ping,time,exchangeInfo,klines,uiKlines,aggTrades}`` with Binance's
+parameters, weights, headers and error bodies. Websocket streams live in ``streams``.
+Test-only controls (fault switches, counters) are under ``/_emulator/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from livecandle.emulator.limits import WeightLimiter
+from livecandle.emulator.market import Market, TradeTuple
+from livecandle.exchange.binance import params as bp
+from livecandle.model import format_units
+
+log = logging.getLogger(__name__)
+
+_json = msgspec.json.Encoder()
+WEIGHTS = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2, "uiKlines": 2, "aggTrades": 4}
+
+
+@dataclass
+class Faults:
+    """Fault switches, all off by default."""
+
+    fail_rate: float = 0.0  # share of REST requests answered with HTTP 5xx
+    skip_rate: float = 0.0  # share of aggTrade messages never sent on websockets
+    max_connection_age_s: float = 86_400.0  # Binance cuts each connection at 24 h
+    stalled: dict[str, float] = field(default_factory=dict)  # symbol -> until (monotonic)
+    ping_interval_s: float = 20.0
+    pong_timeout_s: float = 60.0
+
+
+@dataclass
+class EmulatorConfig:
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    seed: int = 1
+    rate_per_s: float = 5.0
+    history_days: int = 1100
+    clock_offset_ms: int = 0
+    weight_limit: int = 6000
+    enforce_weights: bool = True
+    outages_ms: tuple[tuple[int, int], ...] = ()
+    tick_ms: int = 10
+
+
+class Emulator:
+    def __init__(self, config: EmulatorConfig, faults: Faults | None = None) -> None:
+        self.config = config
+        self.faults = faults or Faults()
+        self.market = Market(
+            config.symbols,
+            config.seed,
+            self.now_ms(),
+            config.rate_per_s,
+            config.history_days,
+            config.outages_ms,
+        )
+        self.limiter = WeightLimiter(limit=config.weight_limit, enforce=config.enforce_weights)
+        self.requests = 0
+        self.failed = 0
+        self.hub: Any = None  # streams.StreamHub, attached by build_app
+        self._rng = random.Random(config.seed)
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + self.config.clock_offset_ms
+
+    def advance(self) -> tuple[int, dict[str, list[TradeTuple]]]:
+        now = self.now_ms()
+        return now, self.market.advance(now)
+
+    # -- REST ---------------------------------------------------------------------------
+
+    def _respond(
+        self, body: Any, status: int, used: int, extra: dict[str, str] | None = None
+    ) -> Response:
+        headers = {"X-MBX-USED-WEIGHT-1M": str(used), "X-MBX-USED-WEIGHT": str(used)}
+        if extra:
+            headers.update(extra)
+        return Response(_json.encode(body), status, headers, media_type="application/json")
+
+    async def handle(self, request: Request) -> Response:
+        endpoint = request.url.path.rsplit("/", 1)[-1]
+        weight = WEIGHTS[endpoint]
+        self.requests += 1
+        now, new = self.advance()
+        if self.hub is not None and any(new.values()):
+            self.hub.publish(new)
+        ip = request.client.host if request.client else "?"
+        verdict = self.limiter.charge(ip, weight, now)
+        if verdict.status == 429:
+            return self._respond(
+                {
+                    "code": -1003,
+                    "msg": f"Too much request weight used; current limit is "
+                    f"{self.limiter.limit} request weight per 1 MINUTE. Please use WebSocket "
+                    f"Streams for live updates to avoid polling the API.",
+                },
+                429,
+                verdict.used,
+                {"Retry-After": str(verdict.retry_after_s)},
+            )
+        if verdict.status == 418:
+            until = now + verdict.retry_after_s * 1000
+            return self._respond(
+                {
+                    "code": -1003,
+                    "msg": f"Way too much request weight used; IP banned until "
+                    f"{until}. Please use WebSocket Streams for live updates to avoid bans.",
+                },
+                418,
+                verdict.used,
+                {"Retry-After": str(verdict.retry_after_s)},
+            )
+        if self.faults.fail_rate and self._rng.random() < self.faults.fail_rate:
+            self.failed += 1
+            return Response(b"<html>502 Bad Gateway</html>", 502, media_type="text/html")
+        try:
+            body = self._endpoint(endpoint, dict(request.query_params), now)
+        except bp.BinanceParamError as e:
+            return self._respond(e.body(), e.status, verdict.used)
+        return self._respond(body, 200, verdict.used)
+
+    def _endpoint(self, endpoint: str, q: dict[str, str], now: int) -> Any:
+        symbols = self.market.symbols
+        if endpoint == "ping":
+            bp.only(q, ())
+            return {}
+        if endpoint == "time":
+            bp.only(q, ())
+            return {"serverTime": now}
+        if endpoint == "exchangeInfo":
+            return self._exchange_info(q, now)
+        if endpoint in ("klines", "uiKlines"):
+            kq = bp.klines_query(q, symbols)
+            rows = symbols[kq.symbol].klines(kq.interval, kq.start_ms, kq.end_ms, kq.limit)
+            if kq.end_ms is not None:
+                rows = [r for r in rows if r.open_ms <= kq.end_ms]
+            return [r.kline_row() for r in rows]
+        if endpoint == "aggTrades":
+            return self._agg_trades(q)
+        raise bp.BinanceParamError(-1000, "An unknown error occurred while processing the request.")
+
+    def _exchange_info(self, q: dict[str, str], now: int) -> Any:
+        bp.only(q, ("symbol", "symbols", "permissions", "showPermissionSets", "symbolStatus"))
+        names = list(self.market.symbols)
+        if "symbol" in q:
+            names = [bp.symbol_param(q, self.market.symbols)]
+        elif "symbols" in q:
+            try:
+                wanted = msgspec.json.decode(q["symbols"], type=list[str])
+            except msgspec.DecodeError:
+                raise bp.BinanceParamError(
+                    -1100, "Illegal characters found in parameter 'symbols'."
+                ) from None
+            for s in wanted:
+                if s not in self.market.symbols:
+                    raise bp.BinanceParamError(-1121, "Invalid symbol.")
+            names = wanted
+        return {
+            "timezone": "UTC",
+            "serverTime": now,
+            "rateLimits": [
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": self.limiter.limit,
+                },
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+                {
+                    "rateLimitType": "RAW_REQUESTS",
+                    "interval": "MINUTE",
+                    "intervalNum": 5,
+                    "limit": 300000,
+                },
+            ],
+            "exchangeFilters": [],
+            "symbols": [self._symbol_info(s) for s in names],
+        }
+
+    @staticmethod
+    def _symbol_info(symbol: str) -> dict[str, Any]:
+        quote = next((q for q in ("USDT", "BTC", "ETH", "BNB") if symbol.endswith(q)), "USDT")
+        return {
+            "symbol": symbol,
+            "status": "TRADING",
+            "baseAsset": symbol[: -len(quote)] or symbol,
+            "baseAssetPrecision": 8,
+            "quoteAsset": quote,
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "orderTypes": ["LIMIT", "MARKET"],
+            "isSpotTradingAllowed": True,
+            "filters": [
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": "0.01000000",
+                    "maxPrice": "1000000.00000000",
+                    "tickSize": "0.01000000",
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": "0.00001000",
+                    "maxQty": "9000.00000000",
+                    "stepSize": "0.00001000",
+                },
+            ],
+            "permissions": [],
+            "permissionSets": [["SPOT"]],
+        }
+
+    def _agg_trades(self, q: dict[str, str]) -> Any:
+        bp.only(q, ("symbol", "fromId", "startTime", "endTime", "limit"))
+        sm = self.market.symbols[bp.symbol_param(q, self.market.symbols)]
+        from_id = bp.optional_long(q, "fromId")
+        start = bp.to_ms(bp.optional_long(q, "startTime"))
+        end = bp.to_ms(bp.optional_long(q, "endTime"))
+        limit = bp.optional_int(q, "limit")
+        limit = 500 if limit is None else limit
+        if limit < 1:
+            raise bp.BinanceParamError(-1130, "Data sent for parameter 'limit' is not valid.")
+        limit = min(limit, 1000)
+        if start is not None and end is not None:
+            if end < start:
+                raise bp.BinanceParamError(-1128, "Combination of optional parameters invalid.")
+            if end - start > 3_600_000:
+                raise bp.BinanceParamError(
+                    -1127, "More than 1 hours between startTime and endTime."
+                )
+        out = []
+        if from_id is not None:
+            it = sm.trades_from_id(from_id)
+        elif start is not None:
+            it = sm.trades_from_time(start)
+        elif end is not None:
+            it = sm.trades_from_time(max(0, end - 3_600_000 + 1))
+        else:
+            it = sm.trades_from_id(max(0, sm.last_agg_id - limit + 1))
+        for t in it:
+            if end is not None and t[5] > end:
+                break
+            out.append(
+                {
+                    "a": t[0],
+                    "p": format_units(t[1]),
+                    "q": format_units(t[2]),
+                    "f": t[3],
+                    "l": t[4],
+                    "T": t[5],
+                    "m": t[6],
+                    "M": True,
+                }
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    # -- controls -----------------------------------------------------------------------
+
+    async def controls(self, request: Request) -> Response:
+        if request.method == "POST":
+            changes = msgspec.json.decode(await request.body(), type=dict[str, Any])
+            for name, value in changes.items():
+                if name == "weight_limit":
+                    self.limiter.limit = int(value)
+                elif name == "enforce_weights":
+                    self.limiter.enforce = bool(value)
+                elif name == "reset_limits":
+                    self.limiter.reset()
+                elif name == "stall":  # {"symbol": "BTCUSDT", "seconds": 5}
+                    loop = asyncio.get_running_loop()
+                    self.faults.stalled[value["symbol"]] = loop.time() + float(value["seconds"])
+                elif name == "drop_connections":
+                    if self.hub is not None:
+                        await self.hub.drop_all()
+                elif hasattr(self.faults, name) and name != "stalled":
+                    setattr(self.faults, name, type(getattr(self.faults, name))(value))
+                else:
+                    return Response(
+                        _json.encode({"error": f"unknown switch {name!r}"}),
+                        400,
+                        media_type="application/json",
+                    )
+        state = {
+            "faults": {k: v for k, v in asdict(self.faults).items() if k != "stalled"},
+            "stalled": sorted(self.faults.stalled),
+            "weight_limit": self.limiter.limit,
+            "enforce_weights": self.limiter.enforce,
+            "requests": self.requests,
+            "failed": self.failed,
+            "rejected_429": self.limiter.rejected_429,
+            "rejected_418": self.limiter.rejected_418,
+            "accepted_weight": self.limiter.accepted_weight,
+            "now_ms": self.now_ms(),
+            "symbols": {
+                s: {
+                    "last_agg_id": m.last_agg_id,
+                    "listing_ms": m.listing_ms,
+                    "live_start_ms": m.live_start_ms,
+                }
+                for s, m in self.market.symbols.items()
+            },
+            "streams": self.hub.stats() if self.hub is not None else {},
+        }
+        return Response(_json.encode(state), media_type="application/json")
+
+
+def build_app(emulator: Emulator) -> Starlette:
+    from livecandle.emulator.streams import StreamHub
+
+    hub = StreamHub(emulator)
+    emulator.hub = hub
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    rest = [Route(f"/api/v3/{name}", emulator.handle) for name in WEIGHTS]
+    return Starlette(
+        routes=[
+            *rest,
+            Route("/_emulator/state", emulator.controls, methods=["GET", "POST"]),
+            WebSocketRoute("/ws/{streams:path}", hub.raw_endpoint),
+            WebSocketRoute("/ws", hub.raw_endpoint),
+            WebSocketRoute("/stream", hub.combined_endpoint),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,1 @@
+"""The Binance boundary: wire structs (parse), REST client (rest), streams (stream)."""

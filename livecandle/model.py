@@ -1,0 +1,210 @@
+"""Domain types: exact decimal units, trades, candles and series keys.
+
+Prices and quantities are ``int`` counts of 1e-8 (Binance sends every spot amount with
+8 decimals); products of price and quantity (quote volumes) are kept exact at 1e-16 and
+rendered with 8 decimals only when they leave the process. No float ever touches money.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from livecandle.intervals import Interval, parse_interval
+
+DECIMALS: Final = 8
+SCALE: Final = 10**DECIMALS
+QUOTE_SCALE: Final = SCALE * SCALE
+
+_SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,20}")
+_DECIMAL_RE: Final = re.compile(r"(\d+)(?:\.(\d*))?")
+
+
+class DecimalError(ValueError):
+    """A text is not a non-negative decimal with at most 8 fractional digits."""
+
+
+def to_units(text: str) -> int:
+    """``"60759.60000000"`` -> 6075960000000 (count of 1e-8). Exact or raises DecimalError."""
+    dot = text.find(".")
+    if dot >= 0 and len(text) - dot == 9 and text[:dot].isdigit() and text[dot + 1 :].isdigit():
+        return int(text[:dot] + text[dot + 1 :])
+    m = _DECIMAL_RE.fullmatch(text)
+    if m is None:
+        raise DecimalError(f"{text!r} is not a decimal number")
+    whole, frac = m.group(1), m.group(2) or ""
+    if len(frac) > DECIMALS:
+        if frac[DECIMALS:].strip("0"):
+            raise DecimalError(f"{text!r} has more than {DECIMALS} decimals")
+        frac = frac[:DECIMALS]
+    return int(whole) * SCALE + int(frac.ljust(DECIMALS, "0") or "0")
+
+
+def format_units(units: int) -> str:
+    """6075960000000 -> ``"60759.60000000"``."""
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), SCALE)
+    return f"{sign}{whole}.{frac:08d}"
+
+
+def format_quote(quote_units: int) -> str:
+    """A 1e-16 quote amount rendered with 8 decimals, rounding half to even.
+
+    Binance shows quote volumes with 8 decimals; for ordinary spot markets (price tick times
+    quantity step at or above 1e-8) the sum is already exact at 8 decimals and nothing rounds.
+    """
+    q, r = divmod(quote_units, SCALE)
+    if r * 2 > SCALE or (r * 2 == SCALE and q % 2):
+        q += 1
+    return format_units(q)
+
+
+def quote_to_units(text: str) -> int:
+    """An 8-decimal quote amount as 1e-16 units."""
+    return to_units(text) * SCALE
+
+
+def validate_symbol(symbol: str) -> str:
+    if not isinstance(symbol, str) or not _SYMBOL_RE.fullmatch(symbol):
+        raise ValueError(f"symbol {symbol!r} is not an upper-case Binance symbol like BTCUSDT")
+    return symbol
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesKey:
+    """A symbol and an interval; canonical text ``BTCUSDT:1m``."""
+
+    symbol: str
+    interval: Interval
+
+    @classmethod
+    def of(cls, symbol: str, interval: str) -> SeriesKey:
+        return cls(validate_symbol(symbol), parse_interval(interval))
+
+    @classmethod
+    def parse(cls, text: str) -> SeriesKey:
+        symbol, _, interval = text.partition(":")
+        return cls.of(symbol, interval)
+
+    def __str__(self) -> str:
+        return f"{self.symbol}:{self.interval.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One aggregate trade (Binance aggTrade), amounts in 1e-8 units."""
+
+    agg_id: int
+    price: int
+    quantity: int
+    first_id: int
+    last_id: int
+    time_ms: int
+    buyer_is_maker: bool
+
+    @property
+    def count(self) -> int:
+        """Number of individual trades this aggTrade stands for."""
+        return self.last_id - self.first_id + 1
+
+    @property
+    def is_valid(self) -> bool:
+        """False for the placeholders of Binance's 2022 audit (p = q = 0, f = -1)."""
+        return not ((self.price == 0 and self.quantity == 0) or self.first_id < 0)
+
+
+@dataclass(slots=True)
+class Candle:
+    """One candle. Prices/volumes in 1e-8 units; quote volumes in 1e-16 units."""
+
+    open_ms: int
+    close_ms: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int = 0
+    quote_volume: int = 0
+    trades: int = 0
+    taker_buy_volume: int = 0
+    taker_buy_quote_volume: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.low <= self.open <= self.high and self.low <= self.close <= self.high):
+            raise ValueError(
+                f"candle at {self.open_ms} breaks low <= open, close <= high: "
+                f"o={self.open} h={self.high} l={self.low} c={self.close}"
+            )
+
+    @classmethod
+    def empty(cls, open_ms: int, close_ms: int, price: int) -> Candle:
+        """A candle without trades: OHLC at ``price`` (the previous close), volumes zero."""
+        return cls(open_ms, close_ms, price, price, price, price)
+
+    def kline_row(self) -> list[Any]:
+        """The Binance 12-field kline array."""
+        return [
+            self.open_ms,
+            format_units(self.open),
+            format_units(self.high),
+            format_units(self.low),
+            format_units(self.close),
+            format_units(self.volume),
+            self.close_ms,
+            format_quote(self.quote_volume),
+            self.trades,
+            format_units(self.taker_buy_volume),
+            format_quote(self.taker_buy_quote_volume),
+            "0",
+        ]
+
+    @classmethod
+    def from_kline_row(cls, row: list[Any] | tuple[Any, ...]) -> Candle:
+        if len(row) < 11:
+            raise ValueError(f"kline row has {len(row)} fields, expected 12: {row!r}")
+        return cls(
+            open_ms=int(row[0]),
+            close_ms=int(row[6]),
+            open=to_units(row[1]),
+            high=to_units(row[2]),
+            low=to_units(row[3]),
+            close=to_units(row[4]),
+            volume=to_units(row[5]),
+            quote_volume=quote_to_units(row[7]),
+            trades=int(row[8]),
+            taker_buy_volume=to_units(row[9]),
+            taker_buy_quote_volume=quote_to_units(row[10]),
+        )
+
+    def live_fields(self) -> dict[str, Any]:
+        """The JSON fields of a ``live_candle`` value (DESIGN.md section 2)."""
+        return {
+            "time": self.open_ms,
+            "close_time": self.close_ms,
+            "open": format_units(self.open),
+            "high": format_units(self.high),
+            "low": format_units(self.low),
+            "close": format_units(self.close),
+            "volume": format_units(self.volume),
+            "quote_volume": format_quote(self.quote_volume),
+            "trades": self.trades,
+            "taker_buy_volume": format_units(self.taker_buy_volume),
+            "taker_buy_quote_volume": format_quote(self.taker_buy_quote_volume),
+        }
+
+    @classmethod
+    def from_live_fields(cls, d: dict[str, Any]) -> Candle:
+        return cls(
+            open_ms=int(d["time"]),
+            close_ms=int(d["close_time"]),
+            open=to_units(d["open"]),
+            high=to_units(d["high"]),
+            low=to_units(d["low"]),
+            close=to_units(d["close"]),
+            volume=to_units(d.get("volume", "0")),
+            quote_volume=quote_to_units(d.get("quote_volume", "0")),
+            trades=int(d.get("trades", 0)),
+            taker_buy_volume=to_units(d.get("taker_buy_volume", "0")),
+            taker_buy_quote_volume=quote_to_units(d.get("taker_buy_quote_volume", "0")),
+        )

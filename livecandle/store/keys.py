@@ -1,0 +1,72 @@
+"""Every Redis key, channel and TTL of livecandle, in one place.
+
+Default names are the seed's (``klines_z:BTCUSDT:1m``). With ``cluster=True`` the series
+part is wrapped in a hash tag (``klines_z:{BTCUSDT:1m}``) so that the keys one atomic
+operation touches (zset, meta, gaps, live candle) share a Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from livecandle.intervals import DAY_MS, Interval
+from livecandle.model import SeriesKey
+
+LIVE_CANDLE_MIN_TTL_MS: Final = DAY_MS
+LIVE_PRICE_TTL_MS: Final = DAY_MS
+HEALTH_TTL_MS: Final = 30_000
+
+
+def live_candle_ttl_ms(interval: Interval) -> int:
+    """max(24 h, 2 x interval), as DESIGN.md section 2 says."""
+    return max(LIVE_CANDLE_MIN_TTL_MS, 2 * interval.nominal_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = ""
+    cluster: bool = False
+
+    def _series(self, name: str, series: SeriesKey) -> str:
+        tag = f"{series.symbol}:{series.interval.name}"
+        if self.cluster:
+            tag = "{" + tag + "}"
+        return f"{self.prefix}{name}:{tag}"
+
+    def klines(self, series: SeriesKey) -> str:
+        """ZSET of official closed candles: score = open ms, member = kline JSON array."""
+        return self._series("klines_z", series)
+
+    def meta(self, series: SeriesKey) -> str:
+        """HASH earliest, latest, count, updated_ms, last_error."""
+        return self._series("klines_meta", series)
+
+    def gaps(self, series: SeriesKey) -> str:
+        """ZSET of known exchange gaps: score = first missing open, member ``start:end``."""
+        return self._series("klines_gaps", series)
+
+    def live_candle(self, series: SeriesKey) -> str:
+        """STRING JSON of the forming candle (plus the unconfirmed previous one)."""
+        return self._series("live_candle", series)
+
+    def live_price(self, symbol: str) -> str:
+        return f"{self.prefix}live_price:{symbol}"
+
+    def health(self, role: str) -> str:
+        return f"{self.prefix}livecandle_health:{role}"
+
+    @property
+    def klines_updated_channel(self) -> str:
+        """Fetcher -> web: ``{symbol, interval, latest, count, added, replaced}``."""
+        return f"{self.prefix}klines_updated"
+
+    @property
+    def live_channel(self) -> str:
+        """Stream -> web: batches of live prices and candles, one message per flush."""
+        return f"{self.prefix}live_updates"
+
+    @property
+    def closed_channel(self) -> str:
+        """Stream -> fetcher: ``{symbol, interval, open_ms}`` of a candle that just closed."""
+        return f"{self.prefix}candle_closed"

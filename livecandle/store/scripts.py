@@ -1,0 +1,132 @@
+"""Lua scripts of the store. Each runs atomically and touches only keys of one series
+(one cluster slot when keys are hash-tagged)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Shared tail of the writing scripts: recompute klines_meta from the zset (``z``, ``meta``
+# and ARGV[1] = updated_ms in scope); leaves ``count`` and ``latest`` (score or false).
+_META_UPDATE: Final = r"""
+local count = redis.call('ZCARD', z)
+local latest = false
+if count > 0 then
+  local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+  local last = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+  latest = last[2]
+  redis.call('HSET', meta, 'earliest', first[2], 'latest', latest, 'count', count,
+             'updated_ms', ARGV[1])
+else
+  redis.call('HDEL', meta, 'earliest', 'latest')
+  redis.call('HSET', meta, 'count', 0, 'updated_ms', ARGV[1])
+end
+"""
+
+WRITE_CANDLES: Final = (
+    r"""
+-- Store official candles, keeping exactly one member per open time.
+-- KEYS[1] klines_z   KEYS[2] klines_meta   KEYS[3] klines_gaps
+-- ARGV[1] updated_ms   ARGV[2] notification channel   ARGV[3] symbol   ARGV[4] interval
+-- ARGV[5] n candles    ARGV[6] n gaps
+-- then n pairs (open_ms, member JSON), then n-gaps pairs (first missing open, next open)
+-- Returns {added, replaced, unchanged, latest or false, count}.
+-- ZADD NX would compare members, not scores: a changed official row would be added
+-- beside the old one. Here an equal member is a no-op; any other member at that score
+-- (including duplicates left by older code) is removed before the new one is added.
+local z, meta, gaps = KEYS[1], KEYS[2], KEYS[3]
+local n, ng = tonumber(ARGV[5]), tonumber(ARGV[6])
+local base = 7
+local added, replaced, unchanged = 0, 0, 0
+if n > 0 then
+  local lo, hi = math.huge, -math.huge
+  for i = 0, n - 1 do
+    local s = tonumber(ARGV[base + 2 * i])
+    if s < lo then lo = s end
+    if s > hi then hi = s end
+  end
+  local existing = redis.call('ZRANGE', z, lo, hi, 'BYSCORE', 'WITHSCORES')
+  local have, many = {}, {}
+  for i = 1, #existing, 2 do
+    local s = tonumber(existing[i + 1])
+    if have[s] == nil then have[s] = existing[i] else many[s] = true end
+  end
+  local args, k = {}, 0
+  for i = 0, n - 1 do
+    local s = tonumber(ARGV[base + 2 * i])
+    local member = ARGV[base + 2 * i + 1]
+    local old = have[s]
+    if old == member and not many[s] then
+      unchanged = unchanged + 1
+    else
+      if old ~= nil then
+        redis.call('ZREMRANGEBYSCORE', z, s, s)
+        replaced = replaced + 1
+      else
+        added = added + 1
+      end
+      have[s] = member
+      many[s] = nil
+      args[k + 1] = ARGV[base + 2 * i]
+      args[k + 2] = member
+      k = k + 2
+      if k >= 2000 then
+        redis.call('ZADD', z, unpack(args, 1, k))
+        k = 0
+      end
+    end
+  end
+  if k > 0 then redis.call('ZADD', z, unpack(args, 1, k)) end
+end
+local gbase = base + 2 * n
+for i = 0, ng - 1 do
+  local first, nxt = ARGV[gbase + 2 * i], ARGV[gbase + 2 * i + 1]
+  redis.call('ZADD', gaps, first, first .. ':' .. nxt)
+end
+"""
+    + _META_UPDATE
+    + r"""if added + replaced + ng > 0 then
+  redis.call('PUBLISH', ARGV[2], '{"symbol":"' .. ARGV[3] .. '","interval":"' .. ARGV[4]
+    .. '","latest":' .. (latest or 'null') .. ',"count":' .. count
+    .. ',"added":' .. added .. ',"replaced":' .. replaced .. '}')
+end
+return {added, replaced, unchanged, latest, count}
+"""
+)
+
+READ_WITH_LIVE: Final = r"""
+-- One consistent snapshot for a chart read.
+-- KEYS[1] klines_z   KEYS[2] klines_meta   KEYS[3] live_candle
+-- ARGV[1] min score ('-inf' or ms)   ARGV[2] max score ('+inf' or ms)   ARGV[3] limit
+-- ARGV[4] 'first' (oldest first from min) or 'last' (the newest up to max)
+-- Returns {members (ascending), latest or false, live JSON or false}.
+local members
+if ARGV[4] == 'last' then
+  members = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[1], 'BYSCORE', 'REV', 'LIMIT', 0, ARGV[3])
+  local n = #members
+  for i = 1, math.floor(n / 2) do
+    members[i], members[n - i + 1] = members[n - i + 1], members[i]
+  end
+else
+  members = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[3])
+end
+local latest = redis.call('HGET', KEYS[2], 'latest')
+local live = redis.call('GET', KEYS[3])
+return {members, latest, live}
+"""
+
+REMOVE_MEMBERS: Final = (
+    r"""
+-- Remove given members (repair of rows that break an invariant) and fix the meta hash.
+-- KEYS[1] klines_z   KEYS[2] klines_meta
+-- ARGV[1] updated_ms   ARGV[2..] members
+-- Returns {removed, count}.
+local z, meta = KEYS[1], KEYS[2]
+local removed = 0
+for i = 2, #ARGV do
+  removed = removed + redis.call('ZREM', z, ARGV[i])
+end
+"""
+    + _META_UPDATE
+    + r"""return {removed, count}
+"""
+)

@@ -1,0 +1,232 @@
+"""The Store: the one object that issues Redis commands for livecandle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgspec
+import redis.asyncio as aioredis
+
+from livecandle.intervals import parse_interval
+from livecandle.model import SeriesKey
+from livecandle.store import scripts
+from livecandle.store.keys import LIVE_PRICE_TTL_MS, Keys, live_candle_ttl_ms
+
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    earliest: int | None = None
+    latest: int | None = None
+    count: int = 0
+    updated_ms: int | None = None
+    last_error: str | None = None
+
+    @classmethod
+    def from_hash(cls, h: dict[bytes, bytes]) -> Meta:
+        def num(name: bytes) -> int | None:
+            v = h.get(name)
+            return int(float(v)) if v is not None else None
+
+        err = h.get(b"last_error")
+        return cls(
+            earliest=num(b"earliest"),
+            latest=num(b"latest"),
+            count=num(b"count") or 0,
+            updated_ms=num(b"updated_ms"),
+            last_error=err.decode() if err else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    added: int
+    replaced: int
+    unchanged: int
+    latest: int | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChartRead:
+    """Official members (raw JSON, ascending), ``klines_meta.latest`` and the live value."""
+
+    members: list[bytes]
+    latest: int | None
+    live: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class LiveWrite:
+    """One ``live_candle`` value to store and publish."""
+
+    series: SeriesKey
+    value: bytes
+
+
+class Store:
+    def __init__(self, redis: aioredis.Redis, keys: Keys | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self._write = redis.register_script(scripts.WRITE_CANDLES)
+        self._read = redis.register_script(scripts.READ_WITH_LIVE)
+        self._remove = redis.register_script(scripts.REMOVE_MEMBERS)
+
+    # -- official candles -------------------------------------------------------------
+
+    async def write_candles(
+        self,
+        series: SeriesKey,
+        rows: Sequence[tuple[int, bytes]],
+        now_ms: int,
+        gaps: Sequence[tuple[int, int]] = (),
+    ) -> WriteResult:
+        """Atomically store ``(open_ms, kline JSON)`` rows and known exchange gaps.
+
+        One member per open time: equal rows are no-ops, changed rows replace the old
+        member; ``klines_meta`` is updated and ``klines_updated`` published on change.
+        """
+        k = self.keys
+        args: list[Any] = [
+            now_ms,
+            k.klines_updated_channel,
+            series.symbol,
+            series.interval.name,
+            len(rows),
+            len(gaps),
+        ]
+        for open_ms, member in rows:
+            args.append(open_ms)
+            args.append(member)
+        for first, nxt in gaps:
+            args.append(first)
+            args.append(nxt)
+        res = await self._write(keys=[k.klines(series), k.meta(series), k.gaps(series)], args=args)
+        latest = int(float(res[3])) if res[3] else None
+        return WriteResult(int(res[0]), int(res[1]), int(res[2]), latest, int(res[4]))
+
+    async def remove_members(self, series: SeriesKey, members: Sequence[bytes], now_ms: int) -> int:
+        """Remove members that break an invariant (``verify --repair``); fixes meta."""
+        k = self.keys
+        res = await self._remove(keys=[k.klines(series), k.meta(series)], args=[now_ms, *members])
+        return int(res[0])
+
+    async def meta(self, series: SeriesKey) -> Meta:
+        h = await self.redis.hgetall(self.keys.meta(series))
+        return Meta.from_hash(cast(dict[bytes, bytes], h))
+
+    async def set_error(self, series: SeriesKey, error: str | None) -> None:
+        key = self.keys.meta(series)
+        if error is None:
+            await self.redis.hdel(key, "last_error")
+        else:
+            await self.redis.hset(key, "last_error", error[:500])
+
+    async def read_chart(
+        self,
+        series: SeriesKey,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1000,
+    ) -> ChartRead:
+        """Official members in ``[start_ms, end_ms]`` (oldest first from ``start_ms``, or the
+        newest ``limit`` up to ``end_ms``) with ``latest`` and the live value, one snapshot."""
+        k = self.keys
+        lo = "-inf" if start_ms is None else str(start_ms)
+        hi = "+inf" if end_ms is None else str(end_ms)
+        mode = "first" if start_ms is not None else "last"
+        members, latest, live = await self._read(
+            keys=[k.klines(series), k.meta(series), k.live_candle(series)],
+            args=[lo, hi, limit, mode],
+        )
+        return ChartRead(list(members), int(float(latest)) if latest else None, live or None)
+
+    async def members(
+        self, series: SeriesKey, start: int = 0, stop: int = -1
+    ) -> list[tuple[bytes, float]]:
+        """Members with scores by rank (for verification and repair)."""
+        res = await self.redis.zrange(self.keys.klines(series), start, stop, withscores=True)
+        return cast(list[tuple[bytes, float]], res)
+
+    async def count(self, series: SeriesKey) -> int:
+        return int(await self.redis.zcard(self.keys.klines(series)))
+
+    async def gaps(self, series: SeriesKey) -> list[tuple[int, int]]:
+        out = []
+        for member in cast(list[bytes], await self.redis.zrange(self.keys.gaps(series), 0, -1)):
+            first, _, nxt = member.decode().partition(":")
+            out.append((int(first), int(nxt)))
+        return out
+
+    async def delete_series(self, series: SeriesKey) -> None:
+        k = self.keys
+        await self.redis.delete(k.klines(series), k.meta(series), k.gaps(series))
+
+    async def stored_series(self) -> list[SeriesKey]:
+        """Every series that has a ``klines_z`` key, sorted."""
+        k = self.keys
+        found: set[SeriesKey] = set()
+        pattern = f"{k.prefix}klines_z:*"
+        async for raw in self.redis.scan_iter(match=pattern, count=1000):
+            name = raw.decode()[len(k.prefix) + len("klines_z:") :].strip("{}")
+            symbol, _, interval = name.partition(":")
+            try:
+                found.add(SeriesKey(symbol, parse_interval(interval)))
+            except ValueError:
+                continue
+        return sorted(found, key=str)
+
+    # -- live data ----------------------------------------------------------------------
+
+    async def write_live(
+        self,
+        candles: Iterable[LiveWrite],
+        prices: Iterable[tuple[str, bytes]] = (),
+        publish: bytes | None = None,
+        closed: Iterable[bytes] = (),
+    ) -> None:
+        """One pipelined round trip: live candles, live prices, the batch message for the
+        web app and ``candle_closed`` notifications for the fetcher."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        for w in candles:
+            pipe.set(k.live_candle(w.series), w.value, px=live_candle_ttl_ms(w.series.interval))
+        for symbol, value in prices:
+            pipe.set(k.live_price(symbol), value, px=LIVE_PRICE_TTL_MS)
+        if publish is not None:
+            pipe.publish(k.live_channel, publish)
+        for message in closed:
+            pipe.publish(k.closed_channel, message)
+        await pipe.execute()
+
+    async def live_candle(self, series: SeriesKey) -> bytes | None:
+        return cast(bytes | None, await self.redis.get(self.keys.live_candle(series)))
+
+    async def live_price(self, symbol: str) -> bytes | None:
+        return cast(bytes | None, await self.redis.get(self.keys.live_price(symbol)))
+
+    async def live_prices(self, symbols: Sequence[str]) -> list[bytes | None]:
+        if not symbols:
+            return []
+        values = await self.redis.mget([self.keys.live_price(s) for s in symbols])
+        return cast(list[bytes | None], values)
+
+    async def set_live_candle(self, series: SeriesKey, value: bytes) -> None:
+        await self.redis.set(
+            self.keys.live_candle(series), value, px=live_candle_ttl_ms(series.interval)
+        )
+
+    # -- health -------------------------------------------------------------------------
+
+    async def beat(self, role: str, state: dict[str, Any], ttl_ms: int) -> None:
+        await self.redis.set(self.keys.health(role), _json.encode(state), px=ttl_ms)
+
+    async def heartbeat(self, role: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(self.keys.health(role))
+        if raw is None:
+            return None
+        value: dict[str, Any] = msgspec.json.decode(raw)
+        return value

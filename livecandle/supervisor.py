@@ -1,0 +1,96 @@
+"""Supervised background tasks: failures are logged with context, restarted with capped
+jittered backoff and reported by ``status()`` (surfaced in ``/healthz``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class TaskState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+@dataclass
+class TaskInfo:
+    name: str
+    state: TaskState = TaskState.STARTING
+    restarts: int = 0
+    last_error: str | None = None
+    last_error_ms: int | None = None
+    started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+
+
+class Supervisor:
+    def __init__(self, backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0) -> None:
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.infos: dict[str, TaskInfo] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run ``factory()`` until cancelled; restart it whenever it fails or returns."""
+        info = self.infos[name] = TaskInfo(name)
+        task = asyncio.create_task(self._keep(info, factory), name=name)
+        self._tasks[name] = task
+        return task
+
+    async def _keep(self, info: TaskInfo, factory: Callable[[], Awaitable[None]]) -> None:
+        failures = 0
+        while True:
+            info.state = TaskState.RUNNING
+            started = time.monotonic()
+            try:
+                await factory()
+                error = "returned unexpectedly"
+            except asyncio.CancelledError:
+                info.state = TaskState.STOPPED
+                raise
+            except Exception as e:
+                error = f"{type(e).__name__}: {e}"
+                log.exception("task %s failed (restart %d)", info.name, info.restarts + 1)
+            if time.monotonic() - started > 60:
+                failures = 0  # it ran for a while: start the backoff over
+            failures += 1
+            info.restarts += 1
+            info.last_error = error
+            info.last_error_ms = time.time_ns() // 1_000_000
+            info.state = TaskState.BACKOFF
+            ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (failures - 1))
+            await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            name: {
+                "state": i.state.value,
+                "restarts": i.restarts,
+                "last_error": i.last_error,
+                "last_error_ms": i.last_error_ms,
+            }
+            for name, i in self.infos.items()
+        }
+
+    @property
+    def healthy(self) -> bool:
+        return all(i.state == TaskState.RUNNING for i in self.infos.values())
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()

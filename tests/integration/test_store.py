@@ -1,0 +1,230 @@
+"""The store's Lua scripts and reads against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from livecandle.model import SeriesKey
+from livecandle.redis_server import find_redis_server, free_port
+from livecandle.store import Keys, Store
+
+S = SeriesKey.of("BTCUSDT", "1m")
+T0 = 1_700_000_040_000  # a minute boundary
+
+
+def row(open_ms: int, close: str = "100.00000000", trades: int = 5) -> bytes:
+    return msgspec.json.encode(
+        [
+            open_ms,
+            "100.00000000",
+            "101.00000000",
+            "99.00000000",
+            close,
+            "1.00000000",
+            open_ms + 59_999,
+            "100.00000000",
+            trades,
+            "0.50000000",
+            "50.00000000",
+            "0",
+        ]
+    )
+
+
+async def test_write_stores_members_and_meta(store: Store) -> None:
+    res = await store.write_candles(S, [(T0, row(T0)), (T0 + 60_000, row(T0 + 60_000))], 1)
+    assert (res.added, res.replaced, res.unchanged, res.latest, res.count) == (
+        2,
+        0,
+        0,
+        T0 + 60_000,
+        2,
+    )
+    meta = await store.meta(S)
+    assert (meta.earliest, meta.latest, meta.count, meta.updated_ms) == (T0, T0 + 60_000, 2, 1)
+
+
+async def test_refetching_the_same_official_candle_is_a_no_op(store: Store) -> None:
+    await store.write_candles(S, [(T0, row(T0))], 1)
+    res = await store.write_candles(S, [(T0, row(T0))], 2)
+    assert (res.added, res.replaced, res.unchanged) == (0, 0, 1)
+    assert await store.count(S) == 1
+
+
+async def test_changed_official_row_replaces_the_old_one(store: Store) -> None:
+    """ZADD NX would keep both members (NX compares members, not scores)."""
+    await store.write_candles(S, [(T0, row(T0, close="100.00000000"))], 1)
+    res = await store.write_candles(S, [(T0, row(T0, close="100.50000000"))], 2)
+    assert (res.added, res.replaced) == (0, 1)
+    members = await store.members(S)
+    assert members == [(row(T0, close="100.50000000"), float(T0))]
+
+
+async def test_zadd_nx_would_duplicate_a_score_the_script_does_not(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    key = store.keys.klines(S)
+    await redis.zadd(key, {row(T0, close="100.00000000"): T0}, nx=True)
+    await redis.zadd(key, {row(T0, close="100.50000000"): T0}, nx=True)
+    assert await redis.zcount(key, T0, T0) == 2  # the seed's flaw, reproduced
+    await store.write_candles(S, [(T0, row(T0, close="100.50000000"))], 1)
+    assert await redis.zrange(key, 0, -1) == [row(T0, close="100.50000000")]
+
+
+async def test_write_publishes_klines_updated_only_on_change(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(store.keys.klines_updated_channel)
+    await pubsub.get_message(timeout=1)  # subscribe confirmation
+    await store.write_candles(S, [(T0, row(T0))], 1)
+    await store.write_candles(S, [(T0, row(T0))], 2)  # no change: no message
+    await store.write_candles(S, [(T0 + 60_000, row(T0 + 60_000))], 3)
+    got = []
+    for _ in range(3):
+        m = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+        if m is not None:
+            got.append(msgspec.json.decode(m["data"]))
+    await pubsub.aclose()
+    assert got == [
+        {
+            "symbol": "BTCUSDT",
+            "interval": "1m",
+            "latest": T0,
+            "count": 1,
+            "added": 1,
+            "replaced": 0,
+        },
+        {
+            "symbol": "BTCUSDT",
+            "interval": "1m",
+            "latest": T0 + 60_000,
+            "count": 2,
+            "added": 1,
+            "replaced": 0,
+        },
+    ]
+
+
+async def test_gaps_are_recorded_once(store: Store) -> None:
+    gap = (T0 + 60_000, T0 + 180_000)
+    await store.write_candles(S, [(T0 + 180_000, row(T0 + 180_000))], 1, [gap])
+    await store.write_candles(S, [], 2, [gap])
+    assert await store.gaps(S) == [gap]
+
+
+async def test_large_batch_is_one_atomic_write(store: Store) -> None:
+    rows = [(T0 + i * 60_000, row(T0 + i * 60_000)) for i in range(5000)]
+    res = await store.write_candles(S, rows, 1)
+    assert (res.added, res.count) == (5000, 5000)
+    res = await store.write_candles(S, rows, 2)
+    assert res.unchanged == 5000
+
+
+async def test_read_chart_returns_raw_members_latest_and_live(store: Store) -> None:
+    rows = [(T0 + i * 60_000, row(T0 + i * 60_000)) for i in range(10)]
+    await store.write_candles(S, rows, 1)
+    await store.set_live_candle(S, b'{"time":1,"source":"live"}')
+    read = await store.read_chart(S, limit=3)
+    assert read.members == [m for _, m in rows[-3:]]
+    assert read.latest == T0 + 9 * 60_000
+    assert read.live == b'{"time":1,"source":"live"}'
+    first = await store.read_chart(S, start_ms=T0 + 60_000, end_ms=T0 + 120_000)
+    assert first.members == [rows[1][1], rows[2][1]]
+
+
+async def test_live_candle_ttl_is_at_least_a_day_and_twice_the_interval(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    await store.set_live_candle(S, b"{}")
+    assert 86_390_000 < await redis.pttl(store.keys.live_candle(S)) <= 86_400_000
+    month = SeriesKey.of("BTCUSDT", "1M")
+    await store.set_live_candle(month, b"{}")
+    assert await redis.pttl(store.keys.live_candle(month)) > 59 * 86_400_000
+
+
+async def test_remove_members_fixes_meta(store: Store) -> None:
+    await store.write_candles(S, [(T0, row(T0)), (T0 + 60_000, row(T0 + 60_000))], 1)
+    assert await store.remove_members(S, [row(T0 + 60_000)], 2) == 1
+    meta = await store.meta(S)
+    assert (meta.latest, meta.count) == (T0, 1)
+
+
+def test_keys_keep_the_seed_names_and_hash_tag_for_cluster() -> None:
+    assert Keys().klines(S) == "klines_z:BTCUSDT:1m"
+    assert Keys().live_candle(S) == "live_candle:BTCUSDT:1m"
+    assert Keys().live_price("BTCUSDT") == "live_price:BTCUSDT"
+    assert Keys(prefix="lc:", cluster=True).meta(S) == "lc:klines_meta:{BTCUSDT:1m}"
+
+
+@pytest.fixture
+def cluster_url(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A one-node Redis Cluster (all 16384 slots) on a free port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(tmp_path / "nodes.conf"),
+            "--dir",
+            str(tmp_path),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            r = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True)
+            if r.stdout.strip() == b"PONG":
+                break
+            time.sleep(0.02)
+        subprocess.run(
+            ["redis-cli", "-p", str(port), "cluster", "addslotsrange", "0", "16383"],
+            check=True,
+            capture_output=True,
+        )
+        for _ in range(200):
+            r = subprocess.run(
+                ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True
+            )
+            if b"cluster_state:ok" in r.stdout:
+                break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+async def test_writes_work_on_redis_cluster_with_hash_tagged_keys(cluster_url: str) -> None:
+    client = RedisCluster.from_url(cluster_url)
+    try:
+        store = Store(client, Keys(cluster=True))  # type: ignore[arg-type]
+        res = await store.write_candles(S, [(T0, row(T0))], 1, [(T0 - 120_000, T0 - 60_000)])
+        assert res.added == 1
+        assert (await store.meta(S)).latest == T0
+        read = await store.read_chart(S)
+        assert read.members == [row(T0)]
+        plain = Store(client, Keys(cluster=False))  # type: ignore[arg-type]
+        with pytest.raises(Exception, match=r"(?i)slot"):
+            await plain.write_candles(S, [(T0, row(T0))], 1)
+    finally:
+        await client.aclose()
+        await asyncio.sleep(0)
