@@ -115,6 +115,8 @@ class BackgroundFetcher:
         self._wake: dict[SeriesKey, asyncio.Event] = {s: asyncio.Event() for s in self.series}
         self.status: dict[SeriesKey, SeriesStatus] = {s: SeriesStatus() for s in self.series}
         self.unknown_symbols: set[str] = set()
+        self.syncs = 0
+        self._synced = asyncio.Condition()
 
     # -- one sync -------------------------------------------------------------------------
 
@@ -171,7 +173,15 @@ class BackgroundFetcher:
         st.last_sync_ms, st.latest, st.last_error = self.clock.now_ms(), result.latest, None
         st.syncs += 1
         st.stored += result.stored
+        async with self._synced:
+            self.syncs += 1
+            self._synced.notify_all()
         return result
+
+    async def wait_syncs(self, n: int) -> None:
+        """Return once ``n`` syncs have completed in all (for health checks and tests)."""
+        async with self._synced:
+            await self._synced.wait_for(lambda: self.syncs >= n)
 
     # -- scheduling -----------------------------------------------------------------------
 
@@ -229,7 +239,8 @@ class BackgroundFetcher:
                 retry_ms = 250
                 wait_ms = max(self.min_gap_ms, due - now)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), wait_ms / 1000)
+                async with asyncio.timeout(wait_ms / 1000):  # not wait_for: 3.11 can
+                    await wake.wait()  # swallow a cancel that races the event
             if wake.is_set():
                 await asyncio.sleep(self.min_gap_ms / 1000 * 0.1)
 

@@ -95,6 +95,7 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
         history_days=args.history_days,
         clock_offset_ms=offset,
         weight_limit=args.weight_limit,
+        weight_window_ms=int(args.weight_window * 1000),
         enforce_weights=not args.no_weight_limits,
         outages_ms=tuple(outages),
     )
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clock-offset-ms", type=int, default=0)
     e.add_argument("--start-time", help="emulated clock at start (UTC date/time)")
     e.add_argument("--weight-limit", type=int, default=6000)
+    e.add_argument("--weight-window", type=float, default=60.0, help="seconds (Binance: 60)")
     e.add_argument("--no-weight-limits", action="store_true")
     e.add_argument("--fail-rate", type=float, default=0.0, help="share of REST calls -> 5xx")
     e.add_argument("--skip-rate", type=float, default=0.0, help="share of aggTrades not sent")

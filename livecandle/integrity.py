@@ -128,11 +128,20 @@ async def check_series(store: Store, series: SeriesKey, now_ms: int) -> SeriesRe
             if lowest is None:
                 lowest = score
             highest = score
+            row = _decode_row(member)
+            if row is None:
+                rep.bad_members.append(member)
+                rep.breach(3, f"member at {score} is not a 12-field kline array: {member[:80]!r}")
+            elif row[0] != score:
+                rep.breach(1, f"member at score {score} has open time {row[0]}")
+            elif row[6] >= now_ms:
+                rep.bad_members.append(member)
+                rep.breach(1, f"candle at {score} is not closed (close time {row[6]} >= now)")
             if score == prev_score:
                 prev_members.append(member)
                 rep.duplicates[score] = list(prev_members)
                 continue
-            if prev_score is not None and not interval.is_aligned(score):
+            if not interval.is_aligned(score):
                 misaligned += 1
             if prev_score is not None and interval.is_aligned(prev_score):
                 expected = interval.next_open(prev_score)
@@ -146,16 +155,6 @@ async def check_series(store: Store, series: SeriesKey, now_ms: int) -> SeriesRe
                             f"not recorded as an exchange gap",
                         )
             prev_score, prev_members = score, [member]
-            row = _decode_row(member)
-            if row is None:
-                rep.bad_members.append(member)
-                rep.breach(3, f"member at {score} is not a 12-field kline array: {member[:80]!r}")
-                continue
-            if row[0] != score:
-                rep.breach(1, f"member at score {score} has open time {row[0]}")
-            if row[6] >= now_ms:
-                rep.bad_members.append(member)
-                rep.breach(1, f"candle at {score} is not closed (close time {row[6]} >= now)")
     for score, members in rep.duplicates.items():
         rep.breach(2, f"{len(members)} members share open time {score}")
     if missing_unrecorded > 5:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class EmulatorProcess:
         self.rest_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.output: list[str] = []
 
     def start(self, timeout_s: float = 20.0) -> EmulatorProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -46,16 +48,32 @@ class EmulatorProcess:
         line = self.proc.stdout.readline().decode()  # blocks until it listens (or dies)
         if "listening" not in line:
             rest = self.proc.stdout.read().decode() if self.proc.poll() is not None else ""
+            self.stop()
             raise RuntimeError(f"emulator did not start: {line}{rest}")
+        # keep draining its output so a chatty child never blocks on a full pipe
+        threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.rest_url + "/api/v3/ping", timeout=1).status_code == 200:
+                    self.control(reset_limits=True)  # the readiness probe costs no weight
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError("emulator did not answer /api/v3/ping")
+
+    def _drain(self) -> None:
+        proc = self.proc
+        if proc is None or proc.stdout is None:
+            return
+        try:
+            for raw in proc.stdout:
+                self.output.append(raw.decode(errors="replace"))
+                del self.output[:-200]
+        except ValueError:  # closed by stop()
+            pass
 
     def control(self, **switches: Any) -> dict[str, Any]:
         r = httpx.post(self.rest_url + "/_emulator/state", json=switches, timeout=5)
@@ -68,14 +86,18 @@ class EmulatorProcess:
         return state
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def __enter__(self) -> EmulatorProcess:
         return self.start()

@@ -53,6 +53,7 @@ class EmulatorConfig:
     history_days: int = 1100
     clock_offset_ms: int = 0
     weight_limit: int = 6000
+    weight_window_ms: int = 60_000
     enforce_weights: bool = True
     outages_ms: tuple[tuple[int, int], ...] = ()
     tick_ms: int = 10
@@ -70,7 +71,11 @@ class Emulator:
             config.history_days,
             config.outages_ms,
         )
-        self.limiter = WeightLimiter(limit=config.weight_limit, enforce=config.enforce_weights)
+        self.limiter = WeightLimiter(
+            limit=config.weight_limit,
+            window_ms=config.weight_window_ms,
+            enforce=config.enforce_weights,
+        )
         self.requests = 0
         self.failed = 0
         self.hub: Any = None  # streams.StreamHub, attached by build_app
@@ -85,10 +90,23 @@ class Emulator:
 
     # -- REST ---------------------------------------------------------------------------
 
+    @property
+    def _window_spec(self) -> tuple[int, str]:
+        """Binance's (intervalNum, interval) of the weight window."""
+        w = self.limiter.window_ms
+        if w % 60_000 == 0:
+            return w // 60_000, "MINUTE"
+        return max(1, w // 1000), "SECOND"
+
+    @property
+    def _weight_header(self) -> str:
+        num, unit = self._window_spec
+        return f"X-MBX-USED-WEIGHT-{num}{unit[0]}"
+
     def _respond(
         self, body: Any, status: int, used: int, extra: dict[str, str] | None = None
     ) -> Response:
-        headers = {"X-MBX-USED-WEIGHT-1M": str(used), "X-MBX-USED-WEIGHT": str(used)}
+        headers = {self._weight_header: str(used)}
         if extra:
             headers.update(extra)
         return Response(_json.encode(body), status, headers, media_type="application/json")
@@ -103,12 +121,13 @@ class Emulator:
         ip = request.client.host if request.client else "?"
         verdict = self.limiter.charge(ip, weight, now)
         if verdict.status == 429:
+            window = " ".join(map(str, self._window_spec))
             return self._respond(
                 {
                     "code": -1003,
                     "msg": f"Too much request weight used; current limit is "
-                    f"{self.limiter.limit} request weight per 1 MINUTE. Please use WebSocket "
-                    f"Streams for live updates to avoid polling the API.",
+                    f"{self.limiter.limit} request weight per {window}. Please use "
+                    f"WebSocket Streams for live updates to avoid polling the API.",
                 },
                 429,
                 verdict.used,
@@ -177,8 +196,8 @@ class Emulator:
             "rateLimits": [
                 {
                     "rateLimitType": "REQUEST_WEIGHT",
-                    "interval": "MINUTE",
-                    "intervalNum": 1,
+                    "interval": self._window_spec[1],
+                    "intervalNum": self._window_spec[0],
                     "limit": self.limiter.limit,
                 },
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},

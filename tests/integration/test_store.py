@@ -228,3 +228,20 @@ async def test_writes_work_on_redis_cluster_with_hash_tagged_keys(cluster_url: s
     finally:
         await client.aclose()
         await asyncio.sleep(0)
+
+
+async def test_cancelling_a_task_mid_command_really_cancels_it(redis: aioredis.Redis) -> None:
+    """redis-py 8.0/8.1 swallow the CancelledError here and the task runs on forever;
+    every supervised task relies on cancellation, hence the pin below 8."""
+
+    async def worker() -> None:
+        while True:
+            await redis.hdel("x", "y")
+
+    for i in range(30):
+        task = asyncio.create_task(worker())
+        await asyncio.sleep(0.001 * (i % 5))
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done, "the cancelled task kept running"
+        assert task.cancelled()

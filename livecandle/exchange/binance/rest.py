@@ -124,7 +124,7 @@ class BinanceRest:
                 log.warning("%s: %r, retry %d in %.2f s", context, e, failures, delay)
                 await asyncio.sleep(delay)
                 continue
-            used = resp.headers.get("x-mbx-used-weight-1m")
+            used = resp.headers.get(self.budget.header)
             if used is not None and used.isdigit():
                 self.budget.observe(int(used))
             status = resp.status_code

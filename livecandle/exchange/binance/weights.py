@@ -42,6 +42,15 @@ class WeightBudget:
         self.waits = 0
 
     @property
+    def header(self) -> str:
+        """The response header carrying the used weight of this window, lower case
+        (``x-mbx-used-weight-1m`` for Binance's one-minute window)."""
+        for unit_ms, letter in ((86_400_000, "d"), (3_600_000, "h"), (60_000, "m")):
+            if self.window_ms % unit_ms == 0:
+                return f"x-mbx-used-weight-{self.window_ms // unit_ms}{letter}"
+        return f"x-mbx-used-weight-{max(1, self.window_ms // 1000)}s"
+
+    @property
     def budget(self) -> int:
         return max(1, int(self.limit * self.safety))
 
@@ -49,6 +58,8 @@ class WeightBudget:
         if limit != self.limit or window_ms != self.window_ms:
             log.info("weight limit %d per %d ms (from exchangeInfo)", limit, window_ms)
         self.limit, self.window_ms = limit, window_ms
+        # same window, new numbering: what was used in it still counts
+        self._window = (self.clock.now_ms() - _SKEW_MARGIN_MS) // window_ms
 
     def _roll(self, now_ms: int) -> None:
         window = (now_ms - _SKEW_MARGIN_MS) // self.window_ms

@@ -1,0 +1,146 @@
+"""background_fetcher against the emulator and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import msgspec
+import pytest
+
+from livecandle.background_fetcher import BackgroundFetcher
+from livecandle.exchange.binance.rest import BinanceRest
+from livecandle.integrity import verify
+from livecandle.model import SeriesKey
+from livecandle.store import Store
+from tests.helpers import EmulatorProcess
+
+HOUR = 3_600_000
+
+
+async def test_first_start_backfills_the_last_n_closed_candles(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    series = SeriesKey.of("BTCUSDT", "1m")
+    async with BinanceRest(emulator.rest_url) as rest:
+        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=50)
+        await rest.server_time()
+        result = await fetcher.sync(series)
+        now = rest.clock.now_ms()
+    members = await store.members(series)
+    assert 49 <= len(members) <= 50 == result.stored or len(members) == result.stored
+    rows = [msgspec.json.decode(m) for m, _ in members]
+    assert all(r[6] < now for r in rows)  # only closed candles, never the forming one
+    assert rows[-1][0] == series.interval.open_of(now) - 60_000 or rows[-1][6] < now
+    assert [r[0] for r in rows] == [rows[0][0] + i * 60_000 for i in range(len(rows))]
+    assert (await verify(store, [series], now)).ok
+
+
+async def test_refetch_is_a_no_op_and_a_later_sync_fills_the_downtime(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    series = SeriesKey.of("ETHUSDT", "1s")
+    async with BinanceRest(emulator.rest_url) as rest:
+        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=20)
+        await rest.server_time()
+        first = await fetcher.sync(series)
+        again = await fetcher.sync(series)
+        assert again.stored == 0 and again.replaced == 0
+        await asyncio.sleep(2.5)  # downtime: real seconds must pass for 1s candles to close
+        later = await fetcher.sync(series)
+        now = rest.clock.now_ms()
+    assert later.stored >= 2
+    assert later.latest is not None and first.latest is not None
+    assert later.latest >= first.latest + 2000
+    report = await verify(store, [series], now)
+    assert report.ok, report.text()
+
+
+async def test_exchange_gaps_are_recorded_and_never_refetched(store: Store) -> None:
+    day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).strftime("%Y-%m-%d")
+    outage = f"{day}T06:00Z/{day}T08:00Z"
+    with EmulatorProcess("--history-days", "5", "--outage", outage) as emu:
+        series = SeriesKey.of("BTCUSDT", "1h")
+        async with BinanceRest(emu.rest_url) as rest:
+            fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=24 * 4)
+            await rest.server_time()
+            result = await fetcher.sync(series)
+            start = int(dt.datetime.fromisoformat(f"{day}T06:00+00:00").timestamp() * 1000)
+            assert result.gaps == [(start, start + 2 * HOUR)]
+            assert await store.gaps(series) == [(start, start + 2 * HOUR)]
+            again = await fetcher.sync(series)
+            assert again.requests == 1  # from latest forward only, not the gap again
+            report = await verify(store, [series], rest.clock.now_ms())
+            assert report.ok, report.text()
+
+
+async def test_a_closed_candle_message_triggers_an_immediate_fetch(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    series = SeriesKey.of("BTCUSDT", "1h")  # next scheduled fetch is up to an hour away
+    async with BinanceRest(emulator.rest_url) as rest:
+        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=5, min_gap_ms=50)
+        await rest.server_time()
+        runner = asyncio.create_task(fetcher.run_series(series))
+        listener = asyncio.create_task(fetcher.listen_closed())
+        try:
+            await asyncio.wait_for(fetcher.wait_syncs(1), 10)
+            await asyncio.sleep(0.1)  # let the listener subscribe
+            message = msgspec.json.encode({"symbol": "BTCUSDT", "interval": "1h", "open_ms": 0})
+            await store.redis.publish(store.keys.closed_channel, message)
+            await asyncio.wait_for(fetcher.wait_syncs(2), 5)
+        finally:
+            runner.cancel()
+            listener.cancel()
+            await asyncio.gather(runner, listener, return_exceptions=True)
+
+
+async def test_many_series_at_restart_never_trip_a_429(store: Store) -> None:
+    with EmulatorProcess(
+        "--weight-limit", "30", "--weight-window", "2", "--history-days", "3"
+    ) as emu:
+        series = [
+            SeriesKey.of(s, i)
+            for s in ("BTCUSDT", "ETHUSDT")
+            for i in ("1m", "3m", "5m", "15m", "1h", "4h")
+        ]
+        async with BinanceRest(emu.rest_url) as rest:
+            fetcher = BackgroundFetcher(store, rest, series, backfill_candles=100)
+            await fetcher.prepare()  # learns the 30-per-2-s limit from exchangeInfo
+            tasks = [asyncio.create_task(fetcher.run_series(s)) for s in series]
+            try:
+                await asyncio.wait_for(fetcher.wait_syncs(len(series)), 30)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        state = emu.state()
+        assert state["rejected_429"] == 0 and state["rejected_418"] == 0
+        assert all(fetcher.status[s].latest is not None for s in series)
+
+
+async def test_unknown_symbol_is_reported_in_meta_and_not_retried(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    series = SeriesKey.of("NOPEUSDT", "1m")
+    async with BinanceRest(emulator.rest_url) as rest:
+        fetcher = BackgroundFetcher(store, rest, [series])
+        await asyncio.wait_for(fetcher.run_series(series), 10)  # returns: nothing to retry
+    meta = await store.meta(series)
+    assert meta.last_error is not None and "'NOPEUSDT'" in meta.last_error
+    assert "-1121" in meta.last_error
+
+
+@pytest.mark.parametrize("interval", ["1w", "1M", "3d"])
+async def test_calendar_intervals_backfill_on_their_grid(
+    store: Store, emulator: EmulatorProcess, interval: str
+) -> None:
+    series = SeriesKey.of("BTCUSDT", interval)
+    async with BinanceRest(emulator.rest_url) as rest:
+        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=3)
+        await rest.server_time()
+        await fetcher.sync(series)
+        now = rest.clock.now_ms()
+    opens = [int(s) for _, s in await store.members(series)]
+    assert opens and all(series.interval.is_aligned(o) for o in opens)
+    assert (await verify(store, [series], now)).ok

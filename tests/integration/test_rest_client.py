@@ -1,0 +1,135 @@
+"""BinanceRest against the emulator over real HTTP: paging, weights, errors, retries."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from livecandle.exchange.binance.rest import (
+    BinanceBanned,
+    BinanceError,
+    BinanceRest,
+    BinanceUnavailable,
+)
+from livecandle.redis_server import free_port
+from tests.helpers import EmulatorProcess
+
+MIN = 60_000
+
+
+async def test_forward_paging_has_no_overlap_and_no_hole(emulator: EmulatorProcess) -> None:
+    async with BinanceRest(emulator.rest_url) as rest:
+        now = await rest.server_time()
+        start = (now // MIN - 2500) * MIN
+        pages = [p async for p in rest.iter_klines("BTCUSDT", "1m", start)]
+    assert [len(p) for p in pages][:2] == [1000, 1000]
+    opens = [r.open_ms for p in pages for r in p]
+    assert opens[0] == start
+    assert opens == [start + i * MIN for i in range(len(opens))]
+    assert len(opens) in (2501, 2502)  # up to and including the forming candle
+
+
+async def test_paging_stops_at_end_time(emulator: EmulatorProcess) -> None:
+    async with BinanceRest(emulator.rest_url) as rest:
+        now = await rest.server_time()
+        start = (now // MIN - 1500) * MIN
+        end = start + 1000 * MIN  # inclusive: 1001 rows
+        opens = [r.open_ms async for p in rest.iter_klines("BTCUSDT", "1m", start, end) for r in p]
+    assert opens == [start + i * MIN for i in range(1001)]
+
+
+async def test_binance_error_names_symbol_and_interval(emulator: EmulatorProcess) -> None:
+    async with BinanceRest(emulator.rest_url) as rest:
+        with pytest.raises(BinanceError, match=r"symbol 'NOPE' interval '1m': -1121 Invalid"):
+            await rest.klines("NOPE", "1m")
+        with pytest.raises(BinanceError, match=r"interval '9m': -1120"):
+            await rest.klines("BTCUSDT", "9m")
+
+
+async def test_used_weight_is_read_from_the_header(emulator: EmulatorProcess) -> None:
+    async with BinanceRest(emulator.rest_url) as rest:
+        await rest.klines("BTCUSDT", "1m", limit=1)
+        await rest.klines("BTCUSDT", "1m", limit=1)
+        assert rest.budget.used >= 4
+        assert rest.budget.used == emulator.state()["accepted_weight"] or rest.budget.used > 0
+
+
+async def test_server_clock_follows_a_shifted_exchange_clock() -> None:
+    with EmulatorProcess("--clock-offset-ms", "86400000", "--history-days", "3") as emu:
+        async with BinanceRest(emu.rest_url) as rest:
+            await rest.server_time()
+            assert abs(rest.clock.offset_ms - 86_400_000) < 1000
+
+
+async def test_learned_limit_spreads_requests_without_a_single_429() -> None:
+    with EmulatorProcess(
+        "--weight-limit", "20", "--weight-window", "2", "--history-days", "3"
+    ) as emu:
+        async with BinanceRest(emu.rest_url) as rest:
+            await rest.exchange_info()  # weight 20: the whole first window
+            assert rest.budget.limit == 20 and rest.budget.window_ms == 2000
+            started = time.monotonic()
+            for _ in range(15):  # 30 weight: needs two more windows
+                await rest.klines("BTCUSDT", "1m", limit=1)
+            assert time.monotonic() - started > 1.0
+        state = emu.state()
+        assert state["rejected_429"] == 0 and state["rejected_418"] == 0
+
+
+async def test_429_retry_after_is_honoured_without_a_ban() -> None:
+    with EmulatorProcess(
+        "--weight-limit", "6", "--weight-window", "2", "--history-days", "3"
+    ) as emu:
+        async with BinanceRest(emu.rest_url) as rest:  # does not know the limit
+            for _ in range(8):
+                await rest.klines("BTCUSDT", "1m", limit=1)
+        state = emu.state()
+        assert state["rejected_429"] >= 1
+        assert state["rejected_418"] == 0
+
+
+async def test_418_stops_every_rest_call_until_the_ban_ends() -> None:
+    with EmulatorProcess("--weight-limit", "2", "--history-days", "3") as emu:
+        for _ in range(6):  # a careless client that ignores 429s gets the IP banned
+            httpx.get(
+                emu.rest_url + "/api/v3/klines",
+                params={"symbol": "BTCUSDT", "interval": "1m", "limit": 1},
+            )
+        async with BinanceRest(emu.rest_url) as rest:
+            with pytest.raises(BinanceBanned) as info:
+                await rest.klines("BTCUSDT", "1m", limit=1)
+            assert info.value.until_ms > rest.clock.now_ms() + 60_000
+            assert rest.budget.blocked_until_ms >= info.value.until_ms - 1000
+            assert "banned" in rest.budget.block_reason
+
+
+async def test_5xx_are_retried_until_success(emulator: EmulatorProcess) -> None:
+    emulator.control(fail_rate=0.5)
+    async with BinanceRest(emulator.rest_url, backoff_base_s=0.01, max_retries=20) as rest:
+        for _ in range(10):
+            assert len(await rest.klines("BTCUSDT", "1m", limit=2)) == 2
+        assert rest.retries > 0
+
+
+async def test_persistent_5xx_give_up_after_capped_retries(emulator: EmulatorProcess) -> None:
+    emulator.control(fail_rate=1.0)
+    async with BinanceRest(emulator.rest_url, backoff_base_s=0.01, max_retries=3) as rest:
+        with pytest.raises(BinanceUnavailable, match=r"klines for symbol 'BTCUSDT'.*HTTP 502"):
+            await rest.klines("BTCUSDT", "1m")
+        assert rest.retries == 3
+
+
+async def test_network_errors_are_retried_then_reported() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
+    async with BinanceRest(url, backoff_base_s=0.01, max_retries=2) as rest:
+        with pytest.raises(BinanceUnavailable, match="time: 3 network failures"):
+            await rest.server_time()
+
+
+async def test_agg_trades_from_id(emulator: EmulatorProcess) -> None:
+    async with BinanceRest(emulator.rest_url) as rest:
+        trades = await rest.agg_trades("ETHUSDT", from_id=100, limit=50)
+    assert [t.a for t in trades] == list(range(100, 150))
+    assert all(t.trade().is_valid for t in trades)
