@@ -92,11 +92,12 @@ async def test_429_retry_after_is_honoured_without_a_ban() -> None:
 
 async def test_418_stops_every_rest_call_until_the_ban_ends() -> None:
     with EmulatorProcess("--weight-limit", "2", "--history-days", "3") as emu:
-        for _ in range(6):  # a careless client that ignores 429s gets the IP banned
-            httpx.get(
-                emu.rest_url + "/api/v3/klines",
-                params={"symbol": "BTCUSDT", "interval": "1m", "limit": 1},
-            )
+        async with httpx.AsyncClient() as careless:  # ignores 429s: gets the IP banned
+            for _ in range(6):
+                await careless.get(
+                    emu.rest_url + "/api/v3/klines",
+                    params={"symbol": "BTCUSDT", "interval": "1m", "limit": 1},
+                )
         async with BinanceRest(emu.rest_url) as rest:
             with pytest.raises(BinanceBanned) as info:
                 await rest.klines("BTCUSDT", "1m", limit=1)
