@@ -250,20 +250,22 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace, settings: Settings) -> int:
-    from livecandle.aggregate_csv import aggregate_file
+    from livecandle.aggregate_csv import CsvError, aggregate_file, aggregate_to_path
 
     try:
         interval = parse_interval(args.interval)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if not os.path.exists(args.file):
+    if not os.path.isfile(args.file):
         raise UsageError(f"file {args.file!r} does not exist")
-    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
     try:
-        rows = aggregate_file(args.file, interval, out)
-    finally:
-        if out is not sys.stdout:
-            out.close()
+        if args.output:
+            rows = aggregate_to_path(args.file, interval, args.output)
+        else:
+            rows = aggregate_file(args.file, interval, sys.stdout)
+            sys.stdout.flush()
+    except CsvError as e:
+        raise UsageError(f"{args.file}: {e}; no complete output was written") from None
     print(f"{rows} {interval.name} candles written", file=sys.stderr)
     return 0
 

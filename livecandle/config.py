@@ -53,6 +53,7 @@ class Settings:
     backfill_candles: int = 1000
     live_write_period_ms: int = 100
     fetch_concurrency: int = 4
+    stream_silence_s: float = 10.0
     weight_safety: float = 0.97
 
     @classmethod
@@ -83,6 +84,8 @@ class Settings:
             kw["data_dir"] = data_dir
         if n := env.get("LIVECANDLE_BACKFILL_CANDLES"):
             kw["backfill_candles"] = _int("LIVECANDLE_BACKFILL_CANDLES", n, 1, 10_000_000)
+        if silence := env.get("LIVECANDLE_STREAM_SILENCE_S"):
+            kw["stream_silence_s"] = float(_int("LIVECANDLE_STREAM_SILENCE_S", silence, 1, 3600))
         if period := env.get("LIVECANDLE_LIVE_WRITE_PERIOD_MS"):
             kw["live_write_period_ms"] = _int("LIVECANDLE_LIVE_WRITE_PERIOD_MS", period, 1, 60_000)
         return cls(**kw)

@@ -7,8 +7,9 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -68,45 +69,136 @@ def store_for(client: aioredis.Redis, settings: Settings) -> Store:
     return Store(client, Keys(settings.key_prefix, settings.redis_cluster))
 
 
-async def serve(settings: Settings, roles: set[str], stop: asyncio.Event | None = None) -> None:
-    """Run the given roles (``fetcher``, ``stream``, ``web``) until ``stop`` is set."""
-    from livecandle.background_fetcher import BackgroundFetcher
-    from livecandle.exchange.binance.rest import BinanceRest
-    from livecandle.supervisor import Supervisor
+class Service:
+    """The running parts of one process, for wiring and for health/metrics."""
 
-    stop = stop or asyncio.Event()
-    supervisor = Supervisor()
-    async with redis_for(settings) as client:
-        store = store_for(client, settings)
-        await client.ping()
-        rest = BinanceRest(settings.binance_rest_url)
-        rest.budget.safety = settings.weight_safety
-        fetcher = BackgroundFetcher(
-            store, rest, settings.series, settings.backfill_candles, settings.fetch_concurrency
-        )
-        try:
-            if "fetcher" in roles:
-                await _prepare(fetcher)
-                for series in settings.series:
-                    if series.symbol in fetcher.unknown_symbols:
-                        continue
-                    supervisor.spawn(
-                        f"fetch:{series}", functools.partial(fetcher.run_series, series)
+    def __init__(self, settings: Settings, store: Store, roles: set[str]) -> None:
+        from livecandle.background_fetcher import BackgroundFetcher
+        from livecandle.exchange.binance.rest import BinanceRest
+        from livecandle.exchange.binance.stream import BinanceStream
+        from livecandle.live_feed import LiveFeed, streams_for
+        from livecandle.live_writer import LiveWriter
+        from livecandle.supervisor import Supervisor
+
+        self.settings = settings
+        self.store = store
+        self.roles = roles
+        self.supervisor = Supervisor()
+        self.rest = BinanceRest(settings.binance_rest_url)
+        self.rest.budget.safety = settings.weight_safety
+        self.exchange_error: str | None = None
+        self.fetcher: BackgroundFetcher | None = None
+        self.feed: LiveFeed | None = None
+        self.stream: BinanceStream | None = None
+        self.writer: LiveWriter | None = None
+        if "fetcher" in roles:
+            self.fetcher = BackgroundFetcher(
+                store,
+                self.rest,
+                settings.series,
+                settings.backfill_candles,
+                settings.fetch_concurrency,
+            )
+        if "stream" in roles:
+            self.queue: asyncio.Queue[str | bytes] = asyncio.Queue()
+            self.feed = LiveFeed(settings.symbols, settings.intervals, self.rest, self.rest.clock)
+            self.stream = BinanceStream(
+                settings.binance_ws_url,
+                streams_for(settings.symbols, settings.intervals),
+                self.queue,
+            )
+            self.writer = LiveWriter(
+                store,
+                dict(self.feed.states),
+                self.rest.clock.now_ms,
+                settings.live_write_period_ms,
+            )
+
+    async def _connect_exchange(self) -> None:
+        """Learn the exchange clock and limits; say once, clearly, when it is out of
+        reach, and keep trying (cached data is served meanwhile)."""
+        from livecandle.exchange.binance.rest import BinanceError, BinanceUnavailable
+
+        warned = False
+        delay = 1.0
+        while True:
+            try:
+                if self.fetcher is not None:
+                    await self.fetcher.prepare()
+                else:
+                    await self.rest.server_time()
+                if warned:
+                    log.warning(
+                        "the exchange at %s is reachable again", self.settings.binance_rest_url
                     )
-                supervisor.spawn("fetch:closed-listener", fetcher.listen_closed)
-                supervisor.spawn("fetch:clock", fetcher.keep_clock)
-            await stop.wait()
+                self.exchange_error = None
+                return
+            except (BinanceUnavailable, BinanceError) as e:
+                self.exchange_error = (
+                    f"cannot reach the exchange at {self.settings.binance_rest_url}: {e}"
+                )
+                if not warned:
+                    log.error("%s; serving cached data and retrying", self.exchange_error)
+                    warned = True
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+
+    async def start(self) -> None:
+        sup = self.supervisor
+        if self.fetcher is not None or self.stream is not None:
+            await self._connect_exchange()
+        if self.fetcher is not None:
+            fetcher = self.fetcher
+            for series in self.settings.series:
+                if series.symbol not in fetcher.unknown_symbols:
+                    sup.spawn(f"fetch:{series}", functools.partial(fetcher.run_series, series))
+            sup.spawn("fetch:closed-listener", fetcher.listen_closed)
+            sup.spawn("fetch:clock", fetcher.keep_clock)
+        if self.stream is not None and self.feed is not None and self.writer is not None:
+            sup.spawn("stream:socket", self.stream.run)
+            sup.spawn("stream:feed", functools.partial(self.feed.consume, self.queue))
+            sup.spawn("stream:ticker", self.feed.run_ticker)
+            sup.spawn("stream:writer", self.writer.run)
+            if self.fetcher is None:
+                sup.spawn("stream:clock", self._keep_clock)
+
+    async def _keep_clock(self) -> None:
+        while True:
+            await asyncio.sleep(600)
+            await self.rest.server_time()
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+        await self.rest.aclose()
+
+
+async def serve(
+    settings: Settings,
+    roles: set[str],
+    stop: asyncio.Event | None = None,
+    started: Callable[[Service], None] | None = None,
+) -> None:
+    """Run the given roles (``fetcher``, ``stream``, ``web``) until ``stop`` is set."""
+    stop = stop or asyncio.Event()
+    async with redis_for(settings) as client:
+        await cast(Awaitable[bool], client.ping())
+        service = Service(settings, store_for(client, settings), roles)
+        web_task = None
+        try:
+            if "web" in roles:
+                from livecandle.web.app import run_web
+
+                web_task = asyncio.create_task(run_web(service, stop))
+            await service.start()
+            if started is not None:
+                started(service)
+            if web_task is not None:
+                await web_task
+            else:
+                await stop.wait()
         finally:
-            await supervisor.stop()
-            await rest.aclose()
-
-
-async def _prepare(fetcher: object) -> None:
-    from livecandle.background_fetcher import BackgroundFetcher
-    from livecandle.exchange.binance.rest import BinanceUnavailable
-
-    assert isinstance(fetcher, BackgroundFetcher)
-    try:
-        await fetcher.prepare()
-    except BinanceUnavailable as e:
-        log.error("the exchange cannot be reached (%s); serving what is cached and retrying", e)
+            stop.set()
+            if web_task is not None:
+                with contextlib.suppress(Exception):
+                    await web_task
+            await service.stop()

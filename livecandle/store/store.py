@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -115,15 +115,15 @@ class Store:
         return int(res[0])
 
     async def meta(self, series: SeriesKey) -> Meta:
-        h = await self.redis.hgetall(self.keys.meta(series))
-        return Meta.from_hash(cast(dict[bytes, bytes], h))
+        h = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.meta(series)))
+        return Meta.from_hash(h)
 
     async def set_error(self, series: SeriesKey, error: str | None) -> None:
         key = self.keys.meta(series)
         if error is None:
-            await self.redis.hdel(key, "last_error")
+            await cast(Awaitable[int], self.redis.hdel(key, "last_error"))
         else:
-            await self.redis.hset(key, "last_error", error[:500])
+            await cast(Awaitable[int], self.redis.hset(key, "last_error", error[:500]))
 
     async def read_chart(
         self,

@@ -1,0 +1,335 @@
+"""LiveCandleBuilder: the forming candle of every interval of one symbol, from its trades.
+
+Pure: no I/O, time comes from the trades and from an injected clock. Exact: amounts are
+1e-8 integer units, quote amounts 1e-16. Binance's rules (DESIGN.md section 3): open =
+first price, close = last, high/low = max/min, volume = sum of quantities, quote volume =
+sum of price x quantity, taker-buy volumes over trades with ``m == false``, trades = sum
+of (l - f + 1); a period without trades is a candle at the previous close with zero volume.
+
+Cost per trade does not grow with the number of intervals: trades accumulate in one
+*bucket* that ends at the next boundary of any interval; the bucket is folded into the
+candles of all intervals only when a boundary passes (or a snapshot is taken).
+
+Late trades: a trade older than the current bucket (it arrives after the clock already
+closed its candle) is applied to every candle that contains it: the forming candle of
+longer intervals, or the just-closed (still unconfirmed) candle of shorter ones, which is
+then reported again as a correction. Trades older than that are counted and dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from livecandle.clock import Clock, SystemClock
+from livecandle.intervals import Interval
+from livecandle.model import Candle, Trade
+
+# An accumulator: [open, high, low, close, volume, quote, trades, taker_vol, taker_quote]
+Acc = list[int]
+
+MAX_EMPTY_CLOSES = 1000  # at most this many empty candles reported after a long silence
+
+
+def _merge(a: Acc | None, b: Acc | None) -> Acc | None:
+    if a is None:
+        return None if b is None else list(b)
+    if b is None:
+        return list(a)
+    return [
+        a[0],
+        a[1] if a[1] >= b[1] else b[1],
+        a[2] if a[2] <= b[2] else b[2],
+        b[3],
+        a[4] + b[4],
+        a[5] + b[5],
+        a[6] + b[6],
+        a[7] + b[7],
+        a[8] + b[8],
+    ]
+
+
+def _acc_of(price: int, qty: int, count: int, maker: bool) -> Acc:
+    q = price * qty
+    if maker:
+        return [price, price, price, price, qty, q, count, 0, 0]
+    return [price, price, price, price, qty, q, count, qty, q]
+
+
+def _candle(acc: Acc, open_ms: int, close_ms: int) -> Candle:
+    return Candle(open_ms, close_ms, *acc)
+
+
+def _acc_from_candle(c: Candle) -> Acc:
+    return [
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        c.volume,
+        c.quote_volume,
+        c.trades,
+        c.taker_buy_volume,
+        c.taker_buy_quote_volume,
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedCandle:
+    """A candle that just closed. ``complete``: built from every trade of its period
+    (false for the first candle after start-up, unless seeded from a kline snapshot).
+    ``correction``: a late trade changed a candle reported closed before."""
+
+    interval: Interval
+    candle: Candle
+    complete: bool
+    correction: bool = False
+
+
+class LiveCandleBuilder:
+    """Forming candles of ``intervals`` for one symbol."""
+
+    def __init__(
+        self,
+        intervals: Sequence[Interval],
+        clock: Clock | None = None,
+        close_grace_ms: int = 1_000,
+    ) -> None:
+        if not intervals:
+            raise ValueError("LiveCandleBuilder needs at least one interval")
+        self.intervals = tuple(intervals)
+        self.clock = clock or SystemClock()
+        self.close_grace_ms = close_grace_ms
+        n = len(self.intervals)
+        self._candles: list[Acc | None] = [None] * n  # folded trades of the forming candle
+        self._opens = [0] * n
+        self._nexts = [0] * n
+        self._complete = [False] * n
+        self.previous: list[Candle | None] = [None] * n
+        self._previous_complete = [False] * n
+        self._bucket: Acc | None = None
+        self._floor = 0  # newest boundary passed: trades older than this are late
+        self._boundary = -1  # next boundary of any interval; -1 = no trade yet
+        self.last_price: int | None = None
+        self.last_time_ms: int | None = None
+        self.late_trades = 0
+        self.stale_trades = 0
+
+    # -- trades -------------------------------------------------------------------------
+
+    def add(
+        self, time_ms: int, price: int, qty: int, count: int = 1, maker: bool = False
+    ) -> list[ClosedCandle] | None:
+        """One (aggregate) trade; returns the candles this trade closed, if any."""
+        closed = None
+        if time_ms >= self._boundary:
+            if self._boundary < 0:
+                self._start(time_ms)
+            else:
+                closed = self._roll(time_ms)
+        elif time_ms < self._floor:
+            return self._late(time_ms, price, qty, count, maker)
+        b = self._bucket
+        if b is None:
+            self._bucket = _acc_of(price, qty, count, maker)
+        else:
+            if price > b[1]:
+                b[1] = price
+            elif price < b[2]:
+                b[2] = price
+            b[3] = price
+            q = price * qty
+            b[4] += qty
+            b[5] += q
+            b[6] += count
+            if not maker:
+                b[7] += qty
+                b[8] += q
+        self.last_price = price
+        self.last_time_ms = time_ms
+        return closed
+
+    def add_trade(self, t: Trade) -> list[ClosedCandle] | None:
+        if not t.is_valid:
+            return None
+        return self.add(t.time_ms, t.price, t.quantity, t.count, t.buyer_is_maker)
+
+    def add_trades(self, trades: Iterable[Trade]) -> list[ClosedCandle]:
+        out: list[ClosedCandle] = []
+        for t in trades:
+            closed = self.add_trade(t)
+            if closed:
+                out.extend(closed)
+        return out
+
+    def _start(self, time_ms: int) -> None:
+        for i, interval in enumerate(self.intervals):
+            self._opens[i] = interval.open_of(time_ms)
+            self._nexts[i] = interval.next_open(self._opens[i])
+        self._boundary = min(self._nexts)
+        self._floor = max(self._opens)
+
+    def _fold(self) -> None:
+        b = self._bucket
+        if b is None:
+            return
+        candles = self._candles
+        for i in range(len(candles)):
+            c = candles[i]
+            if c is None:
+                candles[i] = list(b)
+            else:
+                if b[1] > c[1]:
+                    c[1] = b[1]
+                if b[2] < c[2]:
+                    c[2] = b[2]
+                c[3] = b[3]
+                c[4] += b[4]
+                c[5] += b[5]
+                c[6] += b[6]
+                c[7] += b[7]
+                c[8] += b[8]
+        self._bucket = None
+
+    def _roll(self, time_ms: int) -> list[ClosedCandle]:
+        """Close every candle whose period ended at or before ``time_ms``."""
+        self._fold()
+        closed: list[ClosedCandle] = []
+        last = self.last_price
+        for i, interval in enumerate(self.intervals):
+            if self._nexts[i] > time_ms:
+                continue
+            acc = self._candles[i]
+            open_ms, nxt = self._opens[i], self._nexts[i]
+            complete = self._complete[i]
+            if acc is not None:
+                closed.append(ClosedCandle(interval, _candle(acc, open_ms, nxt - 1), complete))
+            elif last is not None:
+                closed.append(
+                    ClosedCandle(interval, Candle.empty(open_ms, nxt - 1, last), complete)
+                )
+            # periods after it without any trade: empty candles at the last price
+            new_open = interval.open_of(time_ms)
+            o = nxt
+            if last is not None and o < new_open:
+                empties = []
+                while o < new_open:
+                    n2 = interval.next_open(o)
+                    empties.append(ClosedCandle(interval, Candle.empty(o, n2 - 1, last), True))
+                    o = n2
+                    if len(empties) > MAX_EMPTY_CLOSES:
+                        empties.pop(0)
+                closed.extend(empties)
+            if closed and closed[-1].interval is interval:
+                self.previous[i] = closed[-1].candle
+                self._previous_complete[i] = closed[-1].complete
+            self._candles[i] = None
+            self._opens[i] = new_open
+            self._nexts[i] = interval.next_open(new_open)
+            self._complete[i] = True
+        self._boundary = min(self._nexts)
+        self._floor = max(self._opens)
+        return closed
+
+    def _late(
+        self, time_ms: int, price: int, qty: int, count: int, maker: bool
+    ) -> list[ClosedCandle] | None:
+        """A trade from before the newest boundary (its candle was closed by the clock)."""
+        self._fold()
+        one = _acc_of(price, qty, count, maker)
+        corrections: list[ClosedCandle] = []
+        applied = False
+        for i, interval in enumerate(self.intervals):
+            if time_ms >= self._opens[i]:
+                self._candles[i] = _merge(self._candles[i], one)
+                applied = True
+                continue
+            prev = self.previous[i]
+            if prev is not None and prev.open_ms <= time_ms <= prev.close_ms:
+                acc = _acc_from_candle(prev) if prev.trades else None
+                acc = _merge(acc, one)
+                assert acc is not None
+                self.previous[i] = _candle(acc, prev.open_ms, prev.close_ms)
+                corrections.append(
+                    ClosedCandle(
+                        interval,
+                        self.previous[i],  # type: ignore[arg-type]
+                        self._previous_complete[i],
+                        correction=True,
+                    )
+                )
+                applied = True
+        if not applied:
+            self.stale_trades += 1
+            return None
+        self.late_trades += 1
+        self.last_price = price
+        return corrections or None
+
+    # -- time ---------------------------------------------------------------------------
+
+    def advance(self, now_ms: int | None = None) -> list[ClosedCandle]:
+        """Close candles whose period ended more than ``close_grace_ms`` ago, trades or
+        not (the grace lets in-flight trades of the old period arrive first)."""
+        if self._boundary < 0:
+            return []
+        now = self.clock.now_ms() if now_ms is None else now_ms
+        if now - self.close_grace_ms >= self._boundary:
+            return self._roll(now - self.close_grace_ms)
+        return []
+
+    def roll_to(self, time_ms: int) -> list[ClosedCandle]:
+        """Close every candle whose period ends at or before ``time_ms`` now (the
+        exchange said so: its final kline arrived and all its trades are in)."""
+        if self._boundary < 0 or time_ms < self._boundary:
+            return []
+        return self._roll(time_ms)
+
+    def mark_incomplete(self) -> None:
+        """Trades were lost: the forming candles no longer hold every trade."""
+        self._complete = [False] * len(self.intervals)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def index(self, interval: Interval) -> int:
+        return self.intervals.index(interval)
+
+    def forming(self, i: int) -> Candle | None:
+        """The forming candle of interval number ``i`` (trades so far, or an empty
+        candle at the last price when its period has none yet)."""
+        if self._boundary < 0:
+            return None
+        acc = _merge(self._candles[i], self._bucket)
+        if acc is not None:
+            return _candle(acc, self._opens[i], self._nexts[i] - 1)
+        if self.last_price is None:
+            return None
+        return Candle.empty(self._opens[i], self._nexts[i] - 1, self.last_price)
+
+    def is_complete(self, i: int) -> bool:
+        return self._complete[i]
+
+    def previous_complete(self, i: int) -> bool:
+        return self._previous_complete[i]
+
+    def open_of(self, i: int) -> int:
+        return self._opens[i]
+
+    # -- seeding ------------------------------------------------------------------------
+
+    def seed(self, i: int, snapshot: Candle, trades_after: Iterable[Trade]) -> bool:
+        """Make the forming candle of interval ``i`` exact from an exchange snapshot
+        (a kline update covering trades up to some id) plus the trades processed after
+        it. Returns False when the snapshot is not for the forming period."""
+        if self._boundary < 0 or snapshot.open_ms != self._opens[i]:
+            return False
+        self._fold()
+        acc = _acc_from_candle(snapshot) if snapshot.trades else None
+        for t in trades_after:
+            if t.is_valid and t.time_ms >= snapshot.open_ms:
+                acc = _merge(acc, _acc_of(t.price, t.quantity, t.count, t.buyer_is_maker))
+        if acc is None and self.last_price is None:
+            self.last_price = snapshot.close
+        self._candles[i] = acc
+        self._complete[i] = True
+        return True

@@ -1,0 +1,373 @@
+"""LiveFeed: stream messages in, exact forming candles out.
+
+Decodes the queue filled by ``BinanceStream``; puts each symbol's aggTrades in order
+(``TradeSequencer``; missed ids are fetched over REST before anything after them is
+used); feeds the ``LiveCandleBuilder``; seeds the first (partial) candle of each interval
+from a kline snapshot; closes candles on the exchange's final kline or on the clock; and
+marks what the ``LiveWriter`` must write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from livecandle.aggregator import LiveCandleBuilder
+from livecandle.clock import Clock
+from livecandle.exchange.binance import parse
+from livecandle.exchange.binance.rest import BinanceError, BinanceRest, BinanceUnavailable
+from livecandle.intervals import Interval
+from livecandle.live_writer import SymbolLive
+from livecandle.model import Trade, to_units
+from livecandle.sequencer import Offer, TradeSequencer
+
+log = logging.getLogger(__name__)
+
+RECENT_TRADES = 50_000  # replay buffer for seeding from kline snapshots
+MAX_GAP_FILL = 200_000  # larger holes are abandoned (the candles are then incomplete)
+
+
+class _Envelope(msgspec.Struct):
+    stream: str
+    data: msgspec.Raw
+
+
+_event = msgspec.json.Decoder(parse.StreamEvent)
+_envelope = msgspec.json.Decoder(_Envelope | parse.StreamEvent)  # combined or raw
+
+
+def streams_for(symbols: Sequence[str], intervals: Sequence[Interval]) -> list[str]:
+    """aggTrades for the candles, kline streams to seed and confirm them."""
+    out = []
+    for s in symbols:
+        low = s.lower()
+        out.append(f"{low}@aggTrade")
+        out.extend(f"{low}@kline_{i.name}" for i in intervals)
+    return out
+
+
+@dataclass
+class SymbolState(SymbolLive):
+    sequencer: TradeSequencer = field(default_factory=TradeSequencer)
+    recent: deque[Trade] = field(default_factory=lambda: deque(maxlen=RECENT_TRADES))
+    last_trade_id: int = -1  # individual trade id (aggTrade ``l``) of the newest trade
+    pending_seeds: dict[int, parse.KlinePayload] = field(default_factory=dict)
+    filling: bool = False
+    matches: int = 0
+    mismatches: int = 0
+    heard: float = 0.0  # monotonic time of the newest message about this symbol
+    index: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def needs_seed(self) -> bool:
+        b = self.builder
+        return not all(b.is_complete(i) for i in range(len(b.intervals)))
+
+
+class LiveFeed:
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        intervals: Sequence[Interval],
+        rest: BinanceRest,
+        clock: Clock,
+        close_grace_ms: int = 2_000,
+        silence_s: float = 10.0,
+        on_stall: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        self.rest = rest
+        self.clock = clock
+        self.silence_s = silence_s
+        self.on_stall = on_stall
+        self.stalls = 0
+        self._last_stall = 0.0
+        self.intervals = tuple(intervals)
+        self.states: dict[str, SymbolState] = {}
+        for s in symbols:
+            self.add_symbol(s, close_grace_ms)
+        self.messages = 0
+        self.bad_messages = 0
+        self.unknown_events = 0
+        self.last_bad: str | None = None
+        self._fills: set[asyncio.Task[None]] = set()
+
+    def add_symbol(self, symbol: str, close_grace_ms: int = 2_000) -> SymbolState:
+        st = SymbolState(symbol, LiveCandleBuilder(self.intervals, self.clock, close_grace_ms))
+        st.index = {i.name: n for n, i in enumerate(self.intervals)}
+        self.states[symbol] = st
+        return st
+
+    # -- the consumer loop --------------------------------------------------------------
+
+    async def consume(self, queue: asyncio.Queue[str | bytes]) -> None:
+        while True:
+            message = await queue.get()
+            self.handle(message)
+            # drain what is already there without yielding per message
+            for _ in range(queue.qsize()):
+                self.handle(queue.get_nowait())
+
+    def handle(self, message: str | bytes) -> None:
+        self.messages += 1
+        try:
+            env = _envelope.decode(message)
+            event = _event.decode(env.data) if isinstance(env, _Envelope) else env
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self._bad(message, e)
+            return
+        if isinstance(event, parse.AggTradeEvent):
+            self.on_agg_trade(event)
+        elif isinstance(event, parse.KlineEvent):
+            self.on_kline(event)
+        else:  # serverShutdown: the stream client reconnects when the socket closes
+            log.info("exchange announced a server shutdown")
+
+    def _bad(self, message: str | bytes, error: Exception) -> None:
+        text = message if isinstance(message, str) else message.decode(errors="replace")
+        if '"result"' in text or '"id"' in text:
+            return  # SUBSCRIBE replies
+        if '"e":' in text and "aggTrade" not in text and "kline" not in text:
+            self.unknown_events += 1
+            return
+        self.bad_messages += 1
+        self.last_bad = f"{error}: {text[:200]}"
+        log.warning("malformed stream message dropped (%s): %.200s", error, text)
+
+    # -- trades -------------------------------------------------------------------------
+
+    def on_agg_trade(self, ev: parse.AggTradeEvent) -> None:
+        st = self.states.get(ev.s)
+        if st is None:
+            return
+        st.heard = time.monotonic()
+        try:
+            trade = Trade(ev.a, to_units(ev.p), to_units(ev.q), ev.f, ev.l, ev.T, ev.m)
+        except ValueError as e:
+            self.bad_messages += 1
+            self.last_bad = f"aggTrade {ev.a} of {ev.s}: {e}"
+            return
+        verdict = st.sequencer.offer(trade)
+        if verdict is Offer.NEXT:
+            self._apply(st, trade)
+        elif verdict is Offer.GAP:
+            self._start_fill(st)
+
+    def _apply(self, st: SymbolState, t: Trade) -> None:
+        if t.first_id < 0 or (t.price == 0 and t.quantity == 0):
+            return  # an invalid aggTrade (Binance's 2022 audit placeholders)
+        closed = st.builder.add(
+            t.time_ms, t.price, t.quantity, t.last_id - t.first_id + 1, t.buyer_is_maker
+        )
+        st.last_trade_id = t.last_id
+        st.last_trade_ms = t.time_ms
+        st.dirty = st.price_dirty = True
+        if closed:
+            st.closed.extend(closed)
+        if st.pending_seeds or st.needs_seed:
+            st.recent.append(t)
+            if st.pending_seeds:
+                self._try_pending(st)
+        elif st.recent:
+            st.recent.clear()
+
+    def _start_fill(self, st: SymbolState) -> None:
+        gap = st.sequencer.gap
+        assert gap is not None
+        if gap.size > MAX_GAP_FILL:
+            log.warning(
+                "%s: %d trades missed; too many to fetch, continuing without them",
+                st.symbol,
+                gap.size,
+            )
+            for t in st.sequencer.abandon():
+                self._apply(st, t)
+            st.builder.mark_incomplete()
+            return
+        task = asyncio.create_task(self._fill(st), name=f"fill:{st.symbol}")
+        self._fills.add(task)
+        task.add_done_callback(self._fills.discard)
+
+    async def _fill(self, st: SymbolState) -> None:
+        """Fetch missed trades over REST, then deliver them and everything held, in order."""
+        seq = st.sequencer
+        attempt = 0
+        while seq.gap is not None:
+            gap = seq.gap
+            try:
+                rows = await self.rest.agg_trades(
+                    st.symbol, from_id=gap.first_id, limit=min(1000, gap.size)
+                )
+            except (BinanceError, BinanceUnavailable) as e:
+                attempt += 1
+                log.warning(
+                    "%s: cannot fetch missed trades %d..%d (%s)",
+                    st.symbol,
+                    gap.first_id,
+                    gap.last_id,
+                    e,
+                )
+                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+                continue
+            trades = [r.trade() for r in rows if r.a <= gap.last_id]
+            if not trades:
+                attempt += 1
+                await asyncio.sleep(min(10.0, 0.2 * 2**attempt))
+                continue
+            attempt = 0
+            for t in seq.resolve(trades):
+                self._apply(st, t)
+        log.info("%s: filled a gap; %d trades recovered so far", st.symbol, seq.recovered)
+
+    # -- klines: seeding, exact closing, cross-checks -----------------------------------
+
+    def on_kline(self, ev: parse.KlineEvent) -> None:
+        st = self.states.get(ev.s)
+        if st is None:
+            return
+        st.heard = time.monotonic()
+        k = ev.k
+        i = st.index.get(k.i)
+        if i is None:
+            return
+        b = st.builder
+        if k.x:
+            self._final(st, i, k)
+        elif not b.is_complete(i) and b.open_of(i) == k.t:
+            st.pending_seeds[i] = k
+            self._try_pending(st)
+
+    def _final(self, st: SymbolState, i: int, k: parse.KlinePayload) -> None:
+        """The exchange's final kline: close our candle now if every trade of it is in,
+        and compare the two."""
+        b = st.builder
+        if st.last_trade_id < k.L or st.sequencer.gap is not None:
+            return  # trades of that candle are still on their way
+        if b.open_of(i) == k.t:
+            closed = b.roll_to(k.T + 1)
+            if closed:
+                st.closed.extend(closed)
+                st.dirty = True
+        prev = b.previous[i]
+        if prev is None or prev.open_ms != k.t or not b.previous_complete(i):
+            return
+        try:
+            official = k.candle()
+        except ValueError:
+            return
+        if official == prev:
+            st.matches += 1
+        else:
+            st.mismatches += 1
+            log.warning(
+                "%s %s %d: live candle differs from the exchange's final kline: "
+                "live %s, exchange %s",
+                st.symbol,
+                k.i,
+                k.t,
+                prev.kline_row(),
+                official.kline_row(),
+            )
+
+    def _try_pending(self, st: SymbolState) -> None:
+        for i, k in list(st.pending_seeds.items()):
+            b = st.builder
+            if b.is_complete(i) or b.open_of(i) != k.t:
+                del st.pending_seeds[i]
+                continue
+            if st.last_trade_id < k.L:
+                continue  # the snapshot is ahead of our trades: wait for them
+            after = self._trades_after(st, k.L, k.t)
+            del st.pending_seeds[i]
+            if after is None:
+                continue  # not on an aggTrade boundary, or too old: wait for the next
+            try:
+                snapshot = k.candle()
+            except ValueError:
+                continue
+            if b.seed(i, snapshot, after):
+                st.dirty = True
+
+    @staticmethod
+    def _trades_after(st: SymbolState, last_id: int, open_ms: int) -> list[Trade] | None:
+        """The trades processed after a snapshot covering trades up to ``last_id``;
+        None when that cannot be known exactly (the snapshot split an aggTrade, or
+        trades between it and our first one were never seen)."""
+        if last_id < 0:  # the snapshot had no trade yet in its candle
+            return [t for t in st.recent if t.time_ms >= open_ms]
+        out: list[Trade] = []
+        found = False
+        for t in st.recent:
+            if t.first_id > last_id:
+                out.append(t)
+            elif t.last_id == last_id:
+                found = True
+            elif t.last_id > last_id:
+                return None
+        if found or (out and out[0].first_id == last_id + 1):
+            return out
+        return None
+
+    # -- time ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Close candles by the clock when the exchange's final kline did not do it
+        (a period without trades still ends), and watch for stalled symbols. Never while
+        a symbol is silent or filling a gap: its trades of the old period may be missing,
+        and closing by trade time once they arrive is exact."""
+        now = self.clock.now_ms()
+        mono = time.monotonic()
+        stalled = False
+        for st in self.states.values():
+            silent = mono - st.heard if st.heard else 0.0
+            if silent > self.silence_s:
+                stalled = True
+            if st.sequencer.gap is not None or silent > 3.0 or not st.heard:
+                continue
+            closed = st.builder.advance(now)
+            if closed:
+                st.closed.extend(closed)
+                st.dirty = True
+        if stalled and self.on_stall is not None and mono - self._last_stall > self.silence_s:
+            self._last_stall = mono
+            self.stalls += 1
+            log.warning("a symbol's stream is silent for %.0f s: reconnecting", self.silence_s)
+            task = asyncio.create_task(self.on_stall())
+            self._fills.add(task)
+            task.add_done_callback(self._fills.discard)
+
+    async def run_ticker(self, period_s: float = 0.1) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            self.tick()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "stalls": self.stalls,
+            "bad_messages": self.bad_messages,
+            "unknown_events": self.unknown_events,
+            "last_bad": self.last_bad,
+            "symbols": {
+                s: {
+                    "last_agg_id": st.sequencer.last_id,
+                    "gaps": st.sequencer.gaps,
+                    "recovered": st.sequencer.recovered,
+                    "duplicates": st.sequencer.duplicates,
+                    "filling": st.sequencer.gap is not None,
+                    "late_trades": st.builder.late_trades,
+                    "stale_trades": st.builder.stale_trades,
+                    "matches": st.matches,
+                    "mismatches": st.mismatches,
+                    "seeded": not st.needs_seed,
+                    "silent_s": round(time.monotonic() - st.heard, 3) if st.heard else None,
+                }
+                for s, st in self.states.items()
+            },
+        }

@@ -1,0 +1,106 @@
+"""TradeSequencer: aggregate trades of one symbol in id order, each exactly once.
+
+Binance's aggTrade ids are contiguous per symbol. A duplicate (id already seen: a
+reconnect or rotation overlap) is dropped; a jump means trades were missed, so the
+sequencer holds every later trade until the missing range has been fetched (REST
+``/api/v3/aggTrades?fromId=``) and handed back with ``resolve``. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from livecandle.model import Trade
+
+
+class Offer(Enum):
+    NEXT = "next"  # deliver now
+    DUPLICATE = "duplicate"  # drop
+    HELD = "held"  # a gap is being filled: kept for later
+    GAP = "gap"  # trades are missing: fetch ``gap`` and call resolve()
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    first_id: int
+    last_id: int
+
+    @property
+    def size(self) -> int:
+        return self.last_id - self.first_id + 1
+
+
+class TradeSequencer:
+    def __init__(self) -> None:
+        self.last_id: int | None = None
+        self.gap: Gap | None = None
+        self.held: list[Trade] = []
+        self.duplicates = 0
+        self.gaps = 0
+        self.recovered = 0
+        self.abandoned = 0
+
+    def offer(self, trade: Trade) -> Offer:
+        a = trade.agg_id
+        if self.gap is not None:
+            self.held.append(trade)
+            return Offer.HELD
+        last = self.last_id
+        if last is None or a == last + 1:
+            self.last_id = a
+            return Offer.NEXT
+        if a <= last:
+            self.duplicates += 1
+            return Offer.DUPLICATE
+        self.gap = Gap(last + 1, a - 1)
+        self.gaps += 1
+        self.held = [trade]
+        return Offer.GAP
+
+    def resolve(self, fetched: list[Trade]) -> list[Trade]:
+        """Hand in trades fetched for the gap (any superset is fine); returns every trade
+        now deliverable, in order. If a hole remains (a short fetch, or another gap among
+        the held trades), ``gap`` is set again and the rest stays held."""
+        if self.gap is None:
+            return []
+        pool: dict[int, Trade] = {}
+        for t in fetched:
+            pool.setdefault(t.agg_id, t)
+        for t in self.held:
+            pool.setdefault(t.agg_id, t)
+        last = self.last_id
+        assert last is not None
+        out: list[Trade] = []
+        held_ids = {t.agg_id for t in self.held}
+        for a in sorted(pool):
+            if a <= last:
+                self.duplicates += 1
+                continue
+            if a != last + 1:
+                break
+            t = pool.pop(a)
+            out.append(t)
+            if a not in held_ids:
+                self.recovered += 1
+            last = a
+        self.last_id = last
+        rest = sorted((t for a, t in pool.items() if a > last), key=lambda t: t.agg_id)
+        if rest:
+            self.gap = Gap(last + 1, rest[0].agg_id - 1)
+            self.held = rest
+        else:
+            self.gap = None
+            self.held = []
+        return out
+
+    def abandon(self) -> list[Trade]:
+        """Give up on the current gap (too large to fetch): continue from the held
+        trades. The candles of that period are then incomplete."""
+        held = sorted(self.held, key=lambda t: t.agg_id)
+        self.abandoned += 1
+        self.gap = None
+        self.held = []
+        if held:
+            self.last_id = held[0].agg_id - 1
+        return [t for t in held if self.offer(t) is Offer.NEXT]
