@@ -34,13 +34,14 @@ RECENT_TRADES = 50_000  # replay buffer for seeding from kline snapshots
 MAX_GAP_FILL = 200_000  # larger holes are abandoned (the candles are then incomplete)
 
 
-class _Envelope(msgspec.Struct):
+class _Combined(msgspec.Struct):
+    """``{"stream": "btcusdt@aggTrade", "data": {...}}`` (combined streams)."""
+
     stream: str
-    data: msgspec.Raw
+    data: parse.StreamEvent
 
 
-_event = msgspec.json.Decoder(parse.StreamEvent)
-_envelope = msgspec.json.Decoder(_Envelope | parse.StreamEvent)  # combined or raw
+_combined = msgspec.json.Decoder(_Combined)
 
 
 def streams_for(symbols: Sequence[str], intervals: Sequence[Interval]) -> list[str]:
@@ -63,6 +64,10 @@ class SymbolState(SymbolLive):
     matches: int = 0
     mismatches: int = 0
     heard: float = 0.0  # monotonic time of the newest message about this symbol
+    # exchange time up to which every trade is known to be in: candles ending before it
+    # may be closed by the clock
+    safe_ms: int = 0
+    behind_since: float = 0.0  # a kline showed trades we have not received, since then
     index: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -117,8 +122,7 @@ class LiveFeed:
     def handle(self, message: str | bytes) -> None:
         self.messages += 1
         try:
-            env = _envelope.decode(message)
-            event = _event.decode(env.data) if isinstance(env, _Envelope) else env
+            event = _combined.decode(message).data
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self._bad(message, e)
             return
@@ -167,6 +171,8 @@ class LiveFeed:
         )
         st.last_trade_id = t.last_id
         st.last_trade_ms = t.time_ms
+        if t.time_ms > st.safe_ms:
+            st.safe_ms = t.time_ms
         st.dirty = st.price_dirty = True
         if closed:
             st.closed.extend(closed)
@@ -190,9 +196,7 @@ class LiveFeed:
                 self._apply(st, t)
             st.builder.mark_incomplete()
             return
-        task = asyncio.create_task(self._fill(st), name=f"fill:{st.symbol}")
-        self._fills.add(task)
-        task.add_done_callback(self._fills.discard)
+        self._spawn(self._fill(st), f"fill:{st.symbol}")
 
     async def _fill(self, st: SymbolState) -> None:
         """Fetch missed trades over REST, then deliver them and everything held, in order."""
@@ -237,6 +241,13 @@ class LiveFeed:
         if i is None:
             return
         b = st.builder
+        if st.last_trade_id >= k.L and st.sequencer.gap is None:
+            # at exchange time E the newest trade was one we have
+            if st.safe_ms < ev.E:
+                st.safe_ms = ev.E
+            st.behind_since = 0.0
+        elif not st.behind_since:
+            st.behind_since = st.heard
         if k.x:
             self._final(st, i, k)
         elif not b.is_complete(i) and b.open_of(i) == k.t:
@@ -317,20 +328,26 @@ class LiveFeed:
     # -- time ---------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Close candles by the clock when the exchange's final kline did not do it
-        (a period without trades still ends), and watch for stalled symbols. Never while
-        a symbol is silent or filling a gap: its trades of the old period may be missing,
-        and closing by trade time once they arrive is exact."""
+        """Close candles by the clock when the exchange's final kline did not (a period
+        without trades still ends), but only up to the exchange time by which every
+        trade is known to be in: never across a stall, a lost message or a gap fill (the
+        candle then closes exactly when its trades arrive). Also the stall watchdog."""
         now = self.clock.now_ms()
         mono = time.monotonic()
         stalled = False
         for st in self.states.values():
-            silent = mono - st.heard if st.heard else 0.0
-            if silent > self.silence_s:
+            if st.heard and mono - st.heard > self.silence_s:
                 stalled = True
-            if st.sequencer.gap is not None or silent > 3.0 or not st.heard:
+            if st.sequencer.gap is not None:
                 continue
-            closed = st.builder.advance(now)
+            if (
+                st.behind_since
+                and mono - st.behind_since > 1.0
+                and st.sequencer.last_id is not None
+            ):
+                st.behind_since = mono  # once a second at most
+                self._spawn(self._tail_fetch(st), f"tail:{st.symbol}")
+            closed = st.builder.advance(min(now, st.safe_ms + st.builder.close_grace_ms))
             if closed:
                 st.closed.extend(closed)
                 st.dirty = True
@@ -338,9 +355,29 @@ class LiveFeed:
             self._last_stall = mono
             self.stalls += 1
             log.warning("a symbol's stream is silent for %.0f s: reconnecting", self.silence_s)
-            task = asyncio.create_task(self.on_stall())
-            self._fills.add(task)
-            task.add_done_callback(self._fills.discard)
+            self._spawn(self.on_stall(), "stall-reconnect")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._fills.add(task)
+        task.add_done_callback(self._fills.discard)
+
+    async def _tail_fetch(self, st: SymbolState) -> None:
+        """A kline showed trades newer than any we received, and none followed (the last
+        messages were lost): fetch them over REST."""
+        last = st.sequencer.last_id
+        if last is None:
+            return
+        try:
+            rows = await self.rest.agg_trades(st.symbol, from_id=last + 1, limit=1000)
+        except (BinanceError, BinanceUnavailable) as e:
+            log.warning("%s: cannot fetch trades after %d (%s)", st.symbol, last, e)
+            return
+        for r in rows:
+            trade = r.trade()
+            if st.sequencer.offer(trade) is Offer.NEXT:
+                st.sequencer.recovered += 1
+                self._apply(st, trade)
 
     async def run_ticker(self, period_s: float = 0.1) -> None:
         while True:

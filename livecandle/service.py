@@ -101,11 +101,19 @@ class Service:
             )
         if "stream" in roles:
             self.queue: asyncio.Queue[str | bytes] = asyncio.Queue()
-            self.feed = LiveFeed(settings.symbols, settings.intervals, self.rest, self.rest.clock)
             self.stream = BinanceStream(
                 settings.binance_ws_url,
                 streams_for(settings.symbols, settings.intervals),
                 self.queue,
+                silence_s=settings.stream_silence_s,
+            )
+            self.feed = LiveFeed(
+                settings.symbols,
+                settings.intervals,
+                self.rest,
+                self.rest.clock,
+                silence_s=settings.stream_silence_s,
+                on_stall=self.stream.drop,
             )
             self.writer = LiveWriter(
                 store,

@@ -38,9 +38,12 @@ def test_ohlc_volumes_and_trade_count_follow_binance_rules() -> None:
     b.add(T0 + 4, u("100.10"), u("0.00001"), count=1, maker=True)
     c = b.forming(0)
     assert c is not None
-    assert (format_units(c.open), format_units(c.high), format_units(c.low),
-            format_units(c.close)) == ("100.01000000", "101.50000000", "99.99000000",
-                                       "100.10000000")
+    assert (
+        format_units(c.open),
+        format_units(c.high),
+        format_units(c.low),
+        format_units(c.close),
+    ) == ("100.01000000", "101.50000000", "99.99000000", "100.10000000")
     assert format_units(c.volume) == "1.87501000"
     assert c.trades == 7  # sum of (l - f + 1), not the number of aggTrades
     assert format_quote(c.quote_volume) == "187.86975100"
@@ -128,8 +131,19 @@ def test_seed_from_a_kline_snapshot_makes_the_first_candle_complete() -> None:
     assert not b.is_complete(0)
     open5 = M5.open_of(T0)
     # the exchange's view up to trade 5 (it also saw trades before our first one)
-    snap = Candle(open5, M5.close_of(open5), u("90"), u("106"), u("80"), u("105"),
-                  u("50"), u("5000"), 120, u("20"), u("2000"))
+    snap = Candle(
+        open5,
+        M5.close_of(open5),
+        u("90"),
+        u("106"),
+        u("80"),
+        u("105"),
+        u("50"),
+        u("5000"),
+        120,
+        u("20"),
+        u("2000"),
+    )
     assert b.seed(0, snap, trades[6:])
     c = b.forming(0)
     assert c is not None and b.is_complete(0)
@@ -153,17 +167,35 @@ def reference(trades: list[Trade], interval: Interval) -> dict[int, list[str | i
             p = [Decimal(t.price) / 10**8 for t in ts]
             q = [Decimal(t.quantity) / 10**8 for t in ts]
             qv = sum((a * b for a, b in zip(p, q, strict=True)), Decimal(0))
-            tq = sum((a * b for a, b, t in zip(p, q, ts, strict=True) if not t.buyer_is_maker),
-                     Decimal(0))
-            tv = sum((b for b, t in zip(q, ts, strict=True) if not t.buyer_is_maker),
-                     Decimal(0))
-            out[o] = [f"{p[0]:.8f}", f"{max(p):.8f}", f"{min(p):.8f}", f"{p[-1]:.8f}",
-                      f"{sum(q):.8f}", f"{qv:.8f}", sum(t.count for t in ts), f"{tv:.8f}",
-                      f"{tq:.8f}"]
+            tq = sum(
+                (a * b for a, b, t in zip(p, q, ts, strict=True) if not t.buyer_is_maker),
+                Decimal(0),
+            )
+            tv = sum((b for b, t in zip(q, ts, strict=True) if not t.buyer_is_maker), Decimal(0))
+            out[o] = [
+                f"{p[0]:.8f}",
+                f"{max(p):.8f}",
+                f"{min(p):.8f}",
+                f"{p[-1]:.8f}",
+                f"{sum(q):.8f}",
+                f"{qv:.8f}",
+                sum(t.count for t in ts),
+                f"{tv:.8f}",
+                f"{tq:.8f}",
+            ]
             last_close = out[o][3]
         else:
-            out[o] = [last_close, last_close, last_close, last_close, "0.00000000",
-                      "0.00000000", 0, "0.00000000", "0.00000000"]
+            out[o] = [
+                last_close,
+                last_close,
+                last_close,
+                last_close,
+                "0.00000000",
+                "0.00000000",
+                0,
+                "0.00000000",
+                "0.00000000",
+            ]
         o = interval.next_open(o)
     return out
 
@@ -183,8 +215,17 @@ def test_all_sixteen_intervals_equal_an_independent_decimal_aggregation(seed: in
     for a in range(3000):
         t += rng.choice([0, 1, 7, 250, 1500, 4000, 30_000])
         count = rng.randint(1, 4)
-        trades.append(Trade(a, rng.randint(1, 10**9) * 10**4, rng.randint(1, 10**6) * 1000,
-                            a * 10, a * 10 + count - 1, t, rng.random() < 0.5))
+        trades.append(
+            Trade(
+                a,
+                rng.randint(1, 10**9) * 10**4,
+                rng.randint(1, 10**6) * 1000,
+                a * 10,
+                a * 10 + count - 1,
+                t,
+                rng.random() < 0.5,
+            )
+        )
     b = LiveCandleBuilder(intervals)
     closed = b.add_trades(trades)
     for i, interval in enumerate(intervals):

@@ -1,0 +1,73 @@
+"""The live path end to end: emulator websocket -> stream -> builder -> Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import msgspec
+import redis.asyncio as aioredis
+
+from livecandle.model import SeriesKey
+from livecandle.store import Store
+from tests.helpers import EmulatorProcess
+from tests.integration.live_support import (
+    LiveRecorder,
+    kline_fields,
+    official,
+    running_service,
+)
+
+
+async def test_seed_case_1_a_live_price_updates_the_forming_candle(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
+) -> None:
+    async with running_service(redis_url, emulator, "1m,1h") as svc, LiveRecorder(redis) as rec:
+        await rec.wait_for(lambda: len(rec.prices) >= 3, 30)
+        price = msgspec.json.decode(await redis.get("live_price:BTCUSDT"))
+        assert set(price) == {"symbol", "price", "time"}
+        for interval in ("1m", "1h"):
+            live = msgspec.json.decode(await redis.get(f"live_candle:BTCUSDT:{interval}"))
+            assert live["source"] == "live" and live["is_incomplete"] is True
+            assert Decimal(live["low"]) <= Decimal(live["close"]) <= Decimal(live["high"])
+            assert live["time"] <= price["time"] <= live["close_time"]
+            ttl = await redis.pttl(f"live_candle:BTCUSDT:{interval}")
+            assert 86_000_000 < ttl <= 86_400_000
+        # in every batch, each forming candle closes at that batch's live price
+        checked = 0
+        for batch in rec.batches:
+            prices = {p["symbol"]: p["price"] for p in batch["prices"]}
+            for c in batch["candles"]:
+                if c["symbol"] in prices:
+                    assert c["close"] == prices[c["symbol"]]
+                    checked += 1
+        assert checked >= 6
+        assert svc.feed is not None and svc.feed.stats()["bad_messages"] == 0
+        assert await redis.zcard("klines_z:BTCUSDT:1m") >= 4  # official history, apart
+
+
+async def test_seed_case_3_the_next_period_replaces_the_live_candle_and_official_follows(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
+) -> None:
+    async with running_service(redis_url, emulator, "1s"), LiveRecorder(redis) as rec:
+
+        def complete() -> list[tuple[str, str, int]]:
+            return sorted(k for k, c in rec.closed.items() if c["complete"])
+
+        await rec.wait_for(lambda: len(complete()) >= 2, 30)
+        (symbol, _, first_closed) = complete()[0]
+        # the live key now holds a later period, with the closed one as `previous`
+        live = msgspec.json.decode(await redis.get(f"live_candle:{symbol}:1s"))
+        assert live["time"] > first_closed
+        assert live["previous"]["confirmed"] is False
+        # the closed period's official candle arrives within seconds
+        store = Store(redis)
+        series = SeriesKey.of(symbol, "1s")
+        async with asyncio.timeout(10):
+            while ((await store.meta(series)).latest or 0) < first_closed:
+                await asyncio.sleep(0.1)
+        member = await redis.zrangebyscore(f"klines_z:{symbol}:1s", first_closed, first_closed)
+        assert len(member) == 1
+        off = msgspec.json.decode(member[0])
+        assert off == await official(emulator, symbol, "1s", first_closed)
+        assert kline_fields(rec.closed[(symbol, "1s", first_closed)]) == off
