@@ -59,6 +59,7 @@ class LiveRecorder:
     forming: list[dict[str, Any]] = field(default_factory=list)
     prices: list[dict[str, Any]] = field(default_factory=list)
     batches: list[dict[str, Any]] = field(default_factory=list)
+    official_latest: dict[tuple[str, str], int] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -76,13 +77,19 @@ class LiveRecorder:
 
     async def _run(self) -> None:
         pubsub = self.redis.pubsub()
-        await pubsub.subscribe("live_updates")
+        await pubsub.subscribe("live_updates", "klines_updated")
         self._ready.set()
         try:
             async for m in pubsub.listen():
                 if m["type"] != "message":
                     continue
                 batch = msgspec.json.decode(m["data"])
+                if m["channel"] == b"klines_updated":
+                    async with self._changed:
+                        key = (batch["symbol"], batch["interval"])
+                        self.official_latest[key] = batch["latest"]
+                        self._changed.notify_all()
+                    continue
                 async with self._changed:
                     self.batches.append(batch)
                     del self.batches[:-2000]
@@ -97,8 +104,8 @@ class LiveRecorder:
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def wait_for(self, predicate: Any, timeout: float) -> None:
-        async with asyncio.timeout(timeout), self._changed:
+    async def wait_for(self, predicate: Any, within_s: float) -> None:
+        async with asyncio.timeout(within_s), self._changed:
             await self._changed.wait_for(predicate)
 
 

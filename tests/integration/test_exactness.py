@@ -41,7 +41,7 @@ async def _server_now(emu: EmulatorProcess) -> int:
 
 
 async def _until(emu: EmulatorProcess, t_ms: int) -> None:
-    while (now := await _server_now(emu)) < t_ms:
+    while (now := await _server_now(emu)) < t_ms:  # noqa: ASYNC110 - waiting for time itself
         await asyncio.sleep(min(5.0, (t_ms - now) / 1000))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import msgspec
@@ -61,11 +60,8 @@ async def test_seed_case_3_the_next_period_replaces_the_live_candle_and_official
         assert live["time"] > first_closed
         assert live["previous"]["confirmed"] is False
         # the closed period's official candle arrives within seconds
-        store = Store(redis)
-        series = SeriesKey.of(symbol, "1s")
-        async with asyncio.timeout(10):
-            while ((await store.meta(series)).latest or 0) < first_closed:
-                await asyncio.sleep(0.1)
+        await rec.wait_for(lambda: rec.official_latest.get((symbol, "1s"), 0) >= first_closed, 10)
+        assert ((await Store(redis).meta(SeriesKey.of(symbol, "1s"))).latest or 0) >= (first_closed)
         member = await redis.zrangebyscore(f"klines_z:{symbol}:1s", first_closed, first_closed)
         assert len(member) == 1
         off = msgspec.json.decode(member[0])
