@@ -55,6 +55,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
 
 def _run(coro_fn: Callable[[asyncio.Event], Coroutine[Any, Any, Any]]) -> Any:
@@ -74,8 +75,6 @@ def _run(coro_fn: Callable[[asyncio.Event], Coroutine[Any, Any, Any]]) -> Any:
 
 
 def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     from livecandle.emulator import Emulator, EmulatorConfig, Faults, uvicorn_config
 
     outages = []
@@ -106,24 +105,19 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
         ping_interval_s=args.ping_interval,
     )
     emulator = Emulator(config, faults)
-    server = uvicorn.Server(uvicorn_config(emulator, args.host, args.port))  # type: ignore[arg-type]
 
     async def run(stop: asyncio.Event) -> None:
-        task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
-            await asyncio.sleep(0.02)
-        if task.done():
-            await task
-            raise UsageError(f"emulator could not listen on {args.host}:{args.port}")
-        port = server.servers[0].sockets[0].getsockname()[1] if server.servers else args.port
+        from livecandle import http_server
+
+        config = uvicorn_config(emulator, args.host, args.port)
+        server, task, port = await http_server.start(config)
         print(
             f"emulator listening on http://{args.host}:{port} (ws://{args.host}:{port}/stream)"
             f" symbols={','.join(symbols)} seed={args.seed}",
             flush=True,
         )
         await stop.wait()
-        server.should_exit = True
-        await task
+        await http_server.stop(server, task)
 
     _run(run)
     return 0

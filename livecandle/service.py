@@ -87,6 +87,8 @@ class Service:
         self.rest = BinanceRest(settings.binance_rest_url)
         self.rest.budget.safety = settings.weight_safety
         self.exchange_error: str | None = None
+        self.web_url: str | None = None
+        self.web_ready = asyncio.Event()
         self.fetcher: BackgroundFetcher | None = None
         self.feed: LiveFeed | None = None
         self.stream: BinanceStream | None = None
@@ -198,6 +200,12 @@ async def serve(
 
                 web_task = asyncio.create_task(run_web(service, stop))
             await service.start()
+            if web_task is not None:
+                ready = asyncio.ensure_future(service.web_ready.wait())
+                await asyncio.wait({ready, web_task}, return_when=asyncio.FIRST_COMPLETED)
+                ready.cancel()
+                if web_task.done():
+                    await web_task  # it failed to listen: say why
             if started is not None:
                 started(service)
             if web_task is not None:

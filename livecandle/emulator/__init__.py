@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import uvicorn
+
 from livecandle.emulator.server import Emulator, EmulatorConfig, Faults, build_app
 
 __all__ = ["Emulator", "EmulatorConfig", "Faults", "build_app", "uvicorn_config"]
 
 
-def uvicorn_config(emulator: Emulator, host: str, port: int, **kw: object) -> object:
-    import uvicorn
-
+def uvicorn_config(emulator: Emulator, host: str, port: int, **kw: Any) -> uvicorn.Config:
     return uvicorn.Config(
         build_app(emulator),
         host=host,
@@ -18,5 +20,5 @@ def uvicorn_config(emulator: Emulator, host: str, port: int, **kw: object) -> ob
         ws_ping_interval=emulator.faults.ping_interval_s,
         ws_ping_timeout=emulator.faults.pong_timeout_s,
         lifespan="on",
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )

@@ -1,0 +1,1 @@
+"""The web app: HTTP API, Binance-compatible mirror, socket.io and the chart page."""

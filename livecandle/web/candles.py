@@ -1,0 +1,89 @@
+"""The merge rule, pure: official candles win; live candles only after them.
+
+Official members arrive as the stored JSON (Binance's 12-field arrays) and are passed
+through as bytes, never decoded. A live value (``live_candle`` JSON) contributes its
+unconfirmed ``previous`` candle and its forming candle, each only when its open time is
+after ``klines_meta.latest`` (once the official candle is stored, the live copy is not
+served for that open time).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+_enc = msgspec.json.Encoder()
+
+OFFICIAL = b',"official"]'
+
+
+def live_parts(live: bytes | None, latest: int | None) -> list[dict[str, Any]]:
+    """The live candles to show after the official ones, oldest first: the just-closed
+    candle (``state: "unconfirmed"``) and the forming one (``state: "forming"``)."""
+    if not live:
+        return []
+    try:
+        value = msgspec.json.decode(live)
+    except msgspec.DecodeError:
+        return []
+    if not isinstance(value, dict):
+        return []
+    floor = -1 if latest is None else latest
+    out: list[dict[str, Any]] = []
+    prev = value.get("previous")
+    if isinstance(prev, dict) and int(prev.get("time", -1)) > floor:
+        out.append({**prev, "state": "unconfirmed"})
+    if "time" in value and int(value["time"]) > floor:
+        forming = {k: v for k, v in value.items() if k != "previous"}
+        if not out or out[-1]["time"] < forming["time"]:
+            out.append({**forming, "state": "forming"})
+    return out
+
+
+def kline_array(c: dict[str, Any]) -> list[Any]:
+    """A live candle as Binance's 12-field kline array."""
+    return [
+        c["time"],
+        c["open"],
+        c["high"],
+        c["low"],
+        c["close"],
+        c.get("volume", "0.00000000"),
+        c.get("close_time", c["time"]),
+        c.get("quote_volume", "0.00000000"),
+        c.get("trades", 0),
+        c.get("taker_buy_volume", "0.00000000"),
+        c.get("taker_buy_quote_volume", "0.00000000"),
+        "0",
+    ]
+
+
+def chart_body(
+    symbol: str, interval: str, members: list[bytes], latest: int | None, live: list[dict[str, Any]]
+) -> bytes:
+    """``GET /api/klines``: official rows (12 fields + ``"official"``), ascending and
+    unique by open time, then the live rows (+ ``"unconfirmed"`` / ``"forming"``)."""
+    rows = [m[:-1] + OFFICIAL for m in members]
+    rows.extend(_enc.encode([*kline_array(c), c["state"]]) for c in live)
+    head = _enc.encode({"symbol": symbol, "interval": interval, "latest": latest})
+    return head[:-1] + b',"candles":[' + b",".join(rows) + b"]}"
+
+
+def binance_body(
+    members: list[bytes],
+    live: list[dict[str, Any]],
+    start_ms: int | None,
+    end_ms: int | None,
+    limit: int,
+) -> bytes:
+    """``GET /api/v3/klines``: what Binance answers, from the cache: closed rows, then
+    the forming row last; open times in ``[start_ms, end_ms]``; with a start the oldest
+    ``limit`` rows, otherwise the newest ``limit``."""
+    rows = list(members)
+    for c in live:
+        if (start_ms is None or c["time"] >= start_ms) and (end_ms is None or c["time"] <= end_ms):
+            rows.append(_enc.encode(kline_array(c)))
+    if len(rows) > limit:
+        rows = rows[:limit] if start_ms is not None else rows[-limit:]
+    return b"[" + b",".join(rows) + b"]"

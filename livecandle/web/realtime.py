@@ -1,0 +1,157 @@
+"""socket.io: rooms per symbol and per series, fed from Redis pub/sub, throttled.
+
+Client -> server: ``subscribe {symbol, interval}`` / ``unsubscribe {symbol, interval}``
+(unknown pairs get an ``error`` event). Server -> client: ``live_price {symbol, price,
+time}`` (room ``SYMBOL``), ``live_candle {symbol, interval, candle, previous}`` (room
+``SYMBOL:interval``) and ``klines_updated {symbol, interval, latest}`` (same room).
+Live events are coalesced per room: at most one per ``emit_period_ms`` (the newest), so a
+burst of trades cannot flood a browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+import socketio
+
+from livecandle.intervals import INTERVALS
+from livecandle.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Realtime:
+    def __init__(
+        self,
+        store: Store,
+        symbols: tuple[str, ...],
+        intervals: tuple[str, ...],
+        emit_period_ms: int = 100,
+        redis_url_for_manager: str | None = None,
+    ) -> None:
+        self.store = store
+        self.symbols = set(symbols)
+        self.intervals = set(intervals)
+        self.emit_period_ms = emit_period_ms
+        manager = (
+            socketio.AsyncRedisManager(redis_url_for_manager) if redis_url_for_manager else None
+        )
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            cors_allowed_origins="*",
+            client_manager=manager,
+            logger=False,
+            engineio_logger=False,
+        )
+        self._pending: dict[tuple[str, str], Any] = {}
+        self._wake = asyncio.Event()
+        self.emitted = 0
+        self.received = 0
+        self.clients = 0
+        self.last_message_ms: int | None = None
+        self._register()
+
+    def _register(self) -> None:
+        sio = self.sio
+
+        @sio.event  # type: ignore[untyped-decorator]
+        async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+            self.clients += 1
+
+        @sio.event  # type: ignore[untyped-decorator]
+        async def disconnect(sid: str, *args: Any) -> None:
+            self.clients -= 1
+
+        @sio.event  # type: ignore[untyped-decorator]
+        async def subscribe(sid: str, data: Any) -> dict[str, Any]:
+            room = self._room(data)
+            if isinstance(room, str) and ":" in room:
+                symbol = room.split(":", 1)[0]
+                await sio.enter_room(sid, room)
+                await sio.enter_room(sid, symbol)
+                return {"ok": True, "room": room}
+            await sio.emit("error", {"event": "subscribe", "error": room}, to=sid)
+            return {"ok": False, "error": room}
+
+        @sio.event  # type: ignore[untyped-decorator]
+        async def unsubscribe(sid: str, data: Any) -> dict[str, Any]:
+            room = self._room(data)
+            if isinstance(room, str) and ":" in room:
+                await sio.leave_room(sid, room)
+                symbol = room.split(":", 1)[0]
+                if not any(r.startswith(symbol + ":") for r in sio.rooms(sid) if r != room):
+                    await sio.leave_room(sid, symbol)
+                return {"ok": True, "room": room}
+            await sio.emit("error", {"event": "unsubscribe", "error": room}, to=sid)
+            return {"ok": False, "error": room}
+
+    def _room(self, data: Any) -> str:
+        """``SYMBOL:interval`` for a valid request, else an error text (never raises)."""
+        if not isinstance(data, dict):
+            return f"expected an object {{symbol, interval}}, got {type(data).__name__}"
+        symbol, interval = data.get("symbol"), data.get("interval")
+        if not isinstance(symbol, str) or symbol.upper() not in self.symbols:
+            return f"unknown symbol {symbol!r} (served: {', '.join(sorted(self.symbols))})"
+        if not isinstance(interval, str) or interval not in INTERVALS:
+            return f"unknown interval {interval!r}"
+        if interval not in self.intervals:
+            return (
+                f"interval {interval!r} is not served (served: {', '.join(sorted(self.intervals))})"
+            )
+        return f"{symbol.upper()}:{interval}"
+
+    async def listen(self) -> None:
+        """Redis pub/sub -> pending emissions (the flusher sends them)."""
+        keys = self.store.keys
+        pubsub = self.store.redis.pubsub()
+        await pubsub.subscribe(keys.live_channel, keys.klines_updated_channel)
+        live_channel = keys.live_channel.encode()
+        try:
+            async for m in pubsub.listen():
+                if m.get("type") != "message":
+                    continue
+                self.received += 1
+                self.last_message_ms = time.time_ns() // 1_000_000
+                try:
+                    data = msgspec.json.decode(m["data"])
+                except msgspec.DecodeError:
+                    continue
+                if m["channel"] == live_channel:
+                    self._queue_batch(data)
+                else:
+                    room = f"{data.get('symbol')}:{data.get('interval')}"
+                    await self.sio.emit("klines_updated", data, room=room)
+                    self.emitted += 1
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _queue_batch(self, batch: dict[str, Any]) -> None:
+        for p in batch.get("prices", ()):
+            self._pending[("live_price", p["symbol"])] = p
+        for c in batch.get("candles", ()):
+            previous = c.get("previous")
+            candle = {k: v for k, v in c.items() if k != "previous"}
+            self._pending[("live_candle", f"{c['symbol']}:{c['interval']}")] = {
+                "symbol": c["symbol"],
+                "interval": c["interval"],
+                "candle": candle,
+                "previous": previous,
+            }
+        self._wake.set()
+
+    async def flush_loop(self) -> None:
+        period = self.emit_period_ms / 1000
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            pending, self._pending = self._pending, {}
+            for (event, room), payload in pending.items():
+                await self.sio.emit(event, payload, room=room)
+                self.emitted += 1
+            await asyncio.sleep(period)

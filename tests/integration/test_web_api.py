@@ -1,0 +1,381 @@
+"""The HTTP API over real HTTP against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from livecandle.model import SeriesKey
+from livecandle.store import Store
+from tests.helpers import EmulatorProcess
+from tests.integration.live_support import running_service
+
+MIN = 60_000
+T0 = 1_700_000_040_000  # a minute boundary
+TOKEN = "s3cret-token"
+S1M = SeriesKey.of("BTCUSDT", "1m")
+
+
+def row(open_ms: int, close: str = "100.00000000") -> bytes:
+    return msgspec.json.encode(
+        [
+            open_ms,
+            "100.00000000",
+            "101.00000000",
+            "99.00000000",
+            close,
+            "1.00000000",
+            open_ms + MIN - 1,
+            "100.00000000",
+            5,
+            "0.50000000",
+            "50.00000000",
+            "0",
+        ]
+    )
+
+
+def live(open_ms: int, previous: int | None = None) -> bytes:
+    def fields(t: int) -> dict[str, Any]:
+        return {
+            "time": t,
+            "close_time": t + MIN - 1,
+            "open": "100.00000000",
+            "high": "102.00000000",
+            "low": "99.50000000",
+            "close": "101.00000000",
+            "volume": "3.00000000",
+            "quote_volume": "300.00000000",
+            "trades": 7,
+            "taker_buy_volume": "1.00000000",
+            "taker_buy_quote_volume": "100.00000000",
+        }
+
+    value: dict[str, Any] = {
+        "symbol": "BTCUSDT",
+        "interval": "1m",
+        **fields(open_ms),
+        "is_incomplete": True,
+        "source": "live",
+        "complete": True,
+        "previous": None,
+    }
+    if previous is not None:
+        value["previous"] = {
+            **fields(previous),
+            "is_incomplete": False,
+            "confirmed": False,
+            "source": "live",
+        }
+    return msgspec.json.encode(value)
+
+
+@pytest.fixture
+async def web(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_service(
+        redis_url, emulator, "1m,5m,1h", roles=("web",), port=0, write_token=TOKEN
+    ) as svc:
+        assert svc.web_url is not None
+        async with httpx.AsyncClient(base_url=svc.web_url, timeout=10) as client:
+            yield client
+
+
+async def seed(redis: aioredis.Redis, n: int = 10, live_value: bytes | None = None) -> Store:
+    store = Store(redis)
+    await store.write_candles(S1M, [(T0 + i * MIN, row(T0 + i * MIN)) for i in range(n)], 1)
+    if live_value is not None:
+        await store.set_live_candle(S1M, live_value)
+    return store
+
+
+async def test_merge_rule_official_then_unconfirmed_then_forming(
+    web: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    last = T0 + 9 * MIN
+    await seed(redis, 10, live(last + 2 * MIN, previous=last + MIN))
+    r = await web.get("/api/klines", params={"symbol": "BTCUSDT", "interval": "1m"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["latest"] == last
+    times = [c[0] for c in body["candles"]]
+    assert times == sorted(set(times))
+    assert [c[12] for c in body["candles"]][-3:] == ["official", "unconfirmed", "forming"]
+    assert times[-2:] == [last + MIN, last + 2 * MIN]
+    assert body["candles"][0][:12] == json.loads(row(T0))
+
+
+async def test_official_wins_once_stored(web: httpx.AsyncClient, redis: aioredis.Redis) -> None:
+    last = T0 + 9 * MIN
+    store = await seed(redis, 10, live(last + 2 * MIN, previous=last + MIN))
+    await store.write_candles(S1M, [(last + MIN, row(last + MIN, close="100.50000000"))], 2)
+    body = (await web.get("/api/klines", params={"symbol": "BTCUSDT", "interval": "1m"})).json()
+    states = {c[0]: c[12] for c in body["candles"]}
+    assert states[last + MIN] == "official"  # the live copy is no longer served
+    assert body["candles"][-1][12] == "forming"
+    assert sum(1 for c in body["candles"] if c[0] == last + MIN) == 1
+    lc = (await web.get("/live-candle", params={"symbol": "BTCUSDT", "interval": "1m"})).json()
+    assert lc["previous"] is None and lc["candle"]["time"] == last + 2 * MIN
+
+
+async def test_start_end_and_limit(web: httpx.AsyncClient, redis: aioredis.Redis) -> None:
+    await seed(redis, 10, live(T0 + 11 * MIN))
+    r = await web.get(
+        "/api/klines",
+        params={"symbol": "BTCUSDT", "interval": "1m", "start": T0 + MIN, "end": T0 + 3 * MIN},
+    )
+    assert [c[0] for c in r.json()["candles"]] == [T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN]
+    r = await web.get("/api/klines", params={"symbol": "BTCUSDT", "interval": "1m", "limit": 2})
+    assert [c[12] for c in r.json()["candles"]] == ["official", "official", "forming"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "value"),
+    [
+        ({"interval": "1m"}, "symbol", None),
+        ({"symbol": "DOGEUSDT", "interval": "1m"}, "symbol", "DOGEUSDT"),
+        ({"symbol": "BTCUSDT", "interval": "7m"}, "interval", "7m"),
+        ({"symbol": "BTCUSDT", "interval": "3m"}, "interval", "3m"),  # real, not served
+        ({"symbol": "BTCUSDT", "interval": "1m", "limit": "abc"}, "limit", "abc"),
+        ({"symbol": "BTCUSDT", "interval": "1m", "limit": "0"}, "limit", "0"),
+        ({"symbol": "BTCUSDT", "interval": "1m", "limit": "100000"}, "limit", "100000"),
+        ({"symbol": "BTCUSDT", "interval": "1m", "start": "-5"}, "start", "-5"),
+        ({"symbol": "BTCUSDT", "interval": "1m", "start": "1.5"}, "start", "1.5"),
+        ({"symbol": "BTCUSDT", "interval": "1m", "start": str(T0 + 5)}, "start", T0 + 5),
+        (
+            {"symbol": "BTCUSDT", "interval": "1m", "start": str(T0 + MIN), "end": str(T0)},
+            "start",
+            T0 + MIN,
+        ),
+    ],
+)
+async def test_bad_chart_queries_are_400_naming_field_and_value(
+    web: httpx.AsyncClient, params: dict[str, str], field: str, value: object
+) -> None:
+    r = await web.get("/api/klines", params=params)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["field"] == field and body["value"] == value
+    assert field in body["error"]
+
+
+async def save(
+    web: httpx.AsyncClient, body: object, token: str | None = TOKEN, raw: bytes | None = None
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    content = raw if raw is not None else json.dumps(body).encode()
+    return await web.post(
+        "/save-live-candle",
+        content=content,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+
+GOOD = {
+    "symbol": "BTCUSDT",
+    "interval": "1m",
+    "time": T0 + 20 * MIN,
+    "open": "100.5",
+    "high": "101",
+    "low": "100",
+    "close": "100.75",
+    "volume": "2.5",
+    "is_incomplete": True,
+    "source": "live",
+}
+
+
+async def test_save_live_candle_writes_only_live_data(
+    web: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    store = await seed(redis, 10)
+    before = await redis.zrange(store.keys.klines(S1M), 0, -1, withscores=True)
+    r = await save(web, GOOD)
+    assert r.status_code == 200, r.text
+    stored = msgspec.json.decode(await redis.get("live_candle:BTCUSDT:1m"))
+    assert (stored["time"], stored["close"], stored["source"]) == (
+        T0 + 20 * MIN,
+        "100.75000000",
+        "live",
+    )
+    assert await redis.zrange(store.keys.klines(S1M), 0, -1, withscores=True) == before
+    r = await web.get("/live-candle", params={"symbol": "BTCUSDT", "interval": "1m"})
+    assert r.json()["candle"]["close"] == "100.75000000"
+
+
+async def test_save_live_candle_auth(web: httpx.AsyncClient) -> None:
+    assert (await save(web, GOOD, token=None)).status_code == 401
+    assert (await save(web, GOOD, token="wrong")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        ({"time": T0 + 20 * MIN + 5}, 400, "time"),
+        ({"time": "soon"}, 400, "time"),
+        ({"open": 100.5}, 400, "open"),  # floats lose money: decimal strings only
+        ({"high": "abc"}, 400, "high"),
+        ({"low": "100.9"}, 400, "low"),  # low above open
+        ({"high": "100.6"}, 400, "high"),  # high below close
+        ({"symbol": "NOPE"}, 400, "symbol"),
+        ({"interval": "1M"}, 400, "interval"),
+        ({"is_incomplete": False}, 400, "is_incomplete"),
+        ({"source": "official"}, 400, "source"),
+        ({"color": "red"}, 400, "color"),
+        ({"time": T0 + 5 * MIN}, 409, "time"),  # official data exists there
+        ({"volume": "1.123456789"}, 400, "volume"),
+    ],
+)
+async def test_save_live_candle_refuses_bad_bodies(
+    web: httpx.AsyncClient,
+    redis: aioredis.Redis,
+    change: dict[str, object],
+    status: int,
+    field: str,
+) -> None:
+    await seed(redis, 10)
+    r = await save(web, {**GOOD, **change})
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field
+    assert await redis.get("live_candle:BTCUSDT:1m") is None  # nothing written
+
+
+async def test_save_live_candle_refuses_non_json_arrays_and_oversized(
+    web: httpx.AsyncClient,
+) -> None:
+    assert (await save(web, None, raw=b"{not json")).status_code == 400
+    assert (await save(web, [1, 2])).status_code == 400
+    big = {**GOOD, "open": "1" + "0" * 5000}
+    r = await save(web, big)
+    assert r.status_code == 413 and r.json()["field"] == "body"
+
+
+async def test_save_is_disabled_without_a_token(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
+) -> None:
+    async with (
+        running_service(redis_url, emulator, "1m", roles=("web",), port=0) as svc,
+        httpx.AsyncClient(base_url=str(svc.web_url)) as client,
+    ):
+        r = await client.post(
+            "/save-live-candle", json=GOOD, headers={"Authorization": "Bearer anything"}
+        )
+        assert r.status_code == 403 and "disabled" in r.json()["error"]
+
+
+async def test_binance_compatible_klines(web: httpx.AsyncClient, redis: aioredis.Redis) -> None:
+    await seed(redis, 10, live(T0 + 10 * MIN))
+    r = await web.get("/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "1m"})
+    rows = r.json()
+    assert rows[0] == json.loads(row(T0))
+    assert len(rows) == 11 and rows[-1][0] == T0 + 10 * MIN and len(rows[-1]) == 12
+    r = await web.get(
+        "/api/v3/klines",
+        params={"symbol": "BTCUSDT", "interval": "1m", "startTime": T0 + 1, "limit": 2},
+    )
+    assert [x[0] for x in r.json()] == [T0 + MIN, T0 + 2 * MIN]
+    for params, code in [
+        ({"symbol": "NOPE", "interval": "1m"}, -1121),
+        ({"symbol": "BTCUSDT", "interval": "9m"}, -1120),
+        ({"interval": "1m"}, -1102),
+        ({"symbol": "BTCUSDT", "interval": "1m", "endTime": "x"}, -1100),
+        ({"symbol": "BTCUSDT", "interval": "1m", "foo": "1"}, -1104),
+    ]:
+        r = await web.get("/api/v3/klines", params=params)
+        assert r.status_code == 400 and r.json()["code"] == code, (params, r.text)
+
+
+async def test_binance_small_endpoints(web: httpx.AsyncClient, redis: aioredis.Redis) -> None:
+    await redis.set("live_price:BTCUSDT", b'{"symbol":"BTCUSDT","price":"100.5","time":1}')
+    assert (await web.get("/api/v3/ping")).json() == {}
+    assert (await web.get("/api/v3/time")).json()["serverTime"] > 1_700_000_000_000
+    info = (await web.get("/api/v3/exchangeInfo")).json()
+    assert [s["symbol"] for s in info["symbols"]] == ["BTCUSDT", "ETHUSDT"]
+    t = (await web.get("/api/v3/ticker/price", params={"symbol": "BTCUSDT"})).json()
+    assert t == {"symbol": "BTCUSDT", "price": "100.5"}
+    assert (await web.get("/api/v3/ticker/price")).json() == [t]
+    r = await web.get("/api/v3/ticker/price", params={"symbol": "NOPE"})
+    assert r.json()["code"] == -1121
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # python-binance's websockets import
+async def test_an_unmodified_binance_client_reads_the_mirror(
+    web: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    import asyncio
+
+    from binance.client import Client
+
+    await seed(redis, 10, live(T0 + 10 * MIN))
+    client = Client(ping=False)
+    client.API_URL = str(web.base_url) + "/api"
+    rows = await asyncio.to_thread(client.get_klines, symbol="BTCUSDT", interval="1m", limit=5)
+    assert [r[0] for r in rows] == [T0 + i * MIN for i in range(6, 11)]
+    hist = await asyncio.to_thread(client.get_historical_klines, "BTCUSDT", "1m", T0, T0 + 9 * MIN)
+    assert [r[0] for r in hist] == [T0 + i * MIN for i in range(10)]
+
+
+async def test_metadata_symbols_health_metrics_openapi(
+    web: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    await seed(redis, 3)
+    meta = (await web.get("/api/metadata", params={"symbol": "BTCUSDT", "interval": "1m"})).json()
+    assert (meta["earliest"], meta["latest"], meta["count"]) == (T0, T0 + 2 * MIN, 3)
+    assert (await web.get("/api/symbols")).json() == {
+        "symbols": ["BTCUSDT", "ETHUSDT"],
+        "intervals": ["1m", "5m", "1h"],
+    }
+    h = await web.get("/healthz")
+    assert h.status_code == 200 and h.json()["redis"]["ok"] is True
+    m = (await web.get("/metrics")).text
+    assert "livecandle_http_requests_total" in m
+    for line in m.splitlines():
+        assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
+    spec = (await web.get("/openapi.json")).json()
+    for path in (
+        "/api/klines",
+        "/live-candle",
+        "/save-live-candle",
+        "/api/v3/klines",
+        "/api/metadata",
+        "/healthz",
+        "/metrics",
+    ):
+        assert path in spec["paths"], path
+    params = {p["name"]: p for p in spec["paths"]["/api/klines"]["get"]["parameters"]}
+    assert params["limit"]["schema"]["maximum"] == 5000
+    assert params["symbol"]["required"] is True
+
+
+async def test_no_query_can_make_a_500(web: httpx.AsyncClient) -> None:
+    weird = [
+        "",
+        "%00",
+        "1e309",
+        "-0",
+        "99999999999999999999999",
+        "[]",
+        "BTCUSDT\x00",
+        "'; DROP",
+        "１",
+        "nan",
+    ]
+    for path in (
+        "/api/klines",
+        "/live-candle",
+        "/api/metadata",
+        "/api/v3/klines",
+        "/api/v3/ticker/price",
+        "/api/v3/exchangeInfo",
+    ):
+        for v in weird:
+            for field in ("symbol", "interval", "start", "end", "limit", "startTime", "symbols"):
+                r = await web.get(path, params={"symbol": "BTCUSDT", "interval": "1m", field: v})
+                assert r.status_code < 500, (path, field, v, r.text)
