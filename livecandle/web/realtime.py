@@ -68,42 +68,41 @@ class Realtime:
             self.clients -= 1
 
         @sio.event  # type: ignore[untyped-decorator]
-        async def subscribe(sid: str, data: Any) -> dict[str, Any]:
-            room = self._room(data)
-            if isinstance(room, str) and ":" in room:
-                symbol = room.split(":", 1)[0]
-                await sio.enter_room(sid, room)
-                await sio.enter_room(sid, symbol)
-                return {"ok": True, "room": room}
-            await sio.emit("error", {"event": "subscribe", "error": room}, to=sid)
-            return {"ok": False, "error": room}
+        async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
+            room, error = self._room(data)
+            if room is None:
+                await sio.emit("error", {"event": "subscribe", "error": error}, to=sid)
+                return {"ok": False, "error": error}
+            await sio.enter_room(sid, room)
+            await sio.enter_room(sid, room.split(":", 1)[0])
+            return {"ok": True, "room": room}
 
         @sio.event  # type: ignore[untyped-decorator]
-        async def unsubscribe(sid: str, data: Any) -> dict[str, Any]:
-            room = self._room(data)
-            if isinstance(room, str) and ":" in room:
-                await sio.leave_room(sid, room)
-                symbol = room.split(":", 1)[0]
-                if not any(r.startswith(symbol + ":") for r in sio.rooms(sid) if r != room):
-                    await sio.leave_room(sid, symbol)
-                return {"ok": True, "room": room}
-            await sio.emit("error", {"event": "unsubscribe", "error": room}, to=sid)
-            return {"ok": False, "error": room}
+        async def unsubscribe(sid: str, data: Any = None) -> dict[str, Any]:
+            room, error = self._room(data)
+            if room is None:
+                await sio.emit("error", {"event": "unsubscribe", "error": error}, to=sid)
+                return {"ok": False, "error": error}
+            await sio.leave_room(sid, room)
+            symbol = room.split(":", 1)[0]
+            if not any(r.startswith(symbol + ":") for r in sio.rooms(sid)):
+                await sio.leave_room(sid, symbol)
+            return {"ok": True, "room": room}
 
-    def _room(self, data: Any) -> str:
-        """``SYMBOL:interval`` for a valid request, else an error text (never raises)."""
+    def _room(self, data: Any) -> tuple[str | None, str]:
+        """(``SYMBOL:interval``, "") for a valid request, else (None, why); never raises."""
         if not isinstance(data, dict):
-            return f"expected an object {{symbol, interval}}, got {type(data).__name__}"
+            return None, f"expected an object {{symbol, interval}}, got {type(data).__name__}"
         symbol, interval = data.get("symbol"), data.get("interval")
         if not isinstance(symbol, str) or symbol.upper() not in self.symbols:
-            return f"unknown symbol {symbol!r} (served: {', '.join(sorted(self.symbols))})"
+            served = ", ".join(sorted(self.symbols))
+            return None, f"unknown symbol {symbol!r} (served: {served})"
         if not isinstance(interval, str) or interval not in INTERVALS:
-            return f"unknown interval {interval!r}"
+            return None, f"unknown interval {interval!r}"
         if interval not in self.intervals:
-            return (
-                f"interval {interval!r} is not served (served: {', '.join(sorted(self.intervals))})"
-            )
-        return f"{symbol.upper()}:{interval}"
+            served = ", ".join(sorted(self.intervals))
+            return None, f"interval {interval!r} is not served (served: {served})"
+        return f"{symbol.upper()}:{interval}", ""
 
     async def listen(self) -> None:
         """Redis pub/sub -> pending emissions (the flusher sends them)."""

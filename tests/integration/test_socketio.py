@@ -1,0 +1,162 @@
+"""socket.io with a real python-socketio client over websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+import socketio
+
+from livecandle.model import SeriesKey
+from livecandle.store import LiveWrite, Store
+from tests.helpers import EmulatorProcess
+from tests.integration.live_support import running_service
+
+
+class Client:
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: list[tuple[str, Any]] = []
+        self.changed = asyncio.Event()
+        for name in ("live_price", "live_candle", "klines_updated", "error"):
+            self.sio.on(name, self._handler(name))
+
+    def _handler(self, name: str) -> Any:
+        async def handle(data: Any) -> None:
+            self.events.append((name, data))
+            self.changed.set()
+
+        return handle
+
+    async def wait(self, predicate: Any, within_s: float = 10) -> None:
+        async with asyncio.timeout(within_s):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+    def of(self, name: str) -> list[Any]:
+        return [d for n, d in self.events if n == name]
+
+
+@pytest.fixture
+async def client_factory() -> AsyncIterator[Any]:
+    clients: list[Client] = []
+
+    async def make(url: str) -> Client:
+        c = Client()
+        await c.sio.connect(url, transports=["websocket"])
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.sio.disconnect()
+
+
+async def test_a_client_gets_live_events_of_its_room_only(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess, client_factory: Any
+) -> None:
+    async with running_service(
+        redis_url, emulator, "1m,5m", roles=("fetcher", "stream", "web"), port=0
+    ) as svc:
+        c = await client_factory(svc.web_url)
+        ack = await c.sio.call("subscribe", {"symbol": "BTCUSDT", "interval": "1m"})
+        assert ack == {"ok": True, "room": "BTCUSDT:1m"}
+        await c.wait(lambda: len(c.of("live_price")) >= 3 and len(c.of("live_candle")) >= 3)
+        assert {p["symbol"] for p in c.of("live_price")} == {"BTCUSDT"}
+        assert {(x["symbol"], x["interval"]) for x in c.of("live_candle")} == {("BTCUSDT", "1m")}
+        candle = c.of("live_candle")[-1]["candle"]
+        assert candle["source"] == "live" and candle["is_incomplete"] is True
+        await c.sio.call("unsubscribe", {"symbol": "BTCUSDT", "interval": "1m"})
+        await asyncio.sleep(0.3)  # in-flight emissions drain
+        n = len(c.events)
+        await asyncio.sleep(1.0)  # none should come now: nothing to await but silence
+        assert len(c.events) == n, c.events[n:]
+
+
+async def test_unknown_pairs_get_an_error_and_the_connection_lives_on(
+    redis_url: str, emulator: EmulatorProcess, client_factory: Any
+) -> None:
+    async with running_service(redis_url, emulator, "1m", roles=("web",), port=0) as svc:
+        c = await client_factory(svc.web_url)
+        for bad in (
+            {"symbol": "NOPE", "interval": "1m"},
+            {"symbol": "BTCUSDT", "interval": "2m"},
+            {"symbol": "BTCUSDT", "interval": "1h"},
+            "BTCUSDT",
+            None,
+            {"symbol": 5, "interval": []},
+        ):
+            ack = await c.sio.call("subscribe", bad)
+            assert ack["ok"] is False and ack["error"], (bad, ack)
+        await c.wait(lambda: len(c.of("error")) >= 6)
+        assert "NOPE" in c.of("error")[0]["error"]
+        ack = await c.sio.call("subscribe", {"symbol": "ETHUSDT", "interval": "1m"})
+        assert ack["ok"] is True
+
+
+async def test_bursts_are_throttled_per_room_and_the_newest_wins(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess, client_factory: Any
+) -> None:
+    async with running_service(redis_url, emulator, "1m", roles=("web",), port=0) as svc:
+        c = await client_factory(svc.web_url)
+        await c.sio.call("subscribe", {"symbol": "BTCUSDT", "interval": "1m"})
+        store = Store(redis)
+        series = SeriesKey.of("BTCUSDT", "1m")
+        started = time.monotonic()
+        for i in range(300):  # 300 updates as fast as Redis takes them
+            value = {
+                "symbol": "BTCUSDT",
+                "interval": "1m",
+                "time": 1_700_000_040_000,
+                "close": f"{100 + i}.00000000",
+                "source": "live",
+                "previous": None,
+            }
+            enc = msgspec.json.encode(value)
+            batch = msgspec.json.encode({"time": i, "prices": [], "candles": [value]})
+            await store.write_live([LiveWrite(series, enc)], publish=batch)
+        elapsed = time.monotonic() - started
+        await c.wait(
+            lambda: (
+                bool(c.of("live_candle"))
+                and c.of("live_candle")[-1]["candle"]["close"] == "399.00000000"
+            )
+        )
+        received = len(c.of("live_candle"))
+        assert received <= elapsed / 0.1 + 3, (received, elapsed)
+        assert received < 300
+
+
+async def test_klines_updated_reaches_the_series_room(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess, client_factory: Any
+) -> None:
+    async with running_service(redis_url, emulator, "1m", roles=("web",), port=0) as svc:
+        c = await client_factory(svc.web_url)
+        await c.sio.call("subscribe", {"symbol": "ETHUSDT", "interval": "1m"})
+        member = msgspec.json.encode(
+            [
+                1_700_000_040_000,
+                "1.00000000",
+                "1.00000000",
+                "1.00000000",
+                "1.00000000",
+                "0.00000000",
+                1_700_000_099_999,
+                "0.00000000",
+                0,
+                "0.00000000",
+                "0.00000000",
+                "0",
+            ]
+        )
+        await Store(redis).write_candles(
+            SeriesKey.of("ETHUSDT", "1m"), [(1_700_000_040_000, member)], 1
+        )
+        await c.wait(lambda: bool(c.of("klines_updated")))
+        assert c.of("klines_updated")[0]["latest"] == 1_700_000_040_000
