@@ -1,0 +1,182 @@
+"""The chart page in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)
+against the whole service fed by the emulator. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from playwright.async_api import Page, async_playwright
+
+from livecandle.service import Service
+from tests.helpers import EmulatorProcess
+from tests.integration.live_support import running_service
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+STATE = """() => {
+  const lc = window.livecandle;
+  if (!lc) return null;
+  const bars = lc.view.bars;
+  return {
+    n: bars.length, updates: lc.view.updates, loads: lc.feed.loads,
+    reconnects: lc.feed.reconnects, interval: lc.feed.interval, symbol: lc.feed.symbol,
+    status: document.getElementById('status').dataset.state,
+    price: document.getElementById('price').textContent,
+    last: bars.length ? bars[bars.length - 1] : null,
+    times: bars.map(b => b.time),
+  };
+}"""
+
+
+@pytest.fixture
+async def service(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
+) -> AsyncIterator[Service]:
+    async with running_service(
+        redis_url,
+        emulator,
+        "1s,1m",
+        roles=("fetcher", "stream", "web"),
+        port=0,
+        backfill_candles=300,
+    ) as svc:
+        yield svc
+
+
+@pytest.fixture
+async def page(
+    service: Service, artifacts: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Page]:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = await browser.new_page(viewport={"width": 1280, "height": 720})
+        problems: list[str] = []
+        pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda e: problems.append(str(e)))
+        pg.problems = problems  # type: ignore[attr-defined]
+        try:
+            yield pg
+            await pg.screenshot(path=str(artifacts / f"{request.node.name}.png"))
+        finally:
+            await browser.close()
+        assert problems == [], problems  # no console errors
+
+
+async def state(page: Page) -> dict[str, Any]:
+    value: dict[str, Any] = await page.evaluate(STATE)
+    return value
+
+
+async def open_chart(
+    page: Page, service: Service, symbol: str = "BTCUSDT", interval: str = "1s"
+) -> dict[str, Any]:
+    await page.goto(f"{service.web_url}/?symbol={symbol}&interval={interval}")
+    await page.wait_for_function(
+        "() => window.livecandle && window.livecandle.view.bars.length > 50 && "
+        "document.getElementById('status').dataset.state === 'live'",
+        timeout=20_000,
+    )
+    return await state(page)
+
+
+async def test_page_loads_history_and_the_forming_candle_moves(
+    page: Page, service: Service
+) -> None:
+    s = await open_chart(page, service)
+    assert s["n"] > 250
+    assert s["times"] == sorted(set(s["times"]))  # ascending, unique
+    before = s["updates"]
+    await page.wait_for_function(
+        f"() => window.livecandle.view.updates >= {before + 10}", timeout=15_000
+    )
+    s = await state(page)
+    assert s["last"]["state"] == "forming"
+    assert s["price"] not in ("", "–")
+
+
+async def test_seed_cases_1_2_3_through_the_page(
+    page: Page, service: Service, redis: aioredis.Redis
+) -> None:
+    s = await open_chart(page, service)
+    # Test case 1: a live price updates the forming candle (shown, and equal to Redis)
+    forming_time = s["last"]["time"]
+    await page.wait_for_function(
+        "() => { const b = window.livecandle.view.bars.at(-1);"
+        " return b.state === 'forming' && window.livecandle.feed.builder.lastTradeMs > 0; }",
+        timeout=10_000,
+    )
+    # Test case 3: the first trade of the next period starts a new live candle
+    await page.wait_for_function(
+        f"() => window.livecandle.view.bars.at(-1).time > {forming_time}", timeout=10_000
+    )
+    # Test case 2: the fetcher stores the official candle; the chart refreshes by itself
+    await page.wait_for_function(
+        f"() => {{ const b = window.livecandle.view.bars.find(x => x.time === {forming_time});"
+        " return b && b.state === 'official'; }",
+        timeout=15_000,
+    )
+    bar = await page.evaluate(
+        f"() => window.livecandle.view.bars.find(x => x.time === {forming_time})"
+    )
+    member = await redis.zrangebyscore("klines_z:BTCUSDT:1s", forming_time, forming_time)
+    assert len(member) == 1
+    import json
+
+    official = json.loads(member[0])
+    assert [bar["open"], bar["high"], bar["low"], bar["close"]] == official[1:5]
+    s = await state(page)
+    assert s["times"] == sorted(set(s["times"]))
+
+
+async def test_switching_interval_and_symbol(page: Page, service: Service) -> None:
+    await open_chart(page, service)
+    await page.select_option("#interval", "1m")
+    await page.wait_for_function(
+        "() => window.livecandle.feed.interval === '1m' && window.livecandle.view.bars.length"
+        " > 50 && window.livecandle.view.bars.every((b, i, a) => i === 0 ||"
+        " (b.time - a[i-1].time) % 60000 === 0)",
+        timeout=15_000,
+    )
+    await page.select_option("#symbol", "ETHUSDT")
+    await page.wait_for_function(
+        "() => window.livecandle.feed.symbol === 'ETHUSDT' && window.livecandle.feed.loads >= 3",
+        timeout=15_000,
+    )
+    s = await state(page)
+    assert "symbol=ETHUSDT&interval=1m" in page.url
+    assert float(s["last"]["close"]) < 20_000  # ETH's price range in the emulator
+
+
+async def test_a_forced_socket_reconnect_resyncs(page: Page, service: Service) -> None:
+    s = await open_chart(page, service)
+    loads = s["loads"]
+    await page.evaluate("() => window.livecandle.feed.socket.io.engine.close()")
+    await page.wait_for_function(
+        f"() => window.livecandle.feed.loads > {loads} && "
+        "document.getElementById('status').dataset.state === 'live'",
+        timeout=20_000,
+    )
+    after = (await state(page))["updates"]
+    await page.wait_for_function(
+        f"() => window.livecandle.view.updates > {after + 3}", timeout=10_000
+    )
+    s = await state(page)
+    assert s["reconnects"] >= 1
+    assert s["times"] == sorted(set(s["times"]))  # no duplicate or out-of-order bars
