@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,25 @@ from livecandle.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures" / "binance"
+
+
+@contextlib.contextmanager
+def binance_client(base_url: str) -> Iterator[Any]:
+    """python-binance's Client, unmodified, pointed at ``base_url``. It takes (or makes)
+    the thread's event loop; this gives it a fresh one and closes it afterwards. Call from
+    a thread without a running loop."""
+    from binance.client import Client
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        client = Client(ping=False)
+        client.API_URL = base_url + "/api"
+        yield client
+        client.close_connection()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 class EmulatorProcess:

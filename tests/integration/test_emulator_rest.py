@@ -9,7 +9,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.helpers import EmulatorProcess
+from tests.helpers import EmulatorProcess, binance_client
 
 MIN = 60_000
 
@@ -236,13 +236,10 @@ def test_exchange_outage_has_no_bars() -> None:
 def test_an_unmodified_binance_client_library_pages_through_klines(
     emulator: EmulatorProcess,
 ) -> None:
-    from binance.client import Client
-
-    client = Client(ping=False)
-    client.API_URL = emulator.rest_url + "/api"
-    now = client.get_server_time()["serverTime"]
-    start = (now // MIN - 1500) * MIN
-    rows = client.get_historical_klines("BTCUSDT", "1m", start, now)
+    with binance_client(emulator.rest_url) as client:
+        now = client.get_server_time()["serverTime"]
+        start = (now // MIN - 1500) * MIN
+        rows = client.get_historical_klines("BTCUSDT", "1m", start, now)
     opens = [r[0] for r in rows]
     assert opens[0] == start and len(opens) >= 1500
     assert opens == sorted(set(opens))

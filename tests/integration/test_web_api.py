@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +14,7 @@ import redis.asyncio as aioredis
 
 from livecandle.model import SeriesKey
 from livecandle.store import Store
-from tests.helpers import EmulatorProcess
+from tests.helpers import EmulatorProcess, binance_client
 from tests.integration.live_support import running_service
 
 MIN = 60_000
@@ -309,16 +310,16 @@ async def test_binance_small_endpoints(web: httpx.AsyncClient, redis: aioredis.R
 async def test_an_unmodified_binance_client_reads_the_mirror(
     web: httpx.AsyncClient, redis: aioredis.Redis
 ) -> None:
-    import asyncio
-
-    from binance.client import Client
-
     await seed(redis, 10, live(T0 + 10 * MIN))
-    client = Client(ping=False)
-    client.API_URL = str(web.base_url) + "/api"
-    rows = await asyncio.to_thread(client.get_klines, symbol="BTCUSDT", interval="1m", limit=5)
+
+    def read() -> tuple[list[Any], list[Any]]:
+        with binance_client(str(web.base_url)) as client:
+            rows = client.get_klines(symbol="BTCUSDT", interval="1m", limit=5)
+            hist = client.get_historical_klines("BTCUSDT", "1m", T0, T0 + 9 * MIN)
+            return rows, hist
+
+    rows, hist = await asyncio.to_thread(read)
     assert [r[0] for r in rows] == [T0 + i * MIN for i in range(6, 11)]
-    hist = await asyncio.to_thread(client.get_historical_klines, "BTCUSDT", "1m", T0, T0 + 9 * MIN)
     assert [r[0] for r in hist] == [T0 + i * MIN for i in range(10)]
 
 
