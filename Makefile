@@ -26,15 +26,15 @@ demo: setup
 	$(BIN)/livecandle demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check livecandle tests bench
-	$(BIN)/ruff format --check livecandle tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: setup
 	./scripts/ensure-system-deps --browser
-	$(BIN)/ruff check livecandle tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
