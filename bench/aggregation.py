@@ -35,8 +35,9 @@ def make_trades(n: int = N_TRADES, seed: int = 7) -> list[tuple[int, int, int, i
     for _ in range(n):
         t += rng.choice((0, 0, 1, 1, 2, 3))
         price += rng.randint(-5, 5) * 10**6
-        out.append((t, price, rng.randint(1, 200_000) * 1000, rng.randint(1, 3),
-                    rng.random() < 0.5))
+        out.append(
+            (t, price, rng.randint(1, 200_000) * 1000, rng.randint(1, 3), rng.random() < 0.5)
+        )
     return out
 
 
@@ -80,8 +81,10 @@ def cryptofeed_ohlcv(raw: list[tuple[int, str, str, int, bool]], windows: int) -
         from cryptofeed.types import Trade
     except ImportError:
         return None
-    objs = [Trade("BINANCE", "BTC-USDT", "sell" if m else "buy", Decimal(q), Decimal(p), t / 1000)
-            for t, p, q, _, m in raw]
+    objs = [
+        Trade("BINANCE", "BTC-USDT", "sell" if m else "buy", Decimal(q), Decimal(p), t / 1000)
+        for t, p, q, _, m in raw
+    ]
 
     async def sink(data: Any) -> None:
         return None
@@ -99,8 +102,9 @@ def cryptofeed_ohlcv(raw: list[tuple[int, str, str, int, bool]], windows: int) -
     return _timed(run, rounds=3)
 
 
-def ccxt_build(trades: list[tuple[int, int, int, int, bool]], timeframes: list[str]
-               ) -> float | None:
+def ccxt_build(
+    trades: list[tuple[int, int, int, int, bool]], timeframes: list[str]
+) -> float | None:
     try:
         import ccxt
     except ImportError:
@@ -115,8 +119,9 @@ def ccxt_build(trades: list[tuple[int, int, int, int, bool]], timeframes: list[s
     return _timed(run, rounds=3)
 
 
-def pandas_resample(trades: list[tuple[int, int, int, int, bool]], rules: list[str]
-                    ) -> float | None:
+def pandas_resample(
+    trades: list[tuple[int, int, int, int, bool]], rules: list[str]
+) -> float | None:
     try:
         import pandas as pd
     except ImportError:
@@ -126,8 +131,9 @@ def pandas_resample(trades: list[tuple[int, int, int, int, bool]], rules: list[s
     qtys = [q / 1e8 for _, _, q, *_ in trades]
 
     def run() -> None:
-        df = pd.DataFrame({"price": prices, "qty": qtys},
-                          index=pd.to_datetime(times, unit="ms", utc=True))
+        df = pd.DataFrame(
+            {"price": prices, "qty": qtys}, index=pd.to_datetime(times, unit="ms", utc=True)
+        )
         for rule in rules:
             df.resample(rule).agg({"price": ["first", "max", "min", "last"], "qty": "sum"})
 
@@ -135,9 +141,24 @@ def pandas_resample(trades: list[tuple[int, int, int, int, bool]], rules: list[s
 
 
 # pandas/ccxt names of the fixed-length intervals (month/3d/week need calendar rules)
-PANDAS_RULES = {"1s": "1s", "1m": "1min", "3m": "3min", "5m": "5min", "15m": "15min",
-                "30m": "30min", "1h": "1h", "2h": "2h", "4h": "4h", "6h": "6h", "8h": "8h",
-                "12h": "12h", "1d": "1D", "3d": "3D", "1w": "W-MON", "1M": "MS"}
+PANDAS_RULES = {
+    "1s": "1s",
+    "1m": "1min",
+    "3m": "3min",
+    "5m": "5min",
+    "15m": "15min",
+    "30m": "30min",
+    "1h": "1h",
+    "2h": "2h",
+    "4h": "4h",
+    "6h": "6h",
+    "8h": "8h",
+    "12h": "12h",
+    "1d": "1D",
+    "3d": "3D",
+    "1w": "W-MON",
+    "1M": "MS",
+}
 
 
 def run() -> list[dict[str, Any]]:
@@ -148,8 +169,16 @@ def run() -> list[dict[str, Any]]:
 
     def row(name: str, seconds: float | None, peer: str = "", note: str = "") -> None:
         rate = N_TRADES / seconds if seconds else None
-        rows.append({"bench": "aggregation", "name": name, "trades_per_s": rate,
-                     "seconds": seconds, "peer": peer, "note": note})
+        rows.append(
+            {
+                "bench": "aggregation",
+                "name": name,
+                "trades_per_s": rate,
+                "seconds": seconds,
+                "peer": peer,
+                "note": note,
+            }
+        )
 
     one = ours(trades, ["1m"])
     sixteen = ours(trades, all16)
@@ -158,16 +187,33 @@ def run() -> list[dict[str, Any]]:
     row("livecandle 16 intervals, parsing strings", ours_from_strings(raw, all16))
     cf1 = cryptofeed_ohlcv(raw, 1)
     cf16 = cryptofeed_ohlcv(raw[: N_TRADES // 4], 16)
-    row("cryptofeed OHLCV 1 window", cf1, "cryptofeed",
+    row(
+        "cryptofeed OHLCV 1 window",
+        cf1,
+        "cryptofeed",
         f"livecandle(16, strings) is {cf1 / ours_from_strings(raw, all16):.1f}x faster per trade"
-        if cf1 else "cryptofeed not installed")
-    row("cryptofeed OHLCV 16 windows", cf16 * 4 if cf16 else None, "cryptofeed",
-        "Decimal; OHLCV + volume only")
+        if cf1
+        else "cryptofeed not installed",
+    )
+    row(
+        "cryptofeed OHLCV 16 windows",
+        cf16 * 4 if cf16 else None,
+        "cryptofeed",
+        "Decimal; OHLCV + volume only",
+    )
     row("ccxt build_ohlcvc 1 timeframe", ccxt_build(trades, ["1m"]), "ccxt", "floats")
     fixed = [n for n in all16 if n not in ("1M",)]
-    row("ccxt build_ohlcvc 15 timeframes", ccxt_build(trades, fixed), "ccxt",
-        "floats; no 1M (calendar) support")
+    row(
+        "ccxt build_ohlcvc 15 timeframes",
+        ccxt_build(trades, fixed),
+        "ccxt",
+        "floats; no 1M (calendar) support",
+    )
     row("pandas resample 1 rule", pandas_resample(trades, ["1min"]), "pandas", "floats")
-    row("pandas resample 16 rules", pandas_resample(trades, list(PANDAS_RULES.values())),
-        "pandas", "floats")
+    row(
+        "pandas resample 16 rules",
+        pandas_resample(trades, list(PANDAS_RULES.values())),
+        "pandas",
+        "floats",
+    )
     return rows

@@ -245,8 +245,12 @@ class BackgroundFetcher:
                 await asyncio.sleep(self.min_gap_ms / 1000 * 0.1)
 
     async def _record(self, series: SeriesKey, error: str) -> None:
-        log.warning("%s: %s", series, error)
-        self.status.setdefault(series, SeriesStatus()).last_error = error
+        st = self.status.setdefault(series, SeriesStatus())
+        # the first error of a streak is a warning; repeats while it lasts are not news
+        log.log(
+            logging.WARNING if st.last_error is None else logging.DEBUG, "%s: %s", series, error
+        )
+        st.last_error = error
         with contextlib.suppress(Exception):
             await self.store.set_error(series, error)
 

@@ -126,7 +126,10 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from livecandle.service import serve
 
-    roles = {"fetcher", "stream", "web"} if args.role == "all" else {args.role}
+    known = {"fetcher", "stream", "web"}
+    roles = known if args.role == "all" else {r.strip() for r in args.role.split(",")}
+    if not roles or not roles <= known:
+        raise UsageError(f"--role {args.role!r}: use all, or a comma list of fetcher, stream, web")
     _run(lambda stop: serve(settings, roles, stop))
     return 0
 
@@ -282,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the service (fetcher, stream, web)")
-    s.add_argument("--role", choices=["all", "fetcher", "stream", "web"], default="all")
+    s.add_argument("--role", default="all", help="all, or a comma list of fetcher, stream, web")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.set_defaults(fn=cmd_serve)

@@ -52,6 +52,7 @@ class Settings:
     data_dir: str = "./data"
     backfill_candles: int = 1000
     live_write_period_ms: int = 100
+    live_publish_period_ms: int = 20
     fetch_concurrency: int = 4
     stream_silence_s: float = 10.0
     weight_safety: float = 0.97
@@ -84,6 +85,10 @@ class Settings:
             kw["data_dir"] = data_dir
         if n := env.get("LIVECANDLE_BACKFILL_CANDLES"):
             kw["backfill_candles"] = _int("LIVECANDLE_BACKFILL_CANDLES", n, 1, 10_000_000)
+        if publish := env.get("LIVECANDLE_LIVE_PUBLISH_PERIOD_MS"):
+            kw["live_publish_period_ms"] = _int(
+                "LIVECANDLE_LIVE_PUBLISH_PERIOD_MS", publish, 1, 60_000
+            )
         if silence := env.get("LIVECANDLE_STREAM_SILENCE_S"):
             kw["stream_silence_s"] = float(_int("LIVECANDLE_STREAM_SILENCE_S", silence, 1, 3600))
         if period := env.get("LIVECANDLE_LIVE_WRITE_PERIOD_MS"):

@@ -1,8 +1,10 @@
 """LiveWriter: forming candles and prices into Redis, coalesced and pipelined.
 
 Whatever the trade rate, each ``live_candle`` / ``live_price`` key is written at most
-once per period (default 100 ms), in one pipelined round trip that also publishes one
-batch message for the web app and ``candle_closed`` notifications for the fetcher.
+once per write period (default 100 ms); changes are published for the web app as one
+batch message per publish period (default 20 ms, so a trade reaches a browser within
+tens of milliseconds), with ``candle_closed`` notifications for the fetcher, all in one
+pipelined round trip.
 The writer reads the builders' state at flush time, so a slow Redis only delays the
 next flush; it never holds back the socket reader or the aggregation.
 """
@@ -65,42 +67,51 @@ class SymbolLive:
 
     symbol: str
     builder: LiveCandleBuilder
-    dirty: bool = False
+    dirty: bool = False  # changed since the last publish
     last_trade_ms: int = 0
     price_dirty: bool = False
     closed: list[ClosedCandle] = field(default_factory=list)
+    unwritten: list[LiveWrite] = field(default_factory=list)  # newest values, keys not set
+    unwritten_price: bytes | None = None
 
 
 class LiveWriter:
+    """Publishes changes every ``publish_period_ms`` (one pub/sub message for all of
+    them) and sets the Redis keys at most every ``write_period_ms``."""
+
     def __init__(
         self,
         store: Store,
         symbols: dict[str, SymbolLive],
         now_ms: Callable[[], int],
-        period_ms: int = 100,
+        write_period_ms: int = 100,
+        publish_period_ms: int = 20,
     ) -> None:
         self.store = store
         self.symbols = symbols
         self.now_ms = now_ms
-        self.period_ms = period_ms
+        self.write_period_ms = write_period_ms
+        self.publish_period_ms = publish_period_ms
         self.flushes = 0
         self.keys_written = 0
+        self.published = 0
         self.last_flush_s = 0.0
         self.errors = 0
+        self._last_write = 0.0
         self._announced: set[tuple[str, str, int]] = set()
 
     async def run(self) -> None:
-        period = self.period_ms / 1000
+        period = self.publish_period_ms / 1000
         while True:
             started = time.monotonic()
-            await self.flush()
+            write = (started - self._last_write) * 1000 >= self.write_period_ms
+            await self.flush(write_keys=write)
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
-    async def flush(self) -> int:
-        """Write what changed since the last flush; returns the number of keys written."""
+    async def flush(self, write_keys: bool = True) -> int:
+        """Publish what changed since the last flush; with ``write_keys`` also set the
+        keys of everything changed since the last key write. Returns keys written."""
         now = self.now_ms()
-        writes: list[LiveWrite] = []
-        prices: list[tuple[str, bytes]] = []
         batch_candles: list[dict[str, Any]] = []
         batch_prices: list[dict[str, Any]] = []
         closed_msgs: list[bytes] = []
@@ -111,7 +122,7 @@ class LiveWriter:
                     "price": format_units(st.builder.last_price),
                     "time": st.last_trade_ms,
                 }
-                prices.append((st.symbol, _enc.encode(price)))
+                st.unwritten_price = _enc.encode(price)
                 batch_prices.append(price)
                 st.price_dirty = False
             if st.closed:
@@ -136,6 +147,7 @@ class LiveWriter:
                 continue
             st.dirty = False
             b = st.builder
+            st.unwritten = []
             for i, interval in enumerate(b.intervals):
                 forming = b.forming(i)
                 if forming is None:
@@ -149,9 +161,17 @@ class LiveWriter:
                     b.previous_complete(i),
                     now,
                 )
-                writes.append(LiveWrite(SeriesKey(st.symbol, interval), _enc.encode(value)))
+                st.unwritten.append(LiveWrite(SeriesKey(st.symbol, interval), _enc.encode(value)))
                 batch_candles.append(value)
-        if not writes and not prices and not closed_msgs:
+        writes: list[LiveWrite] = []
+        prices: list[tuple[str, bytes]] = []
+        if write_keys:
+            for st in self.symbols.values():
+                if st.unwritten:
+                    writes.extend(st.unwritten)
+                if st.unwritten_price is not None:
+                    prices.append((st.symbol, st.unwritten_price))
+        if not writes and not prices and not closed_msgs and not batch_candles and not batch_prices:
             return 0
         message = None
         if batch_candles or batch_prices:
@@ -165,7 +185,13 @@ class LiveWriter:
             for st in self.symbols.values():
                 st.dirty = True
             return 0
+        if write_keys:
+            self._last_write = started
+            for st in self.symbols.values():
+                st.unwritten = []
+                st.unwritten_price = None
         self.last_flush_s = time.monotonic() - started
         self.flushes += 1
+        self.published += message is not None
         self.keys_written += len(writes) + len(prices)
         return len(writes) + len(prices)

@@ -89,6 +89,7 @@ class Service:
         self.exchange_error: str | None = None
         self.web_url: str | None = None
         self.web_ready = asyncio.Event()
+        self.exchange_ready = asyncio.Event()
         self.fetcher: BackgroundFetcher | None = None
         self.feed: LiveFeed | None = None
         self.stream: BinanceStream | None = None
@@ -122,6 +123,7 @@ class Service:
                 dict(self.feed.states),
                 self.rest.clock.now_ms,
                 settings.live_write_period_ms,
+                settings.live_publish_period_ms,
             )
 
     async def _connect_exchange(self) -> None:
@@ -154,9 +156,14 @@ class Service:
                 delay = min(30.0, delay * 2)
 
     async def start(self) -> None:
-        sup = self.supervisor
+        """Start every role; the exchange-facing ones once the exchange answers (the web
+        app serves cached data meanwhile)."""
         if self.fetcher is not None or self.stream is not None:
-            await self._connect_exchange()
+            self.supervisor.spawn("exchange:connect", self._start_exchange_roles, once=True)
+
+    async def _start_exchange_roles(self) -> None:
+        await self._connect_exchange()
+        sup = self.supervisor
         if self.fetcher is not None:
             fetcher = self.fetcher
             for series in self.settings.series:
@@ -171,6 +178,7 @@ class Service:
             sup.spawn("stream:writer", self.writer.run)
             if self.fetcher is None:
                 sup.spawn("stream:clock", self._keep_clock)
+        self.exchange_ready.set()
 
     async def _keep_clock(self) -> None:
         while True:

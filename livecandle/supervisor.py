@@ -20,6 +20,7 @@ class TaskState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     BACKOFF = "backoff"
+    DONE = "done"
     STOPPED = "stopped"
 
 
@@ -40,20 +41,28 @@ class Supervisor:
         self.infos: dict[str, TaskInfo] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
-        """Run ``factory()`` until cancelled; restart it whenever it fails or returns."""
+    def spawn(
+        self, name: str, factory: Callable[[], Awaitable[None]], once: bool = False
+    ) -> asyncio.Task[None]:
+        """Run ``factory()`` until cancelled; restart it whenever it fails or returns
+        (``once``: a job that is done when it returns, restarted only if it fails)."""
         info = self.infos[name] = TaskInfo(name)
-        task = asyncio.create_task(self._keep(info, factory), name=name)
+        task = asyncio.create_task(self._keep(info, factory, once), name=name)
         self._tasks[name] = task
         return task
 
-    async def _keep(self, info: TaskInfo, factory: Callable[[], Awaitable[None]]) -> None:
+    async def _keep(
+        self, info: TaskInfo, factory: Callable[[], Awaitable[None]], once: bool
+    ) -> None:
         failures = 0
         while True:
             info.state = TaskState.RUNNING
             started = time.monotonic()
             try:
                 await factory()
+                if once:
+                    info.state = TaskState.DONE
+                    return
                 error = "returned unexpectedly"
             except asyncio.CancelledError:
                 info.state = TaskState.STOPPED
@@ -84,7 +93,7 @@ class Supervisor:
 
     @property
     def healthy(self) -> bool:
-        return all(i.state == TaskState.RUNNING for i in self.infos.values())
+        return all(i.state in (TaskState.RUNNING, TaskState.DONE) for i in self.infos.values())
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())

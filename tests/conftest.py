@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -62,3 +63,10 @@ def artifacts() -> Path:
     path = Path(__file__).resolve().parents[1] / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Leaked sockets or loops then warn in the test that leaked them, not a later one."""
+    yield
+    gc.collect()

@@ -513,7 +513,12 @@ def build_app(service: Service) -> tuple[Any, Api, Realtime]:
     """The ASGI app (socket.io around FastAPI), its Api and its Realtime."""
     settings = service.settings
     api = Api(service)
-    realtime = Realtime(service.store, settings.symbols, tuple(i.name for i in settings.intervals))
+    realtime = Realtime(
+        service.store,
+        settings.symbols,
+        tuple(i.name for i in settings.intervals),
+        emit_period_ms=settings.live_publish_period_ms,
+    )
     app = FastAPI(
         title="livecandle",
         version="0.1.0",

@@ -4,8 +4,8 @@ Client -> server: ``subscribe {symbol, interval}`` / ``unsubscribe {symbol, inte
 (unknown pairs get an ``error`` event). Server -> client: ``live_price {symbol, price,
 time}`` (room ``SYMBOL``), ``live_candle {symbol, interval, candle, previous}`` (room
 ``SYMBOL:interval``) and ``klines_updated {symbol, interval, latest}`` (same room).
-Live events are coalesced per room: at most one per ``emit_period_ms`` (the newest), so a
-burst of trades cannot flood a browser.
+Live events are coalesced per room: at most one per ``emit_period_ms`` (default 20 ms,
+the newest state), so a burst of trades cannot flood a browser.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Realtime:
         store: Store,
         symbols: tuple[str, ...],
         intervals: tuple[str, ...],
-        emit_period_ms: int = 100,
+        emit_period_ms: int = 20,
         redis_url_for_manager: str | None = None,
     ) -> None:
         self.store = store

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from playwright.async_api import Page, async_playwright
 
 from livecandle.service import Service
-from tests.helpers import EmulatorProcess
+from tests.helpers import EmulatorProcess, Endpoints
 from tests.integration.live_support import running_service
 
 pytestmark = pytest.mark.browser
@@ -180,3 +180,71 @@ async def test_a_forced_socket_reconnect_resyncs(page: Page, service: Service) -
     s = await state(page)
     assert s["reconnects"] >= 1
     assert s["times"] == sorted(set(s["times"]))  # no duplicate or out-of-order bars
+
+
+async def test_an_unreachable_exchange_is_said_once_and_cached_data_is_served(
+    redis_url: str, redis: aioredis.Redis, artifacts: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import msgspec
+
+    from livecandle.model import SeriesKey
+    from livecandle.redis_server import free_port
+    from livecandle.store import Store
+
+    t0 = 1_700_000_040_000
+    rows = [
+        (
+            t0 + i * 60_000,
+            msgspec.json.encode(
+                [
+                    t0 + i * 60_000,
+                    "100.00000000",
+                    "101.00000000",
+                    "99.00000000",
+                    "100.50000000",
+                    "1.00000000",
+                    t0 + i * 60_000 + 59_999,
+                    "100.00000000",
+                    5,
+                    "0.50000000",
+                    "50.00000000",
+                    "0",
+                ]
+            ),
+        )
+        for i in range(120)
+    ]
+    await Store(redis).write_candles(SeriesKey.of("BTCUSDT", "1m"), rows, 1)
+    port = free_port()  # nobody listens there
+    dead = Endpoints(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}")
+    caplog.set_level(logging.INFO)
+    async with (
+        running_service(
+            redis_url, dead, "1m", roles=("fetcher", "stream", "web"), port=0, wait_exchange=False
+        ) as svc,
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            pg = await browser.new_page(viewport={"width": 1280, "height": 720})
+            await pg.goto(f"{svc.web_url}/?symbol=BTCUSDT&interval=1m")
+            await pg.wait_for_function(
+                "() => window.livecandle && window.livecandle.view.bars.length === 120",
+                timeout=15_000,
+            )
+            await pg.wait_for_selector("#banner:not([hidden])", timeout=15_000)
+            text = await pg.text_content("#banner")
+            assert text is not None and "Exchange unreachable" in text
+            await pg.screenshot(path=str(artifacts / "exchange_unreachable.png"))
+        finally:
+            await browser.close()
+        health = svc.exchange_error
+        assert health is not None and f"127.0.0.1:{port}" in health
+    errors = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and "cannot reach the exchange" in r.getMessage()
+    ]
+    assert len(errors) == 1  # said once, not once per retry

@@ -14,16 +14,17 @@ import redis.asyncio as aioredis
 
 from livecandle.config import Settings, parse_intervals, parse_symbols
 from livecandle.service import Service, serve
-from tests.helpers import EmulatorProcess
+from tests.helpers import EmulatorProcess, Endpoints
 
 
 @contextlib.asynccontextmanager
 async def running_service(
     redis_url: str,
-    emu: EmulatorProcess,
+    emu: EmulatorProcess | Endpoints,
     intervals: str,
     roles: tuple[str, ...] = ("fetcher", "stream"),
     symbols: str = "BTCUSDT,ETHUSDT",
+    wait_exchange: bool = True,
     **settings: Any,
 ) -> AsyncIterator[Service]:
     config = Settings(
@@ -43,7 +44,11 @@ async def running_service(
         done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             await task  # raises what went wrong
-        yield await ready
+        service = await ready
+        if wait_exchange and (service.fetcher is not None or service.stream is not None):
+            async with asyncio.timeout(60):
+                await service.exchange_ready.wait()
+        yield service
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

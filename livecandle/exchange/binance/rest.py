@@ -121,7 +121,7 @@ class BinanceRest:
                     ) from e
                 delay = self._backoff(failures)
                 self.retries += 1
-                log.warning("%s: %r, retry %d in %.2f s", context, e, failures, delay)
+                log.info("%s: %r, retry %d in %.2f s", context, e, failures, delay)
                 await asyncio.sleep(delay)
                 continue
             used = resp.headers.get(self.budget.header)
@@ -150,7 +150,7 @@ class BinanceRest:
                     raise BinanceUnavailable(f"{context}: HTTP {status} after {failures} tries")
                 delay = self._backoff(failures)
                 self.retries += 1
-                log.warning("%s: HTTP %d, retry %d in %.2f s", context, status, failures, delay)
+                log.info("%s: HTTP %d, retry %d in %.2f s", context, status, failures, delay)
                 await asyncio.sleep(delay)
                 continue
             raise BinanceError(status, body.code, body.msg, context)

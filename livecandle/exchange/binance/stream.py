@@ -170,8 +170,11 @@ class BinanceStream:
             max_queue=None,
             compression=None,
         )
-        rest = group.streams[MAX_URL_STREAMS:]
-        await self._send_subscribe(ws, rest)
+        try:
+            await self._send_subscribe(ws, group.streams[MAX_URL_STREAMS:])
+        except BaseException:
+            await _close(ws)
+            raise
         return ws
 
     async def _send_subscribe(self, ws: ClientConnection, streams: list[str]) -> None:
@@ -197,7 +200,11 @@ class BinanceStream:
                     stats.last_error = f"{type(e).__name__}: {e}"
                     stats.state = ConnState.BACKOFF
                     delay = self._backoff(failures)
-                    log.warning("%s: connect failed (%s), retry in %.2f s", group.name, e, delay)
+                    # said once per outage; the retries that follow are debug noise
+                    level = logging.WARNING if failures == 1 else logging.DEBUG
+                    log.log(
+                        level, "%s: cannot connect to %s (%s); retrying", group.name, self.ws_url, e
+                    )
                     await asyncio.sleep(delay)
                     continue
                 reader = asyncio.create_task(self._read(ws, stats, self.queue))
@@ -252,8 +259,7 @@ class BinanceStream:
                 reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
-            with contextlib.suppress(Exception):
-                await ws.close()
+            await _close(ws)
             if group.ws is ws:
                 group.ws = None
 
@@ -291,17 +297,32 @@ class BinanceStream:
             async with asyncio.timeout(self.silence_s):
                 await first.wait()
             return new, reader
-        except TimeoutError:
+        except BaseException as e:  # a silent replacement, or we are being cancelled
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
-            await new.close()
+            await _close(new)
+            if not isinstance(e, TimeoutError):
+                raise
             stats.opened = time.monotonic() - self.rotate_after_s + 30
             return None
 
     def _backoff(self, failures: int) -> float:
         ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (failures - 1))
         return random.uniform(ceiling / 2, ceiling)
+
+
+async def _close(ws: ClientConnection) -> None:
+    """Close politely (bounded); if that fails or is cancelled, drop the transport, so a
+    socket never outlives its connection object."""
+    try:
+        async with asyncio.timeout(2):
+            await ws.close()
+    except asyncio.CancelledError:
+        ws.transport.abort()
+        raise
+    except Exception:  # a peer that does not answer the close handshake
+        ws.transport.abort()
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
