@@ -1,8 +1,8 @@
 """``make bench``: every benchmark, a table of medians and ratios, results/latest.json.
 
-    python -m bench                 # all
-    python -m bench aggregation     # some: aggregation live_path reads backfill
-                                    #       batch fanout memory
+python -m bench                 # all
+python -m bench aggregation     # some: aggregation live_path reads backfill
+                                #       batch fanout memory
 """
 
 from __future__ import annotations
@@ -31,11 +31,17 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "commit": commit, "python": platform.python_version(), "cpu": cpu,
-            "cores": os.cpu_count(), "platform": platform.platform()}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+    }
 
 
 def fmt(v: Any) -> str:
@@ -62,8 +68,9 @@ def main(argv: list[str]) -> int:
     names = argv or ALL
     unknown = [n for n in names if n not in ALL]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)} (known: {', '.join(ALL)})",
-              file=sys.stderr)
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)} (known: {', '.join(ALL)})", file=sys.stderr
+        )
         return 2
     results: dict[str, Any] = {"machine": machine(), "benchmarks": {}}
     for name in names:
@@ -82,8 +89,15 @@ def main(argv: list[str]) -> int:
         results = old
     latest.write_text(json.dumps(results, indent=1) + "\n")
     with (RESULTS / "history.jsonl").open("a") as f:
-        f.write(json.dumps({"machine": results["machine"],
-                            "benchmarks": {n: results["benchmarks"][n] for n in names}}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "machine": results["machine"],
+                    "benchmarks": {n: results["benchmarks"][n] for n in names},
+                }
+            )
+            + "\n"
+        )
     print(f"wrote {latest}")
     return 0
 

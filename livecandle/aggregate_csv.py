@@ -30,10 +30,11 @@ _FALSE = frozenset((b"False", b"false", b"FALSE", b"0"))
 
 
 def _units(raw: bytes) -> int:
-    dot = raw.find(b".")
-    if dot >= 0 and len(raw) - dot == 9:
-        return int(raw[:dot] + raw[dot + 1 :])
-    return to_units(raw.decode())
+    if len(raw) > 9 and raw[-9] == 46:  # b".": exactly 8 decimals, the archive's form
+        digits = raw.replace(b".", b"", 1)
+        if digits.isdigit():  # ASCII digits only (int() alone would take "+1", "1_0")
+            return int(digits)
+    return to_units(raw.decode(errors="replace"))
 
 
 def klines_from_rows(

@@ -18,7 +18,7 @@ SCALE: Final = 10**DECIMALS
 QUOTE_SCALE: Final = SCALE * SCALE
 
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,20}")
-_DECIMAL_RE: Final = re.compile(r"(\d+)(?:\.(\d*))?")
+_DECIMAL_RE: Final = re.compile(r"([0-9]+)(?:\.([0-9]*))?")
 
 
 class DecimalError(ValueError):
@@ -27,9 +27,10 @@ class DecimalError(ValueError):
 
 def to_units(text: str) -> int:
     """``"60759.60000000"`` -> 6075960000000 (count of 1e-8). Exact or raises DecimalError."""
-    dot = text.find(".")
-    if dot >= 0 and len(text) - dot == 9 and text[:dot].isdigit() and text[dot + 1 :].isdigit():
-        return int(text[:dot] + text[dot + 1 :])
+    if len(text) > 9 and text[-9] == ".":  # Binance's own form: exactly 8 decimals
+        digits = text.replace(".", "", 1)
+        if digits.isascii() and digits.isdigit():
+            return int(digits)
     m = _DECIMAL_RE.fullmatch(text)
     if m is None:
         raise DecimalError(f"{text!r} is not a decimal number")

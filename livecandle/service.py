@@ -180,6 +180,20 @@ class Service:
                 sup.spawn("stream:clock", self._keep_clock)
         self.exchange_ready.set()
 
+    @property
+    def exchange_problem(self) -> str | None:
+        """Why the exchange cannot be used right now, if it cannot (for /healthz and the
+        page's banner): the connection error, or the last failure before first contact."""
+        if self.exchange_error is not None:
+            return self.exchange_error
+        needs = self.fetcher is not None or self.stream is not None
+        if needs and not self.exchange_ready.is_set() and self.rest.last_error:
+            return (
+                f"cannot reach the exchange at {self.settings.binance_rest_url}: "
+                f"{self.rest.last_error}"
+            )
+        return None
+
     async def _keep_clock(self) -> None:
         while True:
             await asyncio.sleep(600)

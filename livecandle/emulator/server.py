@@ -25,7 +25,7 @@ from starlette.routing import Route, WebSocketRoute
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.market import Market, TradeTuple
 from livecandle.exchange.binance import params as bp
-from livecandle.model import format_units
+from livecandle.model import Candle, format_units
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class Emulator:
         self.failed = 0
         self.hub: Any = None  # streams.StreamHub, attached by build_app
         self._rng = random.Random(config.seed)
+        self._rows: dict[tuple[str, str, int], bytes] = {}
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000 + self.config.clock_offset_ms
@@ -109,7 +110,8 @@ class Emulator:
         headers = {self._weight_header: str(used)}
         if extra:
             headers.update(extra)
-        return Response(_json.encode(body), status, headers, media_type="application/json")
+        content = body if isinstance(body, bytes) else _json.encode(body)  # bytes: pre-encoded
+        return Response(content, status, headers, media_type="application/json")
 
     async def handle(self, request: Request) -> Response:
         endpoint = request.url.path.rsplit("/", 1)[-1]
@@ -169,10 +171,23 @@ class Emulator:
             rows = symbols[kq.symbol].klines(kq.interval, kq.start_ms, kq.end_ms, kq.limit)
             if kq.end_ms is not None:
                 rows = [r for r in rows if r.open_ms <= kq.end_ms]
-            return [r.kline_row() for r in rows]
+            return b"[" + b",".join(self._row_json(kq, r, now) for r in rows) + b"]"
         if endpoint == "aggTrades":
             return self._agg_trades(q)
         raise bp.BinanceParamError(-1000, "An unknown error occurred while processing the request.")
+
+    def _row_json(self, kq: bp.KlinesQuery, c: Candle, now: int) -> bytes:
+        """A kline row as JSON; closed rows never change, so their bytes are kept."""
+        key = (kq.symbol, kq.interval.name, c.open_ms)
+        cached = self._rows.get(key)
+        if cached is not None:
+            return cached
+        encoded = _json.encode(c.kline_row())
+        if c.close_ms < now:
+            if len(self._rows) > 500_000:
+                self._rows.clear()
+            self._rows[key] = encoded
+        return encoded
 
     def _exchange_info(self, q: dict[str, str], now: int) -> Any:
         bp.only(q, ("symbol", "symbols", "permissions", "showPermissionSets", "symbolStatus"))

@@ -350,7 +350,7 @@ class Api:
             body["fetcher"] = svc.fetcher.snapshot()
         elif redis_ok:
             body["fetcher"] = await self.store.heartbeat("fetcher")
-        degraded = svc.exchange_error is not None or not svc.supervisor.healthy
+        degraded = svc.exchange_problem is not None or not svc.supervisor.healthy
         if not redis_ok:
             body["status"] = "down"
             return 503, body

@@ -234,14 +234,14 @@ async def test_an_unreachable_exchange_is_said_once_and_cached_data_is_served(
                 "() => window.livecandle && window.livecandle.view.bars.length === 120",
                 timeout=15_000,
             )
-            await pg.wait_for_selector("#banner:not([hidden])", timeout=15_000)
+            await pg.wait_for_selector("#banner:not([hidden])", timeout=30_000)
             text = await pg.text_content("#banner")
             assert text is not None and "Exchange unreachable" in text
             await pg.screenshot(path=str(artifacts / "exchange_unreachable.png"))
         finally:
             await browser.close()
-        health = svc.exchange_error
-        assert health is not None and f"127.0.0.1:{port}" in health
+        problem = svc.exchange_problem
+        assert problem is not None and f"127.0.0.1:{port}" in problem
     errors = [
         r
         for r in caplog.records

@@ -123,6 +123,10 @@ def test_a_broken_row_names_its_line_and_leaves_no_output(tmp_path: Path) -> Non
     assert "line 2" in r.stderr and "oops" in r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists() and not (tmp_path / "out.csv.partial").exists()
+    underscore = tmp_path / "underscore.csv"
+    underscore.write_text("1,1_0.00000000,1.00000000,1,1,1700000000000,True,True\n")
+    r = aggregate("--interval", "1m", str(underscore))
+    assert r.returncode != 0 and "line 1" in r.stderr
     backwards = tmp_path / "backwards.csv"
     backwards.write_text(
         "1,10.00000000,1.00000000,1,1,1700000005000,True,True\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import msgspec
@@ -55,9 +56,14 @@ async def test_seed_case_3_the_next_period_replaces_the_live_candle_and_official
 
         await rec.wait_for(lambda: len(complete()) >= 2, 30)
         (symbol, _, first_closed) = complete()[0]
-        # the live key now holds a later period, with the closed one as `previous`
-        live = msgspec.json.decode(await redis.get(f"live_candle:{symbol}:1s"))
-        assert live["time"] > first_closed
+        # the live key now holds a later period, with the closed one as `previous` (keys
+        # are set every write period, 100 ms, after the faster pub/sub batches)
+        async with asyncio.timeout(2):
+            while True:
+                live = msgspec.json.decode(await redis.get(f"live_candle:{symbol}:1s"))
+                if live["time"] > first_closed:
+                    break
+                await asyncio.sleep(0.02)
         assert live["previous"]["confirmed"] is False
         # the closed period's official candle arrives within seconds
         await rec.wait_for(lambda: rec.official_latest.get((symbol, "1s"), 0) >= first_closed, 10)

@@ -31,7 +31,21 @@ def test_decimal_text_to_exact_units(text: str, units: int) -> None:
     assert to_units(text) == units
 
 
-@pytest.mark.parametrize("text", ["", "abc", "-1", "1e5", "0.000000001", "1.2.3", " 1"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "abc",
+        "-1",
+        "1e5",
+        "0.000000001",
+        "1.2.3",
+        " 1",
+        "+1.00000000",
+        "1_0.00000000",
+        "\u0661\u0662.00000000",
+    ],  # the last: Arabic-Indic digits
+)
 def test_bad_decimal_text_is_refused_with_the_value(text: str) -> None:
     with pytest.raises(DecimalError, match=re.escape(repr(text))):
         to_units(text)

@@ -372,7 +372,7 @@ async function main() {
     }
   };
   checkHealth();
-  setInterval(checkHealth, 10_000);
+  setInterval(checkHealth, 5_000);
 }
 
 main().catch((e) => {

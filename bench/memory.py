@@ -1,0 +1,130 @@
+"""Benchmark 7: memory.
+
+Redis bytes per stored official candle (MEMORY USAGE of ``klines_z`` and the growth of
+``used_memory``, 100,000 real-shaped candles), and the resident memory of a service
+process following 50 symbols x 6 intervals live from the emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import msgspec
+
+from bench.common import ROOT, redis_server, rss_mb
+from livecandle.emulator.process import EmulatorProcess
+from livecandle.model import SeriesKey
+from livecandle.redis_server import free_port
+from livecandle.store import Store, connect
+
+MIN = 60_000
+N = 100_000
+SYMBOLS = [f"S{i:02d}USDT" for i in range(50)]
+
+
+async def bytes_per_candle(url: str) -> dict[str, float]:
+    client = connect(url)
+    store = Store(client)
+    series = SeriesKey.of("BTCUSDT", "1m")
+    before = int((await client.info("memory"))["used_memory"])
+    t0 = 1_600_000_020_000
+    for b in range(N // 1000):
+        rows = []
+        for i in range(1000):
+            t = t0 + (b * 1000 + i) * MIN
+            rows.append(
+                (
+                    t,
+                    msgspec.json.encode(
+                        [
+                            t,
+                            "60685.22000000",
+                            "60729.84000000",
+                            "60670.90000000",
+                            "60719.27000000",
+                            "21.63272000",
+                            t + MIN - 1,
+                            "1313200.01340410",
+                            617,
+                            "12.28492000",
+                            "745719.41022840",
+                            "0",
+                        ]
+                    ),
+                )
+            )
+        await store.write_candles(series, rows, 1)
+    after = int((await client.info("memory"))["used_memory"])
+    usage = int(cast(int, await client.memory_usage(store.keys.klines(series), samples=0)))
+    member = len(rows[0][1])
+    await client.aclose()
+    return {"memory_usage": usage / N, "used_memory": (after - before) / N, "member": float(member)}
+
+
+def service_rss(redis_url: str, seconds: float = 30) -> dict[str, float]:
+    with EmulatorProcess("--rate", "20", "--history-days", "2", symbols=",".join(SYMBOLS)) as emu:
+        port = free_port()
+        env = dict(
+            os.environ,
+            LIVECANDLE_REDIS_URL=redis_url,
+            LIVECANDLE_PORT=str(port),
+            LIVECANDLE_SYMBOLS=",".join(SYMBOLS),
+            LIVECANDLE_INTERVALS="1m,5m,15m,1h,4h,1d",
+            LIVECANDLE_BINANCE_REST_URL=emu.rest_url,
+            LIVECANDLE_BINANCE_WS_URL=emu.ws_url,
+            LIVECANDLE_BACKFILL_CANDLES="100",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "livecandle", "serve"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(seconds)
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+            seeded = sum(1 for s in health["stream"]["symbols"].values() if s["seeded"])
+            return {
+                "rss_mb": rss_mb(proc.pid),
+                "seeded_symbols": seeded,
+                "messages": health["stream"]["messages"],
+            }
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def run() -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="lc-bench-mem-") as tmp, redis_server(Path(tmp)) as url:
+        per = asyncio.run(bytes_per_candle(url))
+        svc = service_rss(url)
+    return [
+        {
+            "bench": "memory",
+            "name": "Redis bytes per official candle (MEMORY USAGE)",
+            "value": per["memory_usage"],
+            "note": f"member JSON {per['member']:.0f} B; goal <= 260 B",
+        },
+        {
+            "bench": "memory",
+            "name": "Redis bytes per official candle (used_memory growth)",
+            "value": per["used_memory"],
+            "note": "includes the meta hash and allocator slack",
+        },
+        {
+            "bench": "memory",
+            "name": "service RSS, 50 symbols x 6 intervals live (MB)",
+            "value": svc["rss_mb"],
+            "note": f"fetcher + stream + web in one process; {svc['seeded_symbols']:.0f} "
+            f"symbols seeded, {svc['messages']:,.0f} messages",
+        },
+    ]
