@@ -98,7 +98,16 @@ READ_WITH_LIVE: Final = r"""
 -- KEYS[1] klines_z   KEYS[2] klines_meta   KEYS[3] live_candle
 -- ARGV[1] min score ('-inf' or ms)   ARGV[2] max score ('+inf' or ms)   ARGV[3] limit
 -- ARGV[4] 'first' (oldest first from min) or 'last' (the newest up to max)
--- Returns {members (ascending), latest or false, live JSON or false}.
+-- ARGV[5] the version the caller has cached ('' for none)
+-- Returns {members (ascending) or false when ARGV[5] is still current, latest or false,
+--          live JSON or false, version}. The version changes with every write of the
+-- series (the writing scripts set updated_ms and count in the same transaction).
+local meta = redis.call('HMGET', KEYS[2], 'updated_ms', 'count', 'latest')
+local version = tostring(meta[1]) .. ':' .. tostring(meta[2])
+local live = redis.call('GET', KEYS[3])
+if ARGV[5] ~= '' and ARGV[5] == version then
+  return {false, meta[3], live, version}
+end
 local members
 if ARGV[4] == 'last' then
   members = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[1], 'BYSCORE', 'REV', 'LIMIT', 0, ARGV[3])
@@ -109,9 +118,7 @@ if ARGV[4] == 'last' then
 else
   members = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[3])
 end
-local latest = redis.call('HGET', KEYS[2], 'latest')
-local live = redis.call('GET', KEYS[3])
-return {members, latest, live}
+return {members, meta[3], live, version}
 """
 
 REMOVE_MEMBERS: Final = (

@@ -52,11 +52,13 @@ class WriteResult:
 
 @dataclass(frozen=True, slots=True)
 class ChartRead:
-    """Official members (raw JSON, ascending), ``klines_meta.latest`` and the live value."""
+    """Official members (raw JSON, ascending; None when the caller's cached version is
+    still current), ``klines_meta.latest``, the live value and the series' version."""
 
-    members: list[bytes]
+    members: list[bytes] | None
     latest: int | None
     live: bytes | None
+    version: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,18 +133,25 @@ class Store:
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int = 1000,
+        cached_version: bytes = b"",
     ) -> ChartRead:
         """Official members in ``[start_ms, end_ms]`` (oldest first from ``start_ms``, or the
-        newest ``limit`` up to ``end_ms``) with ``latest`` and the live value, one snapshot."""
+        newest ``limit`` up to ``end_ms``) with ``latest`` and the live value, one snapshot.
+        With ``cached_version`` still current, the members are not sent again."""
         k = self.keys
         lo = "-inf" if start_ms is None else str(start_ms)
         hi = "+inf" if end_ms is None else str(end_ms)
         mode = "first" if start_ms is not None else "last"
-        members, latest, live = await self._read(
+        members, latest, live, version = await self._read(
             keys=[k.klines(series), k.meta(series), k.live_candle(series)],
-            args=[lo, hi, limit, mode],
+            args=[lo, hi, limit, mode, cached_version],
         )
-        return ChartRead(list(members), int(float(latest)) if latest else None, live or None)
+        return ChartRead(
+            None if members is None else list(members),
+            int(float(latest)) if latest else None,
+            live or None,
+            version,
+        )
 
     async def members(
         self, series: SeriesKey, start: int = 0, stop: int = -1

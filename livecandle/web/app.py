@@ -29,7 +29,7 @@ from livecandle.exchange.binance import params as bp
 from livecandle.intervals import INTERVALS, Interval
 from livecandle.model import Candle, DecimalError, SeriesKey, to_units
 from livecandle.store import LiveWrite
-from livecandle.web.candles import binance_body, chart_body, live_parts
+from livecandle.web.candles import OfficialCache, binance_body, chart_body, live_parts
 from livecandle.web.realtime import Realtime
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ class Api:
         self.store = service.store
         self.symbols = tuple(service.settings.symbols)
         self.intervals = {i.name: i for i in service.settings.intervals}
+        self.cache = OfficialCache()
         self.requests = 0
         self.errors_4xx = 0
         self.started = time.time()
@@ -134,14 +135,29 @@ class Api:
         self.aligned("end", end, series.interval)
         if start is not None and end is not None and start > end:
             raise ApiError(400, "start", start, f"start={start} is after end={end}")
-        read = await self.store.read_chart(series, start, end, limit)
-        live = live_parts(read.live, read.latest)
+        members, rows, latest, live_raw = await self.official(series, start, end, limit)
+        live = live_parts(live_raw, latest)
         if end is not None:
             live = [c for c in live if c["time"] <= end]
-        if start is not None and len(read.members) >= limit:
+        if start is not None and len(members) >= limit:
             live = []  # the page is full of official rows; more come with the next start
-        body = chart_body(series.symbol, series.interval.name, read.members, read.latest, live)
+        body = chart_body(series.symbol, series.interval.name, rows, latest, live)
         return Response(body, media_type="application/json")
+
+    async def official(
+        self, series: SeriesKey, start: int | None, end: int | None, limit: int
+    ) -> tuple[list[bytes], bytes, int | None, bytes | None]:
+        """Official members (and their chart rows) via the version cache, with
+        ``latest`` and the live value read in the same snapshot."""
+        key = (series, start, end, limit)
+        cache = self.cache
+        read = await self.store.read_chart(series, start, end, limit, cache.version(key))
+        if read.members is None:
+            members, rows = cache.get(key)
+        else:
+            members = read.members
+            rows = cache.put(key, read.version, members)
+        return members, rows, read.latest, read.live
 
     async def live_candle(self, symbol: str | None, interval: str | None) -> Response:
         series = self.series(symbol, interval)
@@ -248,9 +264,9 @@ class Api:
         if kq.interval.name not in self.intervals:
             raise bp.BinanceParamError(-1120, "Invalid interval.")
         series = SeriesKey(kq.symbol, kq.interval)
-        read = await self.store.read_chart(series, kq.start_ms, kq.end_ms, kq.limit)
-        live = live_parts(read.live, read.latest)
-        body = binance_body(read.members, live, kq.start_ms, kq.end_ms, kq.limit)
+        members, _, latest, live_raw = await self.official(series, kq.start_ms, kq.end_ms, kq.limit)
+        live = live_parts(live_raw, latest)
+        body = binance_body(members, live, kq.start_ms, kq.end_ms, kq.limit)
         return Response(body, media_type="application/json")
 
     def exchange_info(self, request: Request) -> Response:
@@ -509,6 +525,28 @@ def _candle_from_body(body: dict[str, Any], interval: Interval) -> Candle:
     )
 
 
+class _Counting:
+    """Counts requests and 4xx answers for /metrics (plain ASGI: Starlette's
+    BaseHTTPMiddleware costs a task and a stream per request)."""
+
+    def __init__(self, app: Any, api: Api) -> None:
+        self.app, self.api = app, api
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = self.api
+        api.requests += 1
+
+        async def counted(message: Any) -> None:
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                api.errors_4xx += 1
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
 def build_app(service: Service) -> tuple[Any, Api, Realtime]:
     """The ASGI app (socket.io around FastAPI), its Api and its Realtime."""
     settings = service.settings
@@ -527,14 +565,6 @@ def build_app(service: Service) -> tuple[Any, Api, Realtime]:
     nm = node_modules()
     if not all((nm / p).exists() for p in VENDOR.values()):
         log.warning("front-end packages missing under %s: run `npm ci` (make run does)", nm)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Any:
-        api.requests += 1
-        response = await call_next(request)
-        if 400 <= response.status_code < 500:
-            api.errors_4xx += 1
-        return response
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
@@ -670,7 +700,9 @@ def build_app(service: Service) -> tuple[Any, Api, Realtime]:
     ) -> Response:
         return await api.ticker_price(request)
 
-    asgi = socketio.ASGIApp(realtime.sio, other_asgi_app=app, socketio_path="socket.io")
+    asgi = socketio.ASGIApp(
+        realtime.sio, other_asgi_app=_Counting(app, api), socketio_path="socket.io"
+    )
     return asgi, api, realtime
 
 

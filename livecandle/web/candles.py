@@ -9,6 +9,7 @@ served for that open time).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -59,15 +60,56 @@ def kline_array(c: dict[str, Any]) -> list[Any]:
     ]
 
 
+class OfficialCache:
+    """The official part of recent answers, by request, with the series version it was
+    read at: while the version is current, Redis sends only the (small) live part."""
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[tuple[Any, ...], tuple[bytes, list[bytes], bytes]] = OrderedDict()
+
+    def version(self, key: tuple[Any, ...]) -> bytes:
+        item = self._items.get(key)
+        return item[0] if item is not None else b""
+
+    def get(self, key: tuple[Any, ...]) -> tuple[list[bytes], bytes]:
+        """(members, their pre-joined chart rows) of a current entry."""
+        self.hits += 1
+        self._items.move_to_end(key)
+        _, members, joined = self._items[key]
+        return members, joined
+
+    def put(self, key: tuple[Any, ...], version: bytes, members: list[bytes]) -> bytes:
+        self.misses += 1
+        joined = b",".join(m[:-1] + OFFICIAL for m in members)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= len(old[2]) * 2
+        self._items[key] = (version, members, joined)
+        self.size += len(joined) * 2
+        while self.size > self.max_bytes and self._items:
+            _, (_, _, j) = self._items.popitem(last=False)
+            self.size -= len(j) * 2
+        return joined
+
+
 def chart_body(
-    symbol: str, interval: str, members: list[bytes], latest: int | None, live: list[dict[str, Any]]
+    symbol: str,
+    interval: str,
+    official_rows: bytes,
+    latest: int | None,
+    live: list[dict[str, Any]],
 ) -> bytes:
-    """``GET /api/klines``: official rows (12 fields + ``"official"``), ascending and
-    unique by open time, then the live rows (+ ``"unconfirmed"`` / ``"forming"``)."""
-    rows = [m[:-1] + OFFICIAL for m in members]
-    rows.extend(_enc.encode([*kline_array(c), c["state"]]) for c in live)
+    """``GET /api/klines``: official rows (12 fields + ``"official"``, pre-joined),
+    ascending and unique by open time, then the live rows (+ ``"unconfirmed"`` /
+    ``"forming"``)."""
+    parts = [official_rows] if official_rows else []
+    parts.extend(_enc.encode([*kline_array(c), c["state"]]) for c in live)
     head = _enc.encode({"symbol": symbol, "interval": interval, "latest": latest})
-    return head[:-1] + b',"candles":[' + b",".join(rows) + b"]}"
+    return head[:-1] + b',"candles":[' + b",".join(parts) + b"]}"
 
 
 def binance_body(

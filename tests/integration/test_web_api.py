@@ -126,6 +126,23 @@ async def test_official_wins_once_stored(web: httpx.AsyncClient, redis: aioredis
     assert lc["previous"] is None and lc["candle"]["time"] == last + 2 * MIN
 
 
+async def test_cached_official_rows_follow_every_write(
+    web: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    store = await seed(redis, 10, live(T0 + 11 * MIN))
+    params = {"symbol": "BTCUSDT", "interval": "1m", "limit": 5}
+    first = (await web.get("/api/klines", params=params)).json()
+    again = (await web.get("/api/klines", params=params)).json()  # from the cache
+    assert first == again
+    await store.write_candles(S1M, [(T0 + 10 * MIN, row(T0 + 10 * MIN, "100.25000000"))], 2)
+    after = (await web.get("/api/klines", params=params)).json()
+    assert after["latest"] == T0 + 10 * MIN
+    assert [c[0] for c in after["candles"] if c[12] == "official"][-1] == T0 + 10 * MIN
+    assert after["candles"][-2][4] == "100.25000000"
+    mirror = (await web.get("/api/v3/klines", params=params)).json()
+    assert mirror[-2][0] == T0 + 10 * MIN  # the mirror shares the cache, and follows too
+
+
 async def test_start_end_and_limit(web: httpx.AsyncClient, redis: aioredis.Redis) -> None:
     await seed(redis, 10, live(T0 + 11 * MIN))
     r = await web.get(

@@ -73,6 +73,7 @@ def test_a_header_row_and_crlf_lines_are_accepted() -> None:
 
 def test_errors_name_the_line_whichever_block_it_is_in() -> None:
     data = csv_rows(3000, seed=6, micro=False).splitlines(keepends=True)
+
     def with_price(i: int, price: bytes) -> bytes:
         cells = data[i].split(b",")
         cells[1] = price
