@@ -105,6 +105,7 @@ class LiveCandleBuilder:
         self._opens = [0] * n
         self._nexts = [0] * n
         self._complete = [False] * n
+        self.all_complete = False  # every forming candle holds all its trades
         self.previous: list[Candle | None] = [None] * n
         self._previous_complete = [False] * n
         self._bucket: Acc | None = None
@@ -227,6 +228,7 @@ class LiveCandleBuilder:
             self._opens[i] = new_open
             self._nexts[i] = interval.next_open(new_open)
             self._complete[i] = True
+        self.all_complete = all(self._complete)
         self._boundary = min(self._nexts)
         self._floor = max(self._opens)
         return closed
@@ -288,6 +290,7 @@ class LiveCandleBuilder:
     def mark_incomplete(self) -> None:
         """Trades were lost: the forming candles no longer hold every trade."""
         self._complete = [False] * len(self.intervals)
+        self.all_complete = False
 
     # -- reading ------------------------------------------------------------------------
 
@@ -332,4 +335,5 @@ class LiveCandleBuilder:
             self.last_price = snapshot.close
         self._candles[i] = acc
         self._complete[i] = True
+        self.all_complete = all(self._complete)
         return True

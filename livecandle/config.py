@@ -52,7 +52,7 @@ class Settings:
     data_dir: str = "./data"
     backfill_candles: int = 1000
     live_write_period_ms: int = 100
-    live_publish_period_ms: int = 20
+    live_publish_period_ms: int = 10
     fetch_concurrency: int = 4
     stream_silence_s: float = 10.0
     weight_safety: float = 0.97

@@ -72,8 +72,7 @@ class SymbolState(SymbolLive):
 
     @property
     def needs_seed(self) -> bool:
-        b = self.builder
-        return not all(b.is_complete(i) for i in range(len(b.intervals)))
+        return not self.builder.all_complete
 
 
 class LiveFeed:
@@ -152,32 +151,52 @@ class LiveFeed:
             return
         st.heard = time.monotonic()
         try:
-            trade = Trade(ev.a, to_units(ev.p), to_units(ev.q), ev.f, ev.l, ev.T, ev.m)
+            price, qty = to_units(ev.p), to_units(ev.q)
         except ValueError as e:
             self.bad_messages += 1
             self.last_bad = f"aggTrade {ev.a} of {ev.s}: {e}"
             return
-        verdict = st.sequencer.offer(trade)
+        seq = st.sequencer
+        last = seq.last_id
+        if last is not None and ev.a == last + 1 and seq.gap is None:
+            seq.last_id = ev.a  # the common case, without a Trade object
+            self._apply_fields(st, ev.a, price, qty, ev.f, ev.l, ev.T, ev.m)
+            return
+        trade = Trade(ev.a, price, qty, ev.f, ev.l, ev.T, ev.m)
+        verdict = seq.offer(trade)
         if verdict is Offer.NEXT:
             self._apply(st, trade)
         elif verdict is Offer.GAP:
             self._start_fill(st)
 
     def _apply(self, st: SymbolState, t: Trade) -> None:
-        if t.first_id < 0 or (t.price == 0 and t.quantity == 0):
-            return  # an invalid aggTrade (Binance's 2022 audit placeholders)
-        closed = st.builder.add(
-            t.time_ms, t.price, t.quantity, t.last_id - t.first_id + 1, t.buyer_is_maker
+        self._apply_fields(
+            st, t.agg_id, t.price, t.quantity, t.first_id, t.last_id, t.time_ms, t.buyer_is_maker
         )
-        st.last_trade_id = t.last_id
-        st.last_trade_ms = t.time_ms
-        if t.time_ms > st.safe_ms:
-            st.safe_ms = t.time_ms
+
+    def _apply_fields(
+        self,
+        st: SymbolState,
+        agg_id: int,
+        price: int,
+        qty: int,
+        first: int,
+        last: int,
+        time_ms: int,
+        maker: bool,
+    ) -> None:
+        if first < 0 or (price == 0 and qty == 0):
+            return  # an invalid aggTrade (Binance's 2022 audit placeholders)
+        closed = st.builder.add(time_ms, price, qty, last - first + 1, maker)
+        st.last_trade_id = last
+        st.last_trade_ms = time_ms
+        if time_ms > st.safe_ms:
+            st.safe_ms = time_ms
         st.dirty = st.price_dirty = True
         if closed:
             st.closed.extend(closed)
-        if st.pending_seeds or st.needs_seed:
-            st.recent.append(t)
+        if st.pending_seeds or not st.builder.all_complete:
+            st.recent.append(Trade(agg_id, price, qty, first, last, time_ms, maker))
             if st.pending_seeds:
                 self._try_pending(st)
         elif st.recent:

@@ -1,10 +1,11 @@
 """LiveWriter: forming candles and prices into Redis, coalesced and pipelined.
 
 Whatever the trade rate, each ``live_candle`` / ``live_price`` key is written at most
-once per write period (default 100 ms); changes are published for the web app as one
-batch message per publish period (default 20 ms, so a trade reaches a browser within
-tens of milliseconds), with ``candle_closed`` notifications for the fetcher, all in one
-pipelined round trip.
+once per write period (default 100 ms). For the web app one batch message is published
+per publish period (default 10 ms): prices every time (a trade reaches a browser within
+tens of milliseconds; the page moves its forming candle with them), candles every write
+period and at once when one closes. ``candle_closed`` notifications for the fetcher go
+in the same pipelined round trip.
 The writer reads the builders' state at flush time, so a slow Redis only delays the
 next flush; it never holds back the socket reader or the aggregation.
 """
@@ -85,7 +86,7 @@ class LiveWriter:
         symbols: dict[str, SymbolLive],
         now_ms: Callable[[], int],
         write_period_ms: int = 100,
-        publish_period_ms: int = 20,
+        publish_period_ms: int = 10,
     ) -> None:
         self.store = store
         self.symbols = symbols
@@ -125,7 +126,8 @@ class LiveWriter:
                 st.unwritten_price = _enc.encode(price)
                 batch_prices.append(price)
                 st.price_dirty = False
-            if st.closed:
+            closing = bool(st.closed)
+            if closing:
                 for c in st.closed:
                     key = (st.symbol, c.interval.name, c.candle.open_ms)
                     if not c.correction and key not in self._announced:
@@ -143,8 +145,9 @@ class LiveWriter:
                 st.closed.clear()
                 if len(self._announced) > 100_000:
                     self._announced.clear()
-            if not st.dirty:
-                continue
+            if not st.dirty or not (write_keys or closing):
+                continue  # candles go out each write period, or at once on a close;
+                # live_price (every publish period) carries the trades in between
             st.dirty = False
             b = st.builder
             st.unwritten = []

@@ -166,6 +166,9 @@ class SymbolMarket:
         ]
         self._noise_keys = [_hash64(self._key, i) for i in range(len(self._noise))]
         self._lattice: dict[tuple[int, int], float] = {}
+        self._history_aggs: dict[tuple[int, int], Agg | None] = {}
+        self._fair_bucket = -1
+        self._fair = 0.0
         L = self.live_start_ms
         a_end = L
         a_start = L - 2 * HOUR_MS
@@ -196,6 +199,7 @@ class SymbolMarket:
         )
         self.revealed_ms = L - 1
         self.minute_aggs: dict[int, Agg] = {}
+        self.second_aggs: dict[int, Agg] = {}
         self._block_trades: OrderedDict[tuple[int, int], list[TradeTuple]] = OrderedDict()
         self._block_aggs: dict[tuple[int, int], Agg | None] = {}
         self.rows: OrderedDict[tuple[str, int], Candle | None] = OrderedDict()
@@ -243,7 +247,11 @@ class SymbolMarket:
         return self.base_price * math.exp(x)
 
     def _price(self, t_ms: int, rng: random.Random) -> int:
-        p = self.path(t_ms) * (1 + (rng.random() - 0.5) * 0.0008)
+        bucket = t_ms >> 4  # the fair price moves in 16 ms steps: one path() per step
+        if bucket != self._fair_bucket:
+            self._fair_bucket = bucket
+            self._fair = self.path(bucket << 4)
+        p = self._fair * (1 + (rng.random() - 0.5) * 0.0008)
         return max(1, round(p * 100)) * TICK
 
     # -- history ------------------------------------------------------------------------
@@ -350,10 +358,12 @@ class SymbolMarket:
         if new:
             self.trades.extend(new)
             self.times.extend(t[5] for t in new)
-            aggs = self.minute_aggs
+            aggs, secs = self.minute_aggs, self.second_aggs
             for t in new:
                 m = t[5] // MINUTE_MS
                 aggs[m] = agg_add(aggs.get(m), t)
+                sec = t[5] // SECOND_MS
+                secs[sec] = agg_add(secs.get(sec), t)
         self.revealed_ms = now_ms
         return new
 
@@ -362,15 +372,24 @@ class SymbolMarket:
         b = min(b, self.revealed_ms + 1)
         if b <= a:
             return None
-        agg: Agg | None = None
-        m_first = -(-a // MINUTE_MS)
-        m_last = b // MINUTE_MS  # minutes [m_first, m_last) are whole inside [a, b)
-        if m_last - m_first >= 2:
-            agg = self._live_trades_range(a, m_first * MINUTE_MS)
-            for m in range(m_first, m_last):
-                agg = agg_merge(agg, self.minute_aggs.get(m))
-            return agg_merge(agg, self._live_trades_range(m_last * MINUTE_MS, b))
-        return self._live_trades_range(a, b)
+        return self._live_span(a, b, 0)
+
+    def _live_span(self, a: int, b: int, level: int) -> Agg | None:
+        """``[a, b)`` from whole minutes, then whole seconds, then single trades: the
+        cost of a candle does not grow with the number of trades in it."""
+        if b <= a:
+            return None
+        if level == 2:
+            return self._live_trades_range(a, b)
+        size, aggs = ((MINUTE_MS, self.minute_aggs), (SECOND_MS, self.second_aggs))[level]
+        first = -(-a // size)
+        last = b // size  # units [first, last) lie whole inside [a, b)
+        if last <= first:
+            return self._live_span(a, b, level + 1)
+        agg = self._live_span(a, first * size, level + 1)
+        for u in range(first, last):
+            agg = agg_merge(agg, aggs.get(u))
+        return agg_merge(agg, self._live_span(last * size, b, level + 1))
 
     def _live_trades_range(self, a: int, b: int) -> Agg | None:
         if b <= a:
@@ -388,7 +407,14 @@ class SymbolMarket:
         """Aggregate of every revealed trade with time in ``[a, b)``."""
         agg = None
         if a < self.live_start_ms:
-            agg = self._history_range(a, min(b, self.live_start_ms))
+            key = (a, min(b, self.live_start_ms))  # history never changes: keep it
+            if key in self._history_aggs:
+                agg = self._history_aggs[key]
+            else:
+                agg = self._history_aggs[key] = self._history_range(*key)
+                if len(self._history_aggs) > 100_000:
+                    self._history_aggs.clear()
+            agg = None if agg is None else list(agg)
         if b > self.live_start_ms:
             agg = agg_merge(agg, self._live_range(a, b))
         return agg

@@ -72,13 +72,13 @@ class EmulatorProcess:
             pass
 
     def control(self, **switches: Any) -> dict[str, Any]:
-        r = httpx.post(self.rest_url + "/_emulator/state", json=switches, timeout=5)
+        r = httpx.post(self.rest_url + "/_emulator/state", json=switches, timeout=30)
         r.raise_for_status()
         state: dict[str, Any] = r.json()
         return state
 
     def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = httpx.get(self.rest_url + "/_emulator/state", timeout=5).json()
+        state: dict[str, Any] = httpx.get(self.rest_url + "/_emulator/state", timeout=30).json()
         return state
 
     def stop(self) -> None:

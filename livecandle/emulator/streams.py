@@ -148,7 +148,10 @@ class StreamHub:
                 state = None
             if state is None or mono - state[1] >= period:
                 self._send(stream, kline_payload(sm, interval, open_ms, now, final=False))
-                self.kline_state[stream] = (open_ms, mono)
+                # a random phase after a (re)start spreads the streams' updates over the
+                # period instead of computing them all in one tick
+                phase = self._rng.uniform(0, period) if state is None else 0.0
+                self.kline_state[stream] = (open_ms, mono - phase)
 
     async def _run(self) -> None:
         tick = self.emulator.config.tick_ms / 1000
@@ -231,12 +234,14 @@ class StreamHub:
 
     async def _writer(self, conn: Conn) -> None:
         ws = conn.ws
+        send = ws._send  # the raw ASGI send: Starlette's wrapper costs per message
+        queue = conn.queue
         try:
             while True:
-                msg = await conn.queue.get()
+                msg = await queue.get()
                 if msg is None:
                     break
-                await ws.send_text(msg)
+                await send({"type": "websocket.send", "text": msg})
                 conn.sent += 1
         except Exception:  # the peer went away; the reader side cleans up
             pass

@@ -4,7 +4,7 @@ Client -> server: ``subscribe {symbol, interval}`` / ``unsubscribe {symbol, inte
 (unknown pairs get an ``error`` event). Server -> client: ``live_price {symbol, price,
 time}`` (room ``SYMBOL``), ``live_candle {symbol, interval, candle, previous}`` (room
 ``SYMBOL:interval``) and ``klines_updated {symbol, interval, latest}`` (same room).
-Live events are coalesced per room: at most one per ``emit_period_ms`` (default 20 ms,
+Live events are coalesced per room: at most one per ``emit_period_ms`` (default 10 ms,
 the newest state), so a burst of trades cannot flood a browser.
 """
 
@@ -31,7 +31,7 @@ class Realtime:
         store: Store,
         symbols: tuple[str, ...],
         intervals: tuple[str, ...],
-        emit_period_ms: int = 20,
+        emit_period_ms: int = 10,
         redis_url_for_manager: str | None = None,
     ) -> None:
         self.store = store
@@ -131,9 +131,13 @@ class Realtime:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _queue_batch(self, batch: dict[str, Any]) -> None:
+        rooms = self.sio.manager.rooms.get("/", {})  # only rooms somebody is in
         for p in batch.get("prices", ()):
-            self._pending[("live_price", p["symbol"])] = p
+            if p["symbol"] in rooms:
+                self._pending[("live_price", p["symbol"])] = p
         for c in batch.get("candles", ()):
+            if f"{c['symbol']}:{c['interval']}" not in rooms:
+                continue
             previous = c.get("previous")
             candle = {k: v for k, v in c.items() if k != "previous"}
             self._pending[("live_candle", f"{c['symbol']}:{c['interval']}")] = {
