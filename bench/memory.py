@@ -30,6 +30,42 @@ N = 100_000
 SYMBOLS = [f"S{i:02d}USDT" for i in range(50)]
 
 
+async def small_series(url: str, n: int = 2000) -> float:
+    """Bytes per candle of a 2000-candle series (listpack under the embedded config)."""
+    client = connect(url)
+    store = Store(client)
+    series = SeriesKey.of("ETHUSDT", "1h")
+    t0 = 1_600_000_000_000 // 3_600_000 * 3_600_000
+    rows = []
+    for i in range(n):
+        t = t0 + i * 3_600_000
+        rows.append(
+            (
+                t,
+                msgspec.json.encode(
+                    [
+                        t,
+                        "3685.22000000",
+                        "3729.84000000",
+                        "3670.90000000",
+                        "3719.27000000",
+                        "21.63272000",
+                        t + 3_599_999,
+                        "131320.01340410",
+                        617,
+                        "12.28492000",
+                        "74571.41022840",
+                        "0",
+                    ]
+                ),
+            )
+        )
+    await store.write_candles(series, rows, 1)
+    usage = int(cast(int, await client.memory_usage(store.keys.klines(series), samples=0)))
+    await client.aclose()
+    return usage / n
+
+
 async def bytes_per_candle(url: str) -> dict[str, float]:
     client = connect(url)
     store = Store(client)
@@ -106,6 +142,7 @@ def service_rss(redis_url: str, seconds: float = 30) -> dict[str, float]:
 def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="lc-bench-mem-") as tmp, redis_server(Path(tmp)) as url:
         per = asyncio.run(bytes_per_candle(url))
+        small = asyncio.run(small_series(url))
         svc = service_rss(url)
     return [
         {
@@ -119,6 +156,12 @@ def run() -> list[dict[str, Any]]:
             "name": "Redis bytes per official candle (used_memory growth)",
             "value": per["used_memory"],
             "note": "includes the meta hash and allocator slack",
+        },
+        {
+            "bench": "memory",
+            "name": "Redis bytes per official candle, 2,000-candle series",
+            "value": small,
+            "note": "listpack-encoded (zset-max-listpack-entries 2048, the embedded default)",
         },
         {
             "bench": "memory",

@@ -85,26 +85,7 @@ class CandleAccumulator:
     def _close_until(self, ts: int, out: list[Kline]) -> None:
         """Close the current candle and the empty ones before the candle of ``ts``."""
         micro = bool(self.micro)
-        if self.acc is not None:
-            a = self.acc
-            out.append(
-                (
-                    self.open_ms,
-                    self.next_ms - 1,
-                    a[0],
-                    a[1],
-                    a[2],
-                    a[3],
-                    a[4],
-                    a[5],
-                    a[6],
-                    a[7],
-                    a[8],
-                    micro,
-                )
-            )
-            self.last_close = a[3]
-            self.acc = None
+        self.finish(out)
         target = self.interval.open_of(ts)
         if self.last_close is not None and self.next_ms >= 0:
             o = self.next_ms
@@ -169,24 +150,11 @@ class CandleAccumulator:
             ]
 
     def finish(self, out: list[Kline]) -> None:
+        """Close the current candle (at the end of the input, or of its period)."""
         if self.acc is not None:
             a = self.acc
-            out.append(
-                (
-                    self.open_ms,
-                    self.next_ms - 1,
-                    a[0],
-                    a[1],
-                    a[2],
-                    a[3],
-                    a[4],
-                    a[5],
-                    a[6],
-                    a[7],
-                    a[8],
-                    bool(self.micro),
-                )
-            )
+            out.append((self.open_ms, self.next_ms - 1, *a, bool(self.micro)))  # type: ignore[arg-type]
+            self.last_close = a[3]
             self.acc = None
 
 

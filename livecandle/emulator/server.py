@@ -191,20 +191,7 @@ class Emulator:
 
     def _exchange_info(self, q: dict[str, str], now: int) -> Any:
         bp.only(q, ("symbol", "symbols", "permissions", "showPermissionSets", "symbolStatus"))
-        names = list(self.market.symbols)
-        if "symbol" in q:
-            names = [bp.symbol_param(q, self.market.symbols)]
-        elif "symbols" in q:
-            try:
-                wanted = msgspec.json.decode(q["symbols"], type=list[str])
-            except msgspec.DecodeError:
-                raise bp.BinanceParamError(
-                    -1100, "Illegal characters found in parameter 'symbols'."
-                ) from None
-            for s in wanted:
-                if s not in self.market.symbols:
-                    raise bp.BinanceParamError(-1121, "Invalid symbol.")
-            names = wanted
+        names = bp.symbols_param(q, list(self.market.symbols))
         return {
             "timezone": "UTC",
             "serverTime": now,

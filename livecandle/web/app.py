@@ -286,18 +286,7 @@ class Api:
     def exchange_info(self, request: Request) -> Response:
         q = dict(request.query_params)
         bp.only(q, ("symbol", "symbols"))
-        names: list[str] = list(self.symbols)
-        if "symbol" in q:
-            names = [bp.symbol_param(q, self.symbols)]
-        elif "symbols" in q:
-            try:
-                names = msgspec.json.decode(q["symbols"], type=list[str])
-            except msgspec.DecodeError:
-                raise bp.BinanceParamError(
-                    -1100, "Illegal characters found in parameter 'symbols'."
-                ) from None
-            if any(n not in self.symbols for n in names):
-                raise bp.BinanceParamError(-1121, "Invalid symbol.")
+        names = bp.symbols_param(q, self.symbols)
         return JSONResponse(
             {
                 "timezone": "UTC",
@@ -319,19 +308,7 @@ class Api:
         q = dict(request.query_params)
         bp.only(q, ("symbol", "symbols"))
         single = "symbol" in q
-        if single:
-            names = [bp.symbol_param(q, self.symbols)]
-        elif "symbols" in q:
-            try:
-                names = msgspec.json.decode(q["symbols"], type=list[str])
-            except msgspec.DecodeError:
-                raise bp.BinanceParamError(
-                    -1100, "Illegal characters found in parameter 'symbols'."
-                ) from None
-            if any(n not in self.symbols for n in names):
-                raise bp.BinanceParamError(-1121, "Invalid symbol.")
-        else:
-            names = list(self.symbols)
+        names = bp.symbols_param(q, self.symbols)
         values = await self.store.live_prices(names)
         out = []
         for name, raw in zip(names, values, strict=True):

@@ -7,6 +7,8 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+import msgspec
+
 from livecandle.intervals import INTERVALS, Interval
 
 _LONG_RE = re.compile(r"[0-9]{1,20}")
@@ -73,6 +75,22 @@ def symbol_param(params: Mapping[str, str], known: Collection[str]) -> str:
     if symbol.upper() not in known:
         raise BinanceParamError(-1121, "Invalid symbol.")
     return symbol.upper()
+
+
+def symbols_param(params: Mapping[str, str], known: Collection[str]) -> list[str]:
+    """``symbol=X`` or ``symbols=["X","Y"]`` (JSON), as Binance reads them; every known
+    symbol when neither is given."""
+    if "symbol" in params:
+        return [symbol_param(params, known)]
+    if "symbols" not in params:
+        return list(known)
+    try:
+        names = msgspec.json.decode(params["symbols"], type=list[str])
+    except msgspec.DecodeError:
+        raise BinanceParamError(-1100, "Illegal characters found in parameter 'symbols'.") from None
+    if any(n not in known for n in names):
+        raise BinanceParamError(-1121, "Invalid symbol.")
+    return names
 
 
 def interval_param(params: Mapping[str, str]) -> Interval:
