@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import IO, Protocol
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from livecandle.intervals import INTERVALS, Interval
 from livecandle.model import format_quote, format_units, to_units
@@ -212,39 +213,52 @@ def _rows(
 
 _POW10 = np.array([10**i for i in range(19)], dtype=np.int64)
 _LIMB = 1 << 21  # products of 21-bit limbs summed over a block stay far below 2**63
-_TRUE_BYTES = np.frombuffer(b"True", dtype=np.uint8)
-_FALSE_BYTES = np.frombuffer(b"False", dtype=np.uint8)
+# weights of the 19 right-aligned characters of "dddddddddd.dddddddd" (the "." weighs 0)
+_AMOUNT_WEIGHTS = np.array(
+    [10 ** (8 + 9 - i) for i in range(10)] + [0] + [10 ** (7 - i) for i in range(8)], dtype=np.int64
+)
+_TRUE32 = int(np.frombuffer(b"True", dtype=np.uint32)[0])
+_FALS32 = int(np.frombuffer(b"Fals", dtype=np.uint32)[0])
 
 
 def _np_uint(arr: np.ndarray, s: np.ndarray, e: np.ndarray, maxw: int) -> np.ndarray | None:
     """The unsigned decimal integers in ``arr[s:e]`` for each pair, or None if any field
     is empty, too long or not all ASCII digits."""
     w = e - s
-    if len(w) == 0 or int(w.min()) < 1 or int(w.max()) > maxw:
+    if len(w) == 0:
         return None
-    width = int(w.max())
-    if int(w.min()) == width:  # one width: a plain 2-D gather
-        d = arr[s[:, None] + np.arange(width)].astype(np.int64) - 48
-        if int(d.min()) < 0 or int(d.max()) > 9:
-            return None
-        return d @ _POW10[width - 1 :: -1]
-    valid = np.arange(width) < w[:, None]
-    idx = np.where(valid, e[:, None] - 1 - np.arange(width), 0)
-    d = np.where(valid, arr[idx].astype(np.int64) - 48, 0)
-    if int(d.min()) < 0 or int(d.max()) > 9:
+    width, narrowest = int(w.max()), int(w.min())
+    if narrowest < 1 or width > maxw or int(e[0]) < width:
         return None
-    return d @ _POW10[:width]
+    # each field's last `width` bytes, right-aligned: one gather of rows of a window view
+    digits = sliding_window_view(arr, width)[e - width] - np.uint8(48)
+    if narrowest != width:
+        digits[np.arange(width) < (width - w)[:, None]] = 0  # bytes before the field
+    if int(digits.max()) > 9:  # uint8: anything below "0" wrapped high
+        return None
+    result: np.ndarray = digits.astype(np.int64) @ _POW10[width - 1 :: -1]
+    return result
 
 
 def _np_amount(arr: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray | None:
-    """``digits.8digits`` fields as 1e-8 units (exact), or None."""
-    if len(s) == 0 or not bool((arr[e - 9] == 46).all()):
+    """``digits.8digits`` fields as 1e-8 units (exact), or None: one gather of each
+    field's bytes, the "." column weighed zero."""
+    w = e - s
+    if len(w) == 0:
         return None
-    whole = _np_uint(arr, s, e - 9, 10)
-    frac = _np_uint(arr, e - 8, e, 8)
-    if whole is None or frac is None:
+    width, narrowest = int(w.max()), int(w.min())
+    if narrowest < 10 or width > 19 or int(e[0]) < width:
+        return None  # at least one digit, ".", 8 decimals; at most 10 digits before it
+    chars = sliding_window_view(arr, width)[e - width]
+    if not bool((chars[:, width - 9] == 46).all()):
         return None
-    result: np.ndarray = whole * 100_000_000 + frac
+    digits = chars - np.uint8(48)
+    digits[:, width - 9] = 0
+    if narrowest != width:
+        digits[np.arange(width) < (width - w)[:, None]] = 0  # bytes before the field
+    if int(digits.max()) > 9:  # uint8: anything below "0" wrapped high
+        return None
+    result: np.ndarray = digits.astype(np.int64) @ _AMOUNT_WEIGHTS[19 - width :]
     return result
 
 
@@ -374,9 +388,11 @@ def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Kline]) -> bool:
     if p is None or q is None or f is None or last is None:
         return False  # e.g. "-1" ids of invalid aggTrades, other number shapes
     ms, w = starts[6::8], ends[6::8] - starts[6::8]
-    window = arr[np.minimum(ms[:, None] + np.arange(5), len(arr) - 1)]
-    is_true = (w == 4) & (window[:, :4] == _TRUE_BYTES).all(axis=1)
-    is_false = (w == 5) & (window == _FALSE_BYTES).all(axis=1)
+    if int(ms[-1]) + 4 > len(arr):
+        return False
+    head = sliding_window_view(arr, 4)[ms].view(np.uint32).ravel()  # first 4 letters
+    is_true = (w == 4) & (head == _TRUE32)
+    is_false = (w == 5) & (head == _FALS32) & (arr[np.minimum(ms + 4, len(arr) - 1)] == 101)
     if not bool((is_true | is_false).all()):
         return False
     if bool(((p == 0) & (q == 0)).any()):
@@ -389,7 +405,7 @@ def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Kline]) -> bool:
     if width in (13, 16) and bool((ts_w == width).all()):
         # one width (the usual case): the digits compare as byte strings, so only the few
         # times that matter (candle edges, the ends of the block) become integers
-        digits = arr[ts_s[:, None] + np.arange(width)]
+        digits = sliding_window_view(arr, width)[ts_s]
         if int((digits - 48).max()) > 9:  # uint8: anything below "0" wraps high
             return False
         times = digits.view(f"S{width}").ravel()
