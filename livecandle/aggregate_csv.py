@@ -364,19 +364,20 @@ def _emit_segments(
         )
 
 
-def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Kline]) -> bool:
-    """The vectorised fast path (numpy, exact integers); False when the block has any
-    irregular row (nothing consumed then: the row parser handles it)."""
+def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Kline]) -> int:
+    """The vectorised fast path (numpy, exact integers): the number of rows consumed, or
+    0 when the block has any irregular row (a "\\r", a header, a "-1" id, an odd number:
+    nothing consumed then, the row parser handles it)."""
     arr = np.frombuffer(block, dtype=np.uint8)
     # "," is 44 and "\n" 10; nothing else in a regular row is <= 44 (a "-", a space or a
     # control character makes the field count wrong, and the row parser takes the block)
     seps = np.flatnonzero(arr <= 44)
     n = (len(seps) + 1) // 8
     if n == 0 or len(seps) != 8 * n - 1:
-        return False
+        return 0
     newline = arr[seps] == 10
     if int(newline.sum()) != n - 1 or not bool(newline[7::8].all()):
-        return False  # 8 fields on every line
+        return 0  # 8 fields on every line
     ends = np.append(seps, len(arr)).astype(np.int64)
     starts = np.empty_like(ends)
     starts[0] = 0
@@ -386,19 +387,19 @@ def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Kline]) -> bool:
     f = _np_uint(arr, starts[3::8], ends[3::8], 18)
     last = _np_uint(arr, starts[4::8], ends[4::8], 18)
     if p is None or q is None or f is None or last is None:
-        return False  # e.g. "-1" ids of invalid aggTrades, other number shapes
+        return 0  # e.g. "-1" ids of invalid aggTrades, other number shapes
     ms, w = starts[6::8], ends[6::8] - starts[6::8]
     if int(ms[-1]) + 4 > len(arr):
-        return False
+        return 0
     head = sliding_window_view(arr, 4)[ms].view(np.uint32).ravel()  # first 4 letters
     is_true = (w == 4) & (head == _TRUE32)
     is_false = (w == 5) & (head == _FALS32) & (arr[np.minimum(ms + 4, len(arr) - 1)] == 101)
     if not bool((is_true | is_false).all()):
-        return False
+        return 0
     if bool(((p == 0) & (q == 0)).any()):
-        return False  # invalid aggTrades to skip: row by row
+        return 0  # invalid aggTrades to skip: row by row
     if int(q.max()) >= (1 << 62) // n:
-        return False  # sums could overflow 64 bits: exact Python ints instead
+        return 0  # sums could overflow 64 bits: exact Python ints instead
     ts_s, ts_e = starts[5::8], ends[5::8]
     ts_w = ts_e - ts_s
     width = int(ts_w[0])
@@ -407,14 +408,14 @@ def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Kline]) -> bool:
         # times that matter (candle edges, the ends of the block) become integers
         digits = sliding_window_view(arr, width)[ts_s]
         if int((digits - 48).max()) > 9:  # uint8: anything below "0" wraps high
-            return False
+            return 0
         times = digits.view(f"S{width}").ravel()
-        return _aggregate_np(
+        return n * _aggregate_np(
             acc, out, n, p, q, f, last, is_false, times, 1000 if width == 16 else 1
         )
     t = _np_uint(arr, ts_s, ts_e, 16)
     if t is None:
-        return False
+        return 0
     if bool((t >= 10**15).any()):
         if acc.micro is None:
             acc.micro = bool(t[0] >= 10**15)
@@ -422,7 +423,7 @@ def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Kline]) -> bool:
     elif acc.micro is None:
         acc.micro = False
     if (acc.last_ts is not None and int(t[0]) < acc.last_ts) or not bool((t[1:] >= t[:-1]).all()):
-        return False  # out of order somewhere: the row parser says where
+        return 0  # out of order somewhere: the row parser says where
     interval = acc.interval
     t0, t1 = int(t[0]), int(t[-1])
     bounds = []
@@ -437,7 +438,7 @@ def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Kline]) -> bool:
     if acc.first_ts is None:
         acc.first_ts = t0
     acc.last_ts = t1
-    return True
+    return n
 
 
 def _scan(
@@ -468,10 +469,12 @@ def _scan(
                 if not sep:
                     continue
                 block = rest
-        lines = block.count(b"\n") + 1
-        if b"\r" in block or not _columns_np(acc, block, out):
-            _rows(acc, block.split(b"\n"), line_no, out)
-        line_no += lines
+        rows = _columns_np(acc, block, out)
+        if not rows:
+            lines = block.split(b"\n")
+            _rows(acc, lines, line_no, out)
+            rows = len(lines)
+        line_no += rows
         yield out
         out = []
     if leftover.strip():
