@@ -65,10 +65,6 @@ class Interval:
     anchor_ms: int = 0
 
     @property
-    def is_calendar(self) -> bool:
-        return self.length_ms == 0
-
-    @property
     def nominal_ms(self) -> int:
         """Length for sizing (TTLs, budgets); 30 days for ``1M``."""
         return self.length_ms or 30 * DAY_MS

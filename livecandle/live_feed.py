@@ -60,7 +60,6 @@ class SymbolState(SymbolLive):
     recent: deque[Trade] = field(default_factory=lambda: deque(maxlen=RECENT_TRADES))
     last_trade_id: int = -1  # individual trade id (aggTrade ``l``) of the newest trade
     pending_seeds: dict[int, parse.KlinePayload] = field(default_factory=dict)
-    filling: bool = False
     matches: int = 0
     mismatches: int = 0
     heard: float = 0.0  # monotonic time of the newest message about this symbol

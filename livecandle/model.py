@@ -15,7 +15,6 @@ from livecandle.intervals import Interval, parse_interval
 
 DECIMALS: Final = 8
 SCALE: Final = 10**DECIMALS
-QUOTE_SCALE: Final = SCALE * SCALE
 
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,20}")
 _DECIMAL_RE: Final = re.compile(r"([0-9]+)(?:\.([0-9]*))?")
@@ -193,19 +192,3 @@ class Candle:
             "taker_buy_volume": format_units(self.taker_buy_volume),
             "taker_buy_quote_volume": format_quote(self.taker_buy_quote_volume),
         }
-
-    @classmethod
-    def from_live_fields(cls, d: dict[str, Any]) -> Candle:
-        return cls(
-            open_ms=int(d["time"]),
-            close_ms=int(d["close_time"]),
-            open=to_units(d["open"]),
-            high=to_units(d["high"]),
-            low=to_units(d["low"]),
-            close=to_units(d["close"]),
-            volume=to_units(d.get("volume", "0")),
-            quote_volume=quote_to_units(d.get("quote_volume", "0")),
-            trades=int(d.get("trades", 0)),
-            taker_buy_volume=to_units(d.get("taker_buy_volume", "0")),
-            taker_buy_quote_volume=quote_to_units(d.get("taker_buy_quote_volume", "0")),
-        )

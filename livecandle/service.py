@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from livecandle.config import Settings
 from livecandle.redis_server import RedisServer, _ping
 from livecandle.store import Keys, Store, connect
+from livecandle.store.keys import HEALTH_TTL_MS
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,31 @@ class Service:
             sup.spawn("stream:writer", self.writer.run)
             if self.fetcher is None:
                 sup.spawn("stream:clock", self._keep_clock)
+        sup.spawn("health:beat", self._beat)
         self.exchange_ready.set()
+
+    async def _beat(self) -> None:
+        """This process's fetcher and stream state in Redis, with a TTL, for the /healthz
+        of web processes running apart (``serve --role web``)."""
+        while True:
+            now = self.rest.clock.now_ms()
+            if self.fetcher is not None:
+                await self.store.beat(
+                    "fetcher",
+                    {
+                        "time": now,
+                        "series": self.fetcher.snapshot(),
+                        "error": self.exchange_problem,
+                    },
+                    HEALTH_TTL_MS,
+                )
+            if self.feed is not None and self.stream is not None:
+                await self.store.beat(
+                    "stream",
+                    {"time": now, **self.feed.stats(), "reconnects": self.stream.reconnects},
+                    HEALTH_TTL_MS,
+                )
+            await asyncio.sleep(HEALTH_TTL_MS / 1000 / 6)
 
     @property
     def exchange_problem(self) -> str | None:

@@ -256,12 +256,6 @@ class SymbolMarket:
 
     # -- history ------------------------------------------------------------------------
 
-    def _tier_at(self, t_ms: int) -> tuple[int, Tier] | None:
-        for i, tier in enumerate(self.tiers):
-            if tier.start_ms <= t_ms < tier.end_ms:
-                return i, tier
-        return None
-
     def block_trades(self, ti: int, b: int) -> list[TradeTuple]:
         key = (ti, b)
         cached = self._block_trades.get(key)

@@ -170,10 +170,6 @@ class Store:
             out.append((int(first), int(nxt)))
         return out
 
-    async def delete_series(self, series: SeriesKey) -> None:
-        k = self.keys
-        await self.redis.delete(k.klines(series), k.meta(series), k.gaps(series))
-
     async def stored_series(self) -> list[SeriesKey]:
         """Every series that has a ``klines_z`` key, sorted."""
         k = self.keys

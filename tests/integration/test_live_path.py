@@ -74,3 +74,27 @@ async def test_seed_case_3_the_next_period_replaces_the_live_candle_and_official
         off = msgspec.json.decode(member[0])
         assert off == await official(emulator, symbol, "1s", first_closed)
         assert kline_fields(rec.closed[(symbol, "1s", first_closed)]) == off
+
+
+async def test_a_web_process_apart_reports_the_stream_and_fetcher_health(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
+) -> None:
+    import httpx
+
+    async with (
+        running_service(redis_url, emulator, "1m", roles=("fetcher", "stream")),
+        running_service(redis_url, emulator, "1m", roles=("web",), port=0) as web,
+        LiveRecorder(redis) as rec,
+    ):
+        await rec.wait_for(lambda: len(rec.prices) >= 1, 30)
+        async with httpx.AsyncClient(base_url=str(web.web_url)) as client:
+            async with asyncio.timeout(20):
+                while True:  # the beat is written every few seconds
+                    health = (await client.get("/healthz")).json()
+                    stream = health.get("stream") or {}
+                    btc = stream.get("symbols", {}).get("BTCUSDT", {})
+                    if btc.get("last_agg_id") is not None and health.get("fetcher"):
+                        break
+                    await asyncio.sleep(0.2)
+    assert health["stream"]["symbols"]["BTCUSDT"]["last_agg_id"] is not None
+    assert "BTCUSDT:1m" in health["fetcher"]["series"]
