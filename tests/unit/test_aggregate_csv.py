@@ -8,13 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from livecandle.aggregate_csv import (
-    CsvError,
-    klines_from_file,
-    klines_from_rows,
-    klines_parallel,
-)
+from livecandle.aggregate_csv import klines_parallel
 from livecandle.intervals import INTERVALS
+from livecandle.trade_csv import CsvError, klines_from_file, klines_from_rows
 
 
 def csv_rows(n: int, seed: int, micro: bool, invalid_every: int = 0) -> bytes:
