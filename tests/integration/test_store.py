@@ -167,13 +167,18 @@ def test_keys_keep_the_seed_names_and_hash_tag_for_cluster() -> None:
 
 @pytest.fixture
 def cluster_url(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A one-node Redis Cluster (all 16384 slots) on a free port."""
-    port = free_port()
+    """A one-node Redis Cluster (all 16384 slots) on a free port.
+
+    The cluster bus gets its own free port: the default (port + 10000) is out of
+    range for any port above 55535, which the kernel hands out often enough."""
+    port, bus_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
             find_redis_server(),
             "--port",
             str(port),
+            "--cluster-port",
+            str(bus_port),
             "--bind",
             "127.0.0.1",
             "--cluster-enabled",
@@ -187,30 +192,37 @@ def cluster_url(tmp_path: Path):  # type: ignore[no-untyped-def]
             "--appendonly",
             "no",
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
+
+    def cli(*args: str) -> bytes:
+        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True).stdout
+
     try:
         for _ in range(200):
-            r = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True)
-            if r.stdout.strip() == b"PONG":
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                pytest.fail(f"redis-server (cluster) exited with {proc.returncode}:\n{out}")
+            if cli("ping").strip() == b"PONG":
                 break
             time.sleep(0.02)
-        subprocess.run(
-            ["redis-cli", "-p", str(port), "cluster", "addslotsrange", "0", "16383"],
-            check=True,
-            capture_output=True,
-        )
+        else:
+            pytest.fail("redis-server (cluster) did not answer PING within 4 s")
+        added = cli("cluster", "addslotsrange", "0", "16383")
+        assert added.strip() == b"OK", added
         for _ in range(200):
-            r = subprocess.run(
-                ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True
-            )
-            if b"cluster_state:ok" in r.stdout:
+            if b"cluster_state:ok" in cli("cluster", "info"):
                 break
             time.sleep(0.05)
+        else:
+            pytest.fail("the one-node cluster did not reach cluster_state:ok within 10 s")
         yield f"redis://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
 
 
 async def test_writes_work_on_redis_cluster_with_hash_tagged_keys(cluster_url: str) -> None:
