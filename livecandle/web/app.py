@@ -146,6 +146,60 @@ class _Counting:
         await self.app(scope, receive, counted)
 
 
+_DECIMAL = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]{1,8})?$", "example": "45120.50"}
+LIVE_CANDLE_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["symbol", "interval", "time", "open", "high", "low", "close"],
+    "additionalProperties": False,
+    "properties": {
+        "symbol": {"type": "string"},
+        "interval": {"type": "string"},
+        "time": {"type": "integer", "minimum": 0, "description": "open time, ms, aligned"},
+        "close_time": {"type": "integer"},
+        "open": _DECIMAL,
+        "high": _DECIMAL,
+        "low": _DECIMAL,
+        "close": _DECIMAL,
+        "volume": _DECIMAL,
+        "quote_volume": _DECIMAL,
+        "taker_buy_volume": _DECIMAL,
+        "taker_buy_quote_volume": _DECIMAL,
+        "trades": {"type": "integer", "minimum": 0},
+        "is_incomplete": {"type": "boolean", "enum": [True]},
+        "source": {"type": "string", "enum": ["live"]},
+    },
+}
+
+
+def _describe_served(app: FastAPI, symbols: list[str], intervals: list[str]) -> None:
+    """The OpenAPI document names the served symbols and intervals (what the endpoints
+    accept), not just "a string"."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path in schema["paths"].values():
+            for op in path.values():
+                for param in op.get("parameters", []):
+                    if param["name"] == "symbol":
+                        param["schema"] = {"type": "string", "enum": symbols}
+                    elif param["name"] == "interval":
+                        param["schema"] = {"type": "string", "enum": intervals}
+        served = {
+            "symbol": {"type": "string", "enum": symbols},
+            "interval": {"type": "string", "enum": intervals},
+        }
+        body = {**LIVE_CANDLE_BODY, "properties": {**LIVE_CANDLE_BODY["properties"], **served}}
+        post = schema["paths"]["/save-live-candle"]["post"]
+        post["requestBody"]["content"]["application/json"]["schema"] = body
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def build_app(service: Service) -> tuple[Any, Api, Realtime]:
     """The ASGI app (socket.io around FastAPI), its Api and its Realtime."""
     settings = service.settings
@@ -230,6 +284,12 @@ def build_app(service: Service) -> tuple[Any, Api, Realtime]:
         "/save-live-candle",
         summary="Store a live candle (bearer token)",
         responses={401: {}, 403: {}, 409: {}, 413: {}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": LIVE_CANDLE_BODY}},
+            }
+        },
     )
     async def save_live_candle(request: Request) -> Response:
         """Body: ``{symbol, interval, time, open, high, low, close[, volume, ...]}``;
@@ -299,6 +359,7 @@ def build_app(service: Service) -> tuple[Any, Api, Realtime]:
     ) -> Response:
         return await api.ticker_price(request)
 
+    _describe_served(app, list(settings.symbols), [i.name for i in settings.intervals])
     asgi = socketio.ASGIApp(
         realtime.sio,
         other_asgi_app=_Counting(_FastReads(app, api), api),
