@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 4096
 MAX_CHART_LIMIT = 5000
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: later times are typos
 _enc = msgspec.json.Encoder()
 
 
@@ -87,6 +88,10 @@ class Api:
 
     @staticmethod
     def aligned(name: str, value: int | None, interval: Interval) -> int | None:
+        if value is not None and not 0 <= value <= MAX_TIME_MS:
+            raise ApiError(
+                400, name, value, f"{name}={value} is not a time in ms between 0 and {MAX_TIME_MS}"
+            )
         if value is not None and not interval.is_aligned(value):
             raise ApiError(
                 400,
@@ -428,8 +433,10 @@ def _candle_from_body(body: dict[str, Any], interval: Interval) -> Candle:
         if name not in known:
             raise ApiError(400, name, body[name], f"unknown field {name!r}")
     t = body.get("time")
-    if not isinstance(t, int) or isinstance(t, bool) or t < 0:
-        raise ApiError(400, "time", t, "time must be the open time in ms (a non-negative integer)")
+    if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t <= MAX_TIME_MS:
+        raise ApiError(
+            400, "time", t, f"time must be the open time in ms (an integer, 0 to {MAX_TIME_MS})"
+        )
     if not interval.is_aligned(t):
         raise ApiError(
             400,

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import msgspec
+import redis.exceptions
 import socketio
 import uvicorn
 from fastapi import FastAPI, Query, Request
@@ -21,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from livecandle import http_server
 from livecandle.exchange.binance import params as bp
-from livecandle.web.api import MAX_CHART_LIMIT, Api, ApiError
+from livecandle.web.api import MAX_CHART_LIMIT, MAX_TIME_MS, Api, ApiError
 from livecandle.web.realtime import Realtime
 
 if TYPE_CHECKING:
@@ -38,6 +40,17 @@ VENDOR = {
     "socket.io.esm.min.js.map": "socket.io-client/dist/socket.io.esm.min.js.map",
 }
 _enc = msgspec.json.Encoder()
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def redis_unavailable(path: str, e: Exception) -> tuple[int, bytes]:
+    """503 when Redis cannot be reached: a server problem, not a bad request."""
+    log.warning("Redis unreachable while serving %s: %s", path, e)
+    if path.startswith("/api/v3/"):
+        msg = "Internal error; unable to process your request. Please try again."
+        return 503, _enc.encode({"code": -1001, "msg": msg})
+    error = f"Redis is unreachable ({type(e).__name__}: {e}); try again shortly"
+    return 503, _enc.encode({"error": error, "field": None, "value": None})
 
 
 def node_modules() -> Path:
@@ -77,6 +90,8 @@ class _FastReads:
                     body, status = await self.api.binance_klines_body(q), 200
                 except bp.BinanceParamError as e:
                     body, status = _enc.encode(e.body()), e.status
+                except REDIS_DOWN as e:
+                    status, body = redis_unavailable(path, e)
                 await _respond(send, status, body)
                 return
             if path == "/api/klines":
@@ -105,6 +120,8 @@ class _FastReads:
                         )
                     except ApiError as e:
                         body, status = bytes(e.response().body), e.status
+                    except REDIS_DOWN as e:
+                        status, body = redis_unavailable(path, e)
                     await _respond(send, status, body)
                     return
         await self.app(scope, receive, send)
@@ -154,7 +171,12 @@ LIVE_CANDLE_BODY: dict[str, Any] = {
     "properties": {
         "symbol": {"type": "string"},
         "interval": {"type": "string"},
-        "time": {"type": "integer", "minimum": 0, "description": "open time, ms, aligned"},
+        "time": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_TIME_MS,
+            "description": "open time, ms, aligned to the interval",
+        },
         "close_time": {"type": "integer"},
         "open": _DECIMAL,
         "high": _DECIMAL,
@@ -171,29 +193,107 @@ LIVE_CANDLE_BODY: dict[str, Any] = {
 }
 
 
-def _describe_served(app: FastAPI, symbols: list[str], intervals: list[str]) -> None:
-    """The OpenAPI document names the served symbols and intervals (what the endpoints
-    accept), not just "a string"."""
+_ERROR_BODY = {
+    "type": "object",
+    "required": ["error", "field", "value"],
+    "properties": {
+        "error": {"type": "string"},
+        "field": {"type": ["string", "null"], "description": "the bad field, if one is"},
+        "value": {"description": "the bad value, as sent"},
+    },
+}
+_BINANCE_ERROR_BODY = {
+    "type": "object",
+    "required": ["code", "msg"],
+    "properties": {"code": {"type": "integer"}, "msg": {"type": "string"}},
+}
+_STATUS_TEXT = {
+    400: "Bad input: the body names the field and the value",
+    401: "Missing or wrong bearer token",
+    403: "Writing live candles is disabled (no LIVECANDLE_WRITE_TOKEN)",
+    409: "An official candle is stored at or after this open time",
+    413: "Body too large",
+    503: "Redis is unreachable (or, for /healthz, the service is down)",
+}
+# the statuses each operation answers besides 200 (what the handlers really raise)
+_STATUSES = {
+    "/api/klines": (400, 503),
+    "/live-candle": (400, 503),
+    "/save-live-candle": (400, 401, 403, 409, 413, 503),
+    "/api/metadata": (400, 503),
+    "/healthz": (503,),
+    "/api/v3/ping": (400,),
+    "/api/v3/time": (400,),
+    "/api/v3/exchangeInfo": (400,),
+    "/api/v3/klines": (400, 503),
+    "/api/v3/uiKlines": (400, 503),
+    "/api/v3/ticker/price": (400, 503),
+}
+_BINANCE_PARAMS: dict[str, dict[str, Any]] = {
+    "startTime": {
+        "type": "string",
+        "pattern": "^[0-9]{1,20}$",
+        "description": "ms (or µs); not after endTime",
+    },
+    "endTime": {"type": "string", "pattern": "^[0-9]{1,20}$", "description": "ms (or µs)"},
+    "limit": {"type": "string", "pattern": "^[1-9][0-9]{0,9}$", "description": "capped at 1000"},
+    "timeZone": {"type": "string", "enum": ["0", "+0", "0:00", "00:00", "+00:00"]},
+}
+
+
+def _document(app: FastAPI, symbols: list[str], intervals: list[str]) -> None:
+    """Make the OpenAPI document say what the endpoints do: the served symbols and
+    intervals, the Binance parameter formats, the bearer token, and the statuses the
+    handlers answer (400 with a body naming the field, never FastAPI's 422)."""
     build = app.openapi
+    names = "|".join(re.escape(s) for s in symbols)
+    served = {
+        "symbol": {"type": "string", "enum": symbols},
+        "interval": {"type": "string", "enum": intervals},
+        # Binance's JSON list: ["BTCUSDT","ETHUSDT"]
+        "symbols": {
+            "type": "string",
+            "pattern": f'^\\[("({names})")(,"({names})")*\\]$',
+            "description": 'a JSON list, e.g. ["BTCUSDT","ETHUSDT"]; not together with symbol',
+        },
+    }
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()
-        for path in schema["paths"].values():
-            for op in path.values():
+        for path, ops in schema["paths"].items():
+            binance = path.startswith("/api/v3/")
+            for op in ops.values():
                 for param in op.get("parameters", []):
-                    if param["name"] == "symbol":
-                        param["schema"] = {"type": "string", "enum": symbols}
-                    elif param["name"] == "interval":
-                        param["schema"] = {"type": "string", "enum": intervals}
-        served = {
-            "symbol": {"type": "string", "enum": symbols},
-            "interval": {"type": "string", "enum": intervals},
-        }
+                    name = param["name"]
+                    if name in served:
+                        param["schema"] = served[name]
+                    elif binance and name in _BINANCE_PARAMS:
+                        param["schema"] = _BINANCE_PARAMS[name]
+                responses = op.setdefault("responses", {})
+                responses.pop("422", None)
+                for status in _STATUSES.get(path, ()):
+                    error = _BINANCE_ERROR_BODY if binance else _ERROR_BODY
+                    if path == "/healthz":
+                        error = {"type": "object"}
+                    responses[str(status)] = {
+                        "description": _STATUS_TEXT[status],
+                        "content": {"application/json": {"schema": error}},
+                    }
         body = {**LIVE_CANDLE_BODY, "properties": {**LIVE_CANDLE_BODY["properties"], **served}}
+        del body["properties"]["symbols"]
         post = schema["paths"]["/save-live-candle"]["post"]
         post["requestBody"]["content"]["application/json"]["schema"] = body
+        post["security"] = [{"bearer": []}]
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "LIVECANDLE_WRITE_TOKEN",
+        }
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.get("schemas", {}).pop(name, None)
         app.openapi_schema = schema
         return schema
 
@@ -247,7 +347,17 @@ def build_app(service: Service) -> tuple[Any, Api, Realtime]:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(e.detail), "field": None, "value": None}, e.status_code)
+        return JSONResponse(
+            {"error": str(e.detail), "field": None, "value": None},
+            e.status_code,
+            headers=e.headers,  # Allow, on a 405
+        )
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def redis_down(request: Request, e: redis.exceptions.RedisError) -> JSONResponse:
+        status, body = redis_unavailable(request.url.path, e)
+        return JSONResponse(msgspec.json.decode(body), status)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -267,8 +377,12 @@ def build_app(service: Service) -> tuple[Any, Api, Realtime]:
     async def klines(
         symbol: str = Query(..., description="e.g. BTCUSDT"),
         interval: str = Query(..., description="one of the served intervals, e.g. 1m"),
-        start: int | None = Query(None, ge=0, description="first open time (ms, aligned)"),
-        end: int | None = Query(None, ge=0, description="last open time (ms, aligned)"),
+        start: int | None = Query(
+            None, ge=0, le=MAX_TIME_MS, description="first open time (ms, aligned)"
+        ),
+        end: int | None = Query(
+            None, ge=0, le=MAX_TIME_MS, description="last open time (ms, aligned)"
+        ),
         limit: int = Query(1000, ge=1, le=MAX_CHART_LIMIT),
     ) -> Response:
         """Official candles ascending and unique by open time (each row: Binance's 12
@@ -283,7 +397,6 @@ def build_app(service: Service) -> tuple[Any, Api, Realtime]:
     @app.post(
         "/save-live-candle",
         summary="Store a live candle (bearer token)",
-        responses={401: {}, 403: {}, 409: {}, 413: {}},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -359,7 +472,7 @@ def build_app(service: Service) -> tuple[Any, Api, Realtime]:
     ) -> Response:
         return await api.ticker_price(request)
 
-    _describe_served(app, list(settings.symbols), [i.name for i in settings.intervals])
+    _document(app, list(settings.symbols), [i.name for i in settings.intervals])
     asgi = socketio.ASGIApp(
         realtime.sio,
         other_asgi_app=_Counting(_FastReads(app, api), api),

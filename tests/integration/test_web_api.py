@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from livecandle.model import SeriesKey
+from livecandle.redis_server import RedisServer
 from livecandle.store import Store
 from tests.helpers import EmulatorProcess, binance_client
 from tests.integration.live_support import running_service
@@ -370,6 +373,112 @@ async def test_metadata_symbols_health_metrics_openapi(
     params = {p["name"]: p for p in spec["paths"]["/api/klines"]["get"]["parameters"]}
     assert params["limit"]["schema"]["maximum"] == 5000
     assert params["symbol"]["required"] is True
+
+
+async def test_openapi_documents_every_status_the_handlers_answer(
+    web: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    """Each answer below, good or bad, has its status documented for its operation."""
+    await seed(redis, 3)
+    spec = (await web.get("/openapi.json")).json()
+    q = {"symbol": "BTCUSDT", "interval": "1m"}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"symbol": "BTCUSDT", "interval": "1m", "time": T0, "open": "1", "high": "1"}
+    requests: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+        ("get", "/api/klines", {"params": q}, {}),
+        ("get", "/api/klines", {"params": {**q, "start": "-1"}}, {}),
+        ("get", "/api/klines", {"params": {**q, "start": str(T0 + 1)}}, {}),
+        ("get", "/api/klines", {"params": {**q, "end": "9" * 16}}, {}),
+        ("get", "/live-candle", {"params": {"symbol": "BTCUSDT"}}, {}),
+        ("get", "/api/metadata", {"params": {**q, "interval": "2m"}}, {}),
+        ("post", "/save-live-candle", {"content": b"{"}, auth),
+        ("post", "/save-live-candle", {"json": body}, {}),
+        ("post", "/save-live-candle", {"json": {**body, "low": "1", "close": "1"}}, auth),
+        ("post", "/save-live-candle", {"content": b"x" * 5000}, auth),
+        ("get", "/api/v3/ping", {"params": {"x": "1"}}, {}),
+        ("get", "/api/v3/time", {"params": {"x": "1"}}, {}),
+        ("get", "/api/v3/exchangeInfo", {"params": {"symbols": "[1]"}}, {}),
+        ("get", "/api/v3/klines", {"params": {**q, "startTime": ""}}, {}),
+        ("get", "/api/v3/uiKlines", {"params": {**q, "limit": "0"}}, {}),
+        ("get", "/api/v3/ticker/price", {"params": {"symbol": "X"}}, {}),
+        ("get", "/healthz", {}, {}),
+        ("get", "/metrics", {}, {}),
+    ]
+    seen = set()
+    for method, path, kw, headers in requests:
+        r = await web.request(method.upper(), path, headers=headers, **kw)
+        assert r.status_code < 500, (path, r.text)
+        documented = spec["paths"][path][method]["responses"]
+        assert str(r.status_code) in documented, (path, kw, r.status_code, list(documented))
+        assert "422" not in documented, path
+        seen.add(r.status_code)
+    assert seen == {200, 400, 401, 409, 413}
+    post = spec["paths"]["/save-live-candle"]["post"]
+    assert post["security"] == [{"bearer": []}]
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    klines = {p["name"]: p["schema"] for p in spec["paths"]["/api/v3/klines"]["get"]["parameters"]}
+    assert klines["symbol"]["enum"] == ["BTCUSDT", "ETHUSDT"]
+    assert klines["startTime"]["pattern"] == "^[0-9]{1,20}$"
+    ticker = spec["paths"]["/api/v3/ticker/price"]["get"]["parameters"]
+    pattern = next(p["schema"]["pattern"] for p in ticker if p["name"] == "symbols")
+    assert re.fullmatch(pattern, '["BTCUSDT","ETHUSDT"]')
+    assert not re.fullmatch(pattern, '["BTCUSDT","DOGEUSDT"]')
+
+
+async def test_wrong_method_is_405_with_allow(web: httpx.AsyncClient) -> None:
+    r = await web.request("TRACE", "/api/symbols")
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+    r = await web.get("/save-live-candle")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+async def test_symbol_and_symbols_together_are_refused_like_binance(
+    web: httpx.AsyncClient,
+) -> None:
+    for path in ("/api/v3/ticker/price", "/api/v3/exchangeInfo"):
+        r = await web.get(path, params={"symbol": "BTCUSDT", "symbols": '["ETHUSDT"]'})
+        assert r.status_code == 400 and r.json()["code"] == -1128, (path, r.text)
+
+
+async def test_times_past_year_9999_are_refused(web: httpx.AsyncClient) -> None:
+    q = {"symbol": "BTCUSDT", "interval": "1m"}
+    for extra in ({}, {"limit": "10"}, {"x": "1"}):  # the fast path and the framework's
+        r = await web.get("/api/klines", params={**q, **extra, "end": str(253_402_300_800_000)})
+        assert r.status_code == 400 and r.json()["field"] == "end", (extra, r.text)
+
+
+async def test_redis_down_is_503_naming_redis_not_500(
+    tmp_path: Path, emulator: EmulatorProcess
+) -> None:
+    server = RedisServer(tmp_path / "redis", persist=False, tcp=True)
+    server.start()
+    try:
+        async with running_service(
+            server.url, emulator, "1m", roles=("web",), port=0, write_token=TOKEN
+        ) as svc:
+            assert svc.web_url is not None
+            async with httpx.AsyncClient(base_url=svc.web_url, timeout=30) as client:
+                q = {"symbol": "BTCUSDT", "interval": "1m"}
+                assert (await client.get("/api/klines", params=q)).status_code == 200
+                server.stop()
+                for path, params in [
+                    ("/api/klines", q),
+                    ("/api/klines", {**q, "x": "1"}),
+                    ("/live-candle", q),
+                    ("/api/metadata", q),
+                    ("/api/v3/klines", q),
+                    ("/api/v3/ticker/price", {}),
+                ]:
+                    r = await client.get(path, params=params)
+                    assert r.status_code == 503, (path, params, r.status_code, r.text)
+                    if path.startswith("/api/v3/"):
+                        assert r.json()["code"] == -1001
+                    else:
+                        assert "Redis is unreachable" in r.json()["error"]
+                h = await client.get("/healthz")
+                assert h.status_code == 503 and h.json()["redis"]["ok"] is False
+    finally:
+        server.stop()
 
 
 async def test_no_query_can_make_a_500(web: httpx.AsyncClient) -> None:

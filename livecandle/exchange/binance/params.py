@@ -81,6 +81,8 @@ def symbols_param(params: Mapping[str, str], known: Collection[str]) -> list[str
     """``symbol=X`` or ``symbols=["X","Y"]`` (JSON), as Binance reads them; every known
     symbol when neither is given."""
     if "symbol" in params:
+        if "symbols" in params:
+            raise BinanceParamError(-1128, "Combination of optional parameters invalid.")
         return [symbol_param(params, known)]
     if "symbols" not in params:
         return list(known)
