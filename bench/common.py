@@ -13,10 +13,32 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 
 from livecandle.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+MIN = 60_000
+
+
+def btc_row(open_ms: int) -> bytes:
+    """A 1m BTCUSDT kline as Binance sends it (a real row's field widths: 170 bytes)."""
+    return msgspec.json.encode(
+        [
+            open_ms,
+            "60685.22000000",
+            "60729.84000000",
+            "60670.90000000",
+            "60719.27000000",
+            "21.63272000",
+            open_ms + MIN - 1,
+            "1313200.01340410",
+            617,
+            "12.28492000",
+            "745719.41022840",
+            "0",
+        ]
+    )
 
 
 @contextlib.contextmanager

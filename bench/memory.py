@@ -19,7 +19,7 @@ from typing import Any, cast
 import httpx
 import msgspec
 
-from bench.common import ROOT, redis_server, rss_mb
+from bench.common import ROOT, btc_row, redis_server, rss_mb
 from livecandle.emulator.process import EmulatorProcess
 from livecandle.model import SeriesKey
 from livecandle.redis_server import free_port
@@ -76,27 +76,7 @@ async def bytes_per_candle(url: str) -> dict[str, float]:
         rows = []
         for i in range(1000):
             t = t0 + (b * 1000 + i) * MIN
-            rows.append(
-                (
-                    t,
-                    msgspec.json.encode(
-                        [
-                            t,
-                            "60685.22000000",
-                            "60729.84000000",
-                            "60670.90000000",
-                            "60719.27000000",
-                            "21.63272000",
-                            t + MIN - 1,
-                            "1313200.01340410",
-                            617,
-                            "12.28492000",
-                            "745719.41022840",
-                            "0",
-                        ]
-                    ),
-                )
-            )
+            rows.append((t, btc_row(t)))
         await store.write_candles(series, rows, 1)
     after = int((await client.info("memory"))["used_memory"])
     usage = int(cast(int, await client.memory_usage(store.keys.klines(series), samples=0)))

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from bench.common import redis_server, service, wrk
+from bench.common import btc_row, redis_server, service, wrk
 from livecandle.model import SeriesKey
 from livecandle.store import Store, connect
 
@@ -53,27 +53,7 @@ async def fill(url: str) -> None:
     rows = []
     for i in range(N):
         t = T0 + i * MIN
-        rows.append(
-            (
-                t,
-                msgspec.json.encode(
-                    [
-                        t,
-                        "60685.22000000",
-                        "60729.84000000",
-                        "60670.90000000",
-                        "60719.27000000",
-                        "21.63272000",
-                        t + MIN - 1,
-                        "1313200.01340410",
-                        617,
-                        "12.28492000",
-                        "745719.41022840",
-                        "0",
-                    ]
-                ),
-            )
-        )
+        rows.append((t, btc_row(t)))
     await store.write_candles(series, rows, 1)
     live = {
         "symbol": "BTCUSDT",
