@@ -54,6 +54,29 @@ def test_backfill_then_verify(redis_url: str, emulator: EmulatorProcess) -> None
     assert "BTCUSDT:1m" in v.stdout and "all invariants hold" in v.stdout
 
 
+def test_a_30_day_backfill_of_1m_candles_is_complete_and_verify_clean(
+    redis_url: str, emulator: EmulatorProcess
+) -> None:
+    r = syncredis.Redis.from_url(redis_url)
+    r.flushall()
+    env = env_for(redis_url, emulator)
+    since_ms = (int(time.time() * 1000) // MIN + 1) * MIN - 30 * 1440 * MIN
+    since = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(since_ms / 1000))
+    before_ms = int(time.time() * 1000)
+    done = run(["backfill", "BTCUSDT", "1m", "--since", since], env)
+    assert done.returncode == 0, done.stderr
+    assert "100.0%" in done.stderr
+    key, meta = "klines_z:BTCUSDT:1m", r.hgetall("klines_meta:BTCUSDT:1m")
+    latest = int(meta[b"latest"])
+    assert latest >= (before_ms // MIN - 1) * MIN  # up to the last closed minute
+    count = r.zcard(key)
+    assert count >= 30 * 1440 - 1
+    assert count == (latest - since_ms) // MIN + 1 == int(meta[b"count"])  # no hole
+    assert r.zcard("klines_gaps:BTCUSDT:1m") == 0
+    v = run(["verify", "--symbol", "BTCUSDT", "--interval", "1m"], env)
+    assert v.returncode == 0 and "all invariants hold" in v.stdout, v.stdout
+
+
 def test_verify_reports_each_breach_and_repair_fixes_duplicates(
     redis_url: str, emulator: EmulatorProcess
 ) -> None:
