@@ -237,6 +237,12 @@ async def test_an_unreachable_exchange_is_said_once_and_cached_data_is_served(
             await pg.wait_for_selector("#banner:not([hidden])", timeout=30_000)
             text = await pg.text_content("#banner")
             assert text is not None and "Exchange unreachable" in text
+            # the socket is up but nothing is live: the pill must not say "live"
+            await pg.wait_for_function(
+                "document.getElementById('status').dataset.state === 'stale'", timeout=10_000
+            )
+            pill = await pg.text_content("#status")
+            assert pill is not None and "exchange offline" in pill
             await pg.screenshot(path=str(artifacts / "exchange_unreachable.png"))
         finally:
             await browser.close()

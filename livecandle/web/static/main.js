@@ -323,10 +323,20 @@ async function main() {
   const $ = (id) => document.getElementById(id);
   const view = new ChartView($("chart"), $("legend"));
   const statusEl = $("status");
-  const setStatus = (state, text) => {
+  // the pill says "live" only when both the socket and the server's exchange link are up
+  let socketStatus = { state: "connecting", text: "connecting…" };
+  let exchangeDown = false;
+  const renderStatus = () => {
+    const stale = exchangeDown && socketStatus.state === "live";
+    const state = stale ? "stale" : socketStatus.state;
     statusEl.className = `status ${state}`;
     statusEl.dataset.state = state;
-    statusEl.textContent = text;
+    statusEl.textContent = stale ? "exchange offline · cached data" : socketStatus.text;
+    statusEl.title = stale ? "The server cannot reach the exchange: no new candles until it can." : "";
+  };
+  const setStatus = (state, text) => {
+    socketStatus = { state, text };
+    renderStatus();
   };
   const feed = new Feed(
     (official, live) => { view.setAll(official, live); view.chart.timeScale().scrollToRealTime(); },
@@ -367,6 +377,8 @@ async function main() {
       const err = h.exchange && h.exchange.error;
       banner.hidden = !err;
       banner.textContent = err ? `Exchange unreachable: ${err}. Showing cached data; retrying.` : "";
+      exchangeDown = Boolean(err);
+      renderStatus();
     } catch (e) {
       // the socket status already says the server is unreachable
     }
