@@ -254,3 +254,115 @@ async def test_an_unreachable_exchange_is_said_once_and_cached_data_is_served(
         if r.levelno >= logging.ERROR and "cannot reach the exchange" in r.getMessage()
     ]
     assert len(errors) == 1  # said once, not once per retry
+
+
+def kline(open_ms: int, price: str) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(
+        [
+            open_ms,
+            price,
+            price,
+            price,
+            price,
+            "1.00000000",
+            open_ms + 59_999,
+            price,
+            5,
+            "0.50000000",
+            "50.00000000",
+            "0",
+        ]
+    )
+
+
+async def test_closed_candle_gets_final_values_and_a_switch_never_mixes_pairs(
+    redis_url: str, redis: aioredis.Redis, artifacts: Path
+) -> None:
+    """With no exchange, only the events this test injects reach the page."""
+    from livecandle.model import SeriesKey
+    from livecandle.redis_server import free_port
+    from livecandle.store import Store
+
+    t0 = 1_700_000_040_000
+    store = Store(redis)
+    for symbol, price in (("BTCUSDT", "100.00000000"), ("ETHUSDT", "3000.00000000")):
+        rows = [(t0 + i * 60_000, kline(t0 + i * 60_000, price)) for i in range(30)]
+        await store.write_candles(SeriesKey.of(symbol, "1m"), rows, 1)
+    port = free_port()  # nobody listens there
+    dead = Endpoints(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}")
+    async with (
+        running_service(redis_url, dead, "1m", roles=("web",), port=0) as svc,
+        async_playwright() as pw,
+    ):
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            pg = await browser.new_page(viewport={"width": 1280, "height": 720})
+            problems: list[str] = []
+            pg.on("pageerror", lambda e: problems.append(str(e)))
+            await pg.goto(f"{svc.web_url}/?symbol=BTCUSDT&interval=1m")
+            await pg.wait_for_function(
+                "() => window.livecandle && window.livecandle.view.bars.length === 30"
+            )
+            t1, t2 = t0 + 30 * 60_000, t0 + 31 * 60_000
+            # a tick starts T1, a tick of T2 closes it, then the server's exact final T1
+            bar = await pg.evaluate(
+                f"""() => {{
+                const f = window.livecandle.feed;
+                f.livePrice({{symbol: "BTCUSDT", price: "100.10", time: {t1 + 5_000}}});
+                f.livePrice({{symbol: "BTCUSDT", price: "100.20", time: {t2 + 1_000}}});
+                const c = (t, o, h, l, cl, v) => ({{time: t, open: o, high: h, low: l,
+                    close: cl, volume: v}});
+                f.liveCandle({{symbol: "BTCUSDT", interval: "1m",
+                    candle: c({t2}, "100.20", "100.20", "100.20", "100.20", "0.1"),
+                    previous: c({t1}, "100.10", "103.00", "98.00", "99.00", "7.5")}});
+                const v = window.livecandle.view;
+                return {{bar: v.bars.find(b => b.time === {t1}),
+                         drawn: v.candles.data().find(b => b.time === {t1} / 1000),
+                         times: v.bars.map(b => b.time)}};
+            }}"""
+            )
+            assert bar["bar"]["high"] == "103.00" and bar["bar"]["close"] == "99.00", bar
+            assert bar["bar"]["volume"] == "7.5" and bar["bar"]["state"] == "unconfirmed"
+            assert (bar["drawn"]["high"], bar["drawn"]["low"], bar["drawn"]["close"]) == (
+                103,
+                98,
+                99,
+            )
+            assert bar["times"] == sorted(set(bar["times"])) and bar["times"][-1] == t2
+
+            # the ETH history load fails once: nothing of BTC stays drawn, no ETH event is
+            # drawn on stale bars, and the load is retried until it succeeds
+            failed: list[str] = []
+
+            async def fail(route: Any) -> None:
+                failed.append(route.request.url)
+                await route.abort()
+
+            await pg.route("**/api/klines?symbol=ETHUSDT*", fail, times=1)
+            await pg.select_option("#symbol", "ETHUSDT")
+            await pg.wait_for_function(
+                "document.getElementById('status').dataset.state === 'offline'"
+            )
+            during = await pg.evaluate(
+                f"""() => {{
+                const f = window.livecandle.feed;
+                f.livePrice({{symbol: "ETHUSDT", price: "3001.00", time: {t2 + 2_000}}});
+                return {{n: window.livecandle.view.bars.length,
+                         status: document.getElementById('status').textContent}};
+            }}"""
+            )
+            assert failed and during["n"] == 0, during
+            assert "retrying" in during["status"]
+            await pg.wait_for_function(
+                "() => window.livecandle.view.bars.length === 30 && "
+                "document.getElementById('status').dataset.state === 'live'",
+                timeout=10_000,
+            )
+            closes = await pg.evaluate("() => window.livecandle.view.bars.map(b => b.close)")
+            assert set(closes) == {"3000.00000000"}
+            await pg.screenshot(path=str(artifacts / "switch_after_failed_load.png"))
+        finally:
+            await browser.close()
+        assert problems == [], problems

@@ -55,7 +55,7 @@ export class LiveCandleBuilder {
   /** A server snapshot: replaces what ticks built. Returns the bars to draw, oldest first. */
   applySnapshot(candle, previous) {
     const out = [];
-    if (previous) {
+    if (previous && (!this.previous || previous.time >= this.previous.time)) {
       this.previous = { ...previous, state: "unconfirmed" };
       out.push(this.previous);
     }
@@ -116,7 +116,9 @@ class Feed {
     this.generation = 0;
     this.reconnects = 0;
     this.loads = 0;
+    this.fresh = false;
     this.reloadTimer = null;
+    this.retryTimer = null;
     this.socket = io({ transports: ["websocket"], reconnectionDelayMax: 5000 });
     this.socket.on("connect", () => this.resync("connect"));
     this.socket.on("disconnect", (reason) => {
@@ -136,6 +138,12 @@ class Feed {
     }
     this.symbol = symbol;
     this.interval = interval;
+    // nothing of the old pair may stay on screen, and no event of the new pair may be
+    // drawn on the old pair's bars while its history loads
+    this.builder = null;
+    this.latest = null;
+    this.fresh = true;
+    this.onHistory([], [], false);
     await this.resync("select");
   }
 
@@ -150,7 +158,8 @@ class Feed {
     await this.load(gen);
   }
 
-  async load(gen) {
+  /** Load history; a failed load is retried with backoff until a newer load starts. */
+  async load(gen, attempt = 0) {
     const url = `/api/klines?symbol=${encodeURIComponent(this.symbol)}` +
       `&interval=${encodeURIComponent(this.interval)}&limit=1000`;
     let body;
@@ -159,11 +168,18 @@ class Feed {
       body = await r.json();
       if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
     } catch (e) {
-      if (gen === this.generation) this.onStatus("offline", `history: ${e.message}`);
+      if (gen !== this.generation) return;
+      const delay = Math.min(30_000, 1000 * 2 ** attempt);
+      this.onStatus("offline", `history: ${e.message}; retrying in ${delay / 1000} s`);
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => {
+        if (gen === this.generation) this.load(gen, attempt + 1);
+      }, delay);
       return;
     }
     if (gen !== this.generation) return; // a newer selection or resync won
     this.loads += 1;
+    if (this.socket.connected) this.onStatus("live", "live");
     this.latest = body.latest;
     this.builder = new LiveCandleBuilder(this.interval);
     const official = [];
@@ -177,7 +193,9 @@ class Feed {
       else if (bar.state === "forming") this.builder.forming = bar;
     }
     const live = [this.builder.previous, this.builder.forming].filter(Boolean);
-    this.onHistory(official, live);
+    const fresh = this.fresh;
+    this.fresh = false;
+    this.onHistory(official, live, fresh);
   }
 
   liveCandle(m) {
@@ -287,11 +305,21 @@ class ChartView {
     this.showLegend();
   }
 
-  /** Draw live bars (oldest first); never a bar older than the last one drawn. */
+  /** Draw live bars (oldest first). An older bar is only redrawn in place: the
+   * just-closed candle gets its final values after a tick has started the next one. */
   update(bars) {
     for (const b of bars) {
       const last = this.bars[this.bars.length - 1];
-      if (last && b.time < last.time) continue;
+      if (last && b.time < last.time) {
+        let i = this.bars.length - 2;
+        while (i >= 0 && this.bars[i].time > b.time) i -= 1;
+        if (i < 0 || this.bars[i].time !== b.time || this.bars[i].state === "official") continue;
+        this.bars[i] = { ...b };
+        this.candles.update(toChartBar(b), true);
+        this.volume.update(toVolumeBar(b), true);
+        this.updates += 1;
+        continue;
+      }
       if (last && b.time === last.time) {
         if (last.state === "official") continue; // official always wins
         this.bars[this.bars.length - 1] = { ...b };
@@ -339,7 +367,11 @@ async function main() {
     renderStatus();
   };
   const feed = new Feed(
-    (official, live) => { view.setAll(official, live); view.chart.timeScale().scrollToRealTime(); },
+    (official, live, fresh) => {
+      view.setAll(official, live);
+      // only a new selection jumps to the newest bar; reloads keep where the user looks
+      if (fresh) view.chart.timeScale().scrollToRealTime();
+    },
     (bars, tick) => {
       view.update(bars);
       if (tick) $("price").textContent = trimPrice(tick.price);
