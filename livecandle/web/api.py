@@ -132,6 +132,8 @@ class Api:
         live = live_parts(live_raw, latest)
         if end is not None:
             live = [c for c in live if c["time"] <= end]
+        if start is not None:
+            live = [c for c in live if c["time"] >= start]
         if start is not None and len(members) >= limit:
             live = []  # the page is full of official rows; more come with the next start
         return chart_body(series.symbol, series.interval.name, rows, latest, live)
@@ -187,14 +189,24 @@ class Api:
             raise ApiError(413, "body", len(raw), f"body is larger than {MAX_BODY} bytes")
         try:
             body = msgspec.json.decode(raw)
-        except msgspec.DecodeError as e:
+        except (msgspec.DecodeError, RecursionError) as e:
+            why = str(e) if isinstance(e, msgspec.DecodeError) else "nested too deeply"
             raise ApiError(
-                400, "body", raw[:80].decode(errors="replace"), f"body is not JSON: {e}"
+                400, "body", raw[:80].decode(errors="replace"), f"body is not JSON: {why}"
             ) from None
         if not isinstance(body, dict):
             raise ApiError(400, "body", type(body).__name__, "body must be a JSON object")
         series = self.series(_str(body, "symbol"), _str(body, "interval"))
         candle = _candle_from_body(body, series.interval)
+        current = series.interval.open_of(self.server_ms())
+        if candle.open_ms > current:
+            raise ApiError(
+                400,
+                "time",
+                candle.open_ms,
+                f"time={candle.open_ms} is a future {series.interval.name} period "
+                f"(the current one opens at {current})",
+            )
         meta = await self.store.meta(series)
         if meta.latest is not None and candle.open_ms <= meta.latest:
             raise ApiError(
@@ -292,11 +304,23 @@ class Api:
         values = await self.store.live_prices(names)
         out = []
         for name, raw in zip(names, values, strict=True):
-            if raw is not None:
-                out.append({"symbol": name, "price": msgspec.json.decode(raw)["price"]})
-            elif single:
+            price = msgspec.json.decode(raw)["price"] if raw is not None else None
+            if price is None:  # no trade seen yet: the newest official close
+                price = await self.last_close(name)
+            if price is not None:
+                out.append({"symbol": name, "price": price})
+            elif single:  # a served symbol with no data at all yet
                 raise bp.BinanceParamError(-1121, "Invalid symbol.")
         return JSONResponse(out[0] if single else out)
+
+    async def last_close(self, symbol: str) -> str | None:
+        """Close of the newest official candle of the shortest served interval."""
+        shortest = min(self.intervals.values(), key=lambda i: i.nominal_ms)
+        newest = await self.store.members(SeriesKey(symbol, shortest), -1, -1)
+        if not newest:
+            return None
+        close: str = msgspec.json.decode(newest[0][0])[4]
+        return close
 
     # -- operations ---------------------------------------------------------------------
 
@@ -443,6 +467,14 @@ def _candle_from_body(body: dict[str, Any], interval: Interval) -> Candle:
             "time",
             t,
             f"time={t} is not a {interval.name} open time (nearest: {interval.open_of(t)})",
+        )
+    close_time = body.get("close_time", interval.close_of(t))
+    if close_time != interval.close_of(t) or isinstance(close_time, bool):
+        raise ApiError(
+            400,
+            "close_time",
+            close_time,
+            f"close_time must be {interval.close_of(t)} (the {interval.name} candle's last ms)",
         )
     if body.get("is_incomplete", True) is not True:
         raise ApiError(

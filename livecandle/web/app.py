@@ -163,7 +163,7 @@ class _Counting:
         await self.app(scope, receive, counted)
 
 
-_DECIMAL = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]{1,8})?$", "example": "45120.50"}
+_DECIMAL = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]{0,8})?$", "example": "45120.50"}
 LIVE_CANDLE_BODY: dict[str, Any] = {
     "type": "object",
     "required": ["symbol", "interval", "time", "open", "high", "low", "close"],
@@ -177,7 +177,7 @@ LIVE_CANDLE_BODY: dict[str, Any] = {
             "maximum": MAX_TIME_MS,
             "description": "open time, ms, aligned to the interval",
         },
-        "close_time": {"type": "integer"},
+        "close_time": {"type": "integer", "description": "if given: the candle's last ms"},
         "open": _DECIMAL,
         "high": _DECIMAL,
         "low": _DECIMAL,

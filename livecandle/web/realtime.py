@@ -95,8 +95,8 @@ class Realtime:
             self.clients -= 1
 
         @sio.event  # type: ignore[untyped-decorator]
-        async def subscribe(sid: str, data: Any = None) -> dict[str, Any]:
-            room, error = self._room(data)
+        async def subscribe(sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+            room, error = self._room(data, extra)
             if room is None:
                 await sio.emit("error", {"event": "subscribe", "error": error}, to=sid)
                 return {"ok": False, "error": error}
@@ -105,8 +105,8 @@ class Realtime:
             return {"ok": True, "room": room}
 
         @sio.event  # type: ignore[untyped-decorator]
-        async def unsubscribe(sid: str, data: Any = None) -> dict[str, Any]:
-            room, error = self._room(data)
+        async def unsubscribe(sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+            room, error = self._room(data, extra)
             if room is None:
                 await sio.emit("error", {"event": "unsubscribe", "error": error}, to=sid)
                 return {"ok": False, "error": error}
@@ -116,8 +116,10 @@ class Realtime:
                 await sio.leave_room(sid, symbol)
             return {"ok": True, "room": room}
 
-    def _room(self, data: Any) -> tuple[str | None, str]:
+    def _room(self, data: Any, extra: tuple[Any, ...] = ()) -> tuple[str | None, str]:
         """(``SYMBOL:interval``, "") for a valid request, else (None, why); never raises."""
+        if extra:
+            return None, f"expected one argument {{symbol, interval}}, got {1 + len(extra)}"
         if not isinstance(data, dict):
             return None, f"expected an object {{symbol, interval}}, got {type(data).__name__}"
         symbol, interval = data.get("symbol"), data.get("interval")

@@ -94,7 +94,11 @@ async def test_unknown_pairs_get_an_error_and_the_connection_lives_on(
         ):
             ack = await c.sio.call("subscribe", bad)
             assert ack["ok"] is False and ack["error"], (bad, ack)
-        await c.wait(lambda: len(c.of("error")) >= 6)
+        ack = await c.sio.call("subscribe", ({"symbol": "BTCUSDT", "interval": "1m"}, "extra"))
+        assert ack["ok"] is False and "one argument" in ack["error"], ack
+        ack = await c.sio.call("unsubscribe", ({"symbol": "BTCUSDT", "interval": "1m"}, 1))
+        assert ack["ok"] is False, ack
+        await c.wait(lambda: len(c.of("error")) >= 8)
         assert "NOPE" in c.of("error")[0]["error"]
         ack = await c.sio.call("subscribe", {"symbol": "ETHUSDT", "interval": "1m"})
         assert ack["ok"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,9 @@ async def test_save_live_candle_auth(web: httpx.AsyncClient) -> None:
         ({"color": "red"}, 400, "color"),
         ({"time": T0 + 5 * MIN}, 409, "time"),  # official data exists there
         ({"volume": "1.123456789"}, 400, "volume"),
+        ({"close_time": "garbage"}, 400, "close_time"),
+        ({"close_time": T0 + 21 * MIN}, 400, "close_time"),  # not this candle's last ms
+        ({"time": (int(time.time() * 1000) // MIN + 2) * MIN}, 400, "time"),  # future
     ],
 )
 async def test_save_live_candle_refuses_bad_bodies(
@@ -276,6 +280,11 @@ async def test_save_live_candle_refuses_non_json_arrays_and_oversized(
     big = {**GOOD, "open": "1" + "0" * 5000}
     r = await save(web, big)
     assert r.status_code == 413 and r.json()["field"] == "body"
+    deep = b"[" * 1000 + b"]" * 1000  # 2 kB, under the size limit, too deep to decode
+    r = await save(web, None, raw=deep)
+    assert r.status_code == 400 and r.json()["field"] == "body", r.text
+    r = await save(web, None, raw=b'{"x":' + b"[" * 999 + b"]" * 999 + b"}")
+    assert r.status_code == 400 and r.json()["field"] == "body", r.text
 
 
 async def test_save_is_disabled_without_a_token(
@@ -311,6 +320,27 @@ async def test_binance_compatible_klines(web: httpx.AsyncClient, redis: aioredis
     ]:
         r = await web.get("/api/v3/klines", params=params)
         assert r.status_code == 400 and r.json()["code"] == code, (params, r.text)
+
+
+async def test_live_rows_respect_start(web: httpx.AsyncClient, redis: aioredis.Redis) -> None:
+    await seed(redis, 10, live(T0 + 11 * MIN, previous=T0 + 10 * MIN))
+    q = {"symbol": "BTCUSDT", "interval": "1m"}
+    for start in (T0 + 5 * MIN, T0 + 11 * MIN, T0 + 30 * MIN):
+        rows = (await web.get("/api/klines", params={**q, "start": start})).json()["candles"]
+        assert all(r[0] >= start for r in rows), (start, [r[0] for r in rows])
+    rows = (await web.get("/api/klines", params={**q, "start": T0 + 11 * MIN})).json()["candles"]
+    assert [(r[0], r[12]) for r in rows] == [(T0 + 11 * MIN, "forming")]
+
+
+async def test_ticker_price_without_a_trade_is_the_newest_official_close(
+    web: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    store = await seed(redis, 3)
+    await store.write_candles(S1M, [(T0 + 3 * MIN, row(T0 + 3 * MIN, close="100.25000000"))], 2)
+    r = await web.get("/api/v3/ticker/price", params={"symbol": "BTCUSDT"})
+    assert r.json() == {"symbol": "BTCUSDT", "price": "100.25000000"}
+    # a served symbol with no data at all is left out of the list, like an unknown one
+    assert (await web.get("/api/v3/ticker/price")).json() == [r.json()]
 
 
 async def test_binance_small_endpoints(web: httpx.AsyncClient, redis: aioredis.Redis) -> None:
