@@ -23,7 +23,7 @@ import msgspec
 
 from livecandle.aggregator import ClosedCandle, LiveCandleBuilder
 from livecandle.model import Candle, SeriesKey, format_units
-from livecandle.store import LiveWrite, Store
+from livecandle.store import ClosedLive, LiveWrite, Store
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,19 @@ def live_value(
         "previous": None,
     }
     if previous is not None:
-        value["previous"] = {
-            **previous.live_fields(),
-            "is_incomplete": False,
-            "confirmed": False,
-            "source": "live",
-            "complete": previous_complete,
-        }
+        value["previous"] = closed_value(previous, previous_complete)
     return value
+
+
+def closed_value(candle: Candle, complete: bool) -> dict[str, Any]:
+    """A closed live candle: final, but not confirmed until its official one is stored."""
+    return {
+        **candle.live_fields(),
+        "is_incomplete": False,
+        "confirmed": False,
+        "source": "live",
+        "complete": complete,
+    }
 
 
 @dataclass
@@ -100,6 +105,7 @@ class LiveWriter:
         self.errors = 0
         self._last_write = 0.0
         self._announced: set[tuple[str, str, int]] = set()
+        self._closed: list[ClosedLive] = []  # kept until a write succeeds
 
     async def run(self) -> None:
         period = self.publish_period_ms / 1000
@@ -129,6 +135,13 @@ class LiveWriter:
             closing = bool(st.closed)
             if closing:
                 for c in st.closed:
+                    self._closed.append(
+                        ClosedLive(
+                            SeriesKey(st.symbol, c.interval),
+                            c.candle.open_ms,
+                            _enc.encode(closed_value(c.candle, c.complete)),
+                        )
+                    )
                     key = (st.symbol, c.interval.name, c.candle.open_ms)
                     if not c.correction and key not in self._announced:
                         self._announced.add(key)
@@ -174,20 +187,23 @@ class LiveWriter:
                     writes.extend(st.unwritten)
                 if st.unwritten_price is not None:
                     prices.append((st.symbol, st.unwritten_price))
-        if not writes and not prices and not closed_msgs and not batch_candles and not batch_prices:
+        closed = self._closed
+        if not (writes or prices or closed or closed_msgs or batch_candles or batch_prices):
             return 0
         message = None
         if batch_candles or batch_prices:
             message = _enc.encode({"time": now, "prices": batch_prices, "candles": batch_candles})
         started = time.monotonic()
         try:
-            await self.store.write_live(writes, prices, message, closed_msgs)
+            await self.store.write_live(writes, prices, message, closed_msgs, closed)
         except Exception:
             self.errors += 1
             log.exception("live write failed; the next flush writes the newest state")
+            del self._closed[:-10_000]  # kept for the retry, bounded while Redis is away
             for st in self.symbols.values():
                 st.dirty = True
             return 0
+        self._closed = []
         if write_keys:
             self._last_write = started
             for st in self.symbols.values():

@@ -8,9 +8,18 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from livecandle.store.keys import Keys
-from livecandle.store.store import ChartRead, LiveWrite, Meta, Store, WriteResult
+from livecandle.store.store import ChartRead, ClosedLive, LiveWrite, Meta, Store, WriteResult
 
-__all__ = ["ChartRead", "Keys", "LiveWrite", "Meta", "Store", "WriteResult", "connect"]
+__all__ = [
+    "ChartRead",
+    "ClosedLive",
+    "Keys",
+    "LiveWrite",
+    "Meta",
+    "Store",
+    "WriteResult",
+    "connect",
+]
 
 
 def connect(url: str, cluster: bool = False, **kw: Any) -> aioredis.Redis:

@@ -16,6 +16,7 @@ from livecandle.model import SeriesKey
 LIVE_CANDLE_MIN_TTL_MS: Final = DAY_MS
 LIVE_PRICE_TTL_MS: Final = DAY_MS
 HEALTH_TTL_MS: Final = 30_000
+LIVE_CLOSED_MAX: Final = 1000  # closed live candles kept per series while unconfirmed
 
 
 def live_candle_ttl_ms(interval: Interval) -> int:
@@ -49,6 +50,11 @@ class Keys:
     def live_candle(self, series: SeriesKey) -> str:
         """STRING JSON of the forming candle (plus the unconfirmed previous one)."""
         return self._series("live_candle", series)
+
+    def live_closed(self, series: SeriesKey) -> str:
+        """ZSET of closed live candles whose official candle is not stored yet (the
+        sibling of ``live_candle``): score = open ms, member = the live JSON."""
+        return self._series("live_closed", series)
 
     def live_price(self, symbol: str) -> str:
         return f"{self.prefix}live_price:{symbol}"

@@ -93,20 +93,42 @@ return {added, replaced, unchanged, latest, count}
 """
 )
 
+WRITE_LIVE_CLOSED: Final = r"""
+-- Keep closed live candles until their official candles are stored, so a chart never
+-- shows a hole however long the official data takes (one member per open time).
+-- KEYS[1] live_closed   KEYS[2] klines_meta
+-- ARGV[1] TTL ms   ARGV[2] the most to keep   then pairs (open_ms, live JSON)
+-- Returns the number kept.
+local z = KEYS[1]
+for i = 3, #ARGV, 2 do
+  redis.call('ZREMRANGEBYSCORE', z, ARGV[i], ARGV[i])
+  redis.call('ZADD', z, ARGV[i], ARGV[i + 1])
+end
+local latest = redis.call('HGET', KEYS[2], 'latest')
+if latest then redis.call('ZREMRANGEBYSCORE', z, '-inf', latest) end
+redis.call('ZREMRANGEBYRANK', z, 0, -(tonumber(ARGV[2]) + 1))
+local kept = redis.call('ZCARD', z)
+if kept > 0 then redis.call('PEXPIRE', z, ARGV[1]) end
+return kept
+"""
+
 READ_WITH_LIVE: Final = r"""
 -- One consistent snapshot for a chart read.
--- KEYS[1] klines_z   KEYS[2] klines_meta   KEYS[3] live_candle
+-- KEYS[1] klines_z   KEYS[2] klines_meta   KEYS[3] live_candle   KEYS[4] live_closed
 -- ARGV[1] min score ('-inf' or ms)   ARGV[2] max score ('+inf' or ms)   ARGV[3] limit
 -- ARGV[4] 'first' (oldest first from min) or 'last' (the newest up to max)
 -- ARGV[5] the version the caller has cached ('' for none)
 -- Returns {members (ascending) or false when ARGV[5] is still current, latest or false,
---          live JSON or false, version}. The version changes with every write of the
--- series (the writing scripts set updated_ms and count in the same transaction).
+--          live JSON or false, version, closed live candles after latest (ascending)}.
+-- The version changes with every write of the series (the writing scripts set
+-- updated_ms and count in the same transaction).
 local meta = redis.call('HMGET', KEYS[2], 'updated_ms', 'count', 'latest')
 local version = tostring(meta[1]) .. ':' .. tostring(meta[2])
 local live = redis.call('GET', KEYS[3])
+local closed = redis.call('ZRANGE', KEYS[4], meta[3] and ('(' .. meta[3]) or '-inf', '+inf',
+                          'BYSCORE')
 if ARGV[5] ~= '' and ARGV[5] == version then
-  return {false, meta[3], live, version}
+  return {false, meta[3], live, version, closed}
 end
 local members
 if ARGV[4] == 'last' then
@@ -118,7 +140,7 @@ if ARGV[4] == 'last' then
 else
   members = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYSCORE', 'LIMIT', 0, ARGV[3])
 end
-return {members, meta[3], live, version}
+return {members, meta[3], live, version, closed}
 """
 
 REMOVE_MEMBERS: Final = (

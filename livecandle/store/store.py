@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from livecandle.intervals import parse_interval
 from livecandle.model import SeriesKey
 from livecandle.store import scripts
-from livecandle.store.keys import LIVE_PRICE_TTL_MS, Keys, live_candle_ttl_ms
+from livecandle.store.keys import LIVE_CLOSED_MAX, LIVE_PRICE_TTL_MS, Keys, live_candle_ttl_ms
 
 _json = msgspec.json.Encoder()
 
@@ -53,12 +53,14 @@ class WriteResult:
 @dataclass(frozen=True, slots=True)
 class ChartRead:
     """Official members (raw JSON, ascending; None when the caller's cached version is
-    still current), ``klines_meta.latest``, the live value and the series' version."""
+    still current), ``klines_meta.latest``, the live value, the series' version and the
+    closed live candles after ``latest`` (raw JSON, ascending)."""
 
     members: list[bytes] | None
     latest: int | None
     live: bytes | None
     version: bytes
+    closed: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,15 @@ class LiveWrite:
     value: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ClosedLive:
+    """A closed live candle, kept (``live_closed``) until its official candle is stored."""
+
+    series: SeriesKey
+    open_ms: int
+    value: bytes
+
+
 class Store:
     def __init__(self, redis: aioredis.Redis, keys: Keys | None = None) -> None:
         self.redis = redis
@@ -76,6 +87,7 @@ class Store:
         self._write = redis.register_script(scripts.WRITE_CANDLES)
         self._read = redis.register_script(scripts.READ_WITH_LIVE)
         self._remove = redis.register_script(scripts.REMOVE_MEMBERS)
+        self._write_closed = redis.register_script(scripts.WRITE_LIVE_CLOSED)
 
     # -- official candles -------------------------------------------------------------
 
@@ -142,8 +154,8 @@ class Store:
         lo = "-inf" if start_ms is None else str(start_ms)
         hi = "+inf" if end_ms is None else str(end_ms)
         mode = "first" if start_ms is not None else "last"
-        members, latest, live, version = await self._read(
-            keys=[k.klines(series), k.meta(series), k.live_candle(series)],
+        members, latest, live, version, closed = await self._read(
+            keys=[k.klines(series), k.meta(series), k.live_candle(series), k.live_closed(series)],
             args=[lo, hi, limit, mode, cached_version],
         )
         return ChartRead(
@@ -151,6 +163,7 @@ class Store:
             int(float(latest)) if latest else None,
             live or None,
             version,
+            list(closed),
         )
 
     async def members(
@@ -192,11 +205,23 @@ class Store:
         prices: Iterable[tuple[str, bytes]] = (),
         publish: bytes | None = None,
         closed: Iterable[bytes] = (),
+        closed_candles: Iterable[ClosedLive] = (),
     ) -> None:
-        """One pipelined round trip: live candles, live prices, the batch message for the
-        web app and ``candle_closed`` notifications for the fetcher."""
+        """One pipelined round trip: live candles, live prices, closed live candles kept
+        until confirmed, the batch message for the web app and ``candle_closed``
+        notifications for the fetcher."""
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
+        by_series: dict[SeriesKey, list[ClosedLive]] = {}
+        for c in closed_candles:
+            by_series.setdefault(c.series, []).append(c)
+        for series, items in by_series.items():
+            args: list[Any] = [live_candle_ttl_ms(series.interval), LIVE_CLOSED_MAX]
+            for c in items:
+                args += [c.open_ms, c.value]
+            await self._write_closed(
+                keys=[k.live_closed(series), k.meta(series)], args=args, client=pipe
+            )
         for w in candles:
             pipe.set(k.live_candle(w.series), w.value, px=live_candle_ttl_ms(w.series.interval))
         for symbol, value in prices:

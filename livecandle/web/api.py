@@ -128,8 +128,8 @@ class Api:
         self.aligned("end", end, series.interval)
         if start is not None and end is not None and start > end:
             raise ApiError(400, "start", start, f"start={start} is after end={end}")
-        members, rows, latest, live_raw = await self.official(series, start, end, limit)
-        live = live_parts(live_raw, latest)
+        members, rows, latest, live_raw, closed = await self.official(series, start, end, limit)
+        live = live_parts(live_raw, latest, closed)
         if end is not None:
             live = [c for c in live if c["time"] <= end]
         if start is not None:
@@ -140,9 +140,10 @@ class Api:
 
     async def official(
         self, series: SeriesKey, start: int | None, end: int | None, limit: int
-    ) -> tuple[list[bytes], bytes, int | None, bytes | None]:
+    ) -> tuple[list[bytes], bytes, int | None, bytes | None, list[bytes]]:
         """Official members (and their chart rows) via the version cache, with
-        ``latest`` and the live value read in the same snapshot."""
+        ``latest``, the live value and the unconfirmed closed candles read in the same
+        snapshot."""
         key = (series, start, end, limit)
         cache = self.cache
         read = await self.store.read_chart(series, start, end, limit, cache.version(key))
@@ -151,14 +152,15 @@ class Api:
         else:
             members = read.members
             rows = cache.put(key, read.version, members)
-        return members, rows, read.latest, read.live
+        return members, rows, read.latest, read.live, read.closed
 
     async def live_candle(self, symbol: str | None, interval: str | None) -> Response:
         series = self.series(symbol, interval)
         read = await self.store.read_chart(series, limit=1)
-        parts = live_parts(read.live, read.latest)
+        parts = live_parts(read.live, read.latest, read.closed)
         forming = next((c for c in parts if c["state"] == "forming"), None)
-        previous = next((c for c in parts if c["state"] == "unconfirmed"), None)
+        unconfirmed = [c for c in parts if c["state"] == "unconfirmed"]
+        previous = unconfirmed[-1] if unconfirmed else None
         return JSONResponse(
             {
                 "symbol": series.symbol,
@@ -271,8 +273,10 @@ class Api:
         if kq.interval.name not in self.intervals:
             raise bp.BinanceParamError(-1120, "Invalid interval.")
         series = SeriesKey(kq.symbol, kq.interval)
-        members, _, latest, live_raw = await self.official(series, kq.start_ms, kq.end_ms, kq.limit)
-        live = live_parts(live_raw, latest)
+        members, _, latest, live_raw, closed = await self.official(
+            series, kq.start_ms, kq.end_ms, kq.limit
+        )
+        live = live_parts(live_raw, latest, closed)
         return binance_body(members, live, kq.start_ms, kq.end_ms, kq.limit)
 
     def exchange_info(self, request: Request) -> Response:

@@ -1,10 +1,11 @@
 """The merge rule, pure: official candles win; live candles only after them.
 
 Official members arrive as the stored JSON (Binance's 12-field arrays) and are passed
-through as bytes, never decoded. A live value (``live_candle`` JSON) contributes its
-unconfirmed ``previous`` candle and its forming candle, each only when its open time is
-after ``klines_meta.latest`` (once the official candle is stored, the live copy is not
-served for that open time).
+through as bytes, never decoded. The live side contributes the closed live candles not
+yet confirmed (``live_closed``, and the ``previous`` of the ``live_candle`` value) and
+the forming candle, each only when its open time is after ``klines_meta.latest`` (once
+the official candle is stored, the live copy is not served for that open time): however
+late the official data, the chart has no hole.
 """
 
 from __future__ import annotations
@@ -19,26 +20,36 @@ _enc = msgspec.json.Encoder()
 OFFICIAL = b',"official"]'
 
 
-def live_parts(live: bytes | None, latest: int | None) -> list[dict[str, Any]]:
-    """The live candles to show after the official ones, oldest first: the just-closed
-    candle (``state: "unconfirmed"``) and the forming one (``state: "forming"``)."""
-    if not live:
-        return []
-    try:
-        value = msgspec.json.decode(live)
-    except msgspec.DecodeError:
-        return []
-    if not isinstance(value, dict):
-        return []
+def live_parts(
+    live: bytes | None, latest: int | None, closed: list[bytes] | None = None
+) -> list[dict[str, Any]]:
+    """The live candles to show after the official ones, ascending and unique by time:
+    the closed ones not yet confirmed (``state: "unconfirmed"``), then the forming one
+    (``state: "forming"``)."""
     floor = -1 if latest is None else latest
     out: list[dict[str, Any]] = []
-    prev = value.get("previous")
-    if isinstance(prev, dict) and int(prev.get("time", -1)) > floor:
-        out.append({**prev, "state": "unconfirmed"})
-    if "time" in value and int(value["time"]) > floor:
-        forming = {k: v for k, v in value.items() if k != "previous"}
-        if not out or out[-1]["time"] < forming["time"]:
-            out.append({**forming, "state": "forming"})
+
+    def add(c: Any, state: str) -> None:
+        if isinstance(c, dict) and isinstance(c.get("time"), int) and c["time"] > floor:
+            if not out or out[-1]["time"] < c["time"]:
+                out.append({**c, "state": state})
+            elif out[-1]["time"] == c["time"] and state == "unconfirmed":
+                out[-1] = {**c, "state": state}  # the newer copy of the same candle
+
+    for raw in closed or ():
+        try:
+            add(msgspec.json.decode(raw), "unconfirmed")
+        except msgspec.DecodeError:
+            continue
+    value: Any = None
+    if live:
+        try:
+            value = msgspec.json.decode(live)
+        except msgspec.DecodeError:
+            value = None
+    if isinstance(value, dict):
+        add(value.get("previous"), "unconfirmed")
+        add({k: v for k, v in value.items() if k != "previous"}, "forming")
     return out
 
 

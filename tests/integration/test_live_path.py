@@ -98,3 +98,38 @@ async def test_a_web_process_apart_reports_the_stream_and_fetcher_health(
                     await asyncio.sleep(0.2)
     assert health["stream"]["symbols"]["BTCUSDT"]["last_agg_id"] is not None
     assert "BTCUSDT:1m" in health["fetcher"]["series"]
+
+
+async def test_without_official_data_every_closed_live_candle_stays_served(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
+) -> None:
+    """No fetcher: nothing confirms the closed live candles, and still no hole."""
+    import httpx
+
+    async with (
+        running_service(redis_url, emulator, "1s", roles=("stream", "web"), port=0) as svc,
+        LiveRecorder(redis) as rec,
+    ):
+        await rec.wait_for(lambda: sum(1 for k in rec.closed if k[0] == "BTCUSDT") >= 5, 30)
+        async with httpx.AsyncClient(base_url=str(svc.web_url)) as web:
+            body = (
+                await web.get("/api/klines", params={"symbol": "BTCUSDT", "interval": "1s"})
+            ).json()
+            binance = (
+                await web.get("/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "1s"})
+            ).json()
+    rows = body["candles"]
+    assert body["latest"] is None
+    times = [r[0] for r in rows]
+    assert len(rows) >= 5
+    # the forming one last, unless the read fell in the (at most one write period) after a
+    # close and before the next live_candle write: then the closed one is the newest
+    assert {r[12] for r in rows[:-1]} == {"unconfirmed"}
+    assert rows[-1][12] in ("forming", "unconfirmed")
+    assert times == list(range(times[0], times[-1] + 1, 1000))  # every second, no hole
+    assert [r[0] for r in binance][-len(times) :] == times
+    # each closed one is the final version the live path published
+    for r in rows[:-1]:
+        seen = rec.closed.get(("BTCUSDT", "1s", r[0]))
+        if seen is not None:
+            assert r[:11] == kline_fields(seen)[:11]

@@ -14,7 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from livecandle.model import SeriesKey
 from livecandle.redis_server import find_redis_server, free_port
-from livecandle.store import Keys, Store
+from livecandle.store import ClosedLive, Keys, Store
 
 S = SeriesKey.of("BTCUSDT", "1m")
 T0 = 1_700_000_040_000  # a minute boundary
@@ -156,6 +156,33 @@ async def test_remove_members_fixes_meta(store: Store) -> None:
     assert await store.remove_members(S, [row(T0 + 60_000)], 2) == 1
     meta = await store.meta(S)
     assert (meta.latest, meta.count) == (T0, 1)
+
+
+async def test_closed_live_candles_are_kept_until_their_official_candles_are_stored(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    def closed(t: int, close: str = "1") -> ClosedLive:
+        return ClosedLive(S, t, msgspec.json.encode({"time": t, "close": close}))
+
+    key = store.keys.live_closed(S)
+    await store.write_live([], closed_candles=[closed(T0), closed(T0 + 60_000)])
+    await store.write_live([], closed_candles=[closed(T0 + 120_000), closed(T0, close="2")])
+    read = await store.read_chart(S)
+    assert [msgspec.json.decode(m) for m in read.closed] == [
+        {"time": T0, "close": "2"},  # one member per open time: the newer copy
+        {"time": T0 + 60_000, "close": "1"},
+        {"time": T0 + 120_000, "close": "1"},
+    ]
+    assert 86_390_000 < await redis.pttl(key) <= 86_400_000
+    # official candles arrive for the first two: readers no longer get their live copies,
+    # and the next write drops them from Redis
+    await store.write_candles(S, [(T0, row(T0)), (T0 + 60_000, row(T0 + 60_000))], 2)
+    read = await store.read_chart(S)
+    assert [msgspec.json.decode(m)["time"] for m in read.closed] == [T0 + 120_000]
+    await store.write_live([], closed_candles=[closed(T0 + 60_000)])  # late: pruned at once
+    assert await redis.zrange(key, 0, -1, withscores=True) == [
+        (msgspec.json.encode({"time": T0 + 120_000, "close": "1"}), T0 + 120_000)
+    ]
 
 
 def test_keys_keep_the_seed_names_and_hash_tag_for_cluster() -> None:

@@ -183,16 +183,18 @@ class Feed {
     this.latest = body.latest;
     this.builder = new LiveCandleBuilder(this.interval);
     const official = [];
+    const unconfirmed = []; // closed live candles whose official ones are not stored yet
     for (const row of body.candles) {
       const bar = {
         time: row[0], open: row[1], high: row[2], low: row[3], close: row[4],
         volume: row[5], state: row[12],
       };
       if (bar.state === "official") official.push(bar);
-      else if (bar.state === "unconfirmed") this.builder.previous = bar;
+      else if (bar.state === "unconfirmed") unconfirmed.push(bar);
       else if (bar.state === "forming") this.builder.forming = bar;
     }
-    const live = [this.builder.previous, this.builder.forming].filter(Boolean);
+    this.builder.previous = unconfirmed.length ? unconfirmed[unconfirmed.length - 1] : null;
+    const live = [...unconfirmed, this.builder.forming].filter(Boolean);
     const fresh = this.fresh;
     this.fresh = false;
     this.onHistory(official, live, fresh);
