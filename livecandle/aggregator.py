@@ -106,6 +106,7 @@ class LiveCandleBuilder:
         self._nexts = [0] * n
         self._complete = [False] * n
         self.all_complete = False  # every forming candle holds all its trades
+        self._lost_until_ms = -1  # periods opening at or before it may lack lost trades
         self.previous: list[Candle | None] = [None] * n
         self._previous_complete = [False] * n
         self._bucket: Acc | None = None
@@ -216,7 +217,11 @@ class LiveCandleBuilder:
                 empties = []
                 while o < new_open:
                     n2 = interval.next_open(o)
-                    empties.append(ClosedCandle(interval, Candle.empty(o, n2 - 1, last), True))
+                    empties.append(
+                        ClosedCandle(
+                            interval, Candle.empty(o, n2 - 1, last), o > self._lost_until_ms
+                        )
+                    )
                     o = n2
                     if len(empties) > MAX_EMPTY_CLOSES:
                         empties.pop(0)
@@ -227,7 +232,7 @@ class LiveCandleBuilder:
             self._candles[i] = None
             self._opens[i] = new_open
             self._nexts[i] = interval.next_open(new_open)
-            self._complete[i] = True
+            self._complete[i] = new_open > self._lost_until_ms
         self.all_complete = all(self._complete)
         self._boundary = min(self._nexts)
         self._floor = max(self._opens)
@@ -287,10 +292,14 @@ class LiveCandleBuilder:
             return []
         return self._roll(time_ms)
 
-    def mark_incomplete(self) -> None:
-        """Trades were lost: the forming candles no longer hold every trade."""
+    def mark_incomplete(self, until_ms: int | None = None) -> None:
+        """Trades were lost: the forming candles no longer hold every trade, nor does any
+        period opening at or before ``until_ms`` (the time of the first trade after the
+        loss: the lost ones are somewhere before it), empty or not."""
         self._complete = [False] * len(self.intervals)
         self.all_complete = False
+        if until_ms is not None and until_ms > self._lost_until_ms:
+            self._lost_until_ms = until_ms
 
     # -- reading ------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import msgspec
 from livecandle.aggregator import LiveCandleBuilder
 from livecandle.clock import Clock
 from livecandle.exchange.binance import parse
-from livecandle.exchange.binance.rest import BinanceError, BinanceRest, BinanceUnavailable
+from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.intervals import Interval
 from livecandle.live_writer import SymbolLive
 from livecandle.model import Trade, to_units
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 RECENT_TRADES = 50_000  # replay buffer for seeding from kline snapshots
 MAX_GAP_FILL = 200_000  # larger holes are abandoned (the candles are then incomplete)
+FILL_GIVE_UP_S = 60.0  # a hole not fetched by then is abandoned: the symbol goes on
+MAX_HELD = 200_000  # trades held behind a hole; more and the hole is abandoned
 
 
 class _Combined(msgspec.Struct):
@@ -67,6 +69,8 @@ class SymbolState(SymbolLive):
     # may be closed by the clock
     safe_ms: int = 0
     behind_since: float = 0.0  # a kline showed trades we have not received, since then
+    checking_silence: bool = False  # asking the exchange whether a silence lost trades
+    since_ms: int = 0  # exchange time the symbol was added
     index: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -84,7 +88,9 @@ class LiveFeed:
         close_grace_ms: int = 2_000,
         silence_s: float = 10.0,
         on_stall: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        fill_give_up_s: float = FILL_GIVE_UP_S,
     ) -> None:
+        self.fill_give_up_s = fill_give_up_s
         self.rest = rest
         self.clock = clock
         self.silence_s = silence_s
@@ -99,11 +105,12 @@ class LiveFeed:
         self.bad_messages = 0
         self.unknown_events = 0
         self.last_bad: str | None = None
-        self._fills: set[asyncio.Task[None]] = set()
+        self._fills: set[asyncio.Task[object]] = set()
 
     def add_symbol(self, symbol: str, close_grace_ms: int = 2_000) -> SymbolState:
         st = SymbolState(symbol, LiveCandleBuilder(self.intervals, self.clock, close_grace_ms))
         st.index = {i.name: n for n, i in enumerate(self.intervals)}
+        st.since_ms = self.clock.now_ms()
         self.states[symbol] = st
         return st
 
@@ -205,39 +212,56 @@ class LiveFeed:
         gap = st.sequencer.gap
         assert gap is not None
         if gap.size > MAX_GAP_FILL:
-            log.warning(
-                "%s: %d trades missed; too many to fetch, continuing without them",
-                st.symbol,
-                gap.size,
-            )
-            for t in st.sequencer.abandon():
-                self._apply(st, t)
-            st.builder.mark_incomplete()
+            self._abandon(st, f"{gap.size} trades missed, too many to fetch")
             return
         self._spawn(self._fill(st), f"fill:{st.symbol}")
 
+    def _abandon(self, st: SymbolState, why: str) -> None:
+        """Go on without the missing trades. The candles that could hold them (from the
+        forming one to the one of the first trade after the hole) are marked incomplete
+        before the held trades close them."""
+        seq = st.sequencer
+        log.warning("%s: %s; continuing without them", st.symbol, why)
+        first_after = min((t.time_ms for t in seq.held), default=None)
+        st.builder.mark_incomplete(until_ms=first_after)
+        for t in seq.abandon():
+            self._apply(st, t)
+        if seq.gap is not None:  # the held trades had a hole of their own
+            self._start_fill(st)
+
     async def _fill(self, st: SymbolState) -> None:
-        """Fetch missed trades over REST, then deliver them and everything held, in order."""
+        """Fetch missed trades over REST, then deliver them and everything held, in order.
+        Any failure is retried until ``fill_give_up_s``; then (or when too many trades
+        wait behind the hole) the hole is abandoned, so a symbol never freezes."""
         seq = st.sequencer
         attempt = 0
+        started = time.monotonic()
         while seq.gap is not None:
             gap = seq.gap
+            if time.monotonic() - started > self.fill_give_up_s or len(seq.held) > MAX_HELD:
+                self._abandon(
+                    st,
+                    f"missed trades {gap.first_id}..{gap.last_id} could not be fetched "
+                    f"within {self.fill_give_up_s:g} s",
+                )
+                return
             try:
                 rows = await self.rest.agg_trades(
                     st.symbol, from_id=gap.first_id, limit=min(1000, gap.size)
                 )
-            except (BinanceError, BinanceUnavailable) as e:
+                trades = [r.trade() for r in rows if r.a <= gap.last_id]
+            except Exception as e:  # whatever failed: retry, then give up
                 attempt += 1
                 log.warning(
-                    "%s: cannot fetch missed trades %d..%d (%s)",
+                    "%s: cannot fetch missed trades %d..%d (%s: %s)",
                     st.symbol,
                     gap.first_id,
                     gap.last_id,
+                    type(e).__name__,
                     e,
                 )
-                await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+                await asyncio.sleep(min(10.0, 0.5 * 2**attempt, self.fill_give_up_s))
                 continue
-            trades = [r.trade() for r in rows if r.a <= gap.last_id]
             if not trades:
                 attempt += 1
                 await asyncio.sleep(min(10.0, 0.2 * 2**attempt))
@@ -259,8 +283,9 @@ class LiveFeed:
         if i is None:
             return
         b = st.builder
-        if st.last_trade_id >= k.L and st.sequencer.gap is None:
-            # at exchange time E the newest trade was one we have
+        if k.L >= 0 and st.last_trade_id >= k.L and st.sequencer.gap is None:
+            # at exchange time E the newest trade was one we have (a kline without any
+            # trade, L = -1, says nothing about trades before its own open)
             if st.safe_ms < ev.E:
                 st.safe_ms = ev.E
             st.behind_since = 0.0
@@ -290,7 +315,7 @@ class LiveFeed:
             official = k.candle()
         except ValueError:
             return
-        if official == prev:
+        if official.kline_row() == prev.kline_row():  # as published: quotes at 8 decimals
             st.matches += 1
         else:
             st.mismatches += 1
@@ -352,10 +377,10 @@ class LiveFeed:
         candle then closes exactly when its trades arrive). Also the stall watchdog."""
         now = self.clock.now_ms()
         mono = time.monotonic()
-        stalled = False
         for st in self.states.values():
-            if st.heard and mono - st.heard > self.silence_s:
-                stalled = True
+            if st.heard and mono - st.heard > self.silence_s and not st.checking_silence:
+                st.checking_silence = True
+                self._spawn(self._check_silence(st), f"silence:{st.symbol}")
             if st.sequencer.gap is not None:
                 continue
             if (
@@ -369,33 +394,61 @@ class LiveFeed:
             if closed:
                 st.closed.extend(closed)
                 st.dirty = True
-        if stalled and self.on_stall is not None and mono - self._last_stall > self.silence_s:
+
+    async def _check_silence(self, st: SymbolState) -> None:
+        """A symbol silent for ``silence_s``: a quiet market, or did its stream stop? The
+        exchange tells: trades after our newest mean the stream lost them (they are
+        applied, and the streams reconnect); none mean the market is just quiet."""
+        try:
+            last = st.sequencer.last_id
+            if last is None:
+                rows = await self.rest.agg_trades(st.symbol, limit=1)
+                missed = any(st.since_ms <= r.T for r in rows)
+            else:
+                missed = (await self._tail_fetch(st)) != 0
+        except Exception as e:  # cannot tell: reconnect to be safe
+            log.warning("%s: silent, and the exchange cannot be asked (%s)", st.symbol, e)
+            missed = True
+        finally:
+            st.checking_silence = False
+            st.heard = time.monotonic()  # look again after another silence
+        mono = time.monotonic()
+        if missed and self.on_stall is not None and mono - self._last_stall > self.silence_s:
             self._last_stall = mono
             self.stalls += 1
-            log.warning("a symbol's stream is silent for %.0f s: reconnecting", self.silence_s)
+            log.warning(
+                "%s: silent for %.0f s while the exchange has trades: reconnecting",
+                st.symbol,
+                self.silence_s,
+            )
             self._spawn(self.on_stall(), "stall-reconnect")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._fills.add(task)
         task.add_done_callback(self._fills.discard)
 
-    async def _tail_fetch(self, st: SymbolState) -> None:
+    async def _tail_fetch(self, st: SymbolState) -> int:
         """A kline showed trades newer than any we received, and none followed (the last
-        messages were lost): fetch them over REST."""
+        messages were lost): fetch them over REST. Returns how many the exchange had
+        after our newest (-1: it could not be asked)."""
         last = st.sequencer.last_id
         if last is None:
-            return
+            return 0
         try:
             rows = await self.rest.agg_trades(st.symbol, from_id=last + 1, limit=1000)
-        except (BinanceError, BinanceUnavailable) as e:
+            trades = [r.trade() for r in rows]
+        except Exception as e:  # the next kline or silence asks again
             log.warning("%s: cannot fetch trades after %d (%s)", st.symbol, last, e)
-            return
-        for r in rows:
-            trade = r.trade()
-            if st.sequencer.offer(trade) is Offer.NEXT:
+            return -1
+        for trade in trades:
+            verdict = st.sequencer.offer(trade)
+            if verdict is Offer.NEXT:
                 st.sequencer.recovered += 1
                 self._apply(st, trade)
+            elif verdict is Offer.GAP:
+                self._start_fill(st)
+        return len(trades)
 
     async def run_ticker(self, period_s: float = 0.1) -> None:
         while True:

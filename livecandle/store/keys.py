@@ -20,8 +20,8 @@ LIVE_CLOSED_MAX: Final = 1000  # closed live candles kept per series while uncon
 
 
 def live_candle_ttl_ms(interval: Interval) -> int:
-    """max(24 h, 2 x interval), as DESIGN.md section 2 says."""
-    return max(LIVE_CANDLE_MIN_TTL_MS, 2 * interval.nominal_ms)
+    """max(24 h, 2 x interval), as DESIGN.md section 2 says (a month: 2 x 31 days)."""
+    return max(LIVE_CANDLE_MIN_TTL_MS, 2 * (interval.length_ms or 31 * DAY_MS))
 
 
 @dataclass(frozen=True, slots=True)

@@ -236,3 +236,31 @@ def test_all_sixteen_intervals_equal_an_independent_decimal_aggregation(seed: in
         got[forming.open_ms] = fields(forming)
         assert got == ref, interval.name
         assert all(c.candle.close_ms == c.interval.close_of(c.candle.open_ms) for c in closed)
+
+
+def test_lost_trades_make_every_candle_over_the_loss_incomplete_empty_ones_too() -> None:
+    b = LiveCandleBuilder([M1])
+    b.add(T0 + 10_000, u("100"), u("1"))  # minute 0
+    b.advance(T0 + 2 * 60_000 + 5_000)  # the clock closes minute 0 and opens minute 2
+    b.mark_incomplete(until_ms=T0 + 4 * 60_000 + 30_000)  # next trade seen: in minute 4
+    closed = b.add(T0 + 4 * 60_000 + 30_000, u("101"), u("1")) or []
+    # minutes 2 and 3 (empty) could hold the lost trades: none may claim to be complete
+    assert [(c.candle.open_ms - T0, c.complete) for c in closed] == [
+        (2 * 60_000, False),
+        (3 * 60_000, False),
+    ]
+    assert not b.is_complete(0)  # minute 4: lost trades may be before 4:30
+    closed = b.add(T0 + 5 * 60_000 + 1, u("102"), u("1")) or []
+    assert [(c.candle.open_ms - T0, c.complete) for c in closed] == [(4 * 60_000, False)]
+    assert b.is_complete(0)  # minute 5 opens after the loss
+
+
+def test_without_a_loss_empty_candles_stay_complete() -> None:
+    b = LiveCandleBuilder([M1])
+    b.add(T0 + 10_000, u("100"), u("1"))
+    b.add(T0 + 70_000, u("100"), u("1"))  # minute 1: minute 0 closes
+    closed = b.add(T0 + 3 * 60_000 + 1, u("100"), u("1")) or []
+    assert [(c.candle.open_ms - T0, c.complete) for c in closed] == [
+        (60_000, True),
+        (2 * 60_000, True),
+    ]

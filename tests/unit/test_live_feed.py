@@ -3,6 +3,8 @@ client is never called in these cases."""
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 
 from livecandle.clock import ManualClock
@@ -142,3 +144,149 @@ def test_seed_from_a_snapshot_on_an_agg_trade_boundary() -> None:
     c = st.builder.forming(0)
     assert c is not None
     assert (c.open, c.close, c.low, c.trades) == (99 * 10**8, 102 * 10**8, 98 * 10**8, 10)
+
+
+def kline(open_ms: int, event_ms: int, last_trade: int, final: bool = False) -> str:
+    return msgspec.json.encode(
+        {
+            "stream": "btcusdt@kline_1m",
+            "data": {
+                "e": "kline",
+                "E": event_ms,
+                "s": "BTCUSDT",
+                "k": {
+                    "t": open_ms,
+                    "T": open_ms + 59_999,
+                    "s": "BTCUSDT",
+                    "i": "1m",
+                    "f": -1 if last_trade < 0 else last_trade,
+                    "L": last_trade,
+                    "o": "100.00000000",
+                    "c": "100.00000000",
+                    "h": "100.00000000",
+                    "l": "100.00000000",
+                    "v": "0.00000000",
+                    "n": 0,
+                    "x": final,
+                    "q": "0.00000000",
+                    "V": "0.00000000",
+                    "Q": "0.00000000",
+                    "B": "0",
+                },
+            },
+        }
+    ).decode()
+
+
+def test_a_kline_without_trades_does_not_let_the_clock_close_over_missed_trades() -> None:
+    clock = ManualClock(T0)
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], BinanceRest("http://127.0.0.1:9"), clock)
+    open0 = INTERVALS["1m"].open_of(T0)
+    f.handle(agg(1, t=open0 + 30_000))
+    # a reconnect later; trades of minutes 1 and 2 never arrived; minute 3 has none yet
+    f.handle(kline(open0 + 3 * 60_000, open0 + 3 * 60_000 + 10_000, last_trade=-1))
+    clock.set(open0 + 3 * 60_000 + 15_000)
+    f.tick()
+    st = f.states["BTCUSDT"]
+    assert st.closed == []  # nothing closed as "empty and complete" over the unknown minutes
+    forming = st.builder.forming(0)
+    assert forming is not None and forming.open_ms == open0
+
+
+class TinyExchange:
+    """A real HTTP server on loopback that answers every request with one fixed reply:
+    the exchange misbehaving (a 200 with HTML) or a quiet market (``[]``)."""
+
+    def __init__(self, body: bytes, content_type: str = "application/json") -> None:
+        self.body, self.content_type = body, content_type
+        self.paths: list[str] = []
+        self.server: asyncio.Server | None = None
+        self.handlers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.handlers:
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        try:
+            await self._answer(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.paths.append(head.split(b" ", 2)[1].decode())
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: " + self.content_type.encode() + b"\r\n"
+                b"Content-Length: " + str(len(self.body)).encode() + b"\r\n\r\n" + self.body
+            )
+            await writer.drain()
+
+
+async def test_a_fill_that_keeps_failing_is_abandoned_and_the_symbol_goes_on() -> None:
+    async with TinyExchange(b"<html>maintenance</html>", "text/html") as url:
+        clock = ManualClock(T0)
+        rest = BinanceRest(url)
+        f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], rest, clock, fill_give_up_s=0.3)
+        open0 = INTERVALS["1m"].open_of(T0)
+        f.handle(agg(1, t=open0 + 1_000))
+        f.handle(agg(5, t=open0 + 61_000))  # 2..4 missed: a fill starts, and fails
+        f.handle(agg(6, t=open0 + 62_000))
+        st = f.states["BTCUSDT"]
+        assert st.sequencer.gap is not None
+        await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+        assert st.sequencer.gap is None and st.sequencer.abandoned == 1
+        assert st.sequencer.last_id == 6  # the held trades went through
+        # minute 0 lost trades: it closed incomplete; minute 1 may lack some before 1:01
+        assert [(c.candle.open_ms - open0, c.complete) for c in st.closed] == [(0, False)]
+        assert not st.builder.is_complete(0)
+        f.handle(agg(7, t=open0 + 63_000))  # and the symbol goes on
+        assert st.sequencer.last_id == 7
+        await rest.aclose()
+
+
+async def test_a_quiet_symbol_does_not_reconnect_but_lost_trades_do() -> None:
+    stalls: list[int] = []
+
+    async def on_stall() -> None:
+        stalls.append(1)
+
+    for body, expected in ((b"[]", 0), (None, 1)):
+        trade = {"a": 2, "p": "1.0", "q": "1.0", "f": 20, "l": 20, "T": T0, "m": False}
+        async with TinyExchange(body or msgspec.json.encode([trade])) as url:
+            stalls.clear()
+            rest = BinanceRest(url)
+            f = LiveFeed(
+                ["BTCUSDT"],
+                [INTERVALS["1m"]],
+                rest,
+                ManualClock(T0),
+                silence_s=5,
+                on_stall=on_stall,
+            )
+            f.handle(agg(1))
+            st = f.states["BTCUSDT"]
+            st.heard -= 6  # silent for longer than silence_s
+            f.tick()
+            await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+            await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect, if any
+            assert len(stalls) == expected, body
+            assert st.sequencer.last_id == (1 if expected == 0 else 2)
+            f.tick()  # heard again just now: no second check
+            assert not f._fills
+            await rest.aclose()
