@@ -245,7 +245,7 @@ class LiveCandleBuilder:
         self._fold()
         one = _acc_of(price, qty, count, maker)
         corrections: list[ClosedCandle] = []
-        applied = False
+        applied = missed = False
         for i, interval in enumerate(self.intervals):
             if time_ms >= self._opens[i]:
                 self._candles[i] = _merge(self._candles[i], one)
@@ -266,8 +266,11 @@ class LiveCandleBuilder:
                     )
                 )
                 applied = True
+            else:
+                missed = True  # older than this interval's previous candle: lost for it
+        if missed:
+            self.stale_trades += 1  # counted even when a longer interval took it
         if not applied:
-            self.stale_trades += 1
             return None
         self.late_trades += 1
         self.last_price = price

@@ -118,6 +118,18 @@ def test_stale_trade_older_than_the_previous_candle_is_dropped_and_counted() -> 
     assert forming is not None and forming.volume == 0
 
 
+def test_a_late_trade_lost_for_a_short_interval_is_counted_stale_too() -> None:
+    clock = ManualClock(T0)
+    b = LiveCandleBuilder([M1, M5], clock=clock, close_grace_ms=0)
+    b.add(T0 + 10, u("10"), u("1"))
+    clock.set(T0 + 3 * 60_000)
+    b.advance()  # 1m: minutes 0..2 closed; 5m: still forming
+    assert b.add(T0 + 20, u("11"), u("1")) is None  # minute 0 is beyond 1m's previous
+    assert (b.stale_trades, b.late_trades) == (1, 1)
+    five = b.forming(1)
+    assert five is not None and five.trades == 2  # the 5-minute candle took it
+
+
 def test_invalid_agg_trades_are_skipped() -> None:
     b = LiveCandleBuilder([M1])
     assert b.add_trade(Trade(1, 0, 0, -1, -1, T0, True)) is None
