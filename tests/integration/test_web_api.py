@@ -255,7 +255,6 @@ async def test_save_live_candle_auth(web: httpx.AsyncClient) -> None:
         ({"volume": "1.123456789"}, 400, "volume"),
         ({"close_time": "garbage"}, 400, "close_time"),
         ({"close_time": T0 + 21 * MIN}, 400, "close_time"),  # not this candle's last ms
-        ({"time": (int(time.time() * 1000) // MIN + 2) * MIN}, 400, "time"),  # future
     ],
 )
 async def test_save_live_candle_refuses_bad_bodies(
@@ -270,6 +269,16 @@ async def test_save_live_candle_refuses_bad_bodies(
     assert r.status_code == status, r.text
     assert r.json()["field"] == field
     assert await redis.get("live_candle:BTCUSDT:1m") is None  # nothing written
+
+
+async def test_save_live_candle_refuses_a_future_period(
+    web: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    future = (int(time.time() * 1000) // MIN + 2) * MIN  # the period after the next
+    r = await save(web, {**GOOD, "time": future})
+    assert r.status_code == 400 and r.json()["field"] == "time", r.text
+    assert "future" in r.json()["error"]
+    assert await redis.get("live_candle:BTCUSDT:1m") is None
 
 
 async def test_save_live_candle_refuses_non_json_arrays_and_oversized(
