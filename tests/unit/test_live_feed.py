@@ -100,53 +100,18 @@ def test_sequencer_holds_trades_after_a_gap_until_it_is_filled() -> None:
     assert s.gap is None and s.recovered == 2
 
 
-def test_seed_from_a_snapshot_on_an_agg_trade_boundary() -> None:
-    f = feed()
-    open_ms = INTERVALS["1m"].open_of(T0)
-    f.handle(agg(1, "100.00000000", T0 + 1000, f=10))
-    f.handle(agg(2, "101.00000000", T0 + 2000, f=11))
-    f.handle(agg(3, "102.00000000", T0 + 3000, f=12))
-    st = f.states["BTCUSDT"]
-    assert not st.builder.is_complete(0)
-    # the exchange saw 5 earlier trades too; its snapshot ends at trade id 11 (aggTrade 2)
-    f.handle(
-        msgspec.json.encode(
-            {
-                "stream": "btcusdt@kline_1m",
-                "data": {
-                    "e": "kline",
-                    "E": T0 + 2500,
-                    "s": "BTCUSDT",
-                    "k": {
-                        "t": open_ms,
-                        "T": open_ms + 59_999,
-                        "s": "BTCUSDT",
-                        "i": "1m",
-                        "f": 3,
-                        "L": 11,
-                        "o": "99.00000000",
-                        "c": "101.00000000",
-                        "h": "101.00000000",
-                        "l": "98.00000000",
-                        "v": "7.00000000",
-                        "n": 9,
-                        "x": False,
-                        "q": "700.00000000",
-                        "V": "3.00000000",
-                        "Q": "300.00000000",
-                        "B": "0",
-                    },
-                },
-            }
-        )
-    )
-    assert st.builder.is_complete(0)
-    c = st.builder.forming(0)
-    assert c is not None
-    assert (c.open, c.close, c.low, c.trades) == (99 * 10**8, 102 * 10**8, 98 * 10**8, 10)
-
-
-def kline(open_ms: int, event_ms: int, last_trade: int, final: bool = False) -> str:
+def kline(
+    open_ms: int,
+    event_ms: int,
+    first: int,
+    last: int,
+    ohlc: tuple[str, str, str, str] = ("100.00000000",) * 4,
+    volumes: tuple[str, str, str, str] = ("0.00000000",) * 4,
+    trades: int = 0,
+) -> str:
+    """A kline_1m frame; ``volumes`` = (v, q, V, Q)."""
+    o, h, low, c = ohlc
+    v, q, vb, qb = volumes
     return msgspec.json.encode(
         {
             "stream": "btcusdt@kline_1m",
@@ -159,23 +124,49 @@ def kline(open_ms: int, event_ms: int, last_trade: int, final: bool = False) -> 
                     "T": open_ms + 59_999,
                     "s": "BTCUSDT",
                     "i": "1m",
-                    "f": -1 if last_trade < 0 else last_trade,
-                    "L": last_trade,
-                    "o": "100.00000000",
-                    "c": "100.00000000",
-                    "h": "100.00000000",
-                    "l": "100.00000000",
-                    "v": "0.00000000",
-                    "n": 0,
-                    "x": final,
-                    "q": "0.00000000",
-                    "V": "0.00000000",
-                    "Q": "0.00000000",
+                    "f": first,
+                    "L": last,
+                    "o": o,
+                    "c": c,
+                    "h": h,
+                    "l": low,
+                    "v": v,
+                    "n": trades,
+                    "x": False,
+                    "q": q,
+                    "V": vb,
+                    "Q": qb,
                     "B": "0",
                 },
             },
         }
     ).decode()
+
+
+def test_seed_from_a_snapshot_on_an_agg_trade_boundary() -> None:
+    f = feed()
+    open_ms = INTERVALS["1m"].open_of(T0)
+    f.handle(agg(1, "100.00000000", T0 + 1000, f=10))
+    f.handle(agg(2, "101.00000000", T0 + 2000, f=11))
+    f.handle(agg(3, "102.00000000", T0 + 3000, f=12))
+    st = f.states["BTCUSDT"]
+    assert not st.builder.is_complete(0)
+    # the exchange saw 5 earlier trades too; its snapshot ends at trade id 11 (aggTrade 2)
+    f.handle(
+        kline(
+            open_ms,
+            T0 + 2500,
+            first=3,
+            last=11,
+            ohlc=("99.00000000", "101.00000000", "98.00000000", "101.00000000"),
+            volumes=("7.00000000", "700.00000000", "3.00000000", "300.00000000"),
+            trades=9,
+        )
+    )
+    assert st.builder.is_complete(0)
+    c = st.builder.forming(0)
+    assert c is not None
+    assert (c.open, c.close, c.low, c.trades) == (99 * 10**8, 102 * 10**8, 98 * 10**8, 10)
 
 
 def test_a_kline_without_trades_does_not_let_the_clock_close_over_missed_trades() -> None:
@@ -184,7 +175,7 @@ def test_a_kline_without_trades_does_not_let_the_clock_close_over_missed_trades(
     open0 = INTERVALS["1m"].open_of(T0)
     f.handle(agg(1, t=open0 + 30_000))
     # a reconnect later; trades of minutes 1 and 2 never arrived; minute 3 has none yet
-    f.handle(kline(open0 + 3 * 60_000, open0 + 3 * 60_000 + 10_000, last_trade=-1))
+    f.handle(kline(open0 + 3 * 60_000, open0 + 3 * 60_000 + 10_000, first=-1, last=-1))
     clock.set(open0 + 3 * 60_000 + 15_000)
     f.tick()
     st = f.states["BTCUSDT"]
