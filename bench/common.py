@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -51,11 +52,19 @@ def redis_server(tmp: Path) -> Iterator[str]:
         server.stop()
 
 
+@dataclass(frozen=True)
+class Child:
+    """A running service: its base URL and process id (for CPU and RSS figures)."""
+
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
 def service(
     redis_url: str, role: str, env: dict[str, str] | None = None, timeout_s: float = 60
-) -> Iterator[str]:
-    """``livecandle serve --role ROLE`` in a child process; yields its base URL."""
+) -> Iterator[Child]:
+    """``livecandle serve --role ROLE`` in a child process, once it answers HTTP."""
     port = free_port()
     full_env = dict(
         os.environ,
@@ -82,7 +91,7 @@ def service(
                 time.sleep(0.1)
         else:
             raise RuntimeError("the service did not start")
-        yield url
+        yield Child(url, proc.pid)
     finally:
         proc.terminate()
         try:

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, pid_cpu_seconds, redis_server
-from livecandle.redis_server import free_port
+from bench.common import pid_cpu_seconds, redis_server, service
 
 CLIENTS = int(os.environ.get("BENCH_FANOUT_CLIENTS", "1000"))
 ROOMS = 10
@@ -97,58 +96,46 @@ def run() -> list[dict[str, Any]]:
         tempfile.TemporaryDirectory(prefix="lc-bench-fanout-") as tmp,
         redis_server(Path(tmp)) as url,
     ):
-        port = free_port()
-        env = dict(
-            os.environ,
-            LIVECANDLE_REDIS_URL=url,
-            LIVECANDLE_PORT=str(port),
-            LIVECANDLE_SYMBOLS=",".join(SYMBOLS),
-            LIVECANDLE_INTERVALS="1m",
-        )
-        svc = subprocess.Popen(
-            [sys.executable, "-m", "livecandle", "serve", "--role", "web"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        env = {"LIVECANDLE_SYMBOLS": ",".join(SYMBOLS), "LIVECANDLE_INTERVALS": "1m"}
         clients = pub = None
-        try:
-            time.sleep(2)
-            ws_url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
-            clients = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    CLIENTS_SCRIPT,
-                    ws_url,
-                    ",".join(SYMBOLS),
-                    str(CLIENTS),
-                    str(SECONDS),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert clients.stdout is not None and clients.stdin is not None
-            started = time.monotonic()
-            if clients.stdout.readline().strip() != "ready":
-                raise RuntimeError("the clients did not connect")
-            connect_s = time.monotonic() - started
-            pub = subprocess.Popen(
-                [sys.executable, "-c", PUBLISHER, url, ",".join(SYMBOLS), str(RATE)]
-            )
-            clients.stdin.write("go\n")
-            clients.stdin.flush()
-            time.sleep(2)
-            c0, t0 = pid_cpu_seconds(svc.pid), time.monotonic()
-            result = json.loads(clients.stdout.readline())
-            cpu = (pid_cpu_seconds(svc.pid) - c0) / (time.monotonic() - t0)
-        finally:
-            for p in (pub, clients, svc):
-                if p is not None:
-                    p.terminate()
-                    p.wait(timeout=20)
+        with service(url, "web", env) as svc:
+            try:
+                ws_url = svc.url.replace("http://", "ws://") + (
+                    "/socket.io/?EIO=4&transport=websocket"
+                )
+                clients = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        CLIENTS_SCRIPT,
+                        ws_url,
+                        ",".join(SYMBOLS),
+                        str(CLIENTS),
+                        str(SECONDS),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                assert clients.stdout is not None and clients.stdin is not None
+                started = time.monotonic()
+                if clients.stdout.readline().strip() != "ready":
+                    raise RuntimeError("the clients did not connect")
+                connect_s = time.monotonic() - started
+                pub = subprocess.Popen(
+                    [sys.executable, "-c", PUBLISHER, url, ",".join(SYMBOLS), str(RATE)]
+                )
+                clients.stdin.write("go\n")
+                clients.stdin.flush()
+                time.sleep(2)
+                c0, t0 = pid_cpu_seconds(svc.pid), time.monotonic()
+                result = json.loads(clients.stdout.readline())
+                cpu = (pid_cpu_seconds(svc.pid) - c0) / (time.monotonic() - t0)
+            finally:
+                for p in (pub, clients):
+                    if p is not None:
+                        p.terminate()
+                        p.wait(timeout=20)
     expected = CLIENTS * RATE * SECONDS
     return [
         {

@@ -21,9 +21,8 @@ from typing import Any
 
 import httpx
 
-from bench.common import ROOT, pid_cpu_seconds, redis_server
+from bench.common import pid_cpu_seconds, redis_server, service
 from livecandle.emulator.process import EmulatorProcess
-from livecandle.redis_server import free_port
 
 SYMBOLS = [f"S{i:02d}USDT" for i in range(50)]
 WATCHED = SYMBOLS[:10]
@@ -87,25 +86,14 @@ def one_rate(redis_url: str, total_rate: int) -> dict[str, Any]:
         symbols=",".join(SYMBOLS),
     ) as emu:
         warm(emu)
-        port = free_port()
-        env = dict(
-            os.environ,
-            LIVECANDLE_REDIS_URL=redis_url,
-            LIVECANDLE_PORT=str(port),
-            LIVECANDLE_SYMBOLS=",".join(SYMBOLS),
-            LIVECANDLE_INTERVALS=",".join(INTERVALS),
-            LIVECANDLE_BINANCE_REST_URL=emu.rest_url,
-            LIVECANDLE_BINANCE_WS_URL=emu.ws_url,
-        )
-        svc = subprocess.Popen(
-            [sys.executable, "-m", "livecandle", "serve", "--role", "stream,web"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(3)  # the service connects and seeds
+        env = {
+            "LIVECANDLE_SYMBOLS": ",".join(SYMBOLS),
+            "LIVECANDLE_INTERVALS": ",".join(INTERVALS),
+            "LIVECANDLE_BINANCE_REST_URL": emu.rest_url,
+            "LIVECANDLE_BINANCE_WS_URL": emu.ws_url,
+        }
+        with service(redis_url, "stream,web", env) as svc:
+            time.sleep(3)  # the stream connects and seeds
             assert emu.proc is not None
             c0 = (pid_cpu_seconds(emu.proc.pid), pid_cpu_seconds(svc.pid))
             t0 = time.monotonic()
@@ -114,7 +102,7 @@ def one_rate(redis_url: str, total_rate: int) -> dict[str, Any]:
                     sys.executable,
                     "-c",
                     CLIENT,
-                    f"http://127.0.0.1:{port}",
+                    svc.url,
                     ",".join(WATCHED),
                     str(WARMUP_S),
                     str(MEASURE_S),
@@ -127,9 +115,6 @@ def one_rate(redis_url: str, total_rate: int) -> dict[str, Any]:
             cpu_emu = (pid_cpu_seconds(emu.proc.pid) - c0[0]) / elapsed
             cpu_svc = (pid_cpu_seconds(svc.pid) - c0[1]) / elapsed
             got = json.loads(client.stdout) if client.returncode == 0 else {}
-        finally:
-            svc.terminate()
-            svc.wait(timeout=20)
     return {"rate": total_rate, **got, "cpu_emulator": cpu_emu, "cpu_service": cpu_svc}
 
 

@@ -8,9 +8,6 @@ process following 50 symbols x 6 intervals live from the emulator.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,10 +16,9 @@ from typing import Any, cast
 import httpx
 import msgspec
 
-from bench.common import ROOT, btc_row, redis_server, rss_mb
+from bench.common import btc_row, redis_server, rss_mb, service
 from livecandle.emulator.process import EmulatorProcess
 from livecandle.model import SeriesKey
-from livecandle.redis_server import free_port
 from livecandle.store import Store, connect
 
 MIN = 60_000
@@ -87,36 +83,22 @@ async def bytes_per_candle(url: str) -> dict[str, float]:
 
 def service_rss(redis_url: str, seconds: float = 30) -> dict[str, float]:
     with EmulatorProcess("--rate", "20", "--history-days", "2", symbols=",".join(SYMBOLS)) as emu:
-        port = free_port()
-        env = dict(
-            os.environ,
-            LIVECANDLE_REDIS_URL=redis_url,
-            LIVECANDLE_PORT=str(port),
-            LIVECANDLE_SYMBOLS=",".join(SYMBOLS),
-            LIVECANDLE_INTERVALS="1m,5m,15m,1h,4h,1d",
-            LIVECANDLE_BINANCE_REST_URL=emu.rest_url,
-            LIVECANDLE_BINANCE_WS_URL=emu.ws_url,
-            LIVECANDLE_BACKFILL_CANDLES="100",
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "livecandle", "serve"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(seconds)
-            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+        env = {
+            "LIVECANDLE_SYMBOLS": ",".join(SYMBOLS),
+            "LIVECANDLE_INTERVALS": "1m,5m,15m,1h,4h,1d",
+            "LIVECANDLE_BINANCE_REST_URL": emu.rest_url,
+            "LIVECANDLE_BINANCE_WS_URL": emu.ws_url,
+            "LIVECANDLE_BACKFILL_CANDLES": "100",
+        }
+        with service(redis_url, "all", env) as svc:
+            time.sleep(seconds)  # live for a while before RSS is read
+            health = httpx.get(f"{svc.url}/healthz", timeout=5).json()
             seeded = sum(1 for s in health["stream"]["symbols"].values() if s["seeded"])
             return {
-                "rss_mb": rss_mb(proc.pid),
+                "rss_mb": rss_mb(svc.pid),
                 "seeded_symbols": seeded,
                 "messages": health["stream"]["messages"],
             }
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
 
 
 def run() -> list[dict[str, Any]]:

@@ -91,8 +91,8 @@ def run() -> list[dict[str, Any]]:
         with service(
             url, "web", {"LIVECANDLE_SYMBOLS": "BTCUSDT", "LIVECANDLE_INTERVALS": "1m"}
         ) as web:
-            chart = wrk(f"{web}/api/klines?symbol=BTCUSDT&interval=1m&limit=1000")
-            mirror = wrk(f"{web}/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1000")
+            chart = wrk(f"{web.url}/api/klines?symbol=BTCUSDT&interval=1m&limit=1000")
+            mirror = wrk(f"{web.url}/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1000")
     rows.append(
         {
             "bench": "reads",
