@@ -17,9 +17,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from livecandle.aggregator import LiveCandleBuilder
-from livecandle.intervals import INTERVAL_NAMES, INTERVALS
-from livecandle.model import format_units, to_units
+from livecandle.domain.aggregator import LiveCandleBuilder
+from livecandle.domain.intervals import INTERVAL_NAMES, INTERVALS
+from livecandle.domain.model import format_units, to_units
 
 N_TRADES = 200_000
 ROUNDS = 5

@@ -21,10 +21,10 @@ from typing import Any
 import msgspec
 
 from bench.common import redis_server
-from livecandle.background_fetcher import BackgroundFetcher
+from livecandle.domain.model import SeriesKey
 from livecandle.emulator.process import EmulatorProcess
 from livecandle.exchange.binance.rest import BinanceRest
-from livecandle.model import SeriesKey
+from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.store import Store, connect
 
 MIN = 60_000

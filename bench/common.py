@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from livecandle.redis_server import RedisServer, free_port
+from livecandle.runtime.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN = 60_000

@@ -17,8 +17,8 @@ import httpx
 import msgspec
 
 from bench.common import btc_row, redis_server, rss_mb, service
+from livecandle.domain.model import SeriesKey
 from livecandle.emulator.process import EmulatorProcess
-from livecandle.model import SeriesKey
 from livecandle.store import Store, connect
 
 MIN = 60_000

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from bench.common import btc_row, redis_server, service, wrk
-from livecandle.model import SeriesKey
+from livecandle.domain.model import SeriesKey
 from livecandle.store import Store, connect
 
 MIN = 60_000

@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 
 from livecandle.config import ConfigError, Settings, parse_intervals, parse_symbols
-from livecandle.intervals import Interval, parse_interval
-from livecandle.model import SeriesKey, validate_symbol
+from livecandle.domain.intervals import Interval, parse_interval
+from livecandle.domain.model import SeriesKey, validate_symbol
 
 log = logging.getLogger("livecandle")
 
@@ -107,7 +107,7 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     emulator = Emulator(config, faults)
 
     async def run(stop: asyncio.Event) -> None:
-        from livecandle import http_server
+        from livecandle.runtime import http_server
 
         config = uvicorn_config(emulator, args.host, args.port)
         server, task, port = await http_server.start(config)
@@ -124,7 +124,7 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from livecandle.service import serve
+    from livecandle.runtime.service import serve
 
     known = {"fetcher", "stream", "web"}
     roles = known if args.role == "all" else {r.strip() for r in args.role.split(",")}
@@ -162,9 +162,9 @@ class Progress:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from livecandle.background_fetcher import BackgroundFetcher
     from livecandle.exchange.binance.rest import BinanceRest
-    from livecandle.service import redis_for, store_for
+    from livecandle.official.background_fetcher import BackgroundFetcher
+    from livecandle.runtime.service import redis_for, store_for
 
     try:
         series = SeriesKey(validate_symbol(args.symbol.upper()), parse_interval(args.interval))
@@ -207,8 +207,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from livecandle.integrity import verify
-    from livecandle.service import redis_for, store_for
+    from livecandle.official.integrity import verify
+    from livecandle.runtime.service import redis_for, store_for
 
     symbol = None
     if args.symbol:
@@ -247,7 +247,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace, settings: Settings) -> int:
-    from livecandle.aggregate_csv import CsvError, aggregate_file, aggregate_to_path
+    from livecandle.archive.aggregate_csv import CsvError, aggregate_file, aggregate_to_path
 
     try:
         interval = parse_interval(args.interval)
@@ -268,7 +268,7 @@ def cmd_aggregate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from livecandle.demo import demo
+    from livecandle.runtime.demo import demo
 
     _run(lambda stop: demo(settings, args, stop))
     return 0
@@ -363,7 +363,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         from redis.exceptions import RedisError
 
         from livecandle.exchange.binance.rest import BinanceError, BinanceUnavailable
-        from livecandle.redis_server import RedisServerError
+        from livecandle.runtime.redis_server import RedisServerError
 
         if isinstance(
             e, BinanceError | BinanceUnavailable | RedisServerError | RedisError | OSError

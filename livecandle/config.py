@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from livecandle.intervals import Interval, parse_interval
-from livecandle.model import SeriesKey, validate_symbol
+from livecandle.domain.intervals import Interval, parse_interval
+from livecandle.domain.model import SeriesKey, validate_symbol
 
 BINANCE_REST_URL = "https://data-api.binance.vision"
 BINANCE_WS_URL = "wss://data-stream.binance.vision"

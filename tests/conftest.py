@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from livecandle.redis_server import RedisServer
+from livecandle.runtime.redis_server import RedisServer
 from livecandle.store import Keys, Store
 from tests.helpers import EmulatorProcess
 

@@ -21,8 +21,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from livecandle.intervals import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, Interval
-from livecandle.model import SCALE, Candle
+from livecandle.domain.intervals import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, Interval
+from livecandle.domain.model import SCALE, Candle
 
 TICK = SCALE // 100  # 0.01
 STEP = SCALE // 100_000  # 0.00001

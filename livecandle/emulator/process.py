@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from livecandle.redis_server import free_port
+from livecandle.runtime.redis_server import free_port
 
 
 class EmulatorProcess:

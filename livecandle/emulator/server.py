@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
+from livecandle.domain.model import Candle, format_units
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.market import Market, TradeTuple
 from livecandle.exchange.binance import params as bp
-from livecandle.model import Candle, format_units
 
 log = logging.getLogger(__name__)
 

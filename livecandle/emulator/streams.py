@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from livecandle.domain.intervals import INTERVALS, Interval
+from livecandle.domain.model import format_quote, format_units
 from livecandle.emulator.market import SymbolMarket, TradeTuple
-from livecandle.intervals import INTERVALS, Interval
-from livecandle.model import format_quote, format_units
 
 if TYPE_CHECKING:
     from livecandle.emulator.server import Emulator

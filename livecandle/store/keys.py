@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from livecandle.intervals import DAY_MS, Interval
-from livecandle.model import SeriesKey
+from livecandle.domain.intervals import DAY_MS, Interval
+from livecandle.domain.model import SeriesKey
 
 LIVE_CANDLE_MIN_TTL_MS: Final = DAY_MS
 LIVE_PRICE_TTL_MS: Final = DAY_MS

@@ -9,8 +9,8 @@ from typing import Any, cast
 import msgspec
 import redis.asyncio as aioredis
 
-from livecandle.intervals import parse_interval
-from livecandle.model import SeriesKey
+from livecandle.domain.intervals import parse_interval
+from livecandle.domain.model import SeriesKey
 from livecandle.store import scripts
 from livecandle.store.keys import LIVE_CLOSED_MAX, LIVE_PRICE_TTL_MS, Keys, live_candle_ttl_ms
 

@@ -18,15 +18,15 @@ import msgspec
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from livecandle.domain.intervals import INTERVALS, Interval
+from livecandle.domain.model import Candle, DecimalError, SeriesKey, to_units
 from livecandle.exchange.binance import params as bp
-from livecandle.intervals import INTERVALS, Interval
-from livecandle.model import Candle, DecimalError, SeriesKey, to_units
 from livecandle.store import LiveWrite
 from livecandle.web.candles import OfficialCache, binance_body, chart_body, live_parts
 from livecandle.web.realtime import Realtime
 
 if TYPE_CHECKING:
-    from livecandle.service import Service
+    from livecandle.runtime.service import Service
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
-from livecandle import http_server
 from livecandle.exchange.binance import params as bp
+from livecandle.runtime import http_server
 from livecandle.web.api import MAX_CHART_LIMIT, MAX_TIME_MS, Api, ApiError
 from livecandle.web.realtime import Realtime
 
 if TYPE_CHECKING:
-    from livecandle.service import Service
+    from livecandle.runtime.service import Service
 
 log = logging.getLogger(__name__)
 

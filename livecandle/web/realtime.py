@@ -22,7 +22,7 @@ from engineio.packet import MESSAGE
 from engineio.packet import Packet as EngineIOPacket
 from socketio.packet import EVENT
 
-from livecandle.intervals import INTERVALS
+from livecandle.domain.intervals import INTERVALS
 from livecandle.store import Store
 
 log = logging.getLogger(__name__)

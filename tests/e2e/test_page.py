@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Page, async_playwright
 
-from livecandle.service import Service
+from livecandle.runtime.service import Service
 from tests.helpers import EmulatorProcess, Endpoints
 from tests.integration.live_support import running_service
 
@@ -189,8 +189,8 @@ async def test_an_unreachable_exchange_is_said_once_and_cached_data_is_served(
 
     import msgspec
 
-    from livecandle.model import SeriesKey
-    from livecandle.redis_server import free_port
+    from livecandle.domain.model import SeriesKey
+    from livecandle.runtime.redis_server import free_port
     from livecandle.store import Store
 
     t0 = 1_700_000_040_000
@@ -281,8 +281,8 @@ async def test_closed_candle_gets_final_values_and_a_switch_never_mixes_pairs(
     redis_url: str, redis: aioredis.Redis, artifacts: Path
 ) -> None:
     """With no exchange, only the events this test injects reach the page."""
-    from livecandle.model import SeriesKey
-    from livecandle.redis_server import free_port
+    from livecandle.domain.model import SeriesKey
+    from livecandle.runtime.redis_server import free_port
     from livecandle.store import Store
 
     t0 = 1_700_000_040_000

@@ -13,7 +13,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from livecandle.config import Settings, parse_intervals, parse_symbols
-from livecandle.service import Service, serve
+from livecandle.runtime.service import Service, serve
 from tests.helpers import EmulatorProcess, Endpoints
 
 

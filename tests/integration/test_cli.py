@@ -171,7 +171,7 @@ def test_serve_runs_a_private_redis_server_and_stops_it(
     except syncredis.ConnectionError:
         pass
     # the data survives a restart (append-only file)
-    from livecandle.redis_server import RedisServer
+    from livecandle.runtime.redis_server import RedisServer
 
     with RedisServer(tmp_path / "data") as again:
         client = syncredis.Redis.from_url(again.url)

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from livecandle.intervals import INTERVAL_NAMES
-from livecandle.model import SeriesKey
+from livecandle.domain.intervals import INTERVAL_NAMES
+from livecandle.domain.model import SeriesKey
 from livecandle.store import Store
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import (

@@ -8,10 +8,10 @@ import datetime as dt
 import msgspec
 import pytest
 
-from livecandle.background_fetcher import BackgroundFetcher
+from livecandle.domain.model import SeriesKey
 from livecandle.exchange.binance.rest import BinanceRest
-from livecandle.integrity import verify
-from livecandle.model import SeriesKey
+from livecandle.official.background_fetcher import BackgroundFetcher
+from livecandle.official.integrity import verify
 from livecandle.store import Store
 from tests.helpers import EmulatorProcess
 

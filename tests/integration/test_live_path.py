@@ -8,7 +8,7 @@ from decimal import Decimal
 import msgspec
 import redis.asyncio as aioredis
 
-from livecandle.model import SeriesKey
+from livecandle.domain.model import SeriesKey
 from livecandle.store import Store
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import (

@@ -13,7 +13,7 @@ from livecandle.exchange.binance.rest import (
     BinanceRest,
     BinanceUnavailable,
 )
-from livecandle.redis_server import free_port
+from livecandle.runtime.redis_server import free_port
 from tests.helpers import EmulatorProcess
 
 MIN = 60_000

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 import socketio
 
-from livecandle.model import SeriesKey
+from livecandle.domain.model import SeriesKey
 from livecandle.store import LiveWrite, Store
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import running_service

@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from livecandle.model import SeriesKey
-from livecandle.redis_server import find_redis_server, free_port
+from livecandle.domain.model import SeriesKey
+from livecandle.runtime.redis_server import find_redis_server, free_port
 from livecandle.store import ClosedLive, Keys, Store
 
 S = SeriesKey.of("BTCUSDT", "1m")

@@ -15,8 +15,8 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from livecandle.model import SeriesKey
-from livecandle.redis_server import RedisServer
+from livecandle.domain.model import SeriesKey
+from livecandle.runtime.redis_server import RedisServer
 from livecandle.store import Store
 from tests.helpers import EmulatorProcess, binance_client
 from tests.integration.live_support import running_service

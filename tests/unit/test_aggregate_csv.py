@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from livecandle.aggregate_csv import klines_parallel
-from livecandle.intervals import INTERVALS
-from livecandle.trade_csv import CsvError, klines_from_file, klines_from_rows
+from livecandle.archive.aggregate_csv import klines_parallel
+from livecandle.archive.trade_csv import CsvError, klines_from_file, klines_from_rows
+from livecandle.domain.intervals import INTERVALS
 
 
 def csv_rows(n: int, seed: int, micro: bool, invalid_every: int = 0) -> bytes:

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from livecandle.aggregator import LiveCandleBuilder
-from livecandle.clock import ManualClock
-from livecandle.intervals import INTERVAL_NAMES, INTERVALS, Interval
-from livecandle.model import Candle, Trade, format_quote, format_units, to_units
+from livecandle.domain.aggregator import LiveCandleBuilder
+from livecandle.domain.clock import ManualClock
+from livecandle.domain.intervals import INTERVAL_NAMES, INTERVALS, Interval
+from livecandle.domain.model import Candle, Trade, format_quote, format_units, to_units
 
 M1, M5, S1 = INTERVALS["1m"], INTERVALS["5m"], INTERVALS["1s"]
 T0 = 1_700_000_100_000  # a 5-minute boundary

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from livecandle.intervals import DAY_MS, INTERVAL_NAMES, INTERVALS, parse_interval
+from livecandle.domain.intervals import DAY_MS, INTERVAL_NAMES, INTERVALS, parse_interval
 
 
 def ms(*args: int) -> int:

@@ -7,12 +7,12 @@ import asyncio
 
 import msgspec
 
-from livecandle.clock import ManualClock
+from livecandle.domain.clock import ManualClock
+from livecandle.domain.intervals import INTERVALS
+from livecandle.domain.model import Trade
+from livecandle.domain.sequencer import Offer, TradeSequencer
 from livecandle.exchange.binance.rest import BinanceRest
-from livecandle.intervals import INTERVALS
-from livecandle.live_feed import LiveFeed
-from livecandle.model import Trade
-from livecandle.sequencer import Offer, TradeSequencer
+from livecandle.live.feed import LiveFeed
 
 T0 = 1_700_000_100_000
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from livecandle.model import (
+from livecandle.domain.model import (
     Candle,
     DecimalError,
     SeriesKey,

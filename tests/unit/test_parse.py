@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from livecandle.domain.model import format_units
 from livecandle.exchange.binance import parse
-from livecandle.model import format_units
 from tests.helpers import SHARED_FIXTURES
 
 pytestmark = pytest.mark.skipif(

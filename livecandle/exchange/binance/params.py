@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from livecandle.intervals import INTERVALS, Interval
+from livecandle.domain.intervals import INTERVALS, Interval
 
 _LONG_RE = re.compile(r"[0-9]{1,20}")
 _INT_RE = re.compile(r"-?[0-9]{1,10}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from livecandle.model import Candle, Trade, quote_to_units, to_units
+from livecandle.domain.model import Candle, Trade, quote_to_units, to_units
 
 
 class KlineRow(msgspec.Struct, array_like=True, frozen=True):

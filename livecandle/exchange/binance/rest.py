@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from livecandle.clock import ServerClock
+from livecandle.domain.clock import ServerClock
 from livecandle.exchange.binance import parse
 from livecandle.exchange.binance.weights import WeightBudget
 

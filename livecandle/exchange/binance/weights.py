@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from livecandle.clock import Clock
+from livecandle.domain.clock import Clock
 
 log = logging.getLogger(__name__)
 

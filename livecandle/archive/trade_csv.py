@@ -20,8 +20,8 @@ from typing import Protocol
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from livecandle.intervals import Interval
-from livecandle.model import to_units
+from livecandle.domain.intervals import Interval
+from livecandle.domain.model import to_units
 
 BLOCK_BYTES = 1 << 22
 

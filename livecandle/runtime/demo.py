@@ -8,11 +8,11 @@ import asyncio
 import logging
 import tempfile
 
-from livecandle import http_server
 from livecandle.config import Settings
 from livecandle.emulator import Emulator, EmulatorConfig, uvicorn_config
-from livecandle.redis_server import free_port
-from livecandle.service import serve
+from livecandle.runtime import http_server
+from livecandle.runtime.redis_server import free_port
+from livecandle.runtime.service import serve
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,9 @@ from typing import Any
 
 import msgspec
 
-from livecandle.clock import ServerClock
+from livecandle.domain.clock import ServerClock
+from livecandle.domain.intervals import Interval
+from livecandle.domain.model import SeriesKey
 from livecandle.exchange.binance.parse import KlineRow, kline_member
 from livecandle.exchange.binance.rest import (
     KLINES_LIMIT,
@@ -30,8 +32,6 @@ from livecandle.exchange.binance.rest import (
     BinanceRest,
     BinanceUnavailable,
 )
-from livecandle.intervals import Interval
-from livecandle.model import SeriesKey
 from livecandle.store import Store
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from typing import Any
 
 import msgspec
 
-from livecandle.aggregator import ClosedCandle, LiveCandleBuilder
-from livecandle.model import Candle, SeriesKey, format_units
+from livecandle.domain.aggregator import ClosedCandle, LiveCandleBuilder
+from livecandle.domain.model import Candle, SeriesKey, format_units
 from livecandle.store import ClosedLive, LiveWrite, Store
 
 log = logging.getLogger(__name__)

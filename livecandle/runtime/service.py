@@ -14,7 +14,7 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from livecandle.config import Settings
-from livecandle.redis_server import RedisServer, _ping
+from livecandle.runtime.redis_server import RedisServer, _ping
 from livecandle.store import Keys, Store, connect
 from livecandle.store.keys import HEALTH_TTL_MS
 
@@ -74,12 +74,12 @@ class Service:
     """The running parts of one process, for wiring and for health/metrics."""
 
     def __init__(self, settings: Settings, store: Store, roles: set[str]) -> None:
-        from livecandle.background_fetcher import BackgroundFetcher
         from livecandle.exchange.binance.rest import BinanceRest
         from livecandle.exchange.binance.stream import BinanceStream
-        from livecandle.live_feed import LiveFeed, streams_for
-        from livecandle.live_writer import LiveWriter
-        from livecandle.supervisor import Supervisor
+        from livecandle.live.feed import LiveFeed, streams_for
+        from livecandle.live.writer import LiveWriter
+        from livecandle.official.background_fetcher import BackgroundFetcher
+        from livecandle.runtime.supervisor import Supervisor
 
         self.settings = settings
         self.store = store

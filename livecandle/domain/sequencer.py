@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from livecandle.model import Trade
+from livecandle.domain.model import Trade
 
 
 class Offer(Enum):

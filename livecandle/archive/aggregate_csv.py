@@ -15,9 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
-from livecandle.intervals import INTERVALS, Interval
-from livecandle.model import format_quote, format_units
-from livecandle.trade_csv import (
+from livecandle.archive.trade_csv import (
     BLOCK_BYTES,
     CandleAccumulator,
     CsvError,
@@ -26,6 +24,8 @@ from livecandle.trade_csv import (
     klines_from_file,
     scan,
 )
+from livecandle.domain.intervals import INTERVALS, Interval
+from livecandle.domain.model import format_quote, format_units
 
 __all__ = ["CsvError", "aggregate_file", "aggregate_to_path", "klines_parallel"]
 

@@ -19,14 +19,14 @@ from typing import Any
 
 import msgspec
 
-from livecandle.aggregator import LiveCandleBuilder
-from livecandle.clock import Clock
+from livecandle.domain.aggregator import LiveCandleBuilder
+from livecandle.domain.clock import Clock
+from livecandle.domain.intervals import Interval
+from livecandle.domain.model import Trade, to_units
+from livecandle.domain.sequencer import Offer, TradeSequencer
 from livecandle.exchange.binance import parse
 from livecandle.exchange.binance.rest import BinanceRest
-from livecandle.intervals import Interval
-from livecandle.live_writer import SymbolLive
-from livecandle.model import Trade, to_units
-from livecandle.sequencer import Offer, TradeSequencer
+from livecandle.live.writer import SymbolLive
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from livecandle.model import SeriesKey
+from livecandle.domain.model import SeriesKey
 from livecandle.store import Store
 
 CHUNK = 10_000

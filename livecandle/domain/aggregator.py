@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from livecandle.clock import Clock, SystemClock
-from livecandle.intervals import Interval
-from livecandle.model import Candle, Trade
+from livecandle.domain.clock import Clock, SystemClock
+from livecandle.domain.intervals import Interval
+from livecandle.domain.model import Candle, Trade
 
 # An accumulator: [open, high, low, close, volume, quote, trades, taker_vol, taker_quote]
 Acc = list[int]

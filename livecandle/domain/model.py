@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from livecandle.intervals import Interval, parse_interval
+from livecandle.domain.intervals import Interval, parse_interval
 
 DECIMALS: Final = 8
 SCALE: Final = 10**DECIMALS
