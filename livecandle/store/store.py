@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -248,6 +249,33 @@ class Store:
         await self.redis.set(
             self.keys.live_candle(series), value, px=live_candle_ttl_ms(series.interval)
         )
+
+    # -- pub/sub ------------------------------------------------------------------------
+
+    async def listen(
+        self, *channels: str, subscribed: Callable[[], None] | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """``(channel, data)`` of every message published on ``channels``, until the
+        caller stops iterating (or is cancelled). ``subscribed`` is called once Redis has
+        confirmed the subscription: messages published after that are received."""
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(*channels)
+            confirmations = 0
+            async for m in pubsub.listen():
+                kind = m.get("type")
+                if kind == "subscribe":  # Redis's reply: from now on nothing is missed
+                    confirmations += 1
+                    if confirmations == len(channels) and subscribed is not None:
+                        subscribed()
+                    continue
+                if kind != "message":
+                    continue
+                channel = m["channel"]
+                yield channel.decode() if isinstance(channel, bytes) else channel, m["data"]
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- health -------------------------------------------------------------------------
 
