@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from livecandle.backoff import Backoff
 from livecandle.domain.clock import ServerClock
 from livecandle.domain.intervals import Interval
 from livecandle.domain.model import SeriesKey
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 # The last row of an answer reaching "now" is kept only if it closed this long ago
 # (guards against clock skew: the exchange may still be filling it).
 FORMING_GRACE_MS = 5_000
+# Retries of a failing series: 1-2 s, 2-4 s, 4-8 s ... up to 30-60 s.
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 60.0
 
 
 @dataclass
@@ -76,17 +79,17 @@ def closed_rows(page: Sequence[KlineRow], now_ms: int, reaches_now: bool) -> lis
 
 
 def find_gaps(
-    interval: Interval, prev_open: int | None, rows: Sequence[KlineRow]
+    interval: Interval, prev_open_ms: int | None, rows: Sequence[KlineRow]
 ) -> list[tuple[int, int]]:
-    """``(first missing open, next present open)`` for each hole between ``prev_open``
+    """``(first missing open, next present open)`` for each hole between ``prev_open_ms``
     (the newest stored candle, if any) and the rows, and between consecutive rows."""
     gaps = []
     for r in rows:
-        if prev_open is not None:
-            expected = interval.next_open(prev_open)
-            if r.open_ms > expected:
-                gaps.append((expected, r.open_ms))
-        prev_open = r.open_ms
+        if prev_open_ms is not None:
+            expected_ms = interval.next_open(prev_open_ms)
+            if r.open_ms > expected_ms:
+                gaps.append((expected_ms, r.open_ms))
+        prev_open_ms = r.open_ms
     return gaps
 
 
@@ -117,6 +120,7 @@ class BackgroundFetcher:
         self.unknown_symbols: set[str] = set()
         self.syncs = 0
         self._synced = asyncio.Condition()
+        self.listening = asyncio.Event()  # listen_closed is subscribed
 
     # -- one sync -------------------------------------------------------------------------
 
@@ -134,35 +138,35 @@ class BackgroundFetcher:
         """
         interval = series.interval
         result = SyncResult(series)
-        now = self.clock.now_ms()
-        prev_open: int | None = None
+        now_ms = self.clock.now_ms()
+        prev_open_ms: int | None = None
         if start_ms is None:
             meta = await self.store.meta(series)
             if meta.latest is None:
-                start_ms = interval.shift(interval.open_of(now), -self.backfill_candles)
+                start_ms = interval.shift(interval.open_of(now_ms), -self.backfill_candles)
             else:
                 start_ms = meta.latest + 1
-                prev_open = meta.latest
+                prev_open_ms = meta.latest
         async with self._sem:
             async for page in self.rest.iter_klines(
                 series.symbol, interval.name, start_ms, end_ms, KLINES_LIMIT
             ):
                 result.requests += 1
                 result.fetched += len(page)
-                now = self.clock.now_ms()
-                reaches_now = len(page) < KLINES_LIMIT and (end_ms is None or end_ms >= now)
-                rows = closed_rows(page, now, reaches_now)
-                gaps = find_gaps(interval, prev_open, rows)
+                now_ms = self.clock.now_ms()
+                reaches_now = len(page) < KLINES_LIMIT and (end_ms is None or end_ms >= now_ms)
+                rows = closed_rows(page, now_ms, reaches_now)
+                gaps = find_gaps(interval, prev_open_ms, rows)
                 if rows or gaps:
                     written = await self.store.write_candles(
-                        series, [(r.open_ms, kline_member(r)) for r in rows], now, gaps
+                        series, [(r.open_ms, kline_member(r)) for r in rows], now_ms, gaps
                     )
                     result.stored += written.added
                     result.replaced += written.replaced
                     result.latest = written.latest
                     result.gaps.extend(gaps)
                 if rows:
-                    prev_open = rows[-1].open_ms
+                    prev_open_ms = rows[-1].open_ms
                 if progress is not None:
                     progress(result, page[-1].open_ms)
                 if len(rows) < len(page):
@@ -191,29 +195,29 @@ class BackgroundFetcher:
         if event is not None:
             event.set()
 
-    def _due_ms(self, series: SeriesKey, latest: int | None) -> int:
+    def _due_ms(self, series: SeriesKey, latest_ms: int | None) -> int:
         """When the next unstored candle will have closed."""
         interval = series.interval
-        now = self.clock.now_ms()
-        if latest is None:
-            return now + self.retry_cap_ms
-        return interval.next_open(interval.next_open(latest)) + self.settle_ms
+        if latest_ms is None:
+            return self.clock.now_ms() + self.retry_cap_ms
+        return interval.next_open(interval.next_open(latest_ms)) + self.settle_ms
 
     async def run_series(self, series: SeriesKey) -> None:
         """Keep one series current until cancelled; errors are recorded and retried."""
         wake = self._wake.setdefault(series, asyncio.Event())
         retry_ms = 250
-        failures = 0
+        backoff = Backoff(RETRY_BASE_S, RETRY_CAP_S)
         while True:
             wake.clear()
-            latest_before = self.status[series].latest
+            latest_before_ms = self.status[series].latest
             try:
                 result = await self.sync(series)
-                failures = 0
+                backoff.reset()
                 await self.store.set_error(series, None)
             except BinanceBanned as e:
                 await self._record(series, str(e))
-                await asyncio.sleep(max(1.0, (e.until_ms - self.clock.now_ms()) / 1000))
+                ban_s = max(1.0, (e.until_ms - self.clock.now_ms()) / 1000)
+                await asyncio.sleep(ban_s)
                 continue
             except BinanceError as e:
                 await self._record(series, str(e))
@@ -221,23 +225,21 @@ class BackgroundFetcher:
                     self.unknown_symbols.add(series.symbol)
                     log.error("%s: %s; not fetching it again", series, e)
                     return
-                failures += 1
-                await asyncio.sleep(min(60.0, 2.0**failures) * random.uniform(0.5, 1))
+                await backoff.sleep()
                 continue
             except BinanceUnavailable as e:
                 await self._record(series, str(e))
-                failures += 1
-                await asyncio.sleep(min(60.0, 2.0**failures) * random.uniform(0.5, 1))
+                await backoff.sleep()
                 continue
-            now = self.clock.now_ms()
-            due = self._due_ms(series, result.latest)
-            if result.latest is not None and result.latest == latest_before and due <= now:
+            now_ms = self.clock.now_ms()
+            due_ms = self._due_ms(series, result.latest)
+            if result.latest is not None and result.latest == latest_before_ms and due_ms <= now_ms:
                 # the candle has closed but the exchange does not show it final yet
                 wait_ms = retry_ms
                 retry_ms = min(self.retry_cap_ms, retry_ms * 2)
             else:
                 retry_ms = 250
-                wait_ms = max(self.min_gap_ms, due - now)
+                wait_ms = max(self.min_gap_ms, due_ms - now_ms)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_ms / 1000):  # not wait_for: 3.11 can
                     await wake.wait()  # swallow a cancel that races the event
@@ -255,22 +257,18 @@ class BackgroundFetcher:
             await self.store.set_error(series, error)
 
     async def listen_closed(self) -> None:
-        """Turn ``candle_closed`` messages into immediate fetches."""
-        pubsub = self.store.redis.pubsub()
-        await pubsub.subscribe(self.store.keys.closed_channel)
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                try:
-                    data = msgspec.json.decode(message["data"])
-                    series = SeriesKey.of(data["symbol"], data["interval"])
-                except (msgspec.DecodeError, KeyError, ValueError, TypeError):
-                    continue
-                self.request(series)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        """Turn ``candle_closed`` messages into immediate fetches; ``listening`` is set
+        once Redis has confirmed the subscription."""
+        self.listening.clear()
+        async for _, data in self.store.listen(
+            self.store.keys.closed_channel, subscribed=self.listening.set
+        ):
+            try:
+                message = msgspec.json.decode(data)
+                series = SeriesKey.of(message["symbol"], message["interval"])
+            except (msgspec.DecodeError, KeyError, ValueError, TypeError):
+                continue
+            self.request(series)
 
     async def prepare(self) -> None:
         """Server clock and rate limits from the exchange; unknown symbols reported."""

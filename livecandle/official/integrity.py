@@ -116,7 +116,8 @@ async def check_series(store: Store, series: SeriesKey, now_ms: int) -> SeriesRe
     gap_starts = {g[0]: g[1] for g in gaps}
     prev_score: int | None = None
     prev_members: list[bytes] = []
-    lowest = highest = None
+    lowest_ms: int | None = None
+    highest_ms: int | None = None
     misaligned = 0
     missing_unrecorded = 0
     for offset in range(0, total, CHUNK):
@@ -125,9 +126,9 @@ async def check_series(store: Store, series: SeriesKey, now_ms: int) -> SeriesRe
             score = int(score_f)
             if score_f != score:
                 rep.breach(2, f"score {score_f!r} is not an integer open time")
-            if lowest is None:
-                lowest = score
-            highest = score
+            if lowest_ms is None:
+                lowest_ms = score
+            highest_ms = score
             row = _decode_row(member)
             if row is None:
                 rep.bad_members.append(member)
@@ -144,14 +145,14 @@ async def check_series(store: Store, series: SeriesKey, now_ms: int) -> SeriesRe
             if not interval.is_aligned(score):
                 misaligned += 1
             if prev_score is not None and interval.is_aligned(prev_score):
-                expected = interval.next_open(prev_score)
-                if score > expected and gap_starts.get(expected) != score:
+                expected_ms = interval.next_open(prev_score)
+                if score > expected_ms and gap_starts.get(expected_ms) != score:
                     missing_unrecorded += 1
                     if missing_unrecorded <= 5:
-                        n = interval.count_between(expected, interval.open_of(score))
+                        n = interval.count_between(expected_ms, interval.open_of(score))
                         rep.breach(
                             5,
-                            f"{n} candle(s) missing from {expected} to {score} and "
+                            f"{n} candle(s) missing from {expected_ms} to {score} and "
                             f"not recorded as an exchange gap",
                         )
             prev_score, prev_members = score, [member]
@@ -166,10 +167,10 @@ async def check_series(store: Store, series: SeriesKey, now_ms: int) -> SeriesRe
         )
     if meta.count != total:
         rep.breach(4, f"klines_meta.count = {meta.count} but ZCARD = {total}")
-    if meta.latest != highest:
-        rep.breach(4, f"klines_meta.latest = {meta.latest} but the highest score is {highest}")
-    if meta.earliest != lowest:
-        rep.breach(4, f"klines_meta.earliest = {meta.earliest} but the lowest score is {lowest}")
+    if meta.latest != highest_ms:
+        rep.breach(4, f"klines_meta.latest = {meta.latest} but the highest score is {highest_ms}")
+    if meta.earliest != lowest_ms:
+        rep.breach(4, f"klines_meta.earliest = {meta.earliest} but the lowest score is {lowest_ms}")
     live = await store.live_candle(series)
     if live is not None:
         try:

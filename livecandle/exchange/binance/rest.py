@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 import msgspec
 
+from livecandle.backoff import delay_s
 from livecandle.domain.clock import ServerClock
 from livecandle.exchange.binance import parse
 from livecandle.exchange.binance.weights import WeightBudget
@@ -63,6 +63,10 @@ def _describe(path: str, params: Mapping[str, Any]) -> str:
 
 
 class BinanceRest:
+    """One exchange host: weight accounting, retries of network errors and 5xx (the
+    n-th retry waits ``livecandle.backoff.delay_s(n, backoff_base_s, backoff_cap_s)``),
+    typed endpoints."""
+
     def __init__(
         self,
         base_url: str,
@@ -70,7 +74,7 @@ class BinanceRest:
         budget: WeightBudget | None = None,
         client: httpx.AsyncClient | None = None,
         max_retries: int = 5,
-        backoff_base_s: float = 0.25,
+        backoff_base_s: float = 0.5,
         backoff_cap_s: float = 10.0,
         timeout_s: float = 10.0,
     ) -> None:
@@ -97,10 +101,6 @@ class BinanceRest:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2**attempt)
-        return random.uniform(ceiling / 2, ceiling)
-
     async def get(self, path: str, params: Mapping[str, Any] | None = None) -> bytes:
         """GET ``path`` with weight accounting and retries; the body on 200."""
         params = dict(params or {})
@@ -119,10 +119,10 @@ class BinanceRest:
                     raise BinanceUnavailable(
                         f"{context}: {failures} network failures, last: {e!r}"
                     ) from e
-                delay = self._backoff(failures)
+                wait_s = delay_s(failures, self.backoff_base_s, self.backoff_cap_s)
                 self.retries += 1
-                log.info("%s: %r, retry %d in %.2f s", context, e, failures, delay)
-                await asyncio.sleep(delay)
+                log.info("%s: %r, retry %d in %.2f s", context, e, failures, wait_s)
+                await asyncio.sleep(wait_s)
                 continue
             used = resp.headers.get(self.budget.header)
             if used is not None and used.isdigit():
@@ -133,11 +133,11 @@ class BinanceRest:
                 return resp.content
             body = self._error_body(resp)
             if status in (418, 429):
-                retry_after = _retry_after(resp)
-                self.budget.block(retry_after, f"HTTP {status} on {context}: {body.msg}")
+                retry_after_s = _retry_after_s(resp)
+                self.budget.block(retry_after_s, f"HTTP {status} on {context}: {body.msg}")
                 if status == 418:
                     raise BinanceBanned(
-                        self.clock.now_ms() + int(retry_after * 1000), body.msg, context
+                        self.clock.now_ms() + int(retry_after_s * 1000), body.msg, context
                     )
                 limited += 1
                 if limited > self.max_retries:
@@ -148,10 +148,10 @@ class BinanceRest:
                 self.last_error = f"{context}: HTTP {status}"
                 if failures > self.max_retries:
                     raise BinanceUnavailable(f"{context}: HTTP {status} after {failures} tries")
-                delay = self._backoff(failures)
+                wait_s = delay_s(failures, self.backoff_base_s, self.backoff_cap_s)
                 self.retries += 1
-                log.info("%s: HTTP %d, retry %d in %.2f s", context, status, failures, delay)
-                await asyncio.sleep(delay)
+                log.info("%s: HTTP %d, retry %d in %.2f s", context, status, failures, wait_s)
+                await asyncio.sleep(wait_s)
                 continue
             raise BinanceError(status, body.code, body.msg, context)
 
@@ -241,7 +241,7 @@ class BinanceRest:
         return parse.agg_trades_decoder.decode(await self.get("/api/v3/aggTrades", params))
 
 
-def _retry_after(resp: httpx.Response) -> float:
+def _retry_after_s(resp: httpx.Response) -> float:
     value = resp.headers.get("retry-after", "")
     try:
         return max(0.0, float(value))

@@ -69,12 +69,12 @@ class WeightBudget:
 
     async def acquire(self, weight: int) -> None:
         while True:
-            now = self.clock.now_ms()
-            if now < self.blocked_until_ms:
+            now_ms = self.clock.now_ms()
+            if now_ms < self.blocked_until_ms:
                 self.waits += 1
-                await self._sleep((self.blocked_until_ms - now) / 1000)
+                await self._sleep((self.blocked_until_ms - now_ms) / 1000)
                 continue
-            self._roll(now)
+            self._roll(now_ms)
             if self.used + weight <= self.budget or self.used == 0:
                 self.used += weight
                 self.requests += 1
@@ -82,7 +82,7 @@ class WeightBudget:
                 return
             self.waits += 1
             next_window_ms = (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
-            await self._sleep(max(1, next_window_ms - now) / 1000)
+            await self._sleep(max(1, next_window_ms - now_ms) / 1000)
 
     def observe(self, used_in_window: int) -> None:
         """The exchange's count for the current window (from the response header)."""
@@ -90,9 +90,10 @@ class WeightBudget:
         if used_in_window > self.used:
             self.used = used_in_window
 
-    def block(self, seconds: float, reason: str) -> None:
-        until = self.clock.now_ms() + int(seconds * 1000)
-        if until > self.blocked_until_ms:
-            self.blocked_until_ms = until
+    def block(self, wait_s: float, reason: str) -> None:
+        """Pause every request for ``wait_s`` (a 429's or 418's ``Retry-After``)."""
+        until_ms = self.clock.now_ms() + int(wait_s * 1000)
+        if until_ms > self.blocked_until_ms:
+            self.blocked_until_ms = until_ms
             self.block_reason = reason
-            log.warning("all REST requests paused for %.0f s: %s", seconds, reason)
+            log.warning("all REST requests paused for %.0f s: %s", wait_s, reason)
