@@ -6,7 +6,8 @@ from typing import Any
 
 import uvicorn
 
-from livecandle.emulator.server import Emulator, EmulatorConfig, Faults, build_app
+from livecandle.emulator.faults import Faults
+from livecandle.emulator.server import Emulator, EmulatorConfig, build_app
 
 __all__ = ["Emulator", "EmulatorConfig", "Faults", "build_app", "uvicorn_config"]
 

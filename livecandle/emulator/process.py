@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -11,14 +12,20 @@ from typing import Any
 
 import httpx
 
-from livecandle.runtime.redis_server import free_port
+
+def _free_port() -> int:
+    # its own, not runtime's: the emulator (the exchange's stand-in) depends on no service layer
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 class EmulatorProcess:
     """``livecandle emulator`` in a child process, reachable at ``rest_url``/``ws_url``."""
 
     def __init__(self, *args: str, symbols: str = "BTCUSDT,ETHUSDT") -> None:
-        self.port = free_port()
+        self.port = _free_port()
         self.args = [
             sys.executable,
             "-m",

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import msgspec
@@ -23,26 +23,16 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from livecandle.domain.model import Candle, format_units
+from livecandle.emulator.faults import Faults
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.market import Market, TradeTuple
+from livecandle.emulator.streams import StreamHub
 from livecandle.exchange.binance import params as bp
 
 log = logging.getLogger(__name__)
 
 _json = msgspec.json.Encoder()
 WEIGHTS = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2, "uiKlines": 2, "aggTrades": 4}
-
-
-@dataclass
-class Faults:
-    """Fault switches, all off by default."""
-
-    fail_rate: float = 0.0  # share of REST requests answered with HTTP 5xx
-    skip_rate: float = 0.0  # share of aggTrade messages never sent on websockets
-    max_connection_age_s: float = 86_400.0  # Binance cuts each connection at 24 h
-    stalled: dict[str, float] = field(default_factory=dict)  # symbol -> until (monotonic)
-    ping_interval_s: float = 20.0
-    pong_timeout_s: float = 60.0
 
 
 @dataclass
@@ -78,7 +68,7 @@ class Emulator:
         )
         self.requests = 0
         self.failed = 0
-        self.hub: Any = None  # streams.StreamHub, attached by build_app
+        self.hub: StreamHub | None = None  # attached by build_app
         self._rng = random.Random(config.seed)
         self._rows: dict[tuple[str, str, int], bytes] = {}
 
@@ -342,9 +332,7 @@ class Emulator:
 
 
 def build_app(emulator: Emulator) -> Starlette:
-    from livecandle.emulator.streams import StreamHub
-
-    hub = StreamHub(emulator)
+    hub = StreamHub(emulator, emulator.config.seed, emulator.config.tick_ms)
     emulator.hub = hub
 
     @contextlib.asynccontextmanager

@@ -16,17 +16,15 @@ import logging
 import random
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import format_quote, format_units
-from livecandle.emulator.market import SymbolMarket, TradeTuple
-
-if TYPE_CHECKING:
-    from livecandle.emulator.server import Emulator
+from livecandle.emulator.faults import Faults
+from livecandle.emulator.market import Market, SymbolMarket, TradeTuple
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +46,23 @@ class Conn:
         self.closing = False
 
 
+class Venue(Protocol):
+    """What the hub needs from the emulator: its clock, its market, its fault switches."""
+
+    market: Market
+    faults: Faults
+
+    def now_ms(self) -> int: ...
+
+    def advance(self) -> tuple[int, dict[str, list[TradeTuple]]]:
+        """Run the market up to now: ``(now_ms, new trades per symbol)``."""
+        ...
+
+
 class StreamHub:
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
+    def __init__(self, venue: Venue, seed: int, tick_ms: int) -> None:
+        self.venue = venue
+        self.tick_ms = tick_ms
         self.conns: set[Conn] = set()
         self.subs: dict[str, set[Conn]] = {}
         self.kline_state: dict[str, tuple[int, float]] = {}
@@ -58,7 +70,7 @@ class StreamHub:
         self.skipped = 0
         self.dropped_connections = 0
         self._task: asyncio.Task[None] | None = None
-        self._rng = random.Random(emulator.config.seed + 7)
+        self._rng = random.Random(seed + 7)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="emulator-ticker")
@@ -101,8 +113,8 @@ class StreamHub:
             self.sent += 1
 
     def publish(self, new: dict[str, list[TradeTuple]]) -> None:
-        now = self.emulator.now_ms()
-        faults = self.emulator.faults
+        now = self.venue.now_ms()
+        faults = self.venue.faults
         loop_now = asyncio.get_running_loop().time()
         for symbol, trades in new.items():
             if not trades:
@@ -124,7 +136,7 @@ class StreamHub:
                 self._send(stream, agg_trade_payload(symbol, t, now))
 
     def _klines(self) -> None:
-        now = self.emulator.now_ms()
+        now = self.venue.now_ms()
         mono = time.monotonic()
         loop_now = asyncio.get_running_loop().time()
         for stream, conns in self.subs.items():
@@ -132,11 +144,11 @@ class StreamHub:
                 continue
             sym_l, _, iname = stream.partition("@kline_")
             symbol = sym_l.upper()
-            sm = self.emulator.market.symbols.get(symbol)
+            sm = self.venue.market.symbols.get(symbol)
             interval = INTERVALS.get(iname)
             if sm is None or interval is None:
                 continue
-            stalled_until = self.emulator.faults.stalled.get(symbol)
+            stalled_until = self.venue.faults.stalled.get(symbol)
             if stalled_until is not None and loop_now < stalled_until:
                 continue
             open_ms = interval.open_of(now)
@@ -154,14 +166,14 @@ class StreamHub:
                 self.kline_state[stream] = (open_ms, mono - phase)
 
     async def _run(self) -> None:
-        tick = self.emulator.config.tick_ms / 1000
+        tick_s = self.tick_ms / 1000
         while True:
-            await asyncio.sleep(tick)
+            await asyncio.sleep(tick_s)
             try:
-                _, new = self.emulator.advance()
+                _, new = self.venue.advance()
                 self.publish(new)
                 self._klines()
-                max_age = self.emulator.faults.max_connection_age_s
+                max_age = self.venue.faults.max_connection_age_s
                 mono = time.monotonic()
                 for conn in list(self.conns):
                     if mono - conn.opened > max_age and not conn.closing:
