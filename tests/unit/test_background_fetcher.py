@@ -1,0 +1,88 @@
+"""The background fetcher's pure rules: which rows of an answer are final, where the
+exchange left holes."""
+
+from __future__ import annotations
+
+from livecandle.domain.intervals import INTERVALS
+from livecandle.exchange.binance.parse import KlineRow
+from livecandle.official.background_fetcher import FORMING_GRACE_MS, closed_rows, find_gaps
+
+MIN = 60_000
+T0 = 28_333_334 * MIN
+ONE_MINUTE = INTERVALS["1m"]
+
+
+def row(open_ms: int, span_ms: int = MIN) -> KlineRow:
+    price = "100.00000000"
+    return KlineRow(
+        open_ms,
+        price,
+        price,
+        price,
+        price,
+        "1.00000000",
+        open_ms + span_ms - 1,
+        "100.00000000",
+        1,
+        "0.00000000",
+        "0.00000000",
+    )
+
+
+def opens(rows: list[KlineRow]) -> list[int]:
+    return [r.open_ms for r in rows]
+
+
+def test_rows_not_closed_by_now_are_never_final() -> None:
+    page = [row(T0), row(T0 + MIN), row(T0 + 2 * MIN)]
+    now_ms = T0 + 2 * MIN + 30_000  # inside the third candle
+    assert opens(closed_rows(page, now_ms, reaches_now=False)) == [T0, T0 + MIN]
+    assert opens(closed_rows(page, now_ms, reaches_now=True)) == [T0, T0 + MIN]
+
+
+def test_a_row_is_closed_only_after_its_close_time() -> None:
+    page = [row(T0)]
+    close_ms = page[0].close_ms
+    assert closed_rows(page, close_ms, reaches_now=False) == []
+    assert closed_rows(page, close_ms + 1, reaches_now=False) == page
+
+
+def test_the_last_row_of_an_answer_reaching_now_waits_out_the_grace() -> None:
+    page = [row(T0), row(T0 + MIN)]
+    just_closed_ms = page[-1].close_ms + 1
+    assert opens(closed_rows(page, just_closed_ms, reaches_now=True)) == [T0]
+    # not reaching now (a full page, or an end time in the past): the row is final
+    assert opens(closed_rows(page, just_closed_ms, reaches_now=False)) == [T0, T0 + MIN]
+    settled_ms = page[-1].close_ms + FORMING_GRACE_MS + 1
+    assert opens(closed_rows(page, settled_ms, reaches_now=True)) == [T0, T0 + MIN]
+
+
+def test_an_empty_answer_has_no_closed_rows() -> None:
+    assert closed_rows([], T0, reaches_now=True) == []
+
+
+def test_consecutive_rows_have_no_gaps() -> None:
+    rows = [row(T0 + i * MIN) for i in range(3)]
+    assert find_gaps(ONE_MINUTE, T0 - MIN, rows) == []
+    assert find_gaps(ONE_MINUTE, None, rows) == []
+
+
+def test_holes_between_rows_are_gaps_from_the_first_missing_to_the_next_present() -> None:
+    rows = [row(T0), row(T0 + 3 * MIN), row(T0 + 4 * MIN), row(T0 + 6 * MIN)]
+    assert find_gaps(ONE_MINUTE, None, rows) == [
+        (T0 + MIN, T0 + 3 * MIN),
+        (T0 + 5 * MIN, T0 + 6 * MIN),
+    ]
+
+
+def test_a_hole_after_the_newest_stored_candle_is_a_gap() -> None:
+    rows = [row(T0 + 5 * MIN)]
+    assert find_gaps(ONE_MINUTE, T0, rows) == [(T0 + MIN, T0 + 5 * MIN)]
+
+
+def test_gaps_follow_the_calendar_grid() -> None:
+    month = INTERVALS["1M"]
+    jan = 1_704_067_200_000  # 2024-01-01
+    feb = month.next_open(jan)
+    apr = month.next_open(month.next_open(feb))
+    assert find_gaps(month, jan, [row(apr, 30 * 86_400_000)]) == [(feb, apr)]
