@@ -36,9 +36,11 @@ test: setup
 	./scripts/ensure-system-deps --browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 
 bench: setup
+	./scripts/ensure-system-deps --bench
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 

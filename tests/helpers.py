@@ -12,6 +12,8 @@ from typing import Any
 from livecandle.emulator.process import EmulatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"  # the project's own Binance-shaped payloads
+# real Binance recordings beside the repository, for extra cross-checks that skip without them
 SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures" / "binance"
 
 
@@ -42,4 +44,4 @@ def binance_client(base_url: str) -> Iterator[Any]:
         loop.close()
 
 
-__all__ = ["ROOT", "SHARED_FIXTURES", "EmulatorProcess", "Endpoints", "binance_client"]
+__all__ = ["FIXTURES", "ROOT", "SHARED_FIXTURES", "EmulatorProcess", "Endpoints", "binance_client"]

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from playwright.async_api import Page, async_playwright
 
 from livecandle.runtime.service import Service
+from tests.builders import flat_kline_member
 from tests.helpers import EmulatorProcess, Endpoints
 from tests.integration.live_support import running_service
 
@@ -256,27 +257,6 @@ async def test_an_unreachable_exchange_is_said_once_and_cached_data_is_served(
     assert len(errors) == 1  # said once, not once per retry
 
 
-def kline(open_ms: int, price: str) -> bytes:
-    import msgspec
-
-    return msgspec.json.encode(
-        [
-            open_ms,
-            price,
-            price,
-            price,
-            price,
-            "1.00000000",
-            open_ms + 59_999,
-            price,
-            5,
-            "0.50000000",
-            "50.00000000",
-            "0",
-        ]
-    )
-
-
 async def test_closed_candle_gets_final_values_and_a_switch_never_mixes_pairs(
     redis_url: str, redis: aioredis.Redis, artifacts: Path
 ) -> None:
@@ -288,7 +268,7 @@ async def test_closed_candle_gets_final_values_and_a_switch_never_mixes_pairs(
     t0 = 1_700_000_040_000
     store = Store(redis)
     for symbol, price in (("BTCUSDT", "100.00000000"), ("ETHUSDT", "3000.00000000")):
-        rows = [(t0 + i * 60_000, kline(t0 + i * 60_000, price)) for i in range(30)]
+        rows = [(t0 + i * 60_000, flat_kline_member(t0 + i * 60_000, price)) for i in range(30)]
         await store.write_candles(SeriesKey.of(symbol, "1m"), rows, 1)
     port = free_port()  # nobody listens there
     dead = Endpoints(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}")

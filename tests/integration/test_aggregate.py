@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import SHARED_FIXTURES, EmulatorProcess
+from tests.builders import agg_trades_csv, reference_kline
+from tests.helpers import FIXTURES, SHARED_FIXTURES, EmulatorProcess
 
 
 def aggregate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -22,16 +23,6 @@ def aggregate(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
     )
-
-
-def write_csv(path: Path, trades: list[dict[str, object]], micro: bool) -> None:
-    with path.open("w") as f:
-        for t in trades:
-            ts = int(t["T"]) * (1000 if micro else 1)  # type: ignore[call-overload]
-            f.write(
-                f"{t['a']},{t['p']},{t['q']},{t['f']},{t['l']},{ts},"
-                f"{'True' if t['m'] else 'False'},True\n"
-            )
 
 
 @pytest.mark.parametrize("micro", [False, True])
@@ -69,7 +60,7 @@ def test_an_emulated_day_reproduces_the_official_klines(
             for i in ("5m", "1h", "1d")
         }
     src = tmp_path / "BTCUSDT-aggTrades.csv"
-    write_csv(src, trades, micro)
+    src.write_text(agg_trades_csv(trades, micro))
     for interval, rows in official.items():
         out = tmp_path / f"{interval}.csv"
         r = aggregate("--interval", interval, "-o", str(out), str(src))
@@ -83,32 +74,47 @@ def test_an_emulated_day_reproduces_the_official_klines(
         assert got == expected, interval
 
 
-def test_the_real_agg_trades_fixture_aggregates_exactly(tmp_path: Path) -> None:
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip("../shared/fixtures/binance is absent")
-    trades = json.loads((SHARED_FIXTURES / "spot_market_agg_trades.json").read_text())
-    src = tmp_path / "real.csv"
-    write_csv(src, trades, micro=False)
+@pytest.mark.parametrize("micro", [False, True])
+def test_the_agg_trades_of_the_forming_minute_aggregate_to_its_kline(
+    tmp_path: Path, micro: bool
+) -> None:
+    trades = json.loads((FIXTURES / "agg_trades_SOLUSDT.json").read_text())
+    forming = json.loads((FIXTURES / "klines_SOLUSDT_1m.json").read_text())[-1]
+    src = tmp_path / "SOLUSDT-aggTrades.csv"
+    src.write_text(agg_trades_csv(trades, micro))
     r = aggregate("--interval", "1m", str(src))
     assert r.returncode == 0, r.stderr
     [row] = list(csv.reader(r.stdout.splitlines()))
-    p = [Decimal(t["p"]) for t in trades]
-    q = [Decimal(t["q"]) for t in trades]
-    assert row[:6] == [
-        "1634944080000",
-        f"{p[0]:.8f}",
-        f"{max(p):.8f}",
-        f"{min(p):.8f}",
-        f"{p[-1]:.8f}",
-        f"{sum(q):.8f}",
+    mult = 1000 if micro else 1
+    assert row == [
+        str(forming[0] * mult),
+        *forming[1:6],
+        str((forming[6] + 1) * mult - 1),
+        forming[7],
+        str(forming[8]),
+        *forming[9:],
     ]
-    assert row[7] == f"{sum(a * b for a, b in zip(p, q, strict=True)):.8f}"
-    assert row[8] == str(sum(t["l"] - t["f"] + 1 for t in trades))
-    # these 10 trades are part of the official 23:08 kline of the klines fixture
+
+
+@pytest.mark.skipif(
+    not SHARED_FIXTURES.is_dir(), reason="../shared/fixtures/binance is absent (an extra check)"
+)
+def test_the_recorded_agg_trades_aggregate_exactly_inside_their_recorded_kline(
+    tmp_path: Path,
+) -> None:
+    trades = json.loads((SHARED_FIXTURES / "spot_market_agg_trades.json").read_text())
+    src = tmp_path / "recorded.csv"
+    src.write_text(agg_trades_csv(trades))
+    r = aggregate("--interval", "1m", str(src))
+    assert r.returncode == 0, r.stderr
+    [row] = list(csv.reader(r.stdout.splitlines()))
+    assert row == [str(x) for x in reference_kline(trades, 1634944080000, 1634944139999)]
+    # these 10 trades are part of the official 23:08 kline of the recorded klines
     kl = json.loads((SHARED_FIXTURES / "http_spot_market_klines.json").read_text())
     official = next(k for k in kl if k[0] == 1634944080000)
+    p = [Decimal(t["p"]) for t in trades]
     assert Decimal(official[3]) <= min(p) and max(p) <= Decimal(official[2])
-    assert sum(q) <= Decimal(official[5]) and int(row[8]) <= official[8]
+    assert Decimal(row[5]) <= Decimal(official[5]) and int(row[8]) <= official[8]
 
 
 def test_a_broken_row_names_its_line_and_leaves_no_output(tmp_path: Path) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from decimal import Decimal
 
 import httpx
 import pytest
 
+from tests.builders import reference_kline
 from tests.helpers import EmulatorProcess, binance_client
 
 MIN = 60_000
@@ -16,28 +16,6 @@ MIN = 60_000
 
 def get(emu: EmulatorProcess, path: str, **params: object) -> httpx.Response:
     return httpx.get(emu.rest_url + path, params=params, timeout=10)  # type: ignore[arg-type]
-
-
-def reference_kline(trades: list[dict[str, object]], open_ms: int, close_ms: int) -> list[object]:
-    """Binance's rules, written independently with Decimal."""
-    p = [Decimal(str(t["p"])) for t in trades]
-    q = [Decimal(str(t["q"])) for t in trades]
-    taker = [not t["m"] for t in trades]
-    fmt = lambda d: f"{d:.8f}"  # noqa: E731
-    return [
-        open_ms,
-        fmt(p[0]),
-        fmt(max(p)),
-        fmt(min(p)),
-        fmt(p[-1]),
-        fmt(sum(q)),
-        close_ms,
-        fmt(sum(a * b for a, b in zip(p, q, strict=True))),
-        sum(int(t["l"]) - int(t["f"]) + 1 for t in trades),  # type: ignore[call-overload]
-        fmt(sum((b for b, k in zip(q, taker, strict=True) if k), Decimal(0))),
-        fmt(sum((a * b for a, b, k in zip(p, q, taker, strict=True) if k), Decimal(0))),
-        "0",
-    ]
 
 
 def test_ping_time_and_weights_in_headers(emulator: EmulatorProcess) -> None:

@@ -15,32 +15,16 @@ from redis.asyncio.cluster import RedisCluster
 from livecandle.domain.model import SeriesKey
 from livecandle.runtime.redis_server import find_redis_server, free_port
 from livecandle.store import ClosedLive, Keys, Store
+from tests.builders import kline_member
 
 S = SeriesKey.of("BTCUSDT", "1m")
 T0 = 1_700_000_040_000  # a minute boundary
 
 
-def row(open_ms: int, close: str = "100.00000000", trades: int = 5) -> bytes:
-    return msgspec.json.encode(
-        [
-            open_ms,
-            "100.00000000",
-            "101.00000000",
-            "99.00000000",
-            close,
-            "1.00000000",
-            open_ms + 59_999,
-            "100.00000000",
-            trades,
-            "0.50000000",
-            "50.00000000",
-            "0",
-        ]
-    )
-
-
 async def test_write_stores_members_and_meta(store: Store) -> None:
-    res = await store.write_candles(S, [(T0, row(T0)), (T0 + 60_000, row(T0 + 60_000))], 1)
+    res = await store.write_candles(
+        S, [(T0, kline_member(T0)), (T0 + 60_000, kline_member(T0 + 60_000))], 1
+    )
     assert (res.added, res.replaced, res.unchanged, res.latest, res.count) == (
         2,
         0,
@@ -53,30 +37,30 @@ async def test_write_stores_members_and_meta(store: Store) -> None:
 
 
 async def test_refetching_the_same_official_candle_is_a_no_op(store: Store) -> None:
-    await store.write_candles(S, [(T0, row(T0))], 1)
-    res = await store.write_candles(S, [(T0, row(T0))], 2)
+    await store.write_candles(S, [(T0, kline_member(T0))], 1)
+    res = await store.write_candles(S, [(T0, kline_member(T0))], 2)
     assert (res.added, res.replaced, res.unchanged) == (0, 0, 1)
     assert await store.count(S) == 1
 
 
 async def test_changed_official_row_replaces_the_old_one(store: Store) -> None:
     """ZADD NX would keep both members (NX compares members, not scores)."""
-    await store.write_candles(S, [(T0, row(T0, close="100.00000000"))], 1)
-    res = await store.write_candles(S, [(T0, row(T0, close="100.50000000"))], 2)
+    await store.write_candles(S, [(T0, kline_member(T0, close="100.00000000"))], 1)
+    res = await store.write_candles(S, [(T0, kline_member(T0, close="100.50000000"))], 2)
     assert (res.added, res.replaced) == (0, 1)
     members = await store.members(S)
-    assert members == [(row(T0, close="100.50000000"), float(T0))]
+    assert members == [(kline_member(T0, close="100.50000000"), float(T0))]
 
 
 async def test_zadd_nx_would_duplicate_a_score_the_script_does_not(
     store: Store, redis: aioredis.Redis
 ) -> None:
     key = store.keys.klines(S)
-    await redis.zadd(key, {row(T0, close="100.00000000"): T0}, nx=True)
-    await redis.zadd(key, {row(T0, close="100.50000000"): T0}, nx=True)
+    await redis.zadd(key, {kline_member(T0, close="100.00000000"): T0}, nx=True)
+    await redis.zadd(key, {kline_member(T0, close="100.50000000"): T0}, nx=True)
     assert await redis.zcount(key, T0, T0) == 2  # the seed's flaw, reproduced
-    await store.write_candles(S, [(T0, row(T0, close="100.50000000"))], 1)
-    assert await redis.zrange(key, 0, -1) == [row(T0, close="100.50000000")]
+    await store.write_candles(S, [(T0, kline_member(T0, close="100.50000000"))], 1)
+    assert await redis.zrange(key, 0, -1) == [kline_member(T0, close="100.50000000")]
 
 
 async def test_write_publishes_klines_updated_only_on_change(
@@ -85,9 +69,9 @@ async def test_write_publishes_klines_updated_only_on_change(
     pubsub = redis.pubsub()
     await pubsub.subscribe(store.keys.klines_updated_channel)
     await pubsub.get_message(timeout=1)  # subscribe confirmation
-    await store.write_candles(S, [(T0, row(T0))], 1)
-    await store.write_candles(S, [(T0, row(T0))], 2)  # no change: no message
-    await store.write_candles(S, [(T0 + 60_000, row(T0 + 60_000))], 3)
+    await store.write_candles(S, [(T0, kline_member(T0))], 1)
+    await store.write_candles(S, [(T0, kline_member(T0))], 2)  # no change: no message
+    await store.write_candles(S, [(T0 + 60_000, kline_member(T0 + 60_000))], 3)
     got = []
     for _ in range(3):
         m = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
@@ -116,13 +100,13 @@ async def test_write_publishes_klines_updated_only_on_change(
 
 async def test_gaps_are_recorded_once(store: Store) -> None:
     gap = (T0 + 60_000, T0 + 180_000)
-    await store.write_candles(S, [(T0 + 180_000, row(T0 + 180_000))], 1, [gap])
+    await store.write_candles(S, [(T0 + 180_000, kline_member(T0 + 180_000))], 1, [gap])
     await store.write_candles(S, [], 2, [gap])
     assert await store.gaps(S) == [gap]
 
 
 async def test_large_batch_is_one_atomic_write(store: Store) -> None:
-    rows = [(T0 + i * 60_000, row(T0 + i * 60_000)) for i in range(5000)]
+    rows = [(T0 + i * 60_000, kline_member(T0 + i * 60_000)) for i in range(5000)]
     res = await store.write_candles(S, rows, 1)
     assert (res.added, res.count) == (5000, 5000)
     res = await store.write_candles(S, rows, 2)
@@ -130,7 +114,7 @@ async def test_large_batch_is_one_atomic_write(store: Store) -> None:
 
 
 async def test_read_chart_returns_raw_members_latest_and_live(store: Store) -> None:
-    rows = [(T0 + i * 60_000, row(T0 + i * 60_000)) for i in range(10)]
+    rows = [(T0 + i * 60_000, kline_member(T0 + i * 60_000)) for i in range(10)]
     await store.write_candles(S, rows, 1)
     await store.set_live_candle(S, b'{"time":1,"source":"live"}')
     read = await store.read_chart(S, limit=3)
@@ -152,8 +136,10 @@ async def test_live_candle_ttl_is_at_least_a_day_and_twice_the_interval(
 
 
 async def test_remove_members_fixes_meta(store: Store) -> None:
-    await store.write_candles(S, [(T0, row(T0)), (T0 + 60_000, row(T0 + 60_000))], 1)
-    assert await store.remove_members(S, [row(T0 + 60_000)], 2) == 1
+    await store.write_candles(
+        S, [(T0, kline_member(T0)), (T0 + 60_000, kline_member(T0 + 60_000))], 1
+    )
+    assert await store.remove_members(S, [kline_member(T0 + 60_000)], 2) == 1
     meta = await store.meta(S)
     assert (meta.latest, meta.count) == (T0, 1)
 
@@ -176,7 +162,9 @@ async def test_closed_live_candles_are_kept_until_their_official_candles_are_sto
     assert 86_390_000 < await redis.pttl(key) <= 86_400_000
     # official candles arrive for the first two: readers no longer get their live copies,
     # and the next write drops them from Redis
-    await store.write_candles(S, [(T0, row(T0)), (T0 + 60_000, row(T0 + 60_000))], 2)
+    await store.write_candles(
+        S, [(T0, kline_member(T0)), (T0 + 60_000, kline_member(T0 + 60_000))], 2
+    )
     read = await store.read_chart(S)
     assert [msgspec.json.decode(m)["time"] for m in read.closed] == [T0 + 120_000]
     await store.write_live([], closed_candles=[closed(T0 + 60_000)])  # late: pruned at once
@@ -256,14 +244,16 @@ async def test_writes_work_on_redis_cluster_with_hash_tagged_keys(cluster_url: s
     client = RedisCluster.from_url(cluster_url)
     try:
         store = Store(client, Keys(cluster=True))  # type: ignore[arg-type]
-        res = await store.write_candles(S, [(T0, row(T0))], 1, [(T0 - 120_000, T0 - 60_000)])
+        res = await store.write_candles(
+            S, [(T0, kline_member(T0))], 1, [(T0 - 120_000, T0 - 60_000)]
+        )
         assert res.added == 1
         assert (await store.meta(S)).latest == T0
         read = await store.read_chart(S)
-        assert read.members == [row(T0)]
+        assert read.members == [kline_member(T0)]
         plain = Store(client, Keys(cluster=False))  # type: ignore[arg-type]
         with pytest.raises(Exception, match=r"(?i)slot"):
-            await plain.write_candles(S, [(T0, row(T0))], 1)
+            await plain.write_candles(S, [(T0, kline_member(T0))], 1)
     finally:
         await client.aclose()
         await asyncio.sleep(0)

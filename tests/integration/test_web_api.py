@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from livecandle.domain.model import SeriesKey
 from livecandle.runtime.redis_server import RedisServer
 from livecandle.store import Store
+from tests.builders import kline_member
 from tests.helpers import EmulatorProcess, binance_client
 from tests.integration.live_support import running_service
 
@@ -25,25 +26,6 @@ MIN = 60_000
 T0 = 1_700_000_040_000  # a minute boundary
 TOKEN = "s3cret-token"
 S1M = SeriesKey.of("BTCUSDT", "1m")
-
-
-def row(open_ms: int, close: str = "100.00000000") -> bytes:
-    return msgspec.json.encode(
-        [
-            open_ms,
-            "100.00000000",
-            "101.00000000",
-            "99.00000000",
-            close,
-            "1.00000000",
-            open_ms + MIN - 1,
-            "100.00000000",
-            5,
-            "0.50000000",
-            "50.00000000",
-            "0",
-        ]
-    )
 
 
 def live(open_ms: int, previous: int | None = None) -> bytes:
@@ -95,7 +77,9 @@ async def web(
 
 async def seed(redis: aioredis.Redis, n: int = 10, live_value: bytes | None = None) -> Store:
     store = Store(redis)
-    await store.write_candles(S1M, [(T0 + i * MIN, row(T0 + i * MIN)) for i in range(n)], 1)
+    await store.write_candles(
+        S1M, [(T0 + i * MIN, kline_member(T0 + i * MIN)) for i in range(n)], 1
+    )
     if live_value is not None:
         await store.set_live_candle(S1M, live_value)
     return store
@@ -114,13 +98,15 @@ async def test_merge_rule_official_then_unconfirmed_then_forming(
     assert times == sorted(set(times))
     assert [c[12] for c in body["candles"]][-3:] == ["official", "unconfirmed", "forming"]
     assert times[-2:] == [last + MIN, last + 2 * MIN]
-    assert body["candles"][0][:12] == json.loads(row(T0))
+    assert body["candles"][0][:12] == json.loads(kline_member(T0))
 
 
 async def test_official_wins_once_stored(web: httpx.AsyncClient, redis: aioredis.Redis) -> None:
     last = T0 + 9 * MIN
     store = await seed(redis, 10, live(last + 2 * MIN, previous=last + MIN))
-    await store.write_candles(S1M, [(last + MIN, row(last + MIN, close="100.50000000"))], 2)
+    await store.write_candles(
+        S1M, [(last + MIN, kline_member(last + MIN, close="100.50000000"))], 2
+    )
     body = (await web.get("/api/klines", params={"symbol": "BTCUSDT", "interval": "1m"})).json()
     states = {c[0]: c[12] for c in body["candles"]}
     assert states[last + MIN] == "official"  # the live copy is no longer served
@@ -138,7 +124,9 @@ async def test_cached_official_rows_follow_every_write(
     first = (await web.get("/api/klines", params=params)).json()
     again = (await web.get("/api/klines", params=params)).json()  # from the cache
     assert first == again
-    await store.write_candles(S1M, [(T0 + 10 * MIN, row(T0 + 10 * MIN, "100.25000000"))], 2)
+    await store.write_candles(
+        S1M, [(T0 + 10 * MIN, kline_member(T0 + 10 * MIN, "100.25000000"))], 2
+    )
     after = (await web.get("/api/klines", params=params)).json()
     assert after["latest"] == T0 + 10 * MIN
     assert [c[0] for c in after["candles"] if c[12] == "official"][-1] == T0 + 10 * MIN
@@ -313,7 +301,7 @@ async def test_binance_compatible_klines(web: httpx.AsyncClient, redis: aioredis
     await seed(redis, 10, live(T0 + 10 * MIN))
     r = await web.get("/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "1m"})
     rows = r.json()
-    assert rows[0] == json.loads(row(T0))
+    assert rows[0] == json.loads(kline_member(T0))
     assert len(rows) == 11 and rows[-1][0] == T0 + 10 * MIN and len(rows[-1]) == 12
     r = await web.get(
         "/api/v3/klines",
@@ -345,7 +333,9 @@ async def test_ticker_price_without_a_trade_is_the_newest_official_close(
     web: httpx.AsyncClient, redis: aioredis.Redis
 ) -> None:
     store = await seed(redis, 3)
-    await store.write_candles(S1M, [(T0 + 3 * MIN, row(T0 + 3 * MIN, close="100.25000000"))], 2)
+    await store.write_candles(
+        S1M, [(T0 + 3 * MIN, kline_member(T0 + 3 * MIN, close="100.25000000"))], 2
+    )
     r = await web.get("/api/v3/ticker/price", params={"symbol": "BTCUSDT"})
     assert r.json() == {"symbol": "BTCUSDT", "price": "100.25000000"}
     # a served symbol with no data at all is left out of the list, like an unknown one

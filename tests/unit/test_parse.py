@@ -1,59 +1,133 @@
-"""Parsers against the real Binance recordings in ../shared/fixtures/binance/."""
+"""The Binance parsers on the project's own payloads (tests/fixtures/, see SOURCES.md there).
+
+Each check also runs, as an extra, on the real recordings in ../shared/fixtures/binance/ when
+that folder is present (the ``recorded`` cases); without it only those cases skip.
+"""
 
 from __future__ import annotations
 
 import csv
 import itertools
 import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from livecandle.domain.model import format_units
+from livecandle.domain.model import Candle, format_quote, format_units
 from livecandle.exchange.binance import parse
-from tests.helpers import SHARED_FIXTURES
+from tests.helpers import FIXTURES, SHARED_FIXTURES
 
-pytestmark = pytest.mark.skipif(
-    not SHARED_FIXTURES.is_dir(), reason="../shared/fixtures/binance is absent"
+
+@dataclass(frozen=True)
+class Payloads:
+    """One set of Binance payloads: a 1m klines response, the aggTrades of one of its
+    minutes, an archive klines CSV and an exchangeInfo response."""
+
+    klines: Path
+    agg_trades: Path
+    archive_csv: Path
+    exchange_info: Path
+
+
+OWN = Payloads(
+    FIXTURES / "klines_SOLUSDT_1m.json",
+    FIXTURES / "agg_trades_SOLUSDT.json",
+    FIXTURES / "XRPBTC-1m-2022-03-07.csv",
+    FIXTURES / "exchange_info.json",
+)
+RECORDED = Payloads(
+    SHARED_FIXTURES / "http_spot_market_klines.json",
+    SHARED_FIXTURES / "spot_market_agg_trades.json",
+    SHARED_FIXTURES / "ADABTC-1m-2021-11-27.csv",
+    SHARED_FIXTURES / "spot_exchange_info_symbols.json",
+)
+each_payloads = pytest.mark.parametrize(
+    "payloads",
+    [
+        pytest.param(OWN, id="own"),
+        pytest.param(
+            RECORDED,
+            id="recorded",
+            marks=pytest.mark.skipif(
+                not SHARED_FIXTURES.is_dir(),
+                reason="../shared/fixtures/binance is absent (an extra cross-check)",
+            ),
+        ),
+    ],
 )
 
 
-def test_real_klines_parse_and_store_exactly_as_binance_sent_them() -> None:
-    raw = (SHARED_FIXTURES / "http_spot_market_klines.json").read_bytes()
+def wire_fields(c: Candle) -> list[Any]:
+    """The decoded candle written back in Binance's notation, first 11 fields."""
+    return [
+        c.open_ms,
+        format_units(c.open),
+        format_units(c.high),
+        format_units(c.low),
+        format_units(c.close),
+        format_units(c.volume),
+        c.close_ms,
+        format_quote(c.quote_volume),
+        c.trades,
+        format_units(c.taker_buy_volume),
+        format_quote(c.taker_buy_quote_volume),
+    ]
+
+
+@each_payloads
+def test_klines_decode_exactly_and_are_stored_as_binance_sent_them(payloads: Payloads) -> None:
+    raw = payloads.klines.read_bytes()
     original = json.loads(raw)
     rows = parse.klines_decoder.decode(raw)
-    assert len(rows) == 10
+    assert len(rows) == len(original) == 10
     for row, orig in zip(rows, original, strict=True):
-        member = parse.kline_member(row)
-        assert json.loads(member) == orig
-        assert member == json.dumps(orig, separators=(",", ":")).encode()
-        assert row.candle().kline_row() == orig
+        assert parse.kline_member(row) == json.dumps(orig, separators=(",", ":")).encode()
+        assert wire_fields(row.candle()) == orig[:11]
+        assert row.ignore == orig[11] == "0"
 
 
-def test_real_klines_last_row_is_the_forming_one() -> None:
-    rows = parse.klines_decoder.decode(
-        (SHARED_FIXTURES / "http_spot_market_klines.json").read_bytes()
-    )
-    assert rows[-1].trades == 7  # vs hundreds in the closed minutes before it
+@each_payloads
+def test_the_last_klines_row_is_the_forming_minute(payloads: Payloads) -> None:
+    rows = parse.klines_decoder.decode(payloads.klines.read_bytes())
+    assert rows[-1].trades < 20  # seconds old, vs hundreds of trades in each closed minute
     assert all(r.trades > 300 for r in rows[:-1])
     assert all(b.open_ms - a.open_ms == 60_000 for a, b in itertools.pairwise(rows))
+    assert all(r.close_ms == r.open_ms + 59_999 for r in rows)
 
 
-def test_real_agg_trades_parse_to_exact_trades_inside_their_minute() -> None:
-    raw = (SHARED_FIXTURES / "spot_market_agg_trades.json").read_bytes()
+@each_payloads
+def test_agg_trades_decode_to_exact_trades_inside_one_kline_minute(payloads: Payloads) -> None:
+    raw = payloads.agg_trades.read_bytes()
     trades = [t.trade() for t in parse.agg_trades_decoder.decode(raw)]
     assert len(trades) == 10
-    assert all(1634944080000 <= t.time_ms < 1634944140000 for t in trades)
-    assert [t.agg_id for t in trades] == list(range(966492862, 966492872))
-    assert format_units(trades[0].price) == "60759.60000000"
-    assert trades[0].count == 1 and not trades[0].buyer_is_maker
-    assert all(t.is_valid for t in trades)
+    for t, orig in zip(trades, json.loads(raw), strict=True):
+        assert (t.agg_id, t.first_id, t.last_id, t.time_ms) == (
+            orig["a"],
+            orig["f"],
+            orig["l"],
+            orig["T"],
+        )
+        assert (format_units(t.price), format_units(t.quantity)) == (orig["p"], orig["q"])
+        assert t.buyer_is_maker is orig["m"] and t.is_valid
+    assert [t.agg_id for t in trades] == list(range(trades[0].agg_id, trades[0].agg_id + 10))
+    assert all(b.first_id == a.last_id + 1 for a, b in itertools.pairwise(trades))
+    minute = trades[0].time_ms // 60_000 * 60_000
+    assert all(minute <= t.time_ms < minute + 60_000 for t in trades)
+    [kline] = [
+        r for r in parse.klines_decoder.decode(payloads.klines.read_bytes()) if r.open_ms == minute
+    ]
+    assert sum(t.count for t in trades) <= kline.trades
 
 
-def test_real_archive_csv_rows_have_the_rest_shape() -> None:
-    with (SHARED_FIXTURES / "ADABTC-1m-2021-11-27.csv").open() as f:
+@each_payloads
+def test_archive_csv_rows_have_the_rest_shape(payloads: Payloads) -> None:
+    with payloads.archive_csv.open() as f:
         lines = list(csv.reader(f))
     assert len(lines) == 10
     for cells in lines:
+        assert len(cells) == 12
         row = parse.KlineRow(
             int(cells[0]),
             *cells[1:6],
@@ -64,14 +138,24 @@ def test_real_archive_csv_rows_have_the_rest_shape() -> None:
             cells[10],
             cells[11],
         )
-        assert row.candle().kline_row() == [
-            int(cells[0]),
-            *cells[1:6],
-            int(cells[6]),
-            cells[7],
-            int(cells[8]),
-            *cells[9:],
-        ]
+        stored = json.loads(parse.kline_member(row))
+        assert [type(v) for v in stored] == [int, *[str] * 5, int, str, int, str, str, str]
+        assert [str(v) for v in stored] == cells
+        assert [str(v) for v in wire_fields(row.candle())] == cells[:11]
+
+
+@each_payloads
+def test_exchange_info_decodes_symbols_and_the_weight_limit(payloads: Payloads) -> None:
+    raw = payloads.exchange_info.read_bytes()
+    orig = json.loads(raw)
+    info = parse.exchange_info_decoder.decode(raw)
+    assert (info.timezone, info.serverTime) == ("UTC", orig["serverTime"])
+    assert [(s.symbol, s.status, s.baseAsset, s.quoteAsset) for s in info.symbols] == [
+        (s["symbol"], s["status"], s["baseAsset"], s["quoteAsset"]) for s in orig["symbols"]
+    ]
+    assert all(s.status == "TRADING" for s in info.symbols)
+    [weight] = [r for r in info.rateLimits if r.rateLimitType == "REQUEST_WEIGHT"]
+    assert (weight.interval, weight.intervalNum, weight.limit) == ("MINUTE", 1, 1200)
 
 
 def test_error_body_is_decoded() -> None:
