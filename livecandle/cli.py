@@ -124,7 +124,7 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from livecandle.runtime.service import serve
+    from livecandle.runtime.serve import serve
 
     known = {"fetcher", "stream", "web"}
     roles = known if args.role == "all" else {r.strip() for r in args.role.split(",")}
@@ -164,7 +164,7 @@ class Progress:
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from livecandle.exchange.binance.rest import BinanceRest
     from livecandle.official.background_fetcher import BackgroundFetcher
-    from livecandle.runtime.service import redis_for, store_for
+    from livecandle.runtime.serve import redis_for, store_for
 
     try:
         series = SeriesKey(validate_symbol(args.symbol.upper()), parse_interval(args.interval))
@@ -208,7 +208,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from livecandle.official.integrity import verify
-    from livecandle.runtime.service import redis_for, store_for
+    from livecandle.runtime.serve import redis_for, store_for
 
     symbol = None
     if args.symbol:
