@@ -129,12 +129,12 @@ class Service:
         """This process's fetcher and stream state in Redis, with a TTL, for the /healthz
         of web processes running apart (``serve --role web``)."""
         while True:
-            now = self.rest.clock.now_ms()
+            now_ms = self.rest.clock.now_ms()
             if self.fetcher is not None:
                 await self.store.beat(
                     "fetcher",
                     {
-                        "time": now,
+                        "time": now_ms,
                         "series": self.fetcher.snapshot(),
                         "error": self.exchange_problem,
                     },
@@ -143,7 +143,7 @@ class Service:
             if self.feed is not None and self.stream is not None:
                 await self.store.beat(
                     "stream",
-                    {"time": now, **self.feed.stats(), "reconnects": self.stream.reconnects},
+                    {"time": now_ms, **self.feed.stats(), "reconnects": self.stream.reconnects},
                     HEALTH_TTL_MS,
                 )
             await asyncio.sleep(HEALTH_TTL_MS / 1000 / 6)

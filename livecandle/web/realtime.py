@@ -181,14 +181,14 @@ class Realtime:
         self._wake.set()
 
     async def flush_loop(self) -> None:
-        period = self.emit_period_ms / 1000
+        period_s = self.emit_period_ms / 1000
         while True:
             await self._wake.wait()
             self._wake.clear()
             pending, self._pending = self._pending, {}
             for (event, room), payload in pending.items():
                 await self.emit(event, payload, room)
-            await asyncio.sleep(period)
+            await asyncio.sleep(period_s)
 
     async def emit(self, event: str, payload: Any, room: str) -> None:
         """``sio.emit`` to a room, without its task per recipient: the packet is encoded
