@@ -106,7 +106,8 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
         """Official candles ascending and unique by open time (each row: Binance's 12
         fields + ``"official"``), then the live candles after ``latest``: the just-closed
         one (``"unconfirmed"``) and the forming one (``"forming"``)."""
-        # the fast path answers GETs; this route answers the rest (HEAD) the same way
+        # FastReads answers every GET before routing; this route describes the endpoint
+        # (chart_parameters) and answers the same, through the same validator
         return await api.klines(request.query_params)
 
     @app.get("/live-candle", summary="The forming candle (seed name)")
