@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from livecandle.config import ConfigError, Settings, parse_intervals, parse_symbols
+from livecandle.domain.clock import SystemClock
 from livecandle.domain.intervals import Interval, parse_interval
 from livecandle.domain.model import SeriesKey, validate_symbol
 
@@ -85,7 +86,7 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
         outages.append((parse_date(start, "--outage start"), parse_date(end, "--outage end")))
     offset = args.clock_offset_ms
     if args.start_time is not None:
-        offset = parse_date(args.start_time, "--start-time") - time.time_ns() // 1_000_000
+        offset = parse_date(args.start_time, "--start-time") - SystemClock().now_ms()
     symbols = parse_symbols(args.symbols, "--symbols") if args.symbols else settings.symbols
     config = EmulatorConfig(
         symbols=symbols,
@@ -124,7 +125,7 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from livecandle.runtime.service import serve
+    from livecandle.runtime.serve import serve
 
     known = {"fetcher", "stream", "web"}
     roles = known if args.role == "all" else {r.strip() for r in args.role.split(",")}
@@ -141,18 +142,18 @@ class Progress:
         self.total = max(1, total)
         self.label = label
         self.stream = stream
-        self.started = time.monotonic()
+        self.started_s = time.monotonic()
         self.tty = stream.isatty()
-        self._last = 0.0
+        self._last_s = 0.0
 
     def update(self, done: int, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self._last < (0.1 if self.tty else 2.0):
+        now_s = time.monotonic()
+        if not final and now_s - self._last_s < (0.1 if self.tty else 2.0):
             return
-        self._last = now
+        self._last_s = now_s
         frac = min(1.0, done / self.total)
         bar = "#" * int(frac * 30)
-        rate = done / max(1e-9, now - self.started)
+        rate = done / max(1e-9, now_s - self.started_s)
         line = f"{self.label} [{bar:<30}] {frac:6.1%} {done}/{self.total} candles {rate:,.0f}/s"
         if self.tty:
             self.stream.write("\r" + line + ("\n" if final else ""))
@@ -164,7 +165,7 @@ class Progress:
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from livecandle.exchange.binance.rest import BinanceRest
     from livecandle.official.background_fetcher import BackgroundFetcher
-    from livecandle.runtime.service import redis_for, store_for
+    from livecandle.runtime.serve import redis_for, store_for
 
     try:
         series = SeriesKey(validate_symbol(args.symbol.upper()), parse_interval(args.interval))
@@ -181,8 +182,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
             async with BinanceRest(settings.binance_rest_url) as rest:
                 fetcher = BackgroundFetcher(store, rest, [series])
                 await rest.server_time()
-                now = rest.clock.now_ms()
-                end = min(until, now) if until is not None else now
+                now_ms = rest.clock.now_ms()
+                end = min(until, now_ms) if until is not None else now_ms
                 interval: Interval = series.interval
                 first = interval.open_of(since)
                 if first < since:
@@ -208,7 +209,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from livecandle.official.integrity import verify
-    from livecandle.runtime.service import redis_for, store_for
+    from livecandle.runtime.serve import redis_for, store_for
 
     symbol = None
     if args.symbol:
@@ -235,8 +236,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             ]
             if not chosen and symbol and interval:
                 chosen = [SeriesKey(symbol, interval)]
-            now = time.time_ns() // 1_000_000
-            report = await verify(store, chosen, now, repair=args.repair)
+            report = await verify(store, chosen, SystemClock().now_ms(), repair=args.repair)
             if args.json:
                 sys.stdout.write(msgspec.json.encode(report.as_json()).decode() + "\n")
             else:

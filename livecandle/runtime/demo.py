@@ -12,7 +12,7 @@ from livecandle.config import Settings
 from livecandle.emulator import Emulator, EmulatorConfig, uvicorn_config
 from livecandle.runtime import http_server
 from livecandle.runtime.redis_server import free_port
-from livecandle.runtime.service import serve
+from livecandle.runtime.serve import serve
 
 log = logging.getLogger(__name__)
 

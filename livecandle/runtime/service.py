@@ -1,86 +1,32 @@
-"""Wiring: the Redis connection (embedded or configured) and the service's roles."""
+"""Service: the running parts of one process (fetcher, stream, exchange client, tasks),
+assembled for the chosen roles, and their status for the web app (``web.status.Status``:
+health, metrics, server time)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import cast
+from typing import Any
 
-import redis.asyncio as aioredis
-
+from livecandle.backoff import Backoff
 from livecandle.config import Settings
-from livecandle.runtime.redis_server import RedisServer, _ping
-from livecandle.store import Keys, Store, connect
+from livecandle.exchange.binance.rest import BinanceError, BinanceRest, BinanceUnavailable
+from livecandle.exchange.binance.stream import BinanceStream
+from livecandle.live.feed import LiveFeed, streams_for
+from livecandle.live.writer import LiveWriter
+from livecandle.official.background_fetcher import BackgroundFetcher
+from livecandle.runtime.supervisor import Supervisor
+from livecandle.store import Store
 from livecandle.store.keys import HEALTH_TTL_MS
 
 log = logging.getLogger(__name__)
-
-URL_FILE = "redis.url"
-
-
-def _running_embedded(data_dir: Path) -> str | None:
-    """The URL of an embedded redis-server another livecandle process runs on
-    ``data_dir`` (two servers must never share one append-only file)."""
-    f = data_dir / URL_FILE
-    if not f.exists():
-        return None
-    url = f.read_text().strip()
-    if url.startswith("unix://"):
-        probe: tuple[str, object] = ("unix", url[len("unix://") :])
-    else:
-        try:
-            probe = ("tcp", int(url.rsplit(":", 1)[1].split("/")[0]))
-        except (IndexError, ValueError):
-            return None
-    return url if _ping(probe) else None
-
-
-@contextlib.asynccontextmanager
-async def redis_for(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    """A client for ``LIVECANDLE_REDIS_URL``, or for a private redis-server on
-    ``data_dir`` (started here and stopped on exit, unless another process runs it)."""
-    server: RedisServer | None = None
-    url = settings.redis_url
-    data_dir = Path(settings.data_dir).resolve()  # noqa: ASYNC240 - cheap, once
-    if url is None:
-        url = await asyncio.to_thread(_running_embedded, data_dir)
-        if url is None:
-            server = RedisServer(data_dir)
-            url = await asyncio.to_thread(server.start)
-            await asyncio.to_thread((data_dir / URL_FILE).write_text, url + "\n")
-            log.info("started a private redis-server (%s, data in %s)", url, data_dir)
-    client = connect(url, cluster=settings.redis_cluster)
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(Exception):
-            await client.aclose()
-        if server is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(data_dir / URL_FILE)
-            await asyncio.to_thread(server.stop)
-
-
-def store_for(client: aioredis.Redis, settings: Settings) -> Store:
-    return Store(client, Keys(settings.key_prefix, settings.redis_cluster))
 
 
 class Service:
     """The running parts of one process, for wiring and for health/metrics."""
 
     def __init__(self, settings: Settings, store: Store, roles: set[str]) -> None:
-        from livecandle.exchange.binance.rest import BinanceRest
-        from livecandle.exchange.binance.stream import BinanceStream
-        from livecandle.live.feed import LiveFeed, streams_for
-        from livecandle.live.writer import LiveWriter
-        from livecandle.official.background_fetcher import BackgroundFetcher
-        from livecandle.runtime.supervisor import Supervisor
-
         self.settings = settings
         self.store = store
         self.roles = roles
@@ -130,10 +76,8 @@ class Service:
     async def _connect_exchange(self) -> None:
         """Learn the exchange clock and limits; say once, clearly, when it is out of
         reach, and keep trying (cached data is served meanwhile)."""
-        from livecandle.exchange.binance.rest import BinanceError, BinanceUnavailable
-
         warned = False
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0)
         while True:
             try:
                 if self.fetcher is not None:
@@ -153,8 +97,7 @@ class Service:
                 if not warned:
                     log.error("%s; serving cached data and retrying", self.exchange_error)
                     warned = True
-                await asyncio.sleep(delay)
-                delay = min(30.0, delay * 2)
+                await backoff.sleep()
 
     async def start(self) -> None:
         """Start every role; the exchange-facing ones once the exchange answers (the web
@@ -186,12 +129,12 @@ class Service:
         """This process's fetcher and stream state in Redis, with a TTL, for the /healthz
         of web processes running apart (``serve --role web``)."""
         while True:
-            now = self.rest.clock.now_ms()
+            now_ms = self.rest.clock.now_ms()
             if self.fetcher is not None:
                 await self.store.beat(
                     "fetcher",
                     {
-                        "time": now,
+                        "time": now_ms,
                         "series": self.fetcher.snapshot(),
                         "error": self.exchange_problem,
                     },
@@ -200,10 +143,24 @@ class Service:
             if self.feed is not None and self.stream is not None:
                 await self.store.beat(
                     "stream",
-                    {"time": now, **self.feed.stats(), "reconnects": self.stream.reconnects},
+                    {"time": now_ms, **self.feed.stats(), "reconnects": self.stream.reconnects},
                     HEALTH_TTL_MS,
                 )
             await asyncio.sleep(HEALTH_TTL_MS / 1000 / 6)
+
+    async def _keep_clock(self) -> None:
+        while True:
+            await asyncio.sleep(600)
+            await self.rest.server_time()
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+        await self.rest.aclose()
+
+    # -- status, for the web app (web.status.Status) ------------------------------------
+
+    def now_ms(self) -> int:
+        return self.rest.clock.now_ms()
 
     @property
     def exchange_problem(self) -> str | None:
@@ -219,49 +176,76 @@ class Service:
             )
         return None
 
-    async def _keep_clock(self) -> None:
-        while True:
-            await asyncio.sleep(600)
-            await self.rest.server_time()
+    @property
+    def healthy(self) -> bool:
+        return self.supervisor.healthy
 
-    async def stop(self) -> None:
-        await self.supervisor.stop()
-        await self.rest.aclose()
+    def health(self) -> dict[str, Any]:
+        budget = self.rest.budget
+        parts: dict[str, Any] = {
+            "exchange": {
+                "rest_url": self.settings.binance_rest_url,
+                "error": self.exchange_error,
+                "weight_used": budget.used,
+                "blocked_until_ms": budget.blocked_until_ms or None,
+            },
+            "tasks": self.supervisor.status(),
+        }
+        if self.stream is not None and self.feed is not None:
+            parts["stream"] = {
+                "connections": self.stream.stats(),
+                "reconnects": self.stream.reconnects,
+                **self.feed.stats(),
+            }
+        if self.fetcher is not None:
+            parts["fetcher"] = self.fetcher.snapshot()
+        return parts
 
-
-async def serve(
-    settings: Settings,
-    roles: set[str],
-    stop: asyncio.Event | None = None,
-    started: Callable[[Service], None] | None = None,
-) -> None:
-    """Run the given roles (``fetcher``, ``stream``, ``web``) until ``stop`` is set."""
-    stop = stop or asyncio.Event()
-    async with redis_for(settings) as client:
-        await cast(Awaitable[bool], client.ping())
-        service = Service(settings, store_for(client, settings), roles)
-        web_task = None
-        try:
-            if "web" in roles:
-                from livecandle.web.app import run_web
-
-                web_task = asyncio.create_task(run_web(service, stop))
-            await service.start()
-            if web_task is not None:
-                ready = asyncio.ensure_future(service.web_ready.wait())
-                await asyncio.wait({ready, web_task}, return_when=asyncio.FIRST_COMPLETED)
-                ready.cancel()
-                if web_task.done():
-                    await web_task  # it failed to listen: say why
-            if started is not None:
-                started(service)
-            if web_task is not None:
-                await web_task
-            else:
-                await stop.wait()
-        finally:
-            stop.set()
-            if web_task is not None:
-                with contextlib.suppress(Exception):
-                    await web_task
-            await service.stop()
+    def metrics(self) -> list[str]:
+        lines = [
+            "# TYPE livecandle_rest_weight_used gauge",
+            f"livecandle_rest_weight_used {self.rest.budget.used}",
+            "# TYPE livecandle_rest_requests_total counter",
+            f"livecandle_rest_requests_total {self.rest.budget.requests}",
+            "# TYPE livecandle_rest_retries_total counter",
+            f"livecandle_rest_retries_total {self.rest.retries}",
+            "# TYPE livecandle_task_restarts_total counter",
+        ]
+        for name, info in self.supervisor.status().items():
+            lines.append(f'livecandle_task_restarts_total{{task="{name}"}} {info["restarts"]}')
+        if self.feed is not None and self.stream is not None:
+            st = self.feed.stats()
+            lines += [
+                "# TYPE livecandle_stream_messages_total counter",
+                f"livecandle_stream_messages_total {st['messages']}",
+                "# TYPE livecandle_stream_bad_messages_total counter",
+                f"livecandle_stream_bad_messages_total {st['bad_messages']}",
+                "# TYPE livecandle_stream_reconnects_total counter",
+                f"livecandle_stream_reconnects_total {self.stream.reconnects}",
+                "# TYPE livecandle_trade_gaps_total counter",
+                "# TYPE livecandle_trades_recovered_total counter",
+                "# TYPE livecandle_live_mismatches_total counter",
+            ]
+            for sym, s in st["symbols"].items():
+                lines += [
+                    f'livecandle_trade_gaps_total{{symbol="{sym}"}} {s["gaps"]}',
+                    f'livecandle_trades_recovered_total{{symbol="{sym}"}} {s["recovered"]}',
+                    f'livecandle_live_mismatches_total{{symbol="{sym}"}} {s["mismatches"]}',
+                ]
+        if self.writer is not None:
+            lines += [
+                "# TYPE livecandle_live_flushes_total counter",
+                f"livecandle_live_flushes_total {self.writer.flushes}",
+                "# TYPE livecandle_live_keys_written_total counter",
+                f"livecandle_live_keys_written_total {self.writer.keys_written}",
+            ]
+        if self.fetcher is not None:
+            lines += [
+                "# TYPE livecandle_fetch_syncs_total counter",
+                f"livecandle_fetch_syncs_total {self.fetcher.syncs}",
+                "# TYPE livecandle_official_latest_ms gauge",
+            ]
+            for series, s in self.fetcher.status.items():
+                if s.latest is not None:
+                    lines.append(f'livecandle_official_latest_ms{{series="{series}"}} {s.latest}')
+        return lines

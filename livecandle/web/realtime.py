@@ -11,9 +11,8 @@ the newest state), so a burst of trades cannot flood a browser.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -22,7 +21,9 @@ from engineio.packet import MESSAGE
 from engineio.packet import Packet as EngineIOPacket
 from socketio.packet import EVENT
 
-from livecandle.domain.intervals import INTERVALS
+from livecandle.domain.clock import Clock
+from livecandle.domain.intervals import INTERVALS, Interval
+from livecandle.domain.model import SeriesKey
 from livecandle.store import Store
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,21 @@ class Realtime:
     def __init__(
         self,
         store: Store,
-        symbols: tuple[str, ...],
-        intervals: tuple[str, ...],
+        symbols: Iterable[str],
+        intervals: Iterable[Interval],
+        clock: Clock,
         emit_period_ms: int = 10,
         redis_url_for_manager: str | None = None,
     ) -> None:
+        intervals = tuple(intervals)
         self.store = store
+        self.clock = clock
         self.symbols = set(symbols)
-        self.intervals = set(intervals)
+        self.intervals = {i.name for i in intervals}
+        # room name (``str(SeriesKey)``) of every served series, by (symbol, interval name)
+        self._series_rooms = {
+            (s, i.name): str(SeriesKey(s, i)) for s in self.symbols for i in intervals
+        }
         self.emit_period_ms = emit_period_ms
         manager = (
             socketio.AsyncRedisManager(redis_url_for_manager) if redis_url_for_manager else None
@@ -96,28 +104,30 @@ class Realtime:
 
         @sio.event  # type: ignore[untyped-decorator]
         async def subscribe(sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
-            room, error = self._room(data, extra)
-            if room is None:
+            series, error = self._series(data, extra)
+            if series is None:
                 await sio.emit("error", {"event": "subscribe", "error": error}, to=sid)
                 return {"ok": False, "error": error}
+            room = str(series)
             await sio.enter_room(sid, room)
-            await sio.enter_room(sid, room.split(":", 1)[0])
+            await sio.enter_room(sid, series.symbol)
             return {"ok": True, "room": room}
 
         @sio.event  # type: ignore[untyped-decorator]
         async def unsubscribe(sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
-            room, error = self._room(data, extra)
-            if room is None:
+            series, error = self._series(data, extra)
+            if series is None:
                 await sio.emit("error", {"event": "unsubscribe", "error": error}, to=sid)
                 return {"ok": False, "error": error}
+            room = str(series)
             await sio.leave_room(sid, room)
-            symbol = room.split(":", 1)[0]
-            if not any(r.startswith(symbol + ":") for r in sio.rooms(sid)):
-                await sio.leave_room(sid, symbol)
+            same_symbol = {str(SeriesKey(series.symbol, INTERVALS[i])) for i in self.intervals}
+            if not same_symbol.intersection(sio.rooms(sid)):
+                await sio.leave_room(sid, series.symbol)
             return {"ok": True, "room": room}
 
-    def _room(self, data: Any, extra: tuple[Any, ...] = ()) -> tuple[str | None, str]:
-        """(``SYMBOL:interval``, "") for a valid request, else (None, why); never raises."""
+    def _series(self, data: Any, extra: tuple[Any, ...] = ()) -> tuple[SeriesKey | None, str]:
+        """(the series, "") for a valid request, else (None, why); never raises."""
         if extra:
             return None, f"expected one argument {{symbol, interval}}, got {1 + len(extra)}"
         if not isinstance(data, dict):
@@ -131,32 +141,25 @@ class Realtime:
         if interval not in self.intervals:
             served = ", ".join(sorted(self.intervals))
             return None, f"interval {interval!r} is not served (served: {served})"
-        return f"{symbol.upper()}:{interval}", ""
+        return SeriesKey(symbol.upper(), INTERVALS[interval]), ""
 
     async def listen(self) -> None:
         """Redis pub/sub -> pending emissions (the flusher sends them)."""
         keys = self.store.keys
-        pubsub = self.store.redis.pubsub()
-        await pubsub.subscribe(keys.live_channel, keys.klines_updated_channel)
-        live_channel = keys.live_channel.encode()
-        try:
-            async for m in pubsub.listen():
-                if m.get("type") != "message":
-                    continue
-                self.received += 1
-                self.last_message_ms = time.time_ns() // 1_000_000
-                try:
-                    data = msgspec.json.decode(m["data"])
-                except msgspec.DecodeError:
-                    continue
-                if m["channel"] == live_channel:
-                    self._queue_batch(data)
-                else:
-                    room = f"{data.get('symbol')}:{data.get('interval')}"
+        live_channel = keys.live_channel
+        async for channel, raw in self.store.listen(live_channel, keys.klines_updated_channel):
+            self.received += 1
+            self.last_message_ms = self.clock.now_ms()
+            try:
+                data = msgspec.json.decode(raw)
+            except msgspec.DecodeError:
+                continue
+            if channel == live_channel:
+                self._queue_batch(data)
+            else:
+                room = self._series_rooms.get((data.get("symbol"), data.get("interval")))
+                if room is not None:  # another deployment's series: nobody is in its room
                     await self.emit("klines_updated", data, room)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _queue_batch(self, batch: dict[str, Any]) -> None:
         rooms = self.sio.manager.rooms.get("/", {})  # only rooms somebody is in
@@ -164,11 +167,12 @@ class Realtime:
             if p["symbol"] in rooms:
                 self._pending[("live_price", p["symbol"])] = p
         for c in batch.get("candles", ()):
-            if f"{c['symbol']}:{c['interval']}" not in rooms:
+            room = self._series_rooms.get((c["symbol"], c["interval"]))
+            if room is None or room not in rooms:
                 continue
             previous = c.get("previous")
             candle = {k: v for k, v in c.items() if k != "previous"}
-            self._pending[("live_candle", f"{c['symbol']}:{c['interval']}")] = {
+            self._pending[("live_candle", room)] = {
                 "symbol": c["symbol"],
                 "interval": c["interval"],
                 "candle": candle,
@@ -177,14 +181,14 @@ class Realtime:
         self._wake.set()
 
     async def flush_loop(self) -> None:
-        period = self.emit_period_ms / 1000
+        period_s = self.emit_period_ms / 1000
         while True:
             await self._wake.wait()
             self._wake.clear()
             pending, self._pending = self._pending, {}
             for (event, room), payload in pending.items():
                 await self.emit(event, payload, room)
-            await asyncio.sleep(period)
+            await asyncio.sleep(period_s)
 
     async def emit(self, event: str, payload: Any, room: str) -> None:
         """``sio.emit`` to a room, without its task per recipient: the packet is encoded

@@ -13,7 +13,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from livecandle.config import Settings, parse_intervals, parse_symbols
-from livecandle.runtime.service import Service, serve
+from livecandle.runtime.serve import serve
+from livecandle.runtime.service import Service
 from tests.helpers import EmulatorProcess, Endpoints
 
 

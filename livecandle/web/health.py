@@ -1,0 +1,79 @@
+"""Health: the bodies of ``/healthz`` and ``/metrics``.
+
+The web app's own parts (Redis, socket.io, HTTP counts) are measured here; the rest of
+the process comes through ``Status``. Parts this process does not run (a ``serve --role
+web`` alone) are read from the heartbeats the other processes keep in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any, cast
+
+from livecandle.store import Store
+from livecandle.web.counting import RequestCounts
+from livecandle.web.realtime import Realtime
+from livecandle.web.status import Status
+
+
+class Health:
+    def __init__(
+        self, status: Status, store: Store, realtime: Realtime, counts: RequestCounts
+    ) -> None:
+        self.status = status
+        self.store = store
+        self.realtime = realtime
+        self.counts = counts
+
+    async def body(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body) of ``/healthz``: 503 when Redis is down, ``degraded``
+        when the exchange is out of reach or a task is failing."""
+        redis_ok, redis_ms, redis_error = True, None, None
+        started_s = time.perf_counter()
+        try:
+            await asyncio.wait_for(cast(Awaitable[bool], self.store.redis.ping()), timeout=2)
+            redis_ms = round((time.perf_counter() - started_s) * 1000, 3)
+        except Exception as e:  # any failure here is the answer, not a crash
+            redis_ok, redis_error = False, f"{type(e).__name__}: {e}"
+        parts = self.status.health()
+        realtime = self.realtime
+        body: dict[str, Any] = {
+            "status": "ok",
+            "redis": {"ok": redis_ok, "latency_ms": redis_ms, "error": redis_error},
+            "exchange": parts["exchange"],
+            "tasks": parts["tasks"],
+            "realtime": {
+                "clients": realtime.clients,
+                "received": realtime.received,
+                "emitted": realtime.emitted,
+            },
+        }
+        for role in ("stream", "fetcher"):
+            if role in parts:
+                body[role] = parts[role]
+            elif redis_ok:
+                body[role] = await self.store.heartbeat(role)
+        degraded = self.status.exchange_problem is not None or not self.status.healthy
+        if not redis_ok:
+            body["status"] = "down"
+            return 503, body
+        if degraded:
+            body["status"] = "degraded"
+        return 200, body
+
+    def metrics(self) -> str:
+        """``/metrics`` in Prometheus's text format."""
+        lines = [
+            "# TYPE livecandle_http_requests_total counter",
+            f"livecandle_http_requests_total {self.counts.requests}",
+            "# TYPE livecandle_http_client_errors_total counter",
+            f"livecandle_http_client_errors_total {self.counts.errors_4xx}",
+            "# TYPE livecandle_socketio_clients gauge",
+            f"livecandle_socketio_clients {self.realtime.clients}",
+            "# TYPE livecandle_socketio_emitted_total counter",
+            f"livecandle_socketio_emitted_total {self.realtime.emitted}",
+            *self.status.metrics(),
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,85 @@
+"""Mirror: the Binance-compatible endpoints (``/api/v3/klines``, ``uiKlines``,
+``exchangeInfo``, ``ticker/price``) answered from the cache, with Binance's own
+parameters, rows and error bodies (``{"code": -1121, "msg": "Invalid symbol."}``)."""
+
+from __future__ import annotations
+
+import msgspec
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from livecandle.domain.model import SeriesKey
+from livecandle.exchange.binance import params as bp
+from livecandle.web.api import Api
+from livecandle.web.candles import binance_body, live_parts
+from livecandle.web.status import Status
+
+
+class Mirror:
+    """Binance's market-data endpoints over the chart API's reads."""
+
+    def __init__(self, api: Api, status: Status) -> None:
+        self.api = api
+        self.status = status
+
+    async def binance_klines(self, request: Request) -> Response:
+        body = await self.binance_klines_body(dict(request.query_params))
+        return Response(body, media_type="application/json")
+
+    async def binance_klines_body(self, q: dict[str, str]) -> bytes:
+        kq = bp.klines_query(q, self.api.served.symbols)
+        if kq.interval.name not in self.api.served.intervals:
+            raise bp.BinanceParamError(-1120, "Invalid interval.")
+        series = SeriesKey(kq.symbol, kq.interval)
+        members, _, latest, live_raw, closed = await self.api.official(
+            series, kq.start_ms, kq.end_ms, kq.limit
+        )
+        live = live_parts(live_raw, latest, closed)
+        return binance_body(members, live, kq.start_ms, kq.end_ms, kq.limit)
+
+    def exchange_info(self, request: Request) -> Response:
+        q = dict(request.query_params)
+        bp.only(q, ("symbol", "symbols"))
+        names = bp.symbols_param(q, self.api.served.symbols)
+        return JSONResponse(
+            {
+                "timezone": "UTC",
+                "serverTime": self.status.now_ms(),
+                "rateLimits": [
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "MINUTE",
+                        "intervalNum": 1,
+                        "limit": 6000,
+                    }
+                ],
+                "exchangeFilters": [],
+                "symbols": [{"symbol": n, "status": "TRADING"} for n in names],
+            }
+        )
+
+    async def ticker_price(self, request: Request) -> Response:
+        q = dict(request.query_params)
+        bp.only(q, ("symbol", "symbols"))
+        single = "symbol" in q
+        names = bp.symbols_param(q, self.api.served.symbols)
+        values = await self.api.store.live_prices(names)
+        out = []
+        for name, raw in zip(names, values, strict=True):
+            price = msgspec.json.decode(raw)["price"] if raw is not None else None
+            if price is None:  # no trade seen yet: the newest official close
+                price = await self.last_close(name)
+            if price is not None:
+                out.append({"symbol": name, "price": price})
+            elif single:  # a served symbol with no data at all yet
+                raise bp.BinanceParamError(-1121, "Invalid symbol.")
+        return JSONResponse(out[0] if single else out)
+
+    async def last_close(self, symbol: str) -> str | None:
+        """Close of the newest official candle of the shortest served interval."""
+        shortest = min(self.api.served.intervals.values(), key=lambda i: i.nominal_ms)
+        newest = await self.api.store.members(SeriesKey(symbol, shortest), -1, -1)
+        if not newest:
+            return None
+        close: str = msgspec.json.decode(newest[0][0])[4]
+        return close

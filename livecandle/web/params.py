@@ -1,0 +1,179 @@
+"""Query parameters of the chart API: the one validator of ``/api/klines`` (used by the
+ASGI fast path and by the framework's route alike) and its OpenAPI description.
+
+Every refusal is an ``ApiError`` naming the field and the value as sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, NamedTuple
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from livecandle.domain.intervals import INTERVALS, Interval
+from livecandle.domain.model import SeriesKey
+from livecandle.web.errors import ApiError
+
+MAX_CHART_LIMIT = 5000
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: later times are typos
+DEFAULT_LIMIT = 1000
+
+# Integers are read as the framework reads query parameters (pydantic's lax mode:
+# "+5", " 5", "1.0" and "1_000" are numbers; refusals in pydantic's words), except a
+# plain number of up to 18 digits, read directly (the usual case, and cheaper): a time
+# out of range is then refused by ``aligned``, naming the value as a number.
+_TIME = TypeAdapter(Annotated[int, Field(ge=0, le=MAX_TIME_MS)])
+_LIMIT = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_CHART_LIMIT)])
+_ANY = 10**18
+
+
+class ChartQuery(NamedTuple):  # a tuple: built on every chart read, cheaply
+    """A valid ``/api/klines`` query: open times aligned, ``start_ms <= end_ms``."""
+
+    series: SeriesKey
+    start_ms: int | None
+    end_ms: int | None
+    limit: int
+
+
+def invalid(field: str | None, value: Any, why: str) -> ApiError:
+    """The 400 of a parameter the framework's validation refuses (``why``: its message)."""
+    return ApiError(
+        400,
+        field,
+        value if isinstance(value, str | int | None) else None,
+        f"{field}={value!r}: {why}",
+    )
+
+
+class Served:
+    """The symbols and intervals this process serves, and the checks against them."""
+
+    def __init__(self, symbols: Iterable[str], intervals: Iterable[Interval]) -> None:
+        self.symbols = tuple(symbols)
+        self.intervals = {i.name: i for i in intervals}
+
+    def series(self, symbol: str | None, interval: str | None) -> SeriesKey:
+        if not symbol:
+            raise ApiError(400, "symbol", symbol, "symbol is required (e.g. BTCUSDT)")
+        if symbol not in self.symbols:
+            raise ApiError(
+                400,
+                "symbol",
+                symbol,
+                f"symbol {symbol!r} is not served (served: {', '.join(self.symbols)})",
+            )
+        if not interval:
+            raise ApiError(400, "interval", interval, "interval is required (e.g. 1m)")
+        served = self.intervals.get(interval)
+        if served is None:
+            known = "is not a Binance interval" if interval not in INTERVALS else "is not served"
+            raise ApiError(
+                400,
+                "interval",
+                interval,
+                f"interval {interval!r} {known} (served: {', '.join(self.intervals)})",
+            )
+        return SeriesKey(symbol, served)
+
+    def chart(self, q: Mapping[str, str]) -> ChartQuery:
+        """The query of ``/api/klines`` (the raw parameters; unknown ones are ignored)."""
+        symbol, interval = q.get("symbol"), q.get("interval")
+        if symbol is None:
+            raise invalid("symbol", None, "Field required")
+        if interval is None:
+            raise invalid("interval", None, "Field required")
+        start, end = q.get("start"), q.get("end")
+        start_ms = None if start is None else _number("start", start, _TIME, 0, _ANY)
+        end_ms = None if end is None else _number("end", end, _TIME, 0, _ANY)
+        text = q.get("limit")
+        limit = (
+            DEFAULT_LIMIT if text is None else _number("limit", text, _LIMIT, 1, MAX_CHART_LIMIT)
+        )
+        series = self.series(symbol, interval)
+        aligned("start", start_ms, series.interval)
+        aligned("end", end_ms, series.interval)
+        if start_ms is not None and end_ms is not None and start_ms > end_ms:
+            raise ApiError(400, "start", start_ms, f"start={start_ms} is after end={end_ms}")
+        return ChartQuery(series, start_ms, end_ms, limit)
+
+
+def _number(name: str, text: str, adapter: TypeAdapter[int], lowest: int, highest: int) -> int:
+    """``text`` as a number: a plain one in ``[lowest, highest]`` directly, anything
+    else as ``adapter`` reads it."""
+    if len(text) <= 18 and text.isascii() and text.isdigit():
+        value = int(text)
+        if lowest <= value <= highest:
+            return value
+    try:
+        return adapter.validate_python(text)
+    except ValidationError as e:
+        raise invalid(name, text, e.errors()[0]["msg"]) from None
+
+
+def aligned(name: str, value: int | None, interval: Interval) -> int | None:
+    if value is not None and not 0 <= value <= MAX_TIME_MS:
+        raise ApiError(
+            400, name, value, f"{name}={value} is not a time in ms between 0 and {MAX_TIME_MS}"
+        )
+    if value is not None and not interval.is_aligned(value):
+        raise ApiError(
+            400,
+            name,
+            value,
+            f"{name}={value} is not a {interval.name} open "
+            f"time (nearest: {interval.open_of(value)})",
+        )
+    return value
+
+
+def _time_param(name: str, description: str) -> dict[str, Any]:
+    schema = {"type": "integer", "maximum": MAX_TIME_MS, "minimum": 0}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {
+            "anyOf": [schema, {"type": "null"}],
+            "description": description,
+            "title": name.title(),
+        },
+        "description": description,
+    }
+
+
+def chart_parameters() -> list[dict[str, Any]]:
+    """/api/klines in the OpenAPI document, as the framework would describe what
+    ``Served.chart`` accepts (the symbol and interval schemas become the served lists in
+    ``openapi.document``, which edits them: a fresh list each time)."""
+    return [
+        {
+            "name": "symbol",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "title": "Symbol"},
+            "description": "e.g. BTCUSDT",
+        },
+        {
+            "name": "interval",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "string", "title": "Interval"},
+            "description": "one of the served intervals, e.g. 1m",
+        },
+        _time_param("start", "first open time (ms, aligned)"),
+        _time_param("end", "last open time (ms, aligned)"),
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {
+                "type": "integer",
+                "maximum": MAX_CHART_LIMIT,
+                "minimum": 1,
+                "default": DEFAULT_LIMIT,
+                "title": "Limit",
+            },
+        },
+    ]
