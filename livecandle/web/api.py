@@ -22,6 +22,7 @@ from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import Candle, DecimalError, SeriesKey, to_units
 from livecandle.exchange.binance import params as bp
 from livecandle.store import LiveWrite
+from livecandle.store.codec import live_value
 from livecandle.web.candles import OfficialCache, binance_body, chart_body, live_parts
 from livecandle.web.realtime import Realtime
 
@@ -227,16 +228,8 @@ class Api:
                 if isinstance(old_value, dict):
                     previous = old_value.get("previous")
         now = int(time.time() * 1000)
-        value = {
-            "symbol": series.symbol,
-            "interval": series.interval.name,
-            **candle.live_fields(),
-            "is_incomplete": True,
-            "source": "live",
-            "complete": False,
-            "updated_ms": now,
-            "previous": previous,
-        }
+        value = live_value(series.symbol, series.interval.name, candle, False, None, False, now)
+        value["previous"] = previous  # the stored one, as it is
         encoded = _enc.encode(value)
         message = _enc.encode({"time": now, "prices": [], "candles": [value]})
         await self.store.write_live([LiveWrite(series, encoded)], publish=message)

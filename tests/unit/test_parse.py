@@ -10,6 +10,7 @@ import pytest
 
 from livecandle.domain.model import format_units
 from livecandle.exchange.binance import parse
+from livecandle.store.codec import to_row
 from tests.helpers import SHARED_FIXTURES
 
 pytestmark = pytest.mark.skipif(
@@ -26,7 +27,7 @@ def test_real_klines_parse_and_store_exactly_as_binance_sent_them() -> None:
         member = parse.kline_member(row)
         assert json.loads(member) == orig
         assert member == json.dumps(orig, separators=(",", ":")).encode()
-        assert row.candle().kline_row() == orig
+        assert to_row(row.candle()) == orig
 
 
 def test_real_klines_last_row_is_the_forming_one() -> None:
@@ -64,7 +65,7 @@ def test_real_archive_csv_rows_have_the_rest_shape() -> None:
             cells[10],
             cells[11],
         )
-        assert row.candle().kline_row() == [
+        assert to_row(row.candle()) == [
             int(cells[0]),
             *cells[1:6],
             int(cells[6]),
