@@ -19,15 +19,15 @@ from livecandle.archive.trade_csv import (
     BLOCK_BYTES,
     CandleAccumulator,
     CsvError,
-    Kline,
     Readable,
-    klines_from_file,
+    accumulate,
     scan,
 )
 from livecandle.domain.intervals import INTERVALS, Interval
-from livecandle.domain.model import format_quote, format_units
+from livecandle.domain.model import Candle, format_quote, format_units
+from livecandle.domain.ohlcv import Ohlcv
 
-__all__ = ["CsvError", "aggregate_file", "aggregate_to_path", "klines_parallel"]
+__all__ = ["CsvError", "aggregate_file", "aggregate_to_path", "candles_parallel"]
 
 
 class _Slice:
@@ -44,7 +44,7 @@ class _Slice:
 
 @dataclass
 class _Part:
-    candles: list[Kline]
+    candles: list[Candle]
     lines: int
     first_ts: int | None
     last_ts: int | None
@@ -55,7 +55,7 @@ class _Part:
 def _aggregate_part(path: str, start: int, end: int, interval: str) -> _Part:
     """One process's share of the file: bytes ``[start, end)``, whole lines."""
     acc = CandleAccumulator(INTERVALS[interval])
-    candles: list[Kline] = []
+    candles: list[Candle] = []
     try:
         with open(path, "rb") as f:
             f.seek(start)
@@ -86,27 +86,17 @@ def _split_points(path: str, parts: int) -> list[int]:
     return points
 
 
-def _merge(a: Kline, b: Kline) -> Kline:
+def _merge(a: Candle, b: Candle) -> Candle:
     """One candle that two processes each saw part of (``a`` first)."""
-    return (
-        a[0],
-        a[1],
-        a[2],
-        max(a[3], b[3]),
-        min(a[4], b[4]),
-        b[5],
-        a[6] + b[6],
-        a[7] + b[7],
-        a[8] + b[8],
-        a[9] + b[9],
-        a[10] + b[10],
-        a[11],
-    )
+    both = Ohlcv.of_candle(a)
+    both.merge(Ohlcv.of_candle(b))
+    return both.to_candle(a.open_ms, a.close_ms)
 
 
-def klines_parallel(path: str, interval: Interval, workers: int) -> list[Kline]:
+def candles_parallel(path: str, interval: Interval, workers: int) -> tuple[list[Candle], bool]:
     """The file cut at line boundaries into ``workers`` parts aggregated at once, then
-    stitched: a candle cut in two is merged, empty candles between parts filled in."""
+    stitched: a candle cut in two is merged, empty candles between parts filled in.
+    Returns the candles and whether the file's times are in µs (its first row's)."""
     points = _split_points(path, workers)
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=len(points) - 1, mp_context=ctx) as pool:
@@ -119,7 +109,7 @@ def klines_parallel(path: str, interval: Interval, workers: int) -> list[Kline]:
                 [interval.name] * (len(points) - 1),
             )
         )
-    result: list[Kline] = []
+    result: list[Candle] = []
     lines_before = 0
     last_ts: int | None = None
     micro = next((p.micro for p in parts if p.micro is not None), False)
@@ -135,30 +125,32 @@ def klines_parallel(path: str, interval: Interval, workers: int) -> list[Kline]:
                 )
             first = part.candles[0]
             rest = part.candles[1:]
-            if result and result[-1][0] == first[0]:
+            if result and result[-1].open_ms == first.open_ms:
                 result[-1] = _merge(result[-1], first)
             else:
                 if result:
-                    c = result[-1][5]
-                    o = interval.next_open(result[-1][0])
-                    while o < first[0]:
+                    c = result[-1].close
+                    o = interval.next_open(result[-1].open_ms)
+                    while o < first.open_ms:
                         n = interval.next_open(o)
-                        result.append((o, n - 1, c, c, c, c, 0, 0, 0, 0, 0, micro))
+                        result.append(Candle.empty(o, n - 1, c))
                         o = n
                 result.append(first)
             result.extend(rest)
             last_ts = part.last_ts
         lines_before += part.lines
-    return [k if k[11] == micro else (*k[:11], micro) for k in result]
+    return result, micro
 
 
-def format_row(k: Kline) -> str:
-    mult = 1000 if k[11] else 1
-    close = (k[1] + 1) * mult - 1
+def format_row(c: Candle, micro: bool) -> str:
+    """One line of the klines CSV; times in µs when ``micro`` (the archive since 2025)."""
+    mult = 1000 if micro else 1
+    close = (c.close_ms + 1) * mult - 1
     return (
-        f"{k[0] * mult},{format_units(k[2])},{format_units(k[3])},{format_units(k[4])},"
-        f"{format_units(k[5])},{format_units(k[6])},{close},{format_quote(k[7])},{k[8]},"
-        f"{format_units(k[9])},{format_quote(k[10])},0\n"
+        f"{c.open_ms * mult},{format_units(c.open)},{format_units(c.high)},"
+        f"{format_units(c.low)},{format_units(c.close)},{format_units(c.volume)},{close},"
+        f"{format_quote(c.quote_volume)},{c.trades},{format_units(c.taker_buy_volume)},"
+        f"{format_quote(c.taker_buy_quote_volume)},0\n"
     )
 
 
@@ -170,14 +162,15 @@ def aggregate_file(path: str, interval: Interval, out: IO[str], workers: int | N
     Files of 32 MB and more are cut into one part per CPU, aggregated at once."""
     workers = workers or os.cpu_count() or 1
     if workers > 1 and os.path.getsize(path) >= PARALLEL_MIN_BYTES:
-        candles = klines_parallel(path, interval, workers)
-        for k in candles:
-            out.write(format_row(k))
+        candles, micro = candles_parallel(path, interval, workers)
+        for c in candles:
+            out.write(format_row(c, micro))
         return len(candles)
     count = 0
+    acc = CandleAccumulator(interval)
     with open(path, "rb") as f:
-        for k in klines_from_file(f, interval):
-            out.write(format_row(k))
+        for c in accumulate(f, acc, BLOCK_BYTES):
+            out.write(format_row(c, bool(acc.micro)))
             count += 1
     return count
 

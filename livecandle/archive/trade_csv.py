@@ -21,12 +21,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from livecandle.domain.intervals import Interval
-from livecandle.domain.model import to_units
+from livecandle.domain.model import Candle, to_units
+from livecandle.domain.ohlcv import Ohlcv
 
 BLOCK_BYTES = 1 << 22
-
-# (open_ms, close_ms, o, h, l, c, volume, quote, trades, taker_vol, taker_quote, micro)
-Kline = tuple[int, int, int, int, int, int, int, int, int, int, int, bool]
 
 
 class Readable(Protocol):
@@ -61,22 +59,22 @@ def _units(raw: bytes) -> int:
 
 
 class CandleAccumulator:
-    """Pure: trades in time order -> closed candles of one interval."""
+    """Pure: trades in time order -> closed candles of one interval. Times are in ms
+    whatever the file's unit; ``micro`` says whether the file's was µs."""
 
     def __init__(self, interval: Interval) -> None:
         self.interval = interval
         self.open_ms = -1
         self.next_ms = -1
-        self.acc: list[int] | None = None  # [o, h, l, c, v, q, n, tv, tq]
+        self.acc: Ohlcv | None = None  # the trades so far of the candle at open_ms
         self.last_close: int | None = None
         self.last_ts: int | None = None
         self.micro: bool | None = None
         self.lines = 0
         self.first_ts: int | None = None  # of the first row (for stitching parts)
 
-    def _close_until(self, ts: int, out: list[Kline]) -> None:
+    def _close_until(self, ts: int, out: list[Candle]) -> None:
         """Close the current candle and the empty ones before the candle of ``ts``."""
-        micro = bool(self.micro)
         self.finish(out)
         target = self.interval.open_of(ts)
         if self.last_close is not None and self.next_ms >= 0:
@@ -84,44 +82,23 @@ class CandleAccumulator:
             c = self.last_close
             while o < target:
                 n = self.interval.next_open(o)
-                out.append((o, n - 1, c, c, c, c, 0, 0, 0, 0, 0, micro))
+                out.append(Candle.empty(o, n - 1, c))
                 o = n
         self.open_ms = target
         self.next_ms = self.interval.next_open(target)
 
     def add_row(
-        self, ts: int, price: int, qty: int, count: int, maker: bool, out: list[Kline]
+        self, ts: int, price: int, qty: int, count: int, maker: bool, out: list[Candle]
     ) -> None:
         if ts >= self.next_ms:
             self._close_until(ts, out)
-        pq = price * qty
         a = self.acc
         if a is None:
-            self.acc = [
-                price,
-                price,
-                price,
-                price,
-                qty,
-                pq,
-                count,
-                0 if maker else qty,
-                0 if maker else pq,
-            ]
-            return
-        if price > a[1]:
-            a[1] = price
-        elif price < a[2]:
-            a[2] = price
-        a[3] = price
-        a[4] += qty
-        a[5] += pq
-        a[6] += count
-        if not maker:
-            a[7] += qty
-            a[8] += pq
+            self.acc = Ohlcv.of_trade(price, qty, count, maker)
+        else:
+            a.add_trade(price, qty, count, maker)
 
-    def add_part(self, ts: int, part: list[int], out: list[Kline]) -> None:
+    def add_part(self, ts: int, part: Ohlcv, out: list[Candle]) -> None:
         """The aggregate of consecutive trades of one candle, the first at ``ts``."""
         if ts >= self.next_ms:
             self._close_until(ts, out)
@@ -129,24 +106,14 @@ class CandleAccumulator:
         if a is None:
             self.acc = part
         else:
-            self.acc = [
-                a[0],
-                max(a[1], part[1]),
-                min(a[2], part[2]),
-                part[3],
-                a[4] + part[4],
-                a[5] + part[5],
-                a[6] + part[6],
-                a[7] + part[7],
-                a[8] + part[8],
-            ]
+            a.merge(part)
 
-    def finish(self, out: list[Kline]) -> None:
+    def finish(self, out: list[Candle]) -> None:
         """Close the current candle (at the end of the input, or of its period)."""
         if self.acc is not None:
             a = self.acc
-            out.append((self.open_ms, self.next_ms - 1, *a, bool(self.micro)))  # type: ignore[arg-type]
-            self.last_close = a[3]
+            out.append(a.to_candle(self.open_ms, self.next_ms - 1))
+            self.last_close = a.close
             self.acc = None
 
 
@@ -170,7 +137,7 @@ def _check_time(acc: CandleAccumulator, ts: int, line_no: int) -> int:
 
 
 def _rows(
-    acc: CandleAccumulator, lines: Iterable[bytes], first_line: int, out: list[Kline]
+    acc: CandleAccumulator, lines: Iterable[bytes], first_line: int, out: list[Candle]
 ) -> None:
     """Row by row: any shape the archive may have, and errors with their line."""
     for line_no, line in enumerate(lines, first_line):
@@ -279,7 +246,7 @@ def _np_quotes(
 
 def _aggregate_np(
     acc: CandleAccumulator,
-    out: list[Kline],
+    out: list[Candle],
     n: int,
     p: np.ndarray,
     q: np.ndarray,
@@ -316,7 +283,7 @@ def _aggregate_np(
 
 def _emit_segments(
     acc: CandleAccumulator,
-    out: list[Kline],
+    out: list[Candle],
     n: int,
     p: np.ndarray,
     q: np.ndarray,
@@ -340,7 +307,7 @@ def _emit_segments(
     for i in range(len(seg)):
         acc.add_part(
             first_times[i],
-            [
+            Ohlcv(
                 opens[i],
                 highs[i],
                 lows[i],
@@ -350,12 +317,12 @@ def _emit_segments(
                 trades[i],
                 taker_vols[i],
                 taker_quote[i],
-            ],
+            ),
             out,
         )
 
 
-def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Kline]) -> int:
+def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Candle]) -> int:
     """The vectorised fast path (numpy, exact integers): the number of rows consumed, or
     0 when the block has any irregular row (a "\\r", a header, a "-1" id, an odd number:
     nothing consumed then, the row parser handles it)."""
@@ -434,10 +401,10 @@ def _columns_np(acc: CandleAccumulator, block: bytes, out: list[Kline]) -> int:
 
 def scan(
     f: Readable, acc: CandleAccumulator, block_bytes: int, header_allowed: bool
-) -> Iterator[list[Kline]]:
+) -> Iterator[list[Candle]]:
     """Read ``f`` block by block into ``acc``; yields the candles closed by each block.
     The line count so far is kept in ``acc.lines``."""
-    out: list[Kline] = []
+    out: list[Candle] = []
     line_no = 1
     leftover = b""
     first = header_allowed
@@ -475,22 +442,29 @@ def scan(
     yield out
 
 
-def klines_from_file(
-    f: Readable, interval: Interval, block_bytes: int = BLOCK_BYTES
-) -> Iterator[Kline]:
-    """Closed candles of ``interval`` from an aggTrades CSV stream, in order."""
-    acc = CandleAccumulator(interval)
+def accumulate(
+    f: Readable, acc: CandleAccumulator, block_bytes: int = BLOCK_BYTES
+) -> Iterator[Candle]:
+    """Closed candles from an aggTrades CSV stream into ``acc``, in order; the file's
+    time unit (``acc.micro``) is known from the first candle on."""
     for out in scan(f, acc, block_bytes, header_allowed=True):
         yield from out
-    out = []
-    acc.finish(out)
-    yield from out
+    last: list[Candle] = []
+    acc.finish(last)
+    yield from last
 
 
-def klines_from_rows(lines: Iterable[bytes], interval: Interval) -> Iterator[Kline]:
+def candles_from_file(
+    f: Readable, interval: Interval, block_bytes: int = BLOCK_BYTES
+) -> Iterator[Candle]:
+    """Closed candles of ``interval`` from an aggTrades CSV stream, in order."""
+    return accumulate(f, CandleAccumulator(interval), block_bytes)
+
+
+def candles_from_rows(lines: Iterable[bytes], interval: Interval) -> Iterator[Candle]:
     """The row-by-row path alone (the reference the fast path is tested against)."""
     acc = CandleAccumulator(interval)
-    out: list[Kline] = []
+    out: list[Candle] = []
     _rows(acc, lines, 1, out)
     acc.finish(out)
     yield from out

@@ -5,6 +5,8 @@ Pure: no I/O, time comes from the trades and from an injected clock. Exact: amou
 first price, close = last, high/low = max/min, volume = sum of quantities, quote volume =
 sum of price x quantity, taker-buy volumes over trades with ``m == false``, trades = sum
 of (l - f + 1); a period without trades is a candle at the previous close with zero volume.
+The arithmetic is ``Ohlcv``'s; this module decides which candles a trade goes into and
+when they close.
 
 Cost per trade does not grow with the number of intervals: trades accumulate in one
 *bucket* that ends at the next boundary of any interval; the bucket is folded into the
@@ -24,54 +26,20 @@ from dataclasses import dataclass
 from livecandle.domain.clock import Clock, SystemClock
 from livecandle.domain.intervals import Interval
 from livecandle.domain.model import Candle, Trade
-
-# An accumulator: [open, high, low, close, volume, quote, trades, taker_vol, taker_quote]
-Acc = list[int]
+from livecandle.domain.ohlcv import Ohlcv
 
 MAX_EMPTY_CLOSES = 1000  # at most this many empty candles reported after a long silence
 
 
-def _merge(a: Acc | None, b: Acc | None) -> Acc | None:
+def _combined(a: Ohlcv | None, b: Ohlcv | None) -> Ohlcv | None:
+    """``a`` then ``b``, without changing either (the result may be one of them)."""
     if a is None:
-        return None if b is None else list(b)
+        return b
     if b is None:
-        return list(a)
-    return [
-        a[0],
-        a[1] if a[1] >= b[1] else b[1],
-        a[2] if a[2] <= b[2] else b[2],
-        b[3],
-        a[4] + b[4],
-        a[5] + b[5],
-        a[6] + b[6],
-        a[7] + b[7],
-        a[8] + b[8],
-    ]
-
-
-def _acc_of(price: int, qty: int, count: int, maker: bool) -> Acc:
-    q = price * qty
-    if maker:
-        return [price, price, price, price, qty, q, count, 0, 0]
-    return [price, price, price, price, qty, q, count, qty, q]
-
-
-def _candle(acc: Acc, open_ms: int, close_ms: int) -> Candle:
-    return Candle(open_ms, close_ms, *acc)
-
-
-def _acc_from_candle(c: Candle) -> Acc:
-    return [
-        c.open,
-        c.high,
-        c.low,
-        c.close,
-        c.volume,
-        c.quote_volume,
-        c.trades,
-        c.taker_buy_volume,
-        c.taker_buy_quote_volume,
-    ]
+        return a
+    both = a.copy()
+    both.merge(b)
+    return both
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +69,7 @@ class LiveCandleBuilder:
         self.clock = clock or SystemClock()
         self.close_grace_ms = close_grace_ms
         n = len(self.intervals)
-        self._candles: list[Acc | None] = [None] * n  # folded trades of the forming candle
+        self._candles: list[Ohlcv | None] = [None] * n  # folded trades of the forming candle
         self._opens = [0] * n
         self._nexts = [0] * n
         self._complete = [False] * n
@@ -109,7 +77,7 @@ class LiveCandleBuilder:
         self._lost_until_ms = -1  # periods opening at or before it may lack lost trades
         self.previous: list[Candle | None] = [None] * n
         self._previous_complete = [False] * n
-        self._bucket: Acc | None = None
+        self._bucket: Ohlcv | None = None
         self._floor = 0  # newest boundary passed: trades older than this are late
         self._boundary = -1  # next boundary of any interval; -1 = no trade yet
         self.last_price: int | None = None
@@ -133,20 +101,22 @@ class LiveCandleBuilder:
             return self._late(time_ms, price, qty, count, maker)
         b = self._bucket
         if b is None:
-            self._bucket = _acc_of(price, qty, count, maker)
+            self._bucket = Ohlcv.of_trade(price, qty, count, maker)
         else:
-            if price > b[1]:
-                b[1] = price
-            elif price < b[2]:
-                b[2] = price
-            b[3] = price
+            # Ohlcv.add_trade inlined: the call alone costs ~10% of this per-trade path
+            # (tests/unit/test_ohlcv.py checks that both give the same candle)
+            if price > b.high:
+                b.high = price
+            elif price < b.low:
+                b.low = price
+            b.close = price
             q = price * qty
-            b[4] += qty
-            b[5] += q
-            b[6] += count
+            b.volume += qty
+            b.quote_volume += q
+            b.trades += count
             if not maker:
-                b[7] += qty
-                b[8] += q
+                b.taker_buy_volume += qty
+                b.taker_buy_quote_volume += q
         self.last_price = price
         self.last_time_ms = time_ms
         return closed
@@ -179,18 +149,9 @@ class LiveCandleBuilder:
         for i in range(len(candles)):
             c = candles[i]
             if c is None:
-                candles[i] = list(b)
+                candles[i] = b.copy()
             else:
-                if b[1] > c[1]:
-                    c[1] = b[1]
-                if b[2] < c[2]:
-                    c[2] = b[2]
-                c[3] = b[3]
-                c[4] += b[4]
-                c[5] += b[5]
-                c[6] += b[6]
-                c[7] += b[7]
-                c[8] += b[8]
+                c.merge(b)
         self._bucket = None
 
     def _roll(self, time_ms: int) -> list[ClosedCandle]:
@@ -205,7 +166,7 @@ class LiveCandleBuilder:
             open_ms, nxt = self._opens[i], self._nexts[i]
             complete = self._complete[i]
             if acc is not None:
-                closed.append(ClosedCandle(interval, _candle(acc, open_ms, nxt - 1), complete))
+                closed.append(ClosedCandle(interval, acc.to_candle(open_ms, nxt - 1), complete))
             elif last is not None:
                 closed.append(
                     ClosedCandle(interval, Candle.empty(open_ms, nxt - 1, last), complete)
@@ -243,27 +204,26 @@ class LiveCandleBuilder:
     ) -> list[ClosedCandle] | None:
         """A trade from before the newest boundary (its candle was closed by the clock)."""
         self._fold()
-        one = _acc_of(price, qty, count, maker)
+        one = Ohlcv.of_trade(price, qty, count, maker)
         corrections: list[ClosedCandle] = []
         applied = missed = False
         for i, interval in enumerate(self.intervals):
             if time_ms >= self._opens[i]:
-                self._candles[i] = _merge(self._candles[i], one)
+                c = self._candles[i]
+                if c is None:
+                    self._candles[i] = one.copy()
+                else:
+                    c.merge(one)
                 applied = True
                 continue
             prev = self.previous[i]
             if prev is not None and prev.open_ms <= time_ms <= prev.close_ms:
-                acc = _acc_from_candle(prev) if prev.trades else None
-                acc = _merge(acc, one)
+                acc = _combined(Ohlcv.of_candle(prev) if prev.trades else None, one)
                 assert acc is not None
-                self.previous[i] = _candle(acc, prev.open_ms, prev.close_ms)
+                corrected = acc.to_candle(prev.open_ms, prev.close_ms)
+                self.previous[i] = corrected
                 corrections.append(
-                    ClosedCandle(
-                        interval,
-                        self.previous[i],  # type: ignore[arg-type]
-                        self._previous_complete[i],
-                        correction=True,
-                    )
+                    ClosedCandle(interval, corrected, self._previous_complete[i], correction=True)
                 )
                 applied = True
             else:
@@ -314,9 +274,9 @@ class LiveCandleBuilder:
         candle at the last price when its period has none yet)."""
         if self._boundary < 0:
             return None
-        acc = _merge(self._candles[i], self._bucket)
+        acc = _combined(self._candles[i], self._bucket)
         if acc is not None:
-            return _candle(acc, self._opens[i], self._nexts[i] - 1)
+            return acc.to_candle(self._opens[i], self._nexts[i] - 1)
         if self.last_price is None:
             return None
         return Candle.empty(self._opens[i], self._nexts[i] - 1, self.last_price)
@@ -339,10 +299,13 @@ class LiveCandleBuilder:
         if self._boundary < 0 or snapshot.open_ms != self._opens[i]:
             return False
         self._fold()
-        acc = _acc_from_candle(snapshot) if snapshot.trades else None
+        acc = Ohlcv.of_candle(snapshot) if snapshot.trades else None
         for t in trades_after:
             if t.is_valid and t.time_ms >= snapshot.open_ms:
-                acc = _merge(acc, _acc_of(t.price, t.quantity, t.count, t.buyer_is_maker))
+                if acc is None:
+                    acc = Ohlcv.of_trade(t.price, t.quantity, t.count, t.buyer_is_maker)
+                else:
+                    acc.add_trade(t.price, t.quantity, t.count, t.buyer_is_maker)
         if acc is None and self.last_price is None:
             self.last_price = snapshot.close
         self._candles[i] = acc

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from livecandle.domain.intervals import Interval, parse_interval
 
@@ -141,54 +141,3 @@ class Candle:
     def empty(cls, open_ms: int, close_ms: int, price: int) -> Candle:
         """A candle without trades: OHLC at ``price`` (the previous close), volumes zero."""
         return cls(open_ms, close_ms, price, price, price, price)
-
-    def kline_row(self) -> list[Any]:
-        """The Binance 12-field kline array."""
-        return [
-            self.open_ms,
-            format_units(self.open),
-            format_units(self.high),
-            format_units(self.low),
-            format_units(self.close),
-            format_units(self.volume),
-            self.close_ms,
-            format_quote(self.quote_volume),
-            self.trades,
-            format_units(self.taker_buy_volume),
-            format_quote(self.taker_buy_quote_volume),
-            "0",
-        ]
-
-    @classmethod
-    def from_kline_row(cls, row: list[Any] | tuple[Any, ...]) -> Candle:
-        if len(row) < 11:
-            raise ValueError(f"kline row has {len(row)} fields, expected 12: {row!r}")
-        return cls(
-            open_ms=int(row[0]),
-            close_ms=int(row[6]),
-            open=to_units(row[1]),
-            high=to_units(row[2]),
-            low=to_units(row[3]),
-            close=to_units(row[4]),
-            volume=to_units(row[5]),
-            quote_volume=quote_to_units(row[7]),
-            trades=int(row[8]),
-            taker_buy_volume=to_units(row[9]),
-            taker_buy_quote_volume=quote_to_units(row[10]),
-        )
-
-    def live_fields(self) -> dict[str, Any]:
-        """The JSON fields of a ``live_candle`` value (DESIGN.md section 2)."""
-        return {
-            "time": self.open_ms,
-            "close_time": self.close_ms,
-            "open": format_units(self.open),
-            "high": format_units(self.high),
-            "low": format_units(self.low),
-            "close": format_units(self.close),
-            "volume": format_units(self.volume),
-            "quote_volume": format_quote(self.quote_volume),
-            "trades": self.trades,
-            "taker_buy_volume": format_units(self.taker_buy_volume),
-            "taker_buy_quote_volume": format_quote(self.taker_buy_quote_volume),
-        }

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from livecandle.domain.model import Candle, format_units
+from livecandle.domain.model import Candle, format_quote, format_units
 from livecandle.emulator.faults import Faults
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.market import Market, TradeTuple
@@ -33,6 +33,25 @@ log = logging.getLogger(__name__)
 
 _json = msgspec.json.Encoder()
 WEIGHTS = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2, "uiKlines": 2, "aggTrades": 4}
+
+
+def _kline_row(c: Candle) -> list[Any]:
+    """Binance's 12-field kline array (the emulator formats its own rows: it is the
+    independent oracle the service's codec is tested against)."""
+    return [
+        c.open_ms,
+        format_units(c.open),
+        format_units(c.high),
+        format_units(c.low),
+        format_units(c.close),
+        format_units(c.volume),
+        c.close_ms,
+        format_quote(c.quote_volume),
+        c.trades,
+        format_units(c.taker_buy_volume),
+        format_quote(c.taker_buy_quote_volume),
+        "0",
+    ]
 
 
 @dataclass
@@ -172,7 +191,7 @@ class Emulator:
         cached = self._rows.get(key)
         if cached is not None:
             return cached
-        encoded = _json.encode(c.kline_row())
+        encoded = _json.encode(_kline_row(c))
         if c.close_ms < now:
             if len(self._rows) > 500_000:
                 self._rows.clear()

@@ -27,6 +27,7 @@ from livecandle.domain.sequencer import Offer, TradeSequencer
 from livecandle.exchange.binance import parse
 from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.live.writer import SymbolLive
+from livecandle.store.codec import to_row
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +316,7 @@ class LiveFeed:
             official = k.candle()
         except ValueError:
             return
-        if official.kline_row() == prev.kline_row():  # as published: quotes at 8 decimals
+        if to_row(official) == to_row(prev):  # as published: quotes at 8 decimals
             st.matches += 1
         else:
             st.mismatches += 1
@@ -325,8 +326,8 @@ class LiveFeed:
                 st.symbol,
                 k.i,
                 k.t,
-                prev.kline_row(),
-                official.kline_row(),
+                to_row(prev),
+                to_row(official),
             )
 
     def _try_pending(self, st: SymbolState) -> None:

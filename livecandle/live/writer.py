@@ -22,49 +22,13 @@ from typing import Any
 import msgspec
 
 from livecandle.domain.aggregator import ClosedCandle, LiveCandleBuilder
-from livecandle.domain.model import Candle, SeriesKey, format_units
+from livecandle.domain.model import SeriesKey, format_units
 from livecandle.store import ClosedLive, LiveWrite, Store
+from livecandle.store.codec import closed_value, live_value
 
 log = logging.getLogger(__name__)
 
 _enc = msgspec.json.Encoder()
-
-
-def live_value(
-    symbol: str,
-    interval: str,
-    forming: Candle,
-    complete: bool,
-    previous: Candle | None,
-    previous_complete: bool,
-    now_ms: int,
-) -> dict[str, Any]:
-    """The ``live_candle`` JSON (DESIGN.md section 2): the forming candle, flagged
-    incomplete, and the just-closed one, unconfirmed until its official candle is stored."""
-    value: dict[str, Any] = {
-        "symbol": symbol,
-        "interval": interval,
-        **forming.live_fields(),
-        "is_incomplete": True,
-        "source": "live",
-        "complete": complete,
-        "updated_ms": now_ms,
-        "previous": None,
-    }
-    if previous is not None:
-        value["previous"] = closed_value(previous, previous_complete)
-    return value
-
-
-def closed_value(candle: Candle, complete: bool) -> dict[str, Any]:
-    """A closed live candle: final, but not confirmed until its official one is stored."""
-    return {
-        **candle.live_fields(),
-        "is_incomplete": False,
-        "confirmed": False,
-        "source": "live",
-        "complete": complete,
-    }
 
 
 @dataclass

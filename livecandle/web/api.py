@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from livecandle.config import Settings
 from livecandle.domain.model import SeriesKey
 from livecandle.store import LiveWrite, Store
+from livecandle.store.codec import live_value
 from livecandle.web.candles import OfficialCache, chart_body, live_parts
 from livecandle.web.errors import ApiError
 from livecandle.web.live_body import MAX_BODY, candle_from_body, text_field
@@ -143,16 +144,8 @@ class Api:
                 if isinstance(old_value, dict):
                     previous = old_value.get("previous")
         now = self.status.now_ms()
-        value = {
-            "symbol": series.symbol,
-            "interval": series.interval.name,
-            **candle.live_fields(),
-            "is_incomplete": True,
-            "source": "live",
-            "complete": False,
-            "updated_ms": now,
-            "previous": previous,
-        }
+        value = live_value(series.symbol, series.interval.name, candle, False, None, False, now)
+        value["previous"] = previous  # the stored one, as it is
         encoded = _enc.encode(value)
         message = _enc.encode({"time": now, "prices": [], "candles": [value]})
         await self.store.write_live([LiveWrite(series, encoded)], publish=message)

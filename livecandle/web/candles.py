@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from livecandle.store.codec import live_row
+
 _enc = msgspec.json.Encoder()
 
 OFFICIAL = b',"official"]'
@@ -51,24 +53,6 @@ def live_parts(
         add(value.get("previous"), "unconfirmed")
         add({k: v for k, v in value.items() if k != "previous"}, "forming")
     return out
-
-
-def kline_array(c: dict[str, Any]) -> list[Any]:
-    """A live candle as Binance's 12-field kline array."""
-    return [
-        c["time"],
-        c["open"],
-        c["high"],
-        c["low"],
-        c["close"],
-        c.get("volume", "0.00000000"),
-        c.get("close_time", c["time"]),
-        c.get("quote_volume", "0.00000000"),
-        c.get("trades", 0),
-        c.get("taker_buy_volume", "0.00000000"),
-        c.get("taker_buy_quote_volume", "0.00000000"),
-        "0",
-    ]
 
 
 class OfficialCache:
@@ -118,7 +102,7 @@ def chart_body(
     ascending and unique by open time, then the live rows (+ ``"unconfirmed"`` /
     ``"forming"``)."""
     parts = [official_rows] if official_rows else []
-    parts.extend(_enc.encode([*kline_array(c), c["state"]]) for c in live)
+    parts.extend(_enc.encode([*live_row(c), c["state"]]) for c in live)
     head = _enc.encode({"symbol": symbol, "interval": interval, "latest": latest})
     return head[:-1] + b',"candles":[' + b",".join(parts) + b"]}"
 
@@ -136,7 +120,7 @@ def binance_body(
     rows = list(members)
     for c in live:
         if (start_ms is None or c["time"] >= start_ms) and (end_ms is None or c["time"] <= end_ms):
-            rows.append(_enc.encode(kline_array(c)))
+            rows.append(_enc.encode(live_row(c)))
     if len(rows) > limit:
         rows = rows[:limit] if start_ms is not None else rows[-limit:]
     return b"[" + b",".join(rows) + b"]"

@@ -115,24 +115,6 @@ class LiveRecorder:
             await self._changed.wait_for(predicate)
 
 
-def kline_fields(candle: dict[str, Any]) -> list[Any]:
-    """A live candle JSON in Binance's 12-field order."""
-    return [
-        candle["time"],
-        candle["open"],
-        candle["high"],
-        candle["low"],
-        candle["close"],
-        candle["volume"],
-        candle["close_time"],
-        candle["quote_volume"],
-        candle["trades"],
-        candle["taker_buy_volume"],
-        candle["taker_buy_quote_volume"],
-        "0",
-    ]
-
-
 async def official(emu: EmulatorProcess, symbol: str, interval: str, open_ms: int) -> list[Any]:
     async with httpx.AsyncClient() as client:
         r = await client.get(

@@ -15,10 +15,10 @@ import redis.asyncio as aioredis
 from livecandle.domain.intervals import INTERVAL_NAMES
 from livecandle.domain.model import SeriesKey
 from livecandle.store import Store
+from livecandle.store.codec import live_row
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import (
     LiveRecorder,
-    kline_fields,
     official,
     running_service,
 )
@@ -50,7 +50,7 @@ async def _compare(emu: EmulatorProcess, rec: LiveRecorder) -> Counter[str]:
     for (symbol, interval, open_ms), candle in sorted(rec.closed.items()):
         if not candle["complete"]:
             continue
-        assert kline_fields(candle) == await official(emu, symbol, interval, open_ms), (
+        assert live_row(candle) == await official(emu, symbol, interval, open_ms), (
             symbol,
             interval,
             open_ms,

@@ -10,10 +10,10 @@ import redis.asyncio as aioredis
 
 from livecandle.domain.model import SeriesKey
 from livecandle.store import Store
+from livecandle.store.codec import live_row
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import (
     LiveRecorder,
-    kline_fields,
     official,
     running_service,
 )
@@ -73,7 +73,7 @@ async def test_seed_case_3_the_next_period_replaces_the_live_candle_and_official
         assert len(member) == 1
         off = msgspec.json.decode(member[0])
         assert off == await official(emulator, symbol, "1s", first_closed)
-        assert kline_fields(rec.closed[(symbol, "1s", first_closed)]) == off
+        assert live_row(rec.closed[(symbol, "1s", first_closed)]) == off
 
 
 async def test_a_web_process_apart_reports_the_stream_and_fetcher_health(
@@ -132,4 +132,4 @@ async def test_without_official_data_every_closed_live_candle_stays_served(
     for r in rows[:-1]:
         seen = rec.closed.get(("BTCUSDT", "1s", r[0]))
         if seen is not None:
-            assert r[:11] == kline_fields(seen)[:11]
+            assert r[:11] == live_row(seen)[:11]

@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from livecandle.archive.aggregate_csv import klines_parallel
-from livecandle.archive.trade_csv import CsvError, klines_from_file, klines_from_rows
+from livecandle.archive.aggregate_csv import candles_parallel
+from livecandle.archive.trade_csv import (
+    CandleAccumulator,
+    CsvError,
+    accumulate,
+    candles_from_file,
+    candles_from_rows,
+)
 from livecandle.domain.intervals import INTERVALS
 
 
@@ -45,10 +51,12 @@ def test_fast_path_equals_the_row_by_row_reference(
 ) -> None:
     data = csv_rows(5000, seed=4, micro=micro, invalid_every=invalid_every)
     i = INTERVALS[interval]
-    slow = list(klines_from_rows(data.splitlines(keepends=True), i))
+    slow = list(candles_from_rows(data.splitlines(keepends=True), i))
     for block in (257, 4096, 1 << 22):  # many blocks, and one
-        fast = list(klines_from_file(io.BytesIO(data), i, block_bytes=block))
+        acc = CandleAccumulator(i)
+        fast = list(accumulate(io.BytesIO(data), acc, block_bytes=block))
         assert fast == slow
+        assert acc.micro is micro
     assert len(slow) >= 2
 
 
@@ -58,9 +66,9 @@ def test_a_header_row_and_crlf_lines_are_accepted() -> None:
         b"agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,"
         b"is_buyer_maker,is_best_match\n"
     )
-    ref = list(klines_from_rows(data.splitlines(keepends=True), INTERVALS["1m"]))
+    ref = list(candles_from_rows(data.splitlines(keepends=True), INTERVALS["1m"]))
     got = list(
-        klines_from_file(
+        candles_from_file(
             io.BytesIO(header + data.replace(b"\n", b"\r\n")), INTERVALS["1m"], block_bytes=1000
         )
     )
@@ -78,7 +86,7 @@ def test_errors_name_the_line_whichever_block_it_is_in() -> None:
     data[2222] = with_price(2222, b"12.5")  # one decimal: unusual but valid (slow path)
     data[2500] = with_price(2500, b"oops")
     with pytest.raises(CsvError, match="line 2501"):
-        list(klines_from_file(io.BytesIO(b"".join(data)), INTERVALS["1m"], block_bytes=4096))
+        list(candles_from_file(io.BytesIO(b"".join(data)), INTERVALS["1m"], block_bytes=4096))
 
 
 @pytest.mark.parametrize("workers", [2, 3, 5])
@@ -87,8 +95,8 @@ def test_parallel_parts_stitch_into_the_same_candles(tmp_path: Path, workers: in
     src = tmp_path / "trades.csv"
     src.write_bytes(data)
     for name in ("1m", "1h"):
-        ref = list(klines_from_rows(data.splitlines(keepends=True), INTERVALS[name]))
-        assert klines_parallel(str(src), INTERVALS[name], workers) == ref
+        ref = list(candles_from_rows(data.splitlines(keepends=True), INTERVALS[name]))
+        assert candles_parallel(str(src), INTERVALS[name], workers) == (ref, True)
 
 
 def test_parallel_errors_name_the_line_of_the_whole_file(tmp_path: Path) -> None:
@@ -99,4 +107,4 @@ def test_parallel_errors_name_the_line_of_the_whole_file(tmp_path: Path) -> None
     src = tmp_path / "trades.csv"
     src.write_bytes(b"".join(lines))
     with pytest.raises(CsvError, match="line 17001"):
-        klines_parallel(str(src), INTERVALS["1m"], 4)
+        candles_parallel(str(src), INTERVALS["1m"], 4)

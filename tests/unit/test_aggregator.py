@@ -11,6 +11,7 @@ from livecandle.domain.aggregator import LiveCandleBuilder
 from livecandle.domain.clock import ManualClock
 from livecandle.domain.intervals import INTERVAL_NAMES, INTERVALS, Interval
 from livecandle.domain.model import Candle, Trade, format_quote, format_units, to_units
+from livecandle.store.codec import to_row
 
 M1, M5, S1 = INTERVALS["1m"], INTERVALS["5m"], INTERVALS["1s"]
 T0 = 1_700_000_100_000  # a 5-minute boundary
@@ -213,7 +214,7 @@ def reference(trades: list[Trade], interval: Interval) -> dict[int, list[str | i
 
 
 def fields(c: Candle) -> list[str | int]:
-    row = c.kline_row()
+    row = to_row(c)
     return [row[1], row[2], row[3], row[4], row[5], row[7], row[8], row[9], row[10]]
 
 

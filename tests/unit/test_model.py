@@ -69,24 +69,6 @@ def test_candle_refuses_high_below_close() -> None:
         Candle(0, 59_999, open=10, high=11, low=9, close=12)
 
 
-def test_kline_row_round_trip() -> None:
-    row = [
-        1634943780000,
-        "60685.22000000",
-        "60729.84000000",
-        "60670.90000000",
-        "60719.27000000",
-        "21.63272000",
-        1634943839999,
-        "1313200.01340410",
-        617,
-        "12.28492000",
-        "745719.41022840",
-        "0",
-    ]
-    assert Candle.from_kline_row(row).kline_row() == row
-
-
 def test_series_key_text_form() -> None:
     key = SeriesKey.of("BTCUSDT", "1m")
     assert str(key) == "BTCUSDT:1m"

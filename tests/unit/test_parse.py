@@ -11,12 +11,12 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from livecandle.domain.model import Candle, format_quote, format_units
+from livecandle.domain.model import format_units
 from livecandle.exchange.binance import parse
+from livecandle.store.codec import to_row
 from tests.helpers import FIXTURES, SHARED_FIXTURES
 
 
@@ -59,23 +59,6 @@ each_payloads = pytest.mark.parametrize(
 )
 
 
-def wire_fields(c: Candle) -> list[Any]:
-    """The decoded candle written back in Binance's notation, first 11 fields."""
-    return [
-        c.open_ms,
-        format_units(c.open),
-        format_units(c.high),
-        format_units(c.low),
-        format_units(c.close),
-        format_units(c.volume),
-        c.close_ms,
-        format_quote(c.quote_volume),
-        c.trades,
-        format_units(c.taker_buy_volume),
-        format_quote(c.taker_buy_quote_volume),
-    ]
-
-
 @each_payloads
 def test_klines_decode_exactly_and_are_stored_as_binance_sent_them(payloads: Payloads) -> None:
     raw = payloads.klines.read_bytes()
@@ -84,7 +67,7 @@ def test_klines_decode_exactly_and_are_stored_as_binance_sent_them(payloads: Pay
     assert len(rows) == len(original) == 10
     for row, orig in zip(rows, original, strict=True):
         assert parse.kline_member(row) == json.dumps(orig, separators=(",", ":")).encode()
-        assert wire_fields(row.candle()) == orig[:11]
+        assert to_row(row.candle()) == orig
         assert row.ignore == orig[11] == "0"
 
 
@@ -141,7 +124,7 @@ def test_archive_csv_rows_have_the_rest_shape(payloads: Payloads) -> None:
         stored = json.loads(parse.kline_member(row))
         assert [type(v) for v in stored] == [int, *[str] * 5, int, str, int, str, str, str]
         assert [str(v) for v in stored] == cells
-        assert [str(v) for v in wire_fields(row.candle())] == cells[:11]
+        assert [str(v) for v in to_row(row.candle())] == cells
 
 
 @each_payloads
