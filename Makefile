@@ -37,6 +37,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/import-cycles
 	$(BIN)/pytest
 
 bench: setup

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from livecandle.backoff import Backoff
+from livecandle.domain.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +33,19 @@ class TaskInfo:
     restarts: int = 0
     last_error: str | None = None
     last_error_ms: int | None = None
-    started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+    started_ms: int = 0
 
 
 class Supervisor:
-    def __init__(self, backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
+        self.clock = clock or SystemClock()
         self.infos: dict[str, TaskInfo] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -46,7 +54,7 @@ class Supervisor:
     ) -> asyncio.Task[None]:
         """Run ``factory()`` until cancelled; restart it whenever it fails or returns
         (``once``: a job that is done when it returns, restarted only if it fails)."""
-        info = self.infos[name] = TaskInfo(name)
+        info = self.infos[name] = TaskInfo(name, started_ms=self.clock.now_ms())
         task = asyncio.create_task(self._keep(info, factory, once), name=name)
         self._tasks[name] = task
         return task
@@ -54,10 +62,10 @@ class Supervisor:
     async def _keep(
         self, info: TaskInfo, factory: Callable[[], Awaitable[None]], once: bool
     ) -> None:
-        failures = 0
+        backoff = Backoff(self.backoff_base_s, self.backoff_cap_s)
         while True:
             info.state = TaskState.RUNNING
-            started = time.monotonic()
+            started_s = time.monotonic()
             try:
                 await factory()
                 if once:
@@ -70,15 +78,17 @@ class Supervisor:
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"
                 log.exception("task %s failed (restart %d)", info.name, info.restarts + 1)
-            if time.monotonic() - started > 60:
-                failures = 0  # it ran for a while: start the backoff over
-            failures += 1
+            if time.monotonic() - started_s > 60:
+                backoff.reset()  # it ran for a while: start the backoff over
             info.restarts += 1
             info.last_error = error
-            info.last_error_ms = time.time_ns() // 1_000_000
+            info.last_error_ms = self.clock.now_ms()
             info.state = TaskState.BACKOFF
-            ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (failures - 1))
-            await asyncio.sleep(random.uniform(ceiling / 2, ceiling))
+            try:
+                await backoff.sleep()
+            except asyncio.CancelledError:  # stopped while waiting to restart
+                info.state = TaskState.STOPPED
+                raise
 
     def status(self) -> dict[str, Any]:
         return {

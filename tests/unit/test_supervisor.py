@@ -135,3 +135,18 @@ async def test_stop_cancels_every_running_task_and_reports_them_stopped() -> Non
     assert all(t.done() for t in tasks)
     assert {n: s["state"] for n, s in sup.status().items()} == {"a": "stopped", "b": "stopped"}
     assert not sup.healthy
+
+
+async def test_a_task_stopped_while_waiting_to_restart_reports_stopped() -> None:
+    sup = Supervisor(backoff_base_s=60.0, backoff_cap_s=60.0)
+    failed = asyncio.Event()
+
+    async def job() -> None:
+        failed.set()
+        raise RuntimeError("boom")
+
+    sup.spawn("job", job)
+    await failed.wait()  # the supervisor starts its wait in the same step as the raise
+    assert sup.status()["job"]["state"] == "backoff"
+    await sup.stop()
+    assert sup.status()["job"]["state"] == "stopped"
