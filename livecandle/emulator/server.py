@@ -24,9 +24,11 @@ from starlette.routing import Route, WebSocketRoute
 
 from livecandle.domain.model import Candle, format_quote, format_units
 from livecandle.emulator.faults import Faults
+from livecandle.emulator.klines import klines
 from livecandle.emulator.limits import WeightLimiter
-from livecandle.emulator.market import Market, TradeTuple
+from livecandle.emulator.market import Market
 from livecandle.emulator.streams import StreamHub
+from livecandle.emulator.tape import TradeTuple
 from livecandle.exchange.binance import params as bp
 
 log = logging.getLogger(__name__)
@@ -177,7 +179,7 @@ class Emulator:
             return self._exchange_info(q, now)
         if endpoint in ("klines", "uiKlines"):
             kq = bp.klines_query(q, symbols)
-            rows = symbols[kq.symbol].klines(kq.interval, kq.start_ms, kq.end_ms, kq.limit)
+            rows = klines(symbols[kq.symbol], kq.interval, kq.start_ms, kq.end_ms, kq.limit)
             if kq.end_ms is not None:
                 rows = [r for r in rows if r.open_ms <= kq.end_ms]
             return b"[" + b",".join(self._row_json(kq, r, now) for r in rows) + b"]"

@@ -24,7 +24,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import format_quote, format_units
 from livecandle.emulator.faults import Faults
-from livecandle.emulator.market import Market, SymbolMarket, TradeTuple
+from livecandle.emulator.market import Market, SymbolMarket
+from livecandle.emulator.tape import TradeTuple
 
 log = logging.getLogger(__name__)
 
