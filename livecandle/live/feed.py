@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from livecandle.backoff import delay_s
@@ -33,12 +31,12 @@ from livecandle.domain.events import (
 )
 from livecandle.domain.intervals import Interval
 from livecandle.domain.model import Trade
-from livecandle.domain.sequencer import Offer, TradeSequencer
+from livecandle.domain.sequencer import Offer
+from livecandle.live.state import SymbolState
 from livecandle.live.writer import SymbolLive
 
 log = logging.getLogger(__name__)
 
-RECENT_TRADES = 50_000  # replay buffer for seeding from kline snapshots
 MAX_GAP_FILL = 200_000  # larger holes are abandoned (the candles are then incomplete)
 FILL_GIVE_UP_S = 60.0  # a hole not fetched by then is abandoned: the symbol goes on
 MAX_HELD = 200_000  # trades held behind a hole; more and the hole is abandoned
@@ -51,36 +49,10 @@ FILL_RETRY_CAP_S = 10.0
 Frame = TypeVar("Frame")  # a raw stream message: opaque here, only the decoder reads it
 
 
-@dataclass
-class SymbolState:
-    """The feed's state of one symbol; ``live`` is the part the writer reads."""
-
-    live: SymbolLive
-    sequencer: TradeSequencer = field(default_factory=TradeSequencer)
-    recent: deque[Trade] = field(default_factory=lambda: deque(maxlen=RECENT_TRADES))
-    last_trade_id: int = -1  # individual trade id (aggTrade ``l``) of the newest trade
-    pending_seeds: dict[int, CandleSnapshot] = field(default_factory=dict)
-    matches: int = 0
-    mismatches: int = 0
-    heard: float = 0.0  # monotonic time of the newest message about this symbol
-    # exchange time up to which every trade is known to be in: candles ending before it
-    # may be closed by the clock
-    safe_ms: int = 0
-    behind_since: float = 0.0  # a kline showed trades we have not received, since then
-    checking_silence: bool = False  # asking the exchange whether a silence lost trades
-    since_ms: int = 0  # exchange time the symbol was added
-    index: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def symbol(self) -> str:
-        return self.live.symbol
-
-    @property
-    def needs_seed(self) -> bool:
-        return not self.live.builder.all_complete
-
-
 class LiveFeed:
+    """Live candles of ``symbols`` in ``intervals`` from an exchange's market events;
+    ``history`` answers for trades the stream lost, ``on_stall`` reconnects the stream."""
+
     def __init__(
         self,
         symbols: Sequence[str],
@@ -184,7 +156,7 @@ class LiveFeed:
     def _apply(self, st: SymbolState, t: Trade | TradeEvent) -> None:
         first, last, time_ms = t.first_id, t.last_id, t.time_ms
         if first < 0 or (t.price == 0 and t.quantity == 0):
-            return  # an invalid aggTrade (Binance's 2022 audit placeholders)
+            return  # an invalid trade (Binance's 2022 audit placeholders)
         live = st.live
         closed = live.builder.add(time_ms, t.price, t.quantity, last - first + 1, t.buyer_is_maker)
         st.last_trade_id = last
@@ -314,7 +286,7 @@ class LiveFeed:
         else:
             st.mismatches += 1
             log.warning(
-                "%s %s %d: live candle differs from the exchange's final kline: "
+                "%s %s %d: live candle differs from the exchange's final candle: "
                 "live %s, exchange %s",
                 st.symbol,
                 ev.interval,
@@ -331,37 +303,17 @@ class LiveFeed:
                 continue
             if st.last_trade_id < snap.last_trade_id:
                 continue  # the snapshot is ahead of our trades: wait for them
-            after = self._trades_after(st, snap.last_trade_id, snap.open_ms)
+            after = st.trades_after(snap.last_trade_id, snap.open_ms)
             del st.pending_seeds[i]
             if after is None or snap.candle is None:
-                continue  # not on an aggTrade boundary, too old, unreadable: wait for the next
+                continue  # not on a trade boundary, too old, unreadable: wait for the next
             if b.seed(i, snap.candle, after):
                 st.live.dirty = True
-
-    @staticmethod
-    def _trades_after(st: SymbolState, last_id: int, open_ms: int) -> list[Trade] | None:
-        """The trades processed after a snapshot covering trades up to ``last_id``;
-        None when that cannot be known exactly (the snapshot split an aggTrade, or
-        trades between it and our first one were never seen)."""
-        if last_id < 0:  # the snapshot had no trade yet in its candle
-            return [t for t in st.recent if t.time_ms >= open_ms]
-        out: list[Trade] = []
-        found = False
-        for t in st.recent:
-            if t.first_id > last_id:
-                out.append(t)
-            elif t.last_id == last_id:
-                found = True
-            elif t.last_id > last_id:
-                return None
-        if found or (out and out[0].first_id == last_id + 1):
-            return out
-        return None
 
     # -- time ---------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Close candles by the clock when the exchange's final kline did not (a period
+        """Close candles by the clock when the exchange's final snapshot did not (a period
         without trades still ends), but only up to the exchange time by which every
         trade is known to be in: never across a stall, a lost message or a gap fill (the
         candle then closes exactly when its trades arrive). Also the stall watchdog."""
@@ -420,7 +372,7 @@ class LiveFeed:
         task.add_done_callback(self._fills.discard)
 
     async def _tail_fetch(self, st: SymbolState) -> int:
-        """A kline showed trades newer than any we received, and none followed (the last
+        """A snapshot showed trades newer than any we received, and none followed (the last
         messages were lost): fetch them over REST. Returns how many the exchange had
         after our newest (-1: it could not be asked)."""
         last = st.sequencer.last_id
@@ -428,7 +380,7 @@ class LiveFeed:
             return 0
         try:
             trades = await self.history.trades_after(st.symbol, last, 1000)
-        except Exception as e:  # the next kline or silence asks again
+        except Exception as e:  # the next snapshot or silence asks again
             log.warning("%s: cannot fetch trades after %d (%s)", st.symbol, last, e)
             return -1
         for trade in trades:
@@ -452,20 +404,5 @@ class LiveFeed:
             "bad_messages": self.bad_messages,
             "unknown_events": self.unknown_events,
             "last_bad": self.last_bad,
-            "symbols": {
-                s: {
-                    "last_agg_id": st.sequencer.last_id,
-                    "gaps": st.sequencer.gaps,
-                    "recovered": st.sequencer.recovered,
-                    "duplicates": st.sequencer.duplicates,
-                    "filling": st.sequencer.gap is not None,
-                    "late_trades": st.live.builder.late_trades,
-                    "stale_trades": st.live.builder.stale_trades,
-                    "matches": st.matches,
-                    "mismatches": st.mismatches,
-                    "seeded": not st.needs_seed,
-                    "silent_s": round(time.monotonic() - st.heard, 3) if st.heard else None,
-                }
-                for s, st in self.states.items()
-            },
+            "symbols": {s: st.stats() for s, st in self.states.items()},
         }
