@@ -1,10 +1,12 @@
-"""LiveFeed: stream messages in, exact forming candles out.
+"""LiveFeed: market events in, exact forming candles out.
 
-Decodes the queue filled by ``BinanceStream``; puts each symbol's aggTrades in order
-(``TradeSequencer``; missed ids are fetched over REST before anything after them is
-used); feeds the ``LiveCandleBuilder``; seeds the first (partial) candle of each interval
-from a kline snapshot; closes candles on the exchange's final kline or on the clock; and
-marks what the ``LiveWriter`` must write.
+Takes the exchange's market events (``domain.events``: trades and candle snapshots with
+named fields, decoded from the stream's frames by the exchange adapter); puts each
+symbol's trades in order (``TradeSequencer``; missed ids are asked of the exchange's
+``TradeHistory`` before anything after them is used); feeds the ``LiveCandleBuilder``;
+seeds the first (partial) candle of each interval from a candle snapshot; closes candles
+on the exchange's final snapshot or on the clock; and marks in each symbol's
+``SymbolLive`` what the ``LiveWriter`` must write.
 """
 
 from __future__ import annotations
@@ -12,79 +14,51 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-import msgspec
-
+from livecandle.backoff import delay_s
 from livecandle.domain.aggregator import LiveCandleBuilder
 from livecandle.domain.clock import Clock
+from livecandle.domain.events import (
+    BadMessage,
+    CandleSnapshot,
+    EventDecoder,
+    MarketEvent,
+    TradeEvent,
+    TradeHistory,
+    UnknownMessage,
+)
 from livecandle.domain.intervals import Interval
-from livecandle.domain.model import Trade, to_units
-from livecandle.domain.sequencer import Offer, TradeSequencer
-from livecandle.exchange.binance import parse
-from livecandle.exchange.binance.rest import BinanceRest
+from livecandle.domain.model import Trade
+from livecandle.domain.sequencer import Offer
+from livecandle.live.state import SymbolState
 from livecandle.live.writer import SymbolLive
 from livecandle.store.codec import to_row
 
 log = logging.getLogger(__name__)
 
-RECENT_TRADES = 50_000  # replay buffer for seeding from kline snapshots
 MAX_GAP_FILL = 200_000  # larger holes are abandoned (the candles are then incomplete)
 FILL_GIVE_UP_S = 60.0  # a hole not fetched by then is abandoned: the symbol goes on
 MAX_HELD = 200_000  # trades held behind a hole; more and the hole is abandoned
+# a failed fetch of missed trades waits 1 s, 2 s, ... up to 10 s (jittered); a fetch that
+# found none yet (the exchange is behind its stream) retries sooner
+FILL_RETRY_BASE_S = 1.0
+FILL_EMPTY_BASE_S = 0.4
+FILL_RETRY_CAP_S = 10.0
 
-
-class _Combined(msgspec.Struct):
-    """``{"stream": "btcusdt@aggTrade", "data": {...}}`` (combined streams)."""
-
-    stream: str
-    data: parse.StreamEvent
-
-
-_combined = msgspec.json.Decoder(_Combined)
-
-
-def streams_for(symbols: Sequence[str], intervals: Sequence[Interval]) -> list[str]:
-    """aggTrades for the candles, kline streams to seed and confirm them."""
-    out = []
-    for s in symbols:
-        low = s.lower()
-        out.append(f"{low}@aggTrade")
-        out.extend(f"{low}@kline_{i.name}" for i in intervals)
-    return out
-
-
-@dataclass
-class SymbolState(SymbolLive):
-    sequencer: TradeSequencer = field(default_factory=TradeSequencer)
-    recent: deque[Trade] = field(default_factory=lambda: deque(maxlen=RECENT_TRADES))
-    last_trade_id: int = -1  # individual trade id (aggTrade ``l``) of the newest trade
-    pending_seeds: dict[int, parse.KlinePayload] = field(default_factory=dict)
-    matches: int = 0
-    mismatches: int = 0
-    heard: float = 0.0  # monotonic time of the newest message about this symbol
-    # exchange time up to which every trade is known to be in: candles ending before it
-    # may be closed by the clock
-    safe_ms: int = 0
-    behind_since: float = 0.0  # a kline showed trades we have not received, since then
-    checking_silence: bool = False  # asking the exchange whether a silence lost trades
-    since_ms: int = 0  # exchange time the symbol was added
-    index: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def needs_seed(self) -> bool:
-        return not self.builder.all_complete
+Frame = TypeVar("Frame")  # a raw stream message: opaque here, only the decoder reads it
 
 
 class LiveFeed:
+    """Live candles of ``symbols`` in ``intervals`` from an exchange's market events;
+    ``history`` answers for trades the stream lost, ``on_stall`` reconnects the stream."""
+
     def __init__(
         self,
         symbols: Sequence[str],
         intervals: Sequence[Interval],
-        rest: BinanceRest,
+        history: TradeHistory,
         clock: Clock,
         close_grace_ms: int = 2_000,
         silence_s: float = 10.0,
@@ -92,7 +66,7 @@ class LiveFeed:
         fill_give_up_s: float = FILL_GIVE_UP_S,
     ) -> None:
         self.fill_give_up_s = fill_give_up_s
-        self.rest = rest
+        self.history = history
         self.clock = clock
         self.silence_s = silence_s
         self.on_stall = on_stall
@@ -109,101 +83,92 @@ class LiveFeed:
         self._fills: set[asyncio.Task[object]] = set()
 
     def add_symbol(self, symbol: str, close_grace_ms: int = 2_000) -> SymbolState:
-        st = SymbolState(symbol, LiveCandleBuilder(self.intervals, self.clock, close_grace_ms))
+        builder = LiveCandleBuilder(self.intervals, self.clock, close_grace_ms)
+        st = SymbolState(SymbolLive(symbol, builder))
         st.index = {i.name: n for n, i in enumerate(self.intervals)}
         st.since_ms = self.clock.now_ms()
         self.states[symbol] = st
         return st
 
+    def live_states(self) -> dict[str, SymbolLive]:
+        """What the ``LiveWriter`` reads, by symbol."""
+        return {symbol: st.live for symbol, st in self.states.items()}
+
     # -- the consumer loop --------------------------------------------------------------
 
-    async def consume(self, queue: asyncio.Queue[str | bytes]) -> None:
+    async def consume(self, queue: asyncio.Queue[Frame], decode: EventDecoder[Frame]) -> None:
+        """Handle the stream's raw messages, each turned into its event by ``decode``
+        (the exchange adapter's; the frames themselves are never read here)."""
+        handle = self.handle
         while True:
-            message = await queue.get()
-            self.handle(message)
+            frame = await queue.get()
+            self.messages += 1
+            event = decode(frame)
+            if event is not None:
+                handle(event)
             # drain what is already there without yielding per message
             for _ in range(queue.qsize()):
-                self.handle(queue.get_nowait())
+                self.messages += 1
+                event = decode(queue.get_nowait())
+                if event is not None:
+                    handle(event)
 
-    def handle(self, message: str | bytes) -> None:
-        self.messages += 1
-        try:
-            event = _combined.decode(message).data
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            self._bad(message, e)
-            return
-        if isinstance(event, parse.AggTradeEvent):
-            self.on_agg_trade(event)
-        elif isinstance(event, parse.KlineEvent):
-            self.on_kline(event)
+    def handle(self, event: MarketEvent) -> None:
+        if isinstance(event, TradeEvent):
+            self.on_trade(event)
+        elif isinstance(event, CandleSnapshot):
+            self.on_snapshot(event)
+        elif isinstance(event, BadMessage):
+            self._bad(event)
+        elif isinstance(event, UnknownMessage):
+            self.unknown_events += 1
         else:  # serverShutdown: the stream client reconnects when the socket closes
             log.info("exchange announced a server shutdown")
 
-    def _bad(self, message: str | bytes, error: Exception) -> None:
-        text = message if isinstance(message, str) else message.decode(errors="replace")
-        if '"result"' in text or '"id"' in text:
-            return  # SUBSCRIBE replies
-        if '"e":' in text and "aggTrade" not in text and "kline" not in text:
-            self.unknown_events += 1
-            return
+    def _bad(self, event: BadMessage) -> None:
+        if event.symbol is not None:  # readable enough to say whose: heard from it
+            st = self.states.get(event.symbol)
+            if st is None:
+                return
+            st.heard = time.monotonic()
         self.bad_messages += 1
-        self.last_bad = f"{error}: {text[:200]}"
-        log.warning("malformed stream message dropped (%s): %.200s", error, text)
+        self.last_bad = event.reason
 
     # -- trades -------------------------------------------------------------------------
 
-    def on_agg_trade(self, ev: parse.AggTradeEvent) -> None:
-        st = self.states.get(ev.s)
+    def on_trade(self, ev: TradeEvent) -> None:
+        st = self.states.get(ev.symbol)
         if st is None:
             return
         st.heard = time.monotonic()
-        try:
-            price, qty = to_units(ev.p), to_units(ev.q)
-        except ValueError as e:
-            self.bad_messages += 1
-            self.last_bad = f"aggTrade {ev.a} of {ev.s}: {e}"
-            return
         seq = st.sequencer
         last = seq.last_id
-        if last is not None and ev.a == last + 1 and seq.gap is None:
-            seq.last_id = ev.a  # the common case, without a Trade object
-            self._apply_fields(st, ev.a, price, qty, ev.f, ev.l, ev.T, ev.m)
+        if last is not None and ev.agg_id == last + 1 and seq.gap is None:
+            seq.last_id = ev.agg_id  # the common case, without a Trade object
+            self._apply(st, ev)
             return
-        trade = Trade(ev.a, price, qty, ev.f, ev.l, ev.T, ev.m)
+        trade = ev.trade()
         verdict = seq.offer(trade)
         if verdict is Offer.NEXT:
             self._apply(st, trade)
         elif verdict is Offer.GAP:
             self._start_fill(st)
 
-    def _apply(self, st: SymbolState, t: Trade) -> None:
-        self._apply_fields(
-            st, t.agg_id, t.price, t.quantity, t.first_id, t.last_id, t.time_ms, t.buyer_is_maker
-        )
-
-    def _apply_fields(
-        self,
-        st: SymbolState,
-        agg_id: int,
-        price: int,
-        qty: int,
-        first: int,
-        last: int,
-        time_ms: int,
-        maker: bool,
-    ) -> None:
-        if first < 0 or (price == 0 and qty == 0):
-            return  # an invalid aggTrade (Binance's 2022 audit placeholders)
-        closed = st.builder.add(time_ms, price, qty, last - first + 1, maker)
+    def _apply(self, st: SymbolState, t: Trade | TradeEvent) -> None:
+        first, last, time_ms = t.first_id, t.last_id, t.time_ms
+        if first < 0 or (t.price == 0 and t.quantity == 0):
+            return  # an invalid trade (Binance's 2022 audit placeholders)
+        live = st.live
+        closed = live.builder.add(time_ms, t.price, t.quantity, last - first + 1, t.buyer_is_maker)
         st.last_trade_id = last
-        st.last_trade_ms = time_ms
+        live.last_trade_ms = time_ms
         if time_ms > st.safe_ms:
             st.safe_ms = time_ms
-        st.dirty = st.price_dirty = True
+        live.dirty = live.price_dirty = True
         if closed:
-            st.closed.extend(closed)
-        if st.pending_seeds or not st.builder.all_complete:
-            st.recent.append(Trade(agg_id, price, qty, first, last, time_ms, maker))
+            live.closed.extend(closed)
+        if st.pending_seeds or not live.builder.all_complete:
+            st.recent.append(t if isinstance(t, Trade) else t.trade())
             if st.pending_seeds:
                 self._try_pending(st)
         elif st.recent:
@@ -224,7 +189,7 @@ class LiveFeed:
         seq = st.sequencer
         log.warning("%s: %s; continuing without them", st.symbol, why)
         first_after = min((t.time_ms for t in seq.held), default=None)
-        st.builder.mark_incomplete(until_ms=first_after)
+        st.live.builder.mark_incomplete(until_ms=first_after)
         for t in seq.abandon():
             self._apply(st, t)
         if seq.gap is not None:  # the held trades had a hole of their own
@@ -247,10 +212,10 @@ class LiveFeed:
                 )
                 return
             try:
-                rows = await self.rest.agg_trades(
-                    st.symbol, from_id=gap.first_id, limit=min(1000, gap.size)
+                fetched = await self.history.trades_after(
+                    st.symbol, gap.first_id - 1, min(1000, gap.size)
                 )
-                trades = [r.trade() for r in rows if r.a <= gap.last_id]
+                trades = [t for t in fetched if t.agg_id <= gap.last_id]
             except Exception as e:  # whatever failed: retry, then give up
                 attempt += 1
                 log.warning(
@@ -261,118 +226,95 @@ class LiveFeed:
                     type(e).__name__,
                     e,
                 )
-                await asyncio.sleep(min(10.0, 0.5 * 2**attempt, self.fill_give_up_s))
+                cap_s = min(FILL_RETRY_CAP_S, self.fill_give_up_s)
+                await asyncio.sleep(delay_s(attempt, FILL_RETRY_BASE_S, cap_s))
                 continue
             if not trades:
                 attempt += 1
-                await asyncio.sleep(min(10.0, 0.2 * 2**attempt))
+                await asyncio.sleep(delay_s(attempt, FILL_EMPTY_BASE_S, FILL_RETRY_CAP_S))
                 continue
             attempt = 0
             for t in seq.resolve(trades):
                 self._apply(st, t)
         log.info("%s: filled a gap; %d trades recovered so far", st.symbol, seq.recovered)
 
-    # -- klines: seeding, exact closing, cross-checks -----------------------------------
+    # -- candle snapshots: seeding, exact closing, cross-checks -----------------------
 
-    def on_kline(self, ev: parse.KlineEvent) -> None:
-        st = self.states.get(ev.s)
+    def on_snapshot(self, ev: CandleSnapshot) -> None:
+        st = self.states.get(ev.symbol)
         if st is None:
             return
         st.heard = time.monotonic()
-        k = ev.k
-        i = st.index.get(k.i)
+        i = st.index.get(ev.interval)
         if i is None:
             return
-        b = st.builder
-        if k.L >= 0 and st.last_trade_id >= k.L and st.sequencer.gap is None:
-            # at exchange time E the newest trade was one we have (a kline without any
-            # trade, L = -1, says nothing about trades before its own open)
-            if st.safe_ms < ev.E:
-                st.safe_ms = ev.E
+        b = st.live.builder
+        last = ev.last_trade_id
+        if last >= 0 and st.last_trade_id >= last and st.sequencer.gap is None:
+            # at exchange time event_ms the newest trade was one we have (a snapshot
+            # without any trade, id -1, says nothing about trades before its own open)
+            if st.safe_ms < ev.event_ms:
+                st.safe_ms = ev.event_ms
             st.behind_since = 0.0
         elif not st.behind_since:
             st.behind_since = st.heard
-        if k.x:
-            self._final(st, i, k)
-        elif not b.is_complete(i) and b.open_of(i) == k.t:
-            st.pending_seeds[i] = k
+        if ev.final:
+            self._final(st, i, ev)
+        elif not b.is_complete(i) and b.open_of(i) == ev.open_ms:
+            st.pending_seeds[i] = ev
             self._try_pending(st)
 
-    def _final(self, st: SymbolState, i: int, k: parse.KlinePayload) -> None:
-        """The exchange's final kline: close our candle now if every trade of it is in,
-        and compare the two."""
-        b = st.builder
-        if st.last_trade_id < k.L or st.sequencer.gap is not None:
+    def _final(self, st: SymbolState, i: int, ev: CandleSnapshot) -> None:
+        """The exchange's final candle: close ours now if every trade of it is in, and
+        compare the two."""
+        live = st.live
+        b = live.builder
+        if st.last_trade_id < ev.last_trade_id or st.sequencer.gap is not None:
             return  # trades of that candle are still on their way
-        if b.open_of(i) == k.t:
-            closed = b.roll_to(k.T + 1)
+        if b.open_of(i) == ev.open_ms:
+            closed = b.roll_to(ev.close_ms + 1)
             if closed:
-                st.closed.extend(closed)
-                st.dirty = True
+                live.closed.extend(closed)
+                live.dirty = True
         prev = b.previous[i]
-        if prev is None or prev.open_ms != k.t or not b.previous_complete(i):
+        if prev is None or prev.open_ms != ev.open_ms or not b.previous_complete(i):
             return
-        try:
-            official = k.candle()
-        except ValueError:
+        official = ev.candle
+        if official is None:
             return
         if to_row(official) == to_row(prev):  # as published: quotes at 8 decimals
             st.matches += 1
         else:
             st.mismatches += 1
             log.warning(
-                "%s %s %d: live candle differs from the exchange's final kline: "
+                "%s %s %d: live candle differs from the exchange's final candle: "
                 "live %s, exchange %s",
                 st.symbol,
-                k.i,
-                k.t,
+                ev.interval,
+                ev.open_ms,
                 to_row(prev),
                 to_row(official),
             )
 
     def _try_pending(self, st: SymbolState) -> None:
-        for i, k in list(st.pending_seeds.items()):
-            b = st.builder
-            if b.is_complete(i) or b.open_of(i) != k.t:
+        for i, snap in list(st.pending_seeds.items()):
+            b = st.live.builder
+            if b.is_complete(i) or b.open_of(i) != snap.open_ms:
                 del st.pending_seeds[i]
                 continue
-            if st.last_trade_id < k.L:
+            if st.last_trade_id < snap.last_trade_id:
                 continue  # the snapshot is ahead of our trades: wait for them
-            after = self._trades_after(st, k.L, k.t)
+            after = st.trades_after(snap.last_trade_id, snap.open_ms)
             del st.pending_seeds[i]
-            if after is None:
-                continue  # not on an aggTrade boundary, or too old: wait for the next
-            try:
-                snapshot = k.candle()
-            except ValueError:
-                continue
-            if b.seed(i, snapshot, after):
-                st.dirty = True
-
-    @staticmethod
-    def _trades_after(st: SymbolState, last_id: int, open_ms: int) -> list[Trade] | None:
-        """The trades processed after a snapshot covering trades up to ``last_id``;
-        None when that cannot be known exactly (the snapshot split an aggTrade, or
-        trades between it and our first one were never seen)."""
-        if last_id < 0:  # the snapshot had no trade yet in its candle
-            return [t for t in st.recent if t.time_ms >= open_ms]
-        out: list[Trade] = []
-        found = False
-        for t in st.recent:
-            if t.first_id > last_id:
-                out.append(t)
-            elif t.last_id == last_id:
-                found = True
-            elif t.last_id > last_id:
-                return None
-        if found or (out and out[0].first_id == last_id + 1):
-            return out
-        return None
+            if after is None or snap.candle is None:
+                continue  # not on a trade boundary, too old, unreadable: wait for the next
+            if b.seed(i, snap.candle, after):
+                st.live.dirty = True
 
     # -- time ---------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Close candles by the clock when the exchange's final kline did not (a period
+        """Close candles by the clock when the exchange's final snapshot did not (a period
         without trades still ends), but only up to the exchange time by which every
         trade is known to be in: never across a stall, a lost message or a gap fill (the
         candle then closes exactly when its trades arrive). Also the stall watchdog."""
@@ -391,10 +333,11 @@ class LiveFeed:
             ):
                 st.behind_since = mono  # once a second at most
                 self._spawn(self._tail_fetch(st), f"tail:{st.symbol}")
-            closed = st.builder.advance(min(now, st.safe_ms + st.builder.close_grace_ms))
+            live = st.live
+            closed = live.builder.advance(min(now, st.safe_ms + live.builder.close_grace_ms))
             if closed:
-                st.closed.extend(closed)
-                st.dirty = True
+                live.closed.extend(closed)
+                live.dirty = True
 
     async def _check_silence(self, st: SymbolState) -> None:
         """A symbol silent for ``silence_s``: a quiet market, or did its stream stop? The
@@ -403,8 +346,8 @@ class LiveFeed:
         try:
             last = st.sequencer.last_id
             if last is None:
-                rows = await self.rest.agg_trades(st.symbol, limit=1)
-                missed = any(st.since_ms <= r.T for r in rows)
+                newest = await self.history.latest_trades(st.symbol, 1)
+                missed = any(st.since_ms <= t.time_ms for t in newest)
             else:
                 missed = (await self._tail_fetch(st)) != 0
         except Exception as e:  # cannot tell: reconnect to be safe
@@ -430,16 +373,15 @@ class LiveFeed:
         task.add_done_callback(self._fills.discard)
 
     async def _tail_fetch(self, st: SymbolState) -> int:
-        """A kline showed trades newer than any we received, and none followed (the last
+        """A snapshot showed trades newer than any we received, and none followed (the last
         messages were lost): fetch them over REST. Returns how many the exchange had
         after our newest (-1: it could not be asked)."""
         last = st.sequencer.last_id
         if last is None:
             return 0
         try:
-            rows = await self.rest.agg_trades(st.symbol, from_id=last + 1, limit=1000)
-            trades = [r.trade() for r in rows]
-        except Exception as e:  # the next kline or silence asks again
+            trades = await self.history.trades_after(st.symbol, last, 1000)
+        except Exception as e:  # the next snapshot or silence asks again
             log.warning("%s: cannot fetch trades after %d (%s)", st.symbol, last, e)
             return -1
         for trade in trades:
@@ -463,20 +405,5 @@ class LiveFeed:
             "bad_messages": self.bad_messages,
             "unknown_events": self.unknown_events,
             "last_bad": self.last_bad,
-            "symbols": {
-                s: {
-                    "last_agg_id": st.sequencer.last_id,
-                    "gaps": st.sequencer.gaps,
-                    "recovered": st.sequencer.recovered,
-                    "duplicates": st.sequencer.duplicates,
-                    "filling": st.sequencer.gap is not None,
-                    "late_trades": st.builder.late_trades,
-                    "stale_trades": st.builder.stale_trades,
-                    "matches": st.matches,
-                    "mismatches": st.mismatches,
-                    "seeded": not st.needs_seed,
-                    "silent_s": round(time.monotonic() - st.heard, 3) if st.heard else None,
-                }
-                for s, st in self.states.items()
-            },
+            "symbols": {s: st.stats() for s, st in self.states.items()},
         }

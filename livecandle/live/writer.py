@@ -33,7 +33,8 @@ _enc = msgspec.json.Encoder()
 
 @dataclass
 class SymbolLive:
-    """What the writer needs from one symbol's live state."""
+    """What the writer needs from one symbol's live state. The feed owns it (each of its
+    symbol states holds one) and sets the flags; the writer reads them and clears them."""
 
     symbol: str
     builder: LiveCandleBuilder

@@ -11,9 +11,10 @@ from typing import Any
 
 from livecandle.backoff import Backoff
 from livecandle.config import Settings
+from livecandle.exchange.binance.feed_source import RestTradeHistory, decode_frame, streams_for
 from livecandle.exchange.binance.rest import BinanceError, BinanceRest, BinanceUnavailable
 from livecandle.exchange.binance.stream import BinanceStream
-from livecandle.live.feed import LiveFeed, streams_for
+from livecandle.live.feed import LiveFeed
 from livecandle.live.writer import LiveWriter
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.runtime.supervisor import Supervisor
@@ -60,14 +61,14 @@ class Service:
             self.feed = LiveFeed(
                 settings.symbols,
                 settings.intervals,
-                self.rest,
+                RestTradeHistory(self.rest),
                 self.rest.clock,
                 silence_s=settings.stream_silence_s,
                 on_stall=self.stream.drop,
             )
             self.writer = LiveWriter(
                 store,
-                dict(self.feed.states),
+                self.feed.live_states(),
                 self.rest.clock.now_ms,
                 settings.live_write_period_ms,
                 settings.live_publish_period_ms,
@@ -117,7 +118,7 @@ class Service:
             sup.spawn("fetch:clock", fetcher.keep_clock)
         if self.stream is not None and self.feed is not None and self.writer is not None:
             sup.spawn("stream:socket", self.stream.run)
-            sup.spawn("stream:feed", functools.partial(self.feed.consume, self.queue))
+            sup.spawn("stream:feed", functools.partial(self.feed.consume, self.queue, decode_frame))
             sup.spawn("stream:ticker", self.feed.run_ticker)
             sup.spawn("stream:writer", self.writer.run)
             if self.fetcher is None:

@@ -1,75 +1,117 @@
-"""LiveFeed on hand-made frames: ordering, bad input, seeding. No network needed: the REST
-client is never called in these cases."""
+"""LiveFeed on market events made by hand: ordering, bad input, seeding, missed trades.
+
+No network: the feed gets domain events, and its ``TradeHistory`` is an in-memory one."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 
-import msgspec
+import pytest
 
 from livecandle.domain.clock import ManualClock
+from livecandle.domain.events import (
+    BadMessage,
+    CandleSnapshot,
+    MarketEvent,
+    ServerShutdown,
+    TradeEvent,
+    UnknownMessage,
+)
 from livecandle.domain.intervals import INTERVALS
-from livecandle.domain.model import Trade
+from livecandle.domain.model import SCALE, Candle, Trade
 from livecandle.domain.sequencer import Offer, TradeSequencer
-from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.live.feed import LiveFeed
 
 T0 = 1_700_000_100_000
+QUOTE = SCALE * SCALE  # one unit of quote volume (1e-16)
 
 
-def agg(a: int, price: str = "100.00000000", t: int = T0, f: int | None = None, n: int = 1) -> str:
+class MemoryHistory:
+    """An exchange's trade history held in memory (the feed's ``TradeHistory``); with
+    ``failure`` set, every question fails with it, as an unreachable exchange would."""
+
+    def __init__(self, trades: Sequence[Trade] = (), failure: Exception | None = None) -> None:
+        self.trades = sorted(trades, key=lambda t: t.agg_id)
+        self.failure = failure
+        self.asked = 0
+
+    async def trades_after(self, symbol: str, agg_id: int, limit: int) -> list[Trade]:
+        self._ask()
+        return [t for t in self.trades if t.agg_id > agg_id][:limit]
+
+    async def latest_trades(self, symbol: str, limit: int) -> list[Trade]:
+        self._ask()
+        return self.trades[-limit:]
+
+    def _ask(self) -> None:
+        self.asked += 1
+        if self.failure is not None:
+            raise self.failure
+
+
+def agg(
+    a: int, price: int = 100 * SCALE, t: int = T0, f: int | None = None, n: int = 1
+) -> TradeEvent:
+    """Aggregate trade ``a`` of BTCUSDT: one unit at ``price``, trade ids ``f``.. (n)."""
     f = a * 10 if f is None else f
-    return msgspec.json.encode(
-        {
-            "stream": "btcusdt@aggTrade",
-            "data": {
-                "e": "aggTrade",
-                "E": t,
-                "s": "BTCUSDT",
-                "a": a,
-                "p": price,
-                "q": "1.00000000",
-                "f": f,
-                "l": f + n - 1,
-                "T": t,
-                "m": False,
-                "M": True,
-            },
-        }
-    ).decode()
+    return TradeEvent("BTCUSDT", a, price, SCALE, f, f + n - 1, t, False, t)
 
 
-def feed() -> LiveFeed:
+def feed(history: MemoryHistory | None = None, clock: ManualClock | None = None) -> LiveFeed:
     return LiveFeed(
-        ["BTCUSDT"], [INTERVALS["1m"]], BinanceRest("http://127.0.0.1:9"), ManualClock(T0)
+        ["BTCUSDT"], [INTERVALS["1m"]], history or MemoryHistory(), clock or ManualClock(T0)
     )
 
 
-def test_malformed_frames_are_counted_and_change_nothing() -> None:
+def test_malformed_messages_are_counted_and_change_nothing() -> None:
     f = feed()
     f.handle(agg(1))
-    for bad in [
-        "{",
-        "[]",
-        '{"stream":"x","data":{"e":"aggTrade","s":"BTCUSDT"}}',
-        agg(2, price="abc"),
-        b"\xff\xfe",
-        agg(3, price="1.123456789"),
-    ]:
-        f.handle(bad)
+    f.handle(BadMessage("Expected `object`, got `array`: []"))
+    f.handle(BadMessage("aggTrade 2 of BTCUSDT: 'abc' is not a decimal number", "BTCUSDT"))
     st = f.states["BTCUSDT"]
-    assert f.bad_messages == 6
+    assert f.bad_messages == 2
+    assert f.last_bad == "aggTrade 2 of BTCUSDT: 'abc' is not a decimal number"
     assert st.sequencer.last_id == 1
-    forming = st.builder.forming(0)
+    forming = st.live.builder.forming(0)
     assert forming is not None and forming.trades == 1
 
 
-def test_unknown_event_types_and_replies_are_ignored_quietly() -> None:
+def test_unreadable_messages_of_other_symbols_are_not_ours_to_count() -> None:
     f = feed()
-    f.handle('{"result":null,"id":1}')
-    f.handle('{"stream":"btcusdt@depth","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT"}}')
-    f.handle('{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}')
+    f.handle(BadMessage("aggTrade 2 of ETHUSDT: 'abc' is not a decimal number", "ETHUSDT"))
+    assert f.bad_messages == 0
+
+
+def test_unknown_events_are_counted_and_a_shutdown_notice_is_no_error() -> None:
+    f = feed()
+    f.handle(UnknownMessage())
+    f.handle(ServerShutdown(1))
     assert f.bad_messages == 0 and f.unknown_events == 1
+
+
+class EndOfFrames(Exception):
+    pass
+
+
+async def test_consume_hands_each_frame_to_the_decoder_and_its_event_to_the_feed() -> None:
+    f = feed()
+    events: dict[str, MarketEvent | None] = {"t1": agg(1), "t2": agg(2), "reply": None}
+
+    def decode(frame: str) -> MarketEvent | None:
+        if frame == "end":
+            raise EndOfFrames
+        return events[frame]
+
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for frame in ("t1", "reply", "t2", "end"):
+        queue.put_nowait(frame)
+    with pytest.raises(EndOfFrames):
+        await asyncio.wait_for(f.consume(queue, decode), 5)
+    assert f.messages == 4
+    assert f.states["BTCUSDT"].sequencer.last_id == 2
+    assert f.bad_messages == 0
 
 
 def test_duplicates_are_dropped_by_id() -> None:
@@ -77,7 +119,7 @@ def test_duplicates_are_dropped_by_id() -> None:
     for a in (1, 2, 2, 3, 1):
         f.handle(agg(a))
     st = f.states["BTCUSDT"]
-    forming = st.builder.forming(0)
+    forming = st.live.builder.forming(0)
     assert forming is not None and forming.trades == 3
     assert st.sequencer.duplicates == 2
 
@@ -100,155 +142,122 @@ def test_sequencer_holds_trades_after_a_gap_until_it_is_filled() -> None:
     assert s.gap is None and s.recovered == 2
 
 
-def kline(
+def snapshot(
     open_ms: int,
     event_ms: int,
     first: int,
     last: int,
-    ohlc: tuple[str, str, str, str] = ("100.00000000",) * 4,
-    volumes: tuple[str, str, str, str] = ("0.00000000",) * 4,
-    trades: int = 0,
-) -> str:
-    """A kline_1m frame; ``volumes`` = (v, q, V, Q)."""
-    o, h, low, c = ohlc
-    v, q, vb, qb = volumes
-    return msgspec.json.encode(
-        {
-            "stream": "btcusdt@kline_1m",
-            "data": {
-                "e": "kline",
-                "E": event_ms,
-                "s": "BTCUSDT",
-                "k": {
-                    "t": open_ms,
-                    "T": open_ms + 59_999,
-                    "s": "BTCUSDT",
-                    "i": "1m",
-                    "f": first,
-                    "L": last,
-                    "o": o,
-                    "c": c,
-                    "h": h,
-                    "l": low,
-                    "v": v,
-                    "n": trades,
-                    "x": False,
-                    "q": q,
-                    "V": vb,
-                    "Q": qb,
-                    "B": "0",
-                },
-            },
-        }
-    ).decode()
+    candle: Candle | None = None,
+    final: bool = False,
+) -> CandleSnapshot:
+    """The exchange's 1m candle of BTCUSDT covering trade ids first..last (default: no
+    trades yet, at 100)."""
+    if candle is None:
+        candle = Candle.empty(open_ms, open_ms + 59_999, 100 * SCALE)
+    return CandleSnapshot(
+        "BTCUSDT", "1m", open_ms, open_ms + 59_999, first, last, final, event_ms, candle
+    )
 
 
 def test_seed_from_a_snapshot_on_an_agg_trade_boundary() -> None:
     f = feed()
     open_ms = INTERVALS["1m"].open_of(T0)
-    f.handle(agg(1, "100.00000000", T0 + 1000, f=10))
-    f.handle(agg(2, "101.00000000", T0 + 2000, f=11))
-    f.handle(agg(3, "102.00000000", T0 + 3000, f=12))
+    f.handle(agg(1, 100 * SCALE, T0 + 1000, f=10))
+    f.handle(agg(2, 101 * SCALE, T0 + 2000, f=11))
+    f.handle(agg(3, 102 * SCALE, T0 + 3000, f=12))
     st = f.states["BTCUSDT"]
-    assert not st.builder.is_complete(0)
+    assert not st.live.builder.is_complete(0)
     # the exchange saw 5 earlier trades too; its snapshot ends at trade id 11 (aggTrade 2)
-    f.handle(
-        kline(
-            open_ms,
-            T0 + 2500,
-            first=3,
-            last=11,
-            ohlc=("99.00000000", "101.00000000", "98.00000000", "101.00000000"),
-            volumes=("7.00000000", "700.00000000", "3.00000000", "300.00000000"),
-            trades=9,
-        )
+    seen = Candle(
+        open_ms,
+        open_ms + 59_999,
+        open=99 * SCALE,
+        high=101 * SCALE,
+        low=98 * SCALE,
+        close=101 * SCALE,
+        volume=7 * SCALE,
+        quote_volume=700 * QUOTE,
+        trades=9,
+        taker_buy_volume=3 * SCALE,
+        taker_buy_quote_volume=300 * QUOTE,
     )
-    assert st.builder.is_complete(0)
-    c = st.builder.forming(0)
+    f.handle(snapshot(open_ms, T0 + 2500, first=3, last=11, candle=seen))
+    assert st.live.builder.is_complete(0)
+    c = st.live.builder.forming(0)
     assert c is not None
-    assert (c.open, c.close, c.low, c.trades) == (99 * 10**8, 102 * 10**8, 98 * 10**8, 10)
+    assert (c.open, c.close, c.low, c.trades) == (99 * SCALE, 102 * SCALE, 98 * SCALE, 10)
+
+
+def test_an_unreadable_snapshot_does_not_seed() -> None:
+    f = feed()
+    open_ms = INTERVALS["1m"].open_of(T0)
+    f.handle(agg(1, t=T0 + 1000, f=10))
+    f.handle(CandleSnapshot("BTCUSDT", "1m", open_ms, open_ms + 59_999, 10, 10, False, T0, None))
+    assert not f.states["BTCUSDT"].live.builder.is_complete(0)
+
+
+def test_a_final_snapshot_closes_the_candle_once_its_trades_are_in() -> None:
+    f = feed()
+    open0 = INTERVALS["1m"].open_of(T0)
+    f.handle(agg(1, t=open0 + 1_000))
+    closing = snapshot(open0, open0 + 60_100, first=10, last=20, final=True)
+    f.handle(closing)  # trade id 20 (aggTrade 2) is not in yet
+    st = f.states["BTCUSDT"]
+    assert st.live.closed == []
+    f.handle(agg(2, t=open0 + 2_000))
+    f.handle(closing)
+    assert [c.candle.open_ms for c in st.live.closed] == [open0]
+    assert st.live.closed[0].candle.trades == 2
 
 
 def test_a_kline_without_trades_does_not_let_the_clock_close_over_missed_trades() -> None:
     clock = ManualClock(T0)
-    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], BinanceRest("http://127.0.0.1:9"), clock)
+    f = feed(clock=clock)
     open0 = INTERVALS["1m"].open_of(T0)
     f.handle(agg(1, t=open0 + 30_000))
     # a reconnect later; trades of minutes 1 and 2 never arrived; minute 3 has none yet
-    f.handle(kline(open0 + 3 * 60_000, open0 + 3 * 60_000 + 10_000, first=-1, last=-1))
+    f.handle(snapshot(open0 + 3 * 60_000, open0 + 3 * 60_000 + 10_000, first=-1, last=-1))
     clock.set(open0 + 3 * 60_000 + 15_000)
     f.tick()
     st = f.states["BTCUSDT"]
-    assert st.closed == []  # nothing closed as "empty and complete" over the unknown minutes
-    forming = st.builder.forming(0)
+    assert st.live.closed == []  # nothing closed as "empty and complete" over the unknown minutes
+    forming = st.live.builder.forming(0)
     assert forming is not None and forming.open_ms == open0
 
 
-class TinyExchange:
-    """A real HTTP server on loopback that answers every request with one fixed reply:
-    the exchange misbehaving (a 200 with HTML) or a quiet market (``[]``)."""
-
-    def __init__(self, body: bytes, content_type: str = "application/json") -> None:
-        self.body, self.content_type = body, content_type
-        self.paths: list[str] = []
-        self.server: asyncio.Server | None = None
-        self.handlers: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for task in self.handlers:
-            task.cancel()
-        await asyncio.gather(*self.handlers, return_exceptions=True)
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.handlers.add(task)
-        try:
-            await self._answer(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            self.paths.append(head.split(b" ", 2)[1].decode())
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: " + self.content_type.encode() + b"\r\n"
-                b"Content-Length: " + str(len(self.body)).encode() + b"\r\n\r\n" + self.body
-            )
-            await writer.drain()
+async def test_a_gap_is_filled_from_the_trade_history_in_order() -> None:
+    history = MemoryHistory([agg(a).trade() for a in range(1, 8)])
+    f = feed(history)
+    f.handle(agg(1))
+    f.handle(agg(5))  # 2..4 missed: fetched, then 5 is applied after them
+    f.handle(agg(6))
+    st = f.states["BTCUSDT"]
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    assert st.sequencer.gap is None and st.sequencer.recovered == 3
+    assert st.sequencer.last_id == 6
+    forming = st.live.builder.forming(0)
+    assert forming is not None and forming.trades == 6
 
 
 async def test_a_fill_that_keeps_failing_is_abandoned_and_the_symbol_goes_on() -> None:
-    async with TinyExchange(b"<html>maintenance</html>", "text/html") as url:
-        clock = ManualClock(T0)
-        rest = BinanceRest(url)
-        f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], rest, clock, fill_give_up_s=0.3)
-        open0 = INTERVALS["1m"].open_of(T0)
-        f.handle(agg(1, t=open0 + 1_000))
-        f.handle(agg(5, t=open0 + 61_000))  # 2..4 missed: a fill starts, and fails
-        f.handle(agg(6, t=open0 + 62_000))
-        st = f.states["BTCUSDT"]
-        assert st.sequencer.gap is not None
-        await asyncio.wait_for(asyncio.gather(*f._fills), 30)
-        assert st.sequencer.gap is None and st.sequencer.abandoned == 1
-        assert st.sequencer.last_id == 6  # the held trades went through
-        # minute 0 lost trades: it closed incomplete; minute 1 may lack some before 1:01
-        assert [(c.candle.open_ms - open0, c.complete) for c in st.closed] == [(0, False)]
-        assert not st.builder.is_complete(0)
-        f.handle(agg(7, t=open0 + 63_000))  # and the symbol goes on
-        assert st.sequencer.last_id == 7
-        await rest.aclose()
+    history = MemoryHistory(failure=ConnectionError("exchange under maintenance"))
+    clock = ManualClock(T0)
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], history, clock, fill_give_up_s=0.3)
+    open0 = INTERVALS["1m"].open_of(T0)
+    f.handle(agg(1, t=open0 + 1_000))
+    f.handle(agg(5, t=open0 + 61_000))  # 2..4 missed: a fill starts, and fails
+    f.handle(agg(6, t=open0 + 62_000))
+    st = f.states["BTCUSDT"]
+    assert st.sequencer.gap is not None
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    assert history.asked >= 1
+    assert st.sequencer.gap is None and st.sequencer.abandoned == 1
+    assert st.sequencer.last_id == 6  # the held trades went through
+    # minute 0 lost trades: it closed incomplete; minute 1 may lack some before 1:01
+    assert [(c.candle.open_ms - open0, c.complete) for c in st.live.closed] == [(0, False)]
+    assert not st.live.builder.is_complete(0)
+    f.handle(agg(7, t=open0 + 63_000))  # and the symbol goes on
+    assert st.sequencer.last_id == 7
 
 
 async def test_a_quiet_symbol_does_not_reconnect_but_lost_trades_do() -> None:
@@ -257,27 +266,45 @@ async def test_a_quiet_symbol_does_not_reconnect_but_lost_trades_do() -> None:
     async def on_stall() -> None:
         stalls.append(1)
 
-    for body, expected in ((b"[]", 0), (None, 1)):
-        trade = {"a": 2, "p": "1.0", "q": "1.0", "f": 20, "l": 20, "T": T0, "m": False}
-        async with TinyExchange(body or msgspec.json.encode([trade])) as url:
-            stalls.clear()
-            rest = BinanceRest(url)
-            f = LiveFeed(
-                ["BTCUSDT"],
-                [INTERVALS["1m"]],
-                rest,
-                ManualClock(T0),
-                silence_s=5,
-                on_stall=on_stall,
-            )
-            f.handle(agg(1))
-            st = f.states["BTCUSDT"]
-            st.heard -= 6  # silent for longer than silence_s
-            f.tick()
-            await asyncio.wait_for(asyncio.gather(*f._fills), 30)
-            await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect, if any
-            assert len(stalls) == expected, body
-            assert st.sequencer.last_id == (1 if expected == 0 else 2)
-            f.tick()  # heard again just now: no second check
-            assert not f._fills
-            await rest.aclose()
+    for trades, expected in (([], 0), ([agg(2).trade()], 1)):
+        stalls.clear()
+        f = LiveFeed(
+            ["BTCUSDT"],
+            [INTERVALS["1m"]],
+            MemoryHistory(trades),
+            ManualClock(T0),
+            silence_s=5,
+            on_stall=on_stall,
+        )
+        f.handle(agg(1))
+        st = f.states["BTCUSDT"]
+        st.heard -= 6  # silent for longer than silence_s
+        f.tick()
+        await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+        await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect, if any
+        assert len(stalls) == expected, trades
+        assert st.sequencer.last_id == (1 if expected == 0 else 2)
+        f.tick()  # heard again just now: no second check
+        assert not f._fills
+
+
+@pytest.mark.parametrize(("traded_ms", "reconnects"), [(T0 + 500, 1), (T0 - 500, 0)])
+async def test_a_silent_symbol_without_trades_reconnects_if_the_exchange_traded_since(
+    traded_ms: int, reconnects: int
+) -> None:
+    stalls: list[int] = []
+
+    async def on_stall() -> None:
+        stalls.append(1)
+
+    history = MemoryHistory([agg(9, t=traded_ms).trade()])
+    f = LiveFeed(
+        ["BTCUSDT"], [INTERVALS["1m"]], history, ManualClock(T0), silence_s=5, on_stall=on_stall
+    )
+    st = f.states["BTCUSDT"]  # added at T0, heard once (a snapshot) and never again
+    st.heard = time.monotonic() - 6
+    f.tick()
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect, if any
+    assert history.asked == 1
+    assert len(stalls) == reconnects

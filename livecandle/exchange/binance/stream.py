@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from typing import Any
 import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection
+
+from livecandle.backoff import Backoff, delay_s
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class BinanceStream:
             await asyncio.sleep(1 / CONTROL_MESSAGES_PER_S)
 
     async def _keep(self, group: _Group) -> None:
-        failures = 0
+        backoff = Backoff(self.backoff_base_s, self.backoff_cap_s)
         stats = group.stats
         handed: tuple[ClientConnection, asyncio.Task[None]] | None = None
         while True:
@@ -196,12 +197,11 @@ class BinanceStream:
                 try:
                     ws = await self._open(group)
                 except (OSError, websockets.WebSocketException, TimeoutError) as e:
-                    failures += 1
+                    delay = backoff.next_s()
                     stats.last_error = f"{type(e).__name__}: {e}"
                     stats.state = ConnState.BACKOFF
-                    delay = self._backoff(failures)
                     # said once per outage; the retries that follow are debug noise
-                    level = logging.WARNING if failures == 1 else logging.DEBUG
+                    level = logging.WARNING if backoff.failures == 1 else logging.DEBUG
                     log.log(
                         level, "%s: cannot connect to %s (%s); retrying", group.name, self.ws_url, e
                     )
@@ -213,7 +213,7 @@ class BinanceStream:
                     self.reconnects += 1
             else:
                 ws, reader = handed
-            failures = 0
+            backoff.reset()
             group.ws = ws
             stats.state = ConnState.OPEN
             stats.opened = stats.last_message = time.monotonic()
@@ -223,7 +223,7 @@ class BinanceStream:
             log.info("%s: %s", group.name, reason)
             if handed is None and reason.startswith("closed"):
                 stats.state = ConnState.BACKOFF
-                await asyncio.sleep(self._backoff(1))
+                await asyncio.sleep(delay_s(1, self.backoff_base_s, self.backoff_cap_s))
 
     async def _serve(
         self, group: _Group, ws: ClientConnection, reader: asyncio.Task[None]
@@ -306,10 +306,6 @@ class BinanceStream:
                 raise
             stats.opened = time.monotonic() - self.rotate_after_s + 30
             return None
-
-    def _backoff(self, failures: int) -> float:
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (failures - 1))
-        return random.uniform(ceiling / 2, ceiling)
 
 
 async def _close(ws: ClientConnection) -> None:

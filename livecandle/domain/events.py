@@ -1,0 +1,106 @@
+"""Market events: what an exchange's live streams tell, in domain terms.
+
+The exchange adapter (``exchange/binance/feed_source.py``) turns wire frames into these;
+the live side (``live/feed.py``) consumes them and never sees a wire field. Also the two
+protocols between them: the frame decoder, and the trade history the feed asks for when
+the stream lost trades.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias, TypeVar
+
+from livecandle.domain.model import Candle, Trade
+
+
+@dataclass(slots=True)  # not frozen: one is built per trade, and frozen costs 5x that
+class TradeEvent:
+    """One aggregate trade of ``symbol``, as streamed at exchange time ``event_ms``: the
+    fields of a ``Trade`` (amounts in 1e-8 units), kept flat so the common case needs no
+    second object."""
+
+    symbol: str
+    agg_id: int
+    price: int
+    quantity: int
+    first_id: int
+    last_id: int
+    time_ms: int
+    buyer_is_maker: bool
+    event_ms: int
+
+    def trade(self) -> Trade:
+        return Trade(
+            self.agg_id,
+            self.price,
+            self.quantity,
+            self.first_id,
+            self.last_id,
+            self.time_ms,
+            self.buyer_is_maker,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CandleSnapshot:
+    """The exchange's own view of a candle at exchange time ``event_ms``: forming, or
+    ``final`` (closed). It covers the individual trades ``first_trade_id`` to
+    ``last_trade_id``; both are -1 while its period has no trade yet. ``candle`` is None
+    when the exchange's figures cannot be read exactly: the times and ids still count."""
+
+    symbol: str
+    interval: str  # the interval's name, e.g. "1m"
+    open_ms: int
+    close_ms: int
+    first_trade_id: int
+    last_trade_id: int
+    final: bool
+    event_ms: int
+    candle: Candle | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerShutdown:
+    """The exchange announced it will close the connection (the stream reconnects)."""
+
+    event_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BadMessage:
+    """A message that could not be read (malformed, or amounts that are not exact
+    decimals); ``symbol`` when it is known whose it was."""
+
+    reason: str
+    symbol: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMessage:
+    """A well-formed event of a kind the live side does not use."""
+
+
+MarketEvent: TypeAlias = TradeEvent | CandleSnapshot | ServerShutdown | BadMessage | UnknownMessage
+
+Frame_contra = TypeVar("Frame_contra", contravariant=True)
+
+
+class EventDecoder(Protocol[Frame_contra]):
+    """Turns one raw message of a stream into its event; None for a message that is no
+    market event (a reply to a subscription)."""
+
+    def __call__(self, frame: Frame_contra, /) -> MarketEvent | None: ...
+
+
+class TradeHistory(Protocol):
+    """The exchange's record of past trades, for the trades a stream lost."""
+
+    async def trades_after(self, symbol: str, agg_id: int, limit: int) -> list[Trade]:
+        """Up to ``limit`` trades of ``symbol`` following aggregate trade ``agg_id``,
+        oldest first."""
+        ...
+
+    async def latest_trades(self, symbol: str, limit: int) -> list[Trade]:
+        """The newest ``limit`` trades of ``symbol``, oldest first."""
+        ...

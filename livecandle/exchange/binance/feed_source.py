@@ -1,0 +1,118 @@
+"""Binance as the live feed's source: stream names, frames into market events, and the
+trade history over REST.
+
+The live side knows only ``domain.events``; everything Binance-shaped (combined-stream
+framing, one-letter fields, decimal strings, ``fromId`` paging) ends here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import msgspec
+
+from livecandle.domain.events import (
+    BadMessage,
+    CandleSnapshot,
+    MarketEvent,
+    ServerShutdown,
+    TradeEvent,
+    UnknownMessage,
+)
+from livecandle.domain.intervals import Interval
+from livecandle.domain.model import Trade, to_units
+from livecandle.exchange.binance import parse
+from livecandle.exchange.binance.rest import BinanceRest
+
+log = logging.getLogger(__name__)
+
+Frame = str | bytes  # one websocket message, as the stream client queues it
+
+
+class _Combined(msgspec.Struct):
+    """``{"stream": "btcusdt@aggTrade", "data": {...}}`` (combined streams)."""
+
+    stream: str
+    data: parse.StreamEvent
+
+
+_combined = msgspec.json.Decoder(_Combined)
+_UNKNOWN = UnknownMessage()
+
+
+def streams_for(symbols: Sequence[str], intervals: Sequence[Interval]) -> list[str]:
+    """aggTrades for the candles, kline streams to seed and confirm them."""
+    out = []
+    for s in symbols:
+        low = s.lower()
+        out.append(f"{low}@aggTrade")
+        out.extend(f"{low}@kline_{i.name}" for i in intervals)
+    return out
+
+
+def decode_frame(frame: Frame) -> MarketEvent | None:
+    """One combined-stream message as its market event (an ``EventDecoder``); None for
+    a reply to SUBSCRIBE. Never raises: what cannot be read becomes a ``BadMessage``."""
+    try:
+        data = _combined.decode(frame).data
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        return _undecodable(frame, e)
+    if type(data) is parse.AggTradeEvent:  # the common case first
+        try:
+            price, qty = to_units(data.p), to_units(data.q)
+        except ValueError as e:
+            return BadMessage(f"aggTrade {data.a} of {data.s}: {e}", data.s)
+        return TradeEvent(data.s, data.a, price, qty, data.f, data.l, data.T, data.m, data.E)
+    if type(data) is parse.KlineEvent:
+        return _snapshot(data)
+    assert type(data) is parse.ServerShutdownEvent
+    return ServerShutdown(data.E)
+
+
+def _snapshot(event: parse.KlineEvent) -> CandleSnapshot:
+    """A kline update::
+
+    {"e":"kline","E":1672515782136,"s":"BNBBTC","k":{"t":1672515780000,
+     "T":1672515839999,"s":"BNBBTC","i":"1m","f":100,"L":200,"o":"0.0010",...,"x":false}}
+    """
+    k = event.k
+    try:
+        candle = k.candle()
+    except ValueError:  # not exact decimals, or high below low: only ids and times count
+        candle = None
+    return CandleSnapshot(
+        symbol=event.s,
+        interval=k.i,
+        open_ms=k.t,
+        close_ms=k.T,
+        first_trade_id=k.f,
+        last_trade_id=k.L,
+        final=k.x,
+        event_ms=event.E,
+        candle=candle,
+    )
+
+
+def _undecodable(frame: Frame, error: Exception) -> MarketEvent | None:
+    text = frame if isinstance(frame, str) else frame.decode(errors="replace")
+    if '"result"' in text or '"id"' in text:
+        return None  # SUBSCRIBE replies
+    if '"e":' in text and "aggTrade" not in text and "kline" not in text:
+        return _UNKNOWN  # another event type: well-formed, just not ours
+    log.warning("malformed stream message dropped (%s): %.200s", error, text)
+    return BadMessage(f"{error}: {text[:200]}")
+
+
+class RestTradeHistory:
+    """``/api/v3/aggTrades`` as the feed's ``TradeHistory``."""
+
+    def __init__(self, rest: BinanceRest) -> None:
+        self.rest = rest
+
+    async def trades_after(self, symbol: str, agg_id: int, limit: int) -> list[Trade]:
+        rows = await self.rest.agg_trades(symbol, from_id=agg_id + 1, limit=limit)
+        return [r.trade() for r in rows]
+
+    async def latest_trades(self, symbol: str, limit: int) -> list[Trade]:
+        return [r.trade() for r in await self.rest.agg_trades(symbol, limit=limit)]

@@ -1,0 +1,82 @@
+"""SymbolState: what the live feed knows about one symbol.
+
+Its trade order (``TradeSequencer``), the recent trades kept to seed from a snapshot,
+how far the exchange's trades are known to be in, and the ``SymbolLive`` the writer reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from livecandle.domain.events import CandleSnapshot
+from livecandle.domain.model import Trade
+from livecandle.domain.sequencer import TradeSequencer
+from livecandle.live.writer import SymbolLive
+
+RECENT_TRADES = 50_000  # replay buffer for seeding from candle snapshots
+
+
+@dataclass
+class SymbolState:
+    """The feed's state of one symbol; ``live`` is the part the writer reads."""
+
+    live: SymbolLive
+    sequencer: TradeSequencer = field(default_factory=TradeSequencer)
+    recent: deque[Trade] = field(default_factory=lambda: deque(maxlen=RECENT_TRADES))
+    last_trade_id: int = -1  # last individual trade id of the newest trade
+    pending_seeds: dict[int, CandleSnapshot] = field(default_factory=dict)
+    matches: int = 0
+    mismatches: int = 0
+    heard: float = 0.0  # monotonic time of the newest message about this symbol
+    # exchange time up to which every trade is known to be in: candles ending before it
+    # may be closed by the clock
+    safe_ms: int = 0
+    behind_since: float = 0.0  # a snapshot showed trades we lack, since then
+    checking_silence: bool = False  # asking the exchange whether a silence lost trades
+    since_ms: int = 0  # exchange time the symbol was added
+    index: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def symbol(self) -> str:
+        return self.live.symbol
+
+    @property
+    def needs_seed(self) -> bool:
+        return not self.live.builder.all_complete
+
+    def trades_after(self, last_id: int, open_ms: int) -> list[Trade] | None:
+        """The trades processed after a snapshot covering trades up to ``last_id``;
+        None when that cannot be known exactly (the snapshot split an aggregate trade, or
+        trades between it and our first one were never seen)."""
+        if last_id < 0:  # the snapshot had no trade yet in its candle
+            return [t for t in self.recent if t.time_ms >= open_ms]
+        out: list[Trade] = []
+        found = False
+        for t in self.recent:
+            if t.first_id > last_id:
+                out.append(t)
+            elif t.last_id == last_id:
+                found = True
+            elif t.last_id > last_id:
+                return None
+        if found or (out and out[0].first_id == last_id + 1):
+            return out
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "last_agg_id": self.sequencer.last_id,
+            "gaps": self.sequencer.gaps,
+            "recovered": self.sequencer.recovered,
+            "duplicates": self.sequencer.duplicates,
+            "filling": self.sequencer.gap is not None,
+            "late_trades": self.live.builder.late_trades,
+            "stale_trades": self.live.builder.stale_trades,
+            "matches": self.matches,
+            "mismatches": self.mismatches,
+            "seeded": not self.needs_seed,
+            "silent_s": round(time.monotonic() - self.heard, 3) if self.heard else None,
+        }

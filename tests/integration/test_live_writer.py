@@ -1,0 +1,203 @@
+"""LiveWriter against a real Redis: what it writes, how often, and after a failure.
+
+The symbols' state is driven as the feed drives it: trades into the builder, flags set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from livecandle.domain.aggregator import LiveCandleBuilder
+from livecandle.domain.clock import ManualClock
+from livecandle.domain.intervals import INTERVALS, Interval
+from livecandle.domain.model import SCALE, SeriesKey
+from livecandle.live.writer import LiveWriter, SymbolLive
+from livecandle.runtime.redis_server import free_port
+from livecandle.store import Keys, Store
+
+T0 = 1_700_000_100_000
+M1 = INTERVALS["1m"]
+OPEN0 = M1.open_of(T0)
+BTC_1M = SeriesKey("BTCUSDT", M1)
+END = b"--end of test messages--"
+
+Messages = asyncio.Queue[tuple[str, bytes]]
+
+
+def symbol_live(symbol: str = "BTCUSDT", intervals: Sequence[Interval] = (M1,)) -> SymbolLive:
+    return SymbolLive(symbol, LiveCandleBuilder(intervals, ManualClock(T0)))
+
+
+def trade(live: SymbolLive, time_ms: int, price: int) -> None:
+    """One trade of one unit, handed over as the feed does."""
+    closed = live.builder.add(time_ms, price, SCALE)
+    live.last_trade_ms = time_ms
+    live.dirty = live.price_dirty = True
+    if closed:
+        live.closed.extend(closed)
+
+
+@contextlib.asynccontextmanager
+async def listening(store: Store, channel: str) -> AsyncIterator[Messages]:
+    queue: Messages = asyncio.Queue()
+    subscribed = asyncio.Event()
+
+    async def listen() -> None:
+        async for item in store.listen(channel, subscribed=subscribed.set):
+            queue.put_nowait(item)
+
+    task = asyncio.create_task(listen())
+    try:
+        async with asyncio.timeout(5):
+            await subscribed.wait()
+        yield queue
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def received(store: Store, channel: str, queue: Messages) -> list[Any]:
+    """Every message published on ``channel`` so far (a marker published now arrives
+    after all of them)."""
+    await store.redis.publish(channel, END)
+    out = []
+    async with asyncio.timeout(5):
+        while (item := await queue.get())[1] != END:
+            out.append(msgspec.json.decode(item[1]))
+    return out
+
+
+async def json_at(redis: aioredis.Redis, key: str) -> Any:
+    raw = await redis.get(key)
+    return None if raw is None else msgspec.json.decode(raw)
+
+
+async def test_between_key_writes_only_the_batch_message_goes_out(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    live = symbol_live()
+    writer = LiveWriter(store, {"BTCUSDT": live}, lambda: T0 + 5)
+    trade(live, T0, 100 * SCALE + 5)
+    channel = store.keys.live_channel
+    async with listening(store, channel) as queue:
+        assert await writer.flush(write_keys=False) == 0
+        assert await redis.exists("live_price:BTCUSDT", "live_candle:BTCUSDT:1m") == 0
+        [batch] = await received(store, channel, queue)
+        assert batch == {
+            "time": T0 + 5,
+            "prices": [{"symbol": "BTCUSDT", "price": "100.00000005", "time": T0}],
+            "candles": [],  # candles go out with the key writes
+        }
+
+        assert await writer.flush(write_keys=True) == 2
+        price = await json_at(redis, "live_price:BTCUSDT")
+        assert price == {"symbol": "BTCUSDT", "price": "100.00000005", "time": T0}
+        candle = await json_at(redis, "live_candle:BTCUSDT:1m")
+        assert (candle["symbol"], candle["interval"], candle["time"]) == ("BTCUSDT", "1m", OPEN0)
+        assert (candle["open"], candle["close"], candle["trades"]) == (
+            "100.00000005",
+            "100.00000005",
+            1,
+        )
+        assert candle["is_incomplete"] is True and candle["source"] == "live"
+        [batch] = await received(store, channel, queue)
+        assert batch["prices"] == [] and batch["candles"] == [candle]
+
+        assert await writer.flush(write_keys=True) == 0  # nothing changed: nothing sent
+        assert await received(store, channel, queue) == []
+
+
+async def test_keys_are_written_at_most_once_per_write_period(store: Store) -> None:
+    live = symbol_live()
+    writer = LiveWriter(
+        store, {"BTCUSDT": live}, lambda: T0, write_period_ms=100, publish_period_ms=10
+    )
+    task = asyncio.create_task(writer.run())
+    started = time.monotonic()
+    try:
+        for i in range(40):  # a trade every publish period
+            trade(live, T0 + i, (100 + i) * SCALE)
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    elapsed_ms = (time.monotonic() - started) * 1000
+    key_writes = writer.keys_written // 2  # the candle and the price each time
+    assert 2 <= key_writes <= elapsed_ms // 100 + 1
+    assert writer.published >= 2 * key_writes  # prices went out in between
+
+
+async def test_one_message_per_flush_carries_every_changed_symbol(store: Store) -> None:
+    intervals = (M1, INTERVALS["1h"])
+    lives = {s: symbol_live(s, intervals) for s in ("BTCUSDT", "ETHUSDT")}
+    writer = LiveWriter(store, lives, lambda: T0)
+    for n, live in enumerate(lives.values()):
+        trade(live, T0, (100 + n) * SCALE)
+    channel = store.keys.live_channel
+    async with listening(store, channel) as queue:
+        assert await writer.flush() == 6  # 2 symbols x (2 candles + 1 price)
+        [batch] = await received(store, channel, queue)
+    assert {p["symbol"] for p in batch["prices"]} == {"BTCUSDT", "ETHUSDT"}
+    assert {(c["symbol"], c["interval"]) for c in batch["candles"]} == {
+        ("BTCUSDT", "1m"),
+        ("BTCUSDT", "1h"),
+        ("ETHUSDT", "1m"),
+        ("ETHUSDT", "1h"),
+    }
+
+
+async def test_a_closed_candle_is_kept_in_live_closed_and_announced_at_once(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    live = symbol_live()
+    writer = LiveWriter(store, {"BTCUSDT": live}, lambda: OPEN0 + 61_000)
+    trade(live, OPEN0 + 1_000, 100 * SCALE)
+    trade(live, OPEN0 + 61_000, 101 * SCALE)  # the first trade of the next minute
+    assert [c.candle.open_ms for c in live.closed] == [OPEN0]
+    channel = store.keys.closed_channel
+    async with listening(store, channel) as queue:
+        await writer.flush(write_keys=False)  # a close does not wait for the write period
+        [announced] = await received(store, channel, queue)
+    assert announced == {"symbol": "BTCUSDT", "interval": "1m", "open_ms": OPEN0, "complete": False}
+    [(member, score)] = await redis.zrange(store.keys.live_closed(BTC_1M), 0, -1, withscores=True)
+    closed = msgspec.json.decode(member)
+    assert score == OPEN0 and closed["time"] == OPEN0
+    assert (closed["open"], closed["close"], closed["trades"]) == ("100.00000000",) * 2 + (1,)
+    assert closed["is_incomplete"] is False and closed["confirmed"] is False
+    assert live.closed == []  # handed over
+
+
+async def test_a_failed_write_is_retried_with_the_newest_state(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    down = Store(aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}"), Keys())
+    live = symbol_live()
+    writer = LiveWriter(down, {"BTCUSDT": live}, lambda: OPEN0 + 62_000)
+    trade(live, OPEN0 + 1_000, 100 * SCALE)
+    trade(live, OPEN0 + 61_000, 101 * SCALE)  # closes minute 0
+    try:
+        assert await writer.flush() == 0
+        assert writer.errors == 1 and writer.flushes == 0
+    finally:
+        await down.redis.aclose()
+    trade(live, OPEN0 + 62_000, 102 * SCALE)
+    writer.store = store  # Redis is back
+    assert await writer.flush() == 2
+    price = await json_at(redis, "live_price:BTCUSDT")
+    assert price == {"symbol": "BTCUSDT", "price": "102.00000000", "time": OPEN0 + 62_000}
+    candle = await json_at(redis, "live_candle:BTCUSDT:1m")
+    assert (candle["time"], candle["close"], candle["trades"]) == (
+        OPEN0 + 60_000,
+        "102.00000000",
+        2,
+    )
+    assert candle["previous"]["time"] == OPEN0
+    # the candle that closed during the outage was kept for the retry
+    kept = await redis.zrange(store.keys.live_closed(BTC_1M), 0, -1, withscores=True)
+    assert [score for _, score in kept] == [OPEN0]
