@@ -105,32 +105,10 @@ class Ohlcv:
         self.taker_buy_quote_volume += later.taker_buy_quote_volume
 
     def copy(self) -> Ohlcv:
-        return Ohlcv(
-            self.open,
-            self.high,
-            self.low,
-            self.close,
-            self.volume,
-            self.quote_volume,
-            self.trades,
-            self.taker_buy_volume,
-            self.taker_buy_quote_volume,
-        )
+        return Ohlcv(*self._fields())
 
     def to_candle(self, open_ms: int, close_ms: int) -> Candle:
-        return Candle(
-            open_ms,
-            close_ms,
-            self.open,
-            self.high,
-            self.low,
-            self.close,
-            self.volume,
-            self.quote_volume,
-            self.trades,
-            self.taker_buy_volume,
-            self.taker_buy_quote_volume,
-        )
+        return Candle(open_ms, close_ms, *self._fields())
 
     def _fields(self) -> tuple[int, ...]:
         return (
