@@ -56,6 +56,9 @@ class Settings:
     fetch_concurrency: int = 4
     stream_silence_s: float = 10.0
     weight_safety: float = 0.97
+    # issue 14: realtime limits
+    realtime_max_queue: int = 256
+    realtime_stall_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +96,11 @@ class Settings:
             kw["stream_silence_s"] = float(_int("LIVECANDLE_STREAM_SILENCE_S", silence, 1, 3600))
         if period := env.get("LIVECANDLE_LIVE_WRITE_PERIOD_MS"):
             kw["live_write_period_ms"] = _int("LIVECANDLE_LIVE_WRITE_PERIOD_MS", period, 1, 60_000)
+        # issue 14: realtime limits
+        if n := env.get("LIVECANDLE_REALTIME_MAX_QUEUE"):
+            kw["realtime_max_queue"] = _int("LIVECANDLE_REALTIME_MAX_QUEUE", n, 1, 1_000_000)
+        if n := env.get("LIVECANDLE_REALTIME_STALL_S"):
+            kw["realtime_stall_s"] = float(_int("LIVECANDLE_REALTIME_STALL_S", n, 1, 3600))
         return cls(**kw)
 
     def with_(self, **changes: Any) -> Settings:

@@ -45,6 +45,8 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
         settings.intervals,
         status,
         emit_period_ms=settings.live_publish_period_ms,
+        max_queue_packets=settings.realtime_max_queue,
+        stall_s=settings.realtime_stall_s,
     )
     counts = RequestCounts()
     health = Health(status, store, realtime, counts)

@@ -48,6 +48,8 @@ class Health:
                 "clients": realtime.clients,
                 "received": realtime.received,
                 "emitted": realtime.emitted,
+                "slow_clients_dropped": realtime.slow_clients_dropped,
+                "longest_queue": realtime.queues.longest(),
             },
         }
         for role in ("stream", "fetcher"):
@@ -74,6 +76,8 @@ class Health:
             f"livecandle_socketio_clients {self.realtime.clients}",
             "# TYPE livecandle_socketio_emitted_total counter",
             f"livecandle_socketio_emitted_total {self.realtime.emitted}",
+            "# TYPE livecandle_socketio_slow_clients_dropped_total counter",
+            f"livecandle_socketio_slow_clients_dropped_total {self.realtime.slow_clients_dropped}",
             *self.status.metrics(),
         ]
         return "\n".join(lines) + "\n"

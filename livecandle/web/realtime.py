@@ -5,7 +5,9 @@ Client -> server: ``subscribe {symbol, interval}`` / ``unsubscribe {symbol, inte
 time}`` (room ``SYMBOL``), ``live_candle {symbol, interval, candle, previous}`` (room
 ``SYMBOL:interval``) and ``klines_updated {symbol, interval, latest}`` (same room).
 Live events are coalesced per room: at most one per ``emit_period_ms`` (default 10 ms,
-the newest state), so a burst of trades cannot flood a browser.
+the newest state), so a burst of trades cannot flood a browser. A client that does not
+drain its queue is disconnected (``client_queue``: at most ``max_queue_packets`` waiting,
+none waiting longer than ``stall_s``).
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ from typing import Any
 
 import msgspec
 import socketio
-from engineio.packet import MESSAGE
-from engineio.packet import Packet as EngineIOPacket
 from socketio.packet import EVENT
 
 from livecandle.domain.clock import Clock
 from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import SeriesKey
 from livecandle.store import Store
+from livecandle.web.client_queue import ClientQueues, LatestPacket
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class Realtime:
         clock: Clock,
         emit_period_ms: int = 10,
         redis_url_for_manager: str | None = None,
+        max_queue_packets: int = 256,
+        stall_s: float = 30.0,
     ) -> None:
         intervals = tuple(intervals)
         self.store = store
@@ -82,6 +85,8 @@ class Realtime:
             logger=False,
             engineio_logger=False,
         )
+        # every client's queue, on either path (ours or the client manager's)
+        self.queues = ClientQueues(self.sio.eio, max_queue_packets, stall_s)
         self._direct = manager is None  # one process: send to each client ourselves
         self._pending: dict[tuple[str, str], Any] = {}
         self._wake = asyncio.Event()
@@ -190,6 +195,10 @@ class Realtime:
                 await self.emit(event, payload, room)
             await asyncio.sleep(period_s)
 
+    @property
+    def slow_clients_dropped(self) -> int:
+        return self.queues.dropped
+
     async def emit(self, event: str, payload: Any, room: str) -> None:
         """``sio.emit`` to a room, without its task per recipient: the packet is encoded
         once and queued on each client's Engine.IO socket (which has its own writer)."""
@@ -201,6 +210,6 @@ class Realtime:
         if not participants:
             return
         encoded = self.sio.packet_class(EVENT, namespace="/", data=[event, payload]).encode()
-        packet = EngineIOPacket(MESSAGE, encoded)
+        packet = LatestPacket(encoded, (event, room))  # newest state wins per room
         for _, eio_sid in participants:
             await self.sio._send_eio_packet(eio_sid, packet)
