@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 import uvicorn
 
 from livecandle.config import Settings
-from livecandle.runtime import http_server
+from livecandle.runtime import http_server, logs
 from livecandle.runtime.redis_server import RedisServer, _ping
 from livecandle.runtime.service import Service
 from livecandle.store import Keys, Store, connect
@@ -113,6 +113,7 @@ async def serve(
 ) -> None:
     """Run the given roles (``fetcher``, ``stream``, ``web``) until ``stop`` is set."""
     stop = stop or asyncio.Event()
+    logs.install()  # before the web app: socket.io's loggers get no handler of their own
     async with redis_for(settings) as client:
         await cast(Awaitable[bool], client.ping())
         service = Service(settings, store_for(client, settings), roles)

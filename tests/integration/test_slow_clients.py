@@ -58,7 +58,7 @@ async def live_updates(redis: aioredis.Redis) -> AsyncIterator[list[int]]:
     async def run() -> None:
         while True:
             i = published[0]
-            candles = [
+            candles: list[dict[str, Any]] = [
                 {
                     "symbol": symbol,
                     "interval": interval,
@@ -100,12 +100,17 @@ async def test_a_polling_client_that_never_polls_is_bounded_then_disconnected(
         running_service(
             redis_url, emulator, "1m", roles=("web",), port=0, realtime_stall_s=2.0
         ) as svc,
-        httpx.AsyncClient(base_url=svc.web_url, timeout=10) as http,
+        httpx.AsyncClient(base_url=str(svc.web_url), timeout=10) as http,
     ):
         normal = socketio.AsyncClient(reconnection=False)
         closes: list[str] = []
         got = asyncio.Event()
-        normal.on("live_candle", lambda data: (closes.append(data["candle"]["close"]), got.set()))
+
+        async def on_live_candle(data: dict[str, Any]) -> None:
+            closes.append(data["candle"]["close"])
+            got.set()
+
+        normal.on("live_candle", on_live_candle)
         await normal.connect(svc.web_url, transports=["websocket"])
         await normal.call("subscribe", {"symbol": "BTCUSDT", "interval": "1m"})
 
@@ -144,7 +149,7 @@ async def test_a_client_that_never_reads_its_answers_is_disconnected_at_the_queu
         running_service(
             redis_url, emulator, "1m", roles=("web",), port=0, realtime_max_queue=64
         ) as svc,
-        httpx.AsyncClient(base_url=svc.web_url, timeout=10) as http,
+        httpx.AsyncClient(base_url=str(svc.web_url), timeout=10) as http,
     ):
         slow = PollingClient(http)
         await slow.open()
