@@ -56,6 +56,11 @@ class Settings:
     fetch_concurrency: int = 4
     stream_silence_s: float = 10.0
     weight_safety: float = 0.97
+    # issue 14: web limits
+    cors_origins: tuple[str, ...] = ()  # besides the page's own origin; "*" for any
+    ws_max_bytes: int = 64 * 1024  # one websocket frame / engine.io message
+    header_timeout_s: float = 10.0  # a request's headers must be complete within this
+    read_cache_entries: int = 10_000  # answers whose official rows the web app keeps
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +98,15 @@ class Settings:
             kw["stream_silence_s"] = float(_int("LIVECANDLE_STREAM_SILENCE_S", silence, 1, 3600))
         if period := env.get("LIVECANDLE_LIVE_WRITE_PERIOD_MS"):
             kw["live_write_period_ms"] = _int("LIVECANDLE_LIVE_WRITE_PERIOD_MS", period, 1, 60_000)
+        # issue 14: web limits
+        if origins := env.get("LIVECANDLE_CORS_ORIGINS"):
+            kw["cors_origins"] = _split(origins)
+        if ws_max := env.get("LIVECANDLE_WS_MAX_BYTES"):
+            kw["ws_max_bytes"] = _int("LIVECANDLE_WS_MAX_BYTES", ws_max, 1024, 16 << 20)
+        if header := env.get("LIVECANDLE_HEADER_TIMEOUT_S"):
+            kw["header_timeout_s"] = float(_int("LIVECANDLE_HEADER_TIMEOUT_S", header, 1, 3600))
+        if entries := env.get("LIVECANDLE_READ_CACHE_ENTRIES"):
+            kw["read_cache_entries"] = _int("LIVECANDLE_READ_CACHE_ENTRIES", entries, 1, 10_000_000)
         return cls(**kw)
 
     def with_(self, **changes: Any) -> Settings:
