@@ -205,7 +205,7 @@ async def test_a_non_ascii_token_is_compared_as_bytes(
 
         async def post(auth: bytes) -> int:
             r = await client.post(
-                "/save-live-candle", content=json.dumps(GOOD), headers={"Authorization": auth}
+                "/save-live-candle", content=json.dumps(GOOD), headers={b"Authorization": auth}
             )
             return r.status_code
 
