@@ -59,6 +59,11 @@ class Settings:
     # issue 14: realtime limits
     realtime_max_queue: int = 256
     realtime_stall_s: float = 30.0
+    # issue 14: web limits
+    cors_origins: tuple[str, ...] = ()  # besides the page's own origin; "*" for any
+    ws_max_bytes: int = 64 * 1024  # one websocket frame / engine.io message
+    header_timeout_s: float = 10.0  # a request's headers must be complete within this
+    read_cache_entries: int = 10_000  # answers whose official rows the web app keeps
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +106,15 @@ class Settings:
             kw["realtime_max_queue"] = _int("LIVECANDLE_REALTIME_MAX_QUEUE", n, 1, 1_000_000)
         if n := env.get("LIVECANDLE_REALTIME_STALL_S"):
             kw["realtime_stall_s"] = float(_int("LIVECANDLE_REALTIME_STALL_S", n, 1, 3600))
+        # issue 14: web limits
+        if origins := env.get("LIVECANDLE_CORS_ORIGINS"):
+            kw["cors_origins"] = _split(origins)
+        if ws_max := env.get("LIVECANDLE_WS_MAX_BYTES"):
+            kw["ws_max_bytes"] = _int("LIVECANDLE_WS_MAX_BYTES", ws_max, 1024, 16 << 20)
+        if header := env.get("LIVECANDLE_HEADER_TIMEOUT_S"):
+            kw["header_timeout_s"] = float(_int("LIVECANDLE_HEADER_TIMEOUT_S", header, 1, 3600))
+        if entries := env.get("LIVECANDLE_READ_CACHE_ENTRIES"):
+            kw["read_cache_entries"] = _int("LIVECANDLE_READ_CACHE_ENTRIES", entries, 1, 10_000_000)
         return cls(**kw)
 
     def with_(self, **changes: Any) -> Settings:

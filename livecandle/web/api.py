@@ -8,6 +8,7 @@ allowed to answer 500 for a bad request.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import time
 from collections.abc import Mapping
 
@@ -28,13 +29,35 @@ from livecandle.web.status import Status
 _enc = msgspec.json.Encoder()
 
 
+# after a 413 the rest of the body is not wanted: the server closes the connection
+# instead of reading (and discarding) whatever the client still sends
+_CLOSE = {"Connection": "close"}
+
+
+async def _body_within(request: Request, limit: int) -> bytes:
+    """The request body, read as it arrives and refused (413) as soon as it passes
+    ``limit`` bytes: a chunked upload without a length is never held whole."""
+    why = f"body is larger than {limit} bytes"
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise ApiError(413, "body", length, why, _CLOSE)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body", None, why, _CLOSE)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class Api:
     def __init__(self, status: Status, store: Store, settings: Settings) -> None:
         self.status = status
         self.store = store
         self.settings = settings
         self.served = Served(settings.symbols, settings.intervals)
-        self.cache = OfficialCache()
+        self.cache = OfficialCache(max_entries=settings.read_cache_entries)
         self.started_s = time.monotonic()
 
     # -- chart API ----------------------------------------------------------------------
@@ -64,10 +87,13 @@ class Api:
         key = (series, start, end, limit)
         cache = self.cache
         read = await self.store.read_chart(series, start, end, limit, cache.version(key))
-        if read.members is None:
-            members, rows = cache.get(key)
+        cached = cache.get(key) if read.members is None else None
+        if read.members is None and cached is None:  # evicted while Redis answered
+            read = await self.store.read_chart(series, start, end, limit, b"")
+        if cached is not None:
+            members, rows = cached
         else:
-            members = read.members
+            members = read.members or []
             rows = cache.put(key, read.version, members)
         return members, rows, read.latest, read.live, read.closed
 
@@ -97,15 +123,12 @@ class Api:
                 None,
                 "writing live candles is disabled (set LIVECANDLE_WRITE_TOKEN to enable it)",
             )
-        auth = request.headers.get("authorization", "")
-        if auth != f"Bearer {token}":
+        # the header's bytes as sent (Starlette decodes them as latin-1), compared in
+        # constant time: the answer's timing says nothing about how much of it matched
+        auth = request.headers.get("authorization", "").encode("latin-1")
+        if not hmac.compare_digest(auth, b"Bearer " + token.encode()):
             raise ApiError(401, "Authorization", None, "missing or wrong bearer token")
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise ApiError(413, "body", length, f"body is larger than {MAX_BODY} bytes")
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise ApiError(413, "body", len(raw), f"body is larger than {MAX_BODY} bytes")
+        raw = await _body_within(request, MAX_BODY)
         try:
             body = msgspec.json.decode(raw)
         except (msgspec.DecodeError, RecursionError) as e:

@@ -24,9 +24,11 @@ from livecandle.web.api import Api
 from livecandle.web.counting import Counting, RequestCounts
 from livecandle.web.errors import ApiError, redis_unavailable
 from livecandle.web.fast_reads import FastReads
+from livecandle.web.head import HeadAsGet
 from livecandle.web.health import Health
 from livecandle.web.mirror import Mirror
 from livecandle.web.openapi import LIVE_CANDLE_BODY, document
+from livecandle.web.origins import Origins
 from livecandle.web.params import chart_parameters, invalid
 from livecandle.web.realtime import Realtime
 from livecandle.web.status import Status
@@ -47,6 +49,8 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
         emit_period_ms=settings.live_publish_period_ms,
         max_queue_packets=settings.realtime_max_queue,
         stall_s=settings.realtime_stall_s,
+        cors_allowed_origins=Origins(settings.cors_origins),
+        max_message_bytes=settings.ws_max_bytes,
     )
     counts = RequestCounts()
     health = Health(status, store, realtime, counts)
@@ -197,7 +201,7 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
     document(app, list(settings.symbols), [i.name for i in settings.intervals])
     asgi = socketio.ASGIApp(
         realtime.sio,
-        other_asgi_app=Counting(FastReads(app, api, mirror), counts),
+        other_asgi_app=HeadAsGet(Counting(FastReads(app, api, mirror), counts)),
         socketio_path="socket.io",
     )
     return asgi, api, realtime

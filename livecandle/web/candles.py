@@ -55,40 +55,59 @@ def live_parts(
     return out
 
 
+ENTRY_OVERHEAD = 512  # bytes of an entry besides its rows: key, tuples, list, version
+
+
 class OfficialCache:
     """The official part of recent answers, by request, with the series version it was
-    read at: while the version is current, Redis sends only the (small) live part."""
+    read at: while the version is current, Redis sends only the (small) live part.
 
-    def __init__(self, max_bytes: int = 64 << 20) -> None:
+    Bounded by entries and by bytes (the rows twice, members and joined, plus
+    ``ENTRY_OVERHEAD`` each, so that empty answers cost something too); the least
+    recently used go first. Requests choose the keys (any aligned ``start``), so
+    without both bounds distinct queries grow it without limit."""
+
+    def __init__(self, max_bytes: int = 64 << 20, max_entries: int = 10_000) -> None:
         self.max_bytes = max_bytes
+        self.max_entries = max_entries
         self.size = 0
         self.hits = 0
         self.misses = 0
         self._items: OrderedDict[tuple[Any, ...], tuple[bytes, list[bytes], bytes]] = OrderedDict()
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def version(self, key: tuple[Any, ...]) -> bytes:
         item = self._items.get(key)
         return item[0] if item is not None else b""
 
-    def get(self, key: tuple[Any, ...]) -> tuple[list[bytes], bytes]:
-        """(members, their pre-joined chart rows) of a current entry."""
+    def get(self, key: tuple[Any, ...]) -> tuple[list[bytes], bytes] | None:
+        """(members, their pre-joined chart rows) of a current entry; None when it was
+        evicted after its version was read (other requests ran meanwhile)."""
+        item = self._items.get(key)
+        if item is None:
+            return None
         self.hits += 1
         self._items.move_to_end(key)
-        _, members, joined = self._items[key]
-        return members, joined
+        return item[1], item[2]
 
     def put(self, key: tuple[Any, ...], version: bytes, members: list[bytes]) -> bytes:
         self.misses += 1
         joined = b",".join(m[:-1] + OFFICIAL for m in members)
         old = self._items.pop(key, None)
         if old is not None:
-            self.size -= len(old[2]) * 2
+            self.size -= _cost(old[2])
         self._items[key] = (version, members, joined)
-        self.size += len(joined) * 2
-        while self.size > self.max_bytes and self._items:
+        self.size += _cost(joined)
+        while (self.size > self.max_bytes or len(self._items) > self.max_entries) and self._items:
             _, (_, _, j) = self._items.popitem(last=False)
-            self.size -= len(j) * 2
+            self.size -= _cost(j)
         return joined
+
+
+def _cost(joined: bytes) -> int:
+    return ENTRY_OVERHEAD + len(joined) * 2
 
 
 def chart_body(

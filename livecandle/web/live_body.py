@@ -1,16 +1,54 @@
 """The body of ``POST /save-live-candle``: one live candle as JSON, checked field by
-field (prices as decimal strings, never floats) into a ``Candle``."""
+field (prices as decimal strings, never floats) into a ``Candle``, every number within
+what clients can parse (``trades`` an int64, amounts at most ``MAX_WHOLE_DIGITS``
+integer digits)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from livecandle.domain.intervals import Interval
-from livecandle.domain.model import Candle, DecimalError, to_units
-from livecandle.web.errors import ApiError
+from livecandle.domain.model import SCALE, Candle, DecimalError, to_units
+from livecandle.web.errors import ApiError, shown_repr
 from livecandle.web.params import MAX_TIME_MS
 
 MAX_BODY = 4096
+MAX_TRADES = 2**63 - 1  # clients read the count as a signed 64-bit integer
+# an amount (price, volume, quote volume) below 10**20: far above any market's, and a
+# bound a client's decimal type holds (Binance's own amounts are well under it)
+MAX_WHOLE_DIGITS = 20
+MAX_AMOUNT_UNITS = 10**MAX_WHOLE_DIGITS * SCALE - 1
+
+
+def _amount(name: str, value: Any) -> int:
+    """A decimal string as 1e-8 units, refused (naming the field) when it is not one
+    or when it has more than ``MAX_WHOLE_DIGITS`` integer digits."""
+    if not isinstance(value, str):
+        raise ApiError(
+            400,
+            name,
+            value,
+            f'{name} must be a decimal string like "45120.50", got {type(value).__name__}',
+        )
+    whole = value.partition(".")[0].lstrip("0")
+    if len(whole) > MAX_WHOLE_DIGITS:  # checked before reading: no 4,000-digit int()
+        raise ApiError(
+            400,
+            name,
+            value,
+            f"{name}={shown_repr(value)} has {len(whole)} integer digits "
+            f"(at most {MAX_WHOLE_DIGITS})",
+        )
+    try:
+        units = to_units(value)
+    except DecimalError as e:
+        why = str(e).removeprefix(repr(value)).strip()
+        raise ApiError(400, name, value, f"{name}={shown_repr(value)}: {why}") from None
+    if units > MAX_AMOUNT_UNITS:
+        raise ApiError(
+            400, name, value, f"{name}={shown_repr(value)} is not below 10^{MAX_WHOLE_DIGITS}"
+        )
+    return units
 
 
 def text_field(body: dict[str, Any], name: str) -> str | None:
@@ -40,7 +78,7 @@ def candle_from_body(body: dict[str, Any], interval: Interval) -> Candle:
     }
     for name in body:
         if name not in known:
-            raise ApiError(400, name, body[name], f"unknown field {name!r}")
+            raise ApiError(400, name, body[name], f"unknown field {shown_repr(name)}")
     t = body.get("time")
     if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t <= MAX_TIME_MS:
         raise ApiError(
@@ -72,30 +110,15 @@ def candle_from_body(body: dict[str, Any], interval: Interval) -> Candle:
         raise ApiError(400, "source", body.get("source"), "source must be 'live'")
     units: dict[str, int] = {}
     for name in ("open", "high", "low", "close", "volume", "taker_buy_volume"):
-        value = body.get(name, "0" if name in ("volume", "taker_buy_volume") else None)
-        if not isinstance(value, str):
-            raise ApiError(
-                400,
-                name,
-                value,
-                f'{name} must be a decimal string like "45120.50", got {type(value).__name__}',
-            )
-        try:
-            units[name] = to_units(value)
-        except DecimalError as e:
-            raise ApiError(400, name, value, f"{name}: {e}") from None
+        units[name] = _amount(
+            name, body.get(name, "0" if name in ("volume", "taker_buy_volume") else None)
+        )
     quotes: dict[str, int] = {}
     for name in ("quote_volume", "taker_buy_quote_volume"):
-        value = body.get(name, "0")
-        if not isinstance(value, str):
-            raise ApiError(400, name, value, f"{name} must be a decimal string")
-        try:
-            quotes[name] = to_units(value) * 10**8
-        except DecimalError as e:
-            raise ApiError(400, name, value, f"{name}: {e}") from None
+        quotes[name] = _amount(name, body.get(name, "0")) * 10**8  # 1e-16 units
     trades = body.get("trades", 0)
-    if not isinstance(trades, int) or isinstance(trades, bool) or trades < 0:
-        raise ApiError(400, "trades", trades, "trades must be a non-negative integer")
+    if not isinstance(trades, int) or isinstance(trades, bool) or not 0 <= trades <= MAX_TRADES:
+        raise ApiError(400, "trades", trades, f"trades must be an integer from 0 to {MAX_TRADES}")
     o, h, lo, c = units["open"], units["high"], units["low"], units["close"]
     if not (lo <= o <= h and lo <= c <= h):
         bad = "low" if lo > min(o, c) else "high"

@@ -10,9 +10,14 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from livecandle.web.live_body import MAX_TRADES, MAX_WHOLE_DIGITS
 from livecandle.web.params import MAX_TIME_MS
 
-_DECIMAL = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]{0,8})?$", "example": "45120.50"}
+_DECIMAL = {
+    "type": "string",
+    "pattern": f"^0*[0-9]{{1,{MAX_WHOLE_DIGITS}}}(\\.[0-9]{{0,8}})?$",
+    "example": "45120.50",
+}
 LIVE_CANDLE_BODY: dict[str, Any] = {
     "type": "object",
     "required": ["symbol", "interval", "time", "open", "high", "low", "close"],
@@ -35,7 +40,7 @@ LIVE_CANDLE_BODY: dict[str, Any] = {
         "quote_volume": _DECIMAL,
         "taker_buy_volume": _DECIMAL,
         "taker_buy_quote_volume": _DECIMAL,
-        "trades": {"type": "integer", "minimum": 0},
+        "trades": {"type": "integer", "minimum": 0, "maximum": MAX_TRADES},
         "is_incomplete": {"type": "boolean", "enum": [True]},
         "source": {"type": "string", "enum": ["live"]},
     },

@@ -13,7 +13,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import SeriesKey
-from livecandle.web.errors import ApiError
+from livecandle.web.errors import ApiError, shown_repr
 
 MAX_CHART_LIMIT = 5000
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: later times are typos
@@ -43,7 +43,7 @@ def invalid(field: str | None, value: Any, why: str) -> ApiError:
         400,
         field,
         value if isinstance(value, str | int | None) else None,
-        f"{field}={value!r}: {why}",
+        f"{field}={shown_repr(value)}: {why}",
     )
 
 
@@ -62,7 +62,7 @@ class Served:
                 400,
                 "symbol",
                 symbol,
-                f"symbol {symbol!r} is not served (served: {', '.join(self.symbols)})",
+                f"symbol {shown_repr(symbol)} is not served (served: {', '.join(self.symbols)})",
             )
         if not interval:
             raise ApiError(400, "interval", interval, "interval is required (e.g. 1m)")
@@ -73,7 +73,7 @@ class Served:
                 400,
                 "interval",
                 interval,
-                f"interval {interval!r} {known} (served: {', '.join(self.intervals)})",
+                f"interval {shown_repr(interval)} {known} (served: {', '.join(self.intervals)})",
             )
         return SeriesKey(symbol, served)
 

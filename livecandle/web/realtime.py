@@ -26,6 +26,7 @@ from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import SeriesKey
 from livecandle.store import Store
 from livecandle.web.client_queue import ClientQueues, LatestPacket
+from livecandle.web.errors import shown_repr
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class Realtime:
         redis_url_for_manager: str | None = None,
         max_queue_packets: int = 256,
         stall_s: float = 30.0,
+        cors_allowed_origins: Any = None,  # engine.io's None: the page's own origin only
+        max_message_bytes: int = 64 * 1024,  # our messages are tiny (issue 14)
     ) -> None:
         intervals = tuple(intervals)
         self.store = store
@@ -79,7 +82,8 @@ class Realtime:
         )
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
-            cors_allowed_origins="*",
+            cors_allowed_origins=cors_allowed_origins,
+            max_http_buffer_size=max_message_bytes,
             client_manager=manager,
             serializer=TextPacket,
             logger=False,
@@ -140,12 +144,12 @@ class Realtime:
         symbol, interval = data.get("symbol"), data.get("interval")
         if not isinstance(symbol, str) or symbol.upper() not in self.symbols:
             served = ", ".join(sorted(self.symbols))
-            return None, f"unknown symbol {symbol!r} (served: {served})"
+            return None, f"unknown symbol {shown_repr(symbol)} (served: {served})"
         if not isinstance(interval, str) or interval not in INTERVALS:
-            return None, f"unknown interval {interval!r}"
+            return None, f"unknown interval {shown_repr(interval)}"
         if interval not in self.intervals:
             served = ", ".join(sorted(self.intervals))
-            return None, f"interval {interval!r} is not served (served: {served})"
+            return None, f"interval {shown_repr(interval)} is not served (served: {served})"
         return SeriesKey(symbol.upper(), INTERVALS[interval]), ""
 
     async def listen(self) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi.responses import FileResponse
 
-from livecandle.web.errors import ApiError
+from livecandle.web.errors import ApiError, shown_repr
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class Vendor:
     def file(self, name: str) -> FileResponse:
         rel = VENDOR.get(name)
         if rel is None or not (self.root / rel).exists():
-            raise ApiError(404, "name", name, f"no front-end package file {name!r} (npm ci?)")
+            raise ApiError(
+                404, "name", name, f"no front-end package file {shown_repr(name)} (npm ci?)"
+            )
         media = "application/json" if name.endswith(".map") else "text/javascript"
         return FileResponse(self.root / rel, media_type=media)
