@@ -123,6 +123,7 @@ class Service:
             sup.spawn("stream:writer", self.writer.run)
             if self.fetcher is None:
                 sup.spawn("stream:clock", self._keep_clock)
+        sup.spawn("exchange:limits", self.rest.keep_limits)
         sup.spawn("health:beat", self._beat)
         self.exchange_ready.set()
 
