@@ -189,3 +189,12 @@ async def test_a_sender_waits_while_the_requests_in_flight_are_at_the_cap() -> N
     answered.set()
     await asyncio.gather(*tasks)
     assert sent == [0, 1, 2] and b.in_flight == 0
+
+
+async def test_after_a_ban_the_budget_resumes_gradually_one_request_at_a_time() -> None:
+    clock = SleepingClock(T0 + 10_000)
+    b = budget(clock)
+    b.banned(120, "HTTP 418 on klines: banned")
+    assert b.recovering and b.in_flight_cap == 1 and b.limit == 100
+    await b.acquire(1)
+    assert sum(clock.slept_s) == 120.0 and b.budget == 50

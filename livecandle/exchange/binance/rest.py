@@ -176,7 +176,7 @@ class BinanceRest:
             reason = f"HTTP 429 on {context}: {body.msg}"
             self.budget.limit_reached(_retry_after_s(resp), reason)
         elif status == 418:
-            self.budget.block(_retry_after_s(resp), f"HTTP 418 on {context}: {body.msg}")
+            self.budget.banned(_retry_after_s(resp), f"HTTP 418 on {context}: {body.msg}")
         elif used is not None and used.isdigit():
             self.budget.observe(int(used), accepted=False)
         return body

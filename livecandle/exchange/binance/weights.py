@@ -66,8 +66,8 @@ class WeightBudget:
         self.limited = 0  # 429s received
         self.in_flight = 0  # requests sent and not yet answered
         self._accepted = 0  # highest used weight the exchange answered 200 with, this window
-        self._limited_window = False  # a 429 in this window
-        self._calm = recovery_windows + 1  # windows since the last 429: recovered
+        # the window in which sending resumed after the last 429 or 418 (None: never)
+        self._resume_window: int | None = None
         self._freed = asyncio.Event()
 
     @property
@@ -82,14 +82,23 @@ class WeightBudget:
     @property
     def recovering(self) -> bool:
         """A 429 was recent: the budget is still growing back, one request at a time."""
-        return self._calm <= self.recovery_windows
+        return self._calm() <= self.recovery_windows
+
+    def _calm(self) -> int:
+        """Whole windows sent in since the last 429 or 418 pause ended."""
+        if self._resume_window is None:
+            return self.recovery_windows + 1
+        return max(0, self._window - self._resume_window)
+
+    def _window_of(self, ms: int) -> int:
+        return (ms - _SKEW_MARGIN_MS) // self.window_ms
 
     @property
     def budget(self) -> int:
         share = 1.0
         if self.recovering:
             step = (1.0 - self.resume_share) / self.recovery_windows
-            share = min(1.0, self.resume_share + step * self._calm)
+            share = min(1.0, self.resume_share + step * self._calm())
         return max(1, int(self.limit * self.safety * share))
 
     @property
@@ -106,19 +115,19 @@ class WeightBudget:
     def set_limit(self, limit: int, window_ms: int) -> None:
         if limit != self.limit or window_ms != self.window_ms:
             log.info("weight limit %d per %d ms (from exchangeInfo)", limit, window_ms)
+        recovering = self.recovering
         self.limit, self.window_ms = limit, window_ms
         # same window, new numbering: what was used in it still counts
-        self._window = (self.clock.now_ms() - _SKEW_MARGIN_MS) // window_ms
+        self._window = self._window_of(self.clock.now_ms())
+        if recovering:  # regrowing starts over in the new numbering
+            self._resume_window = self._window
 
     def _roll(self, now_ms: int) -> None:
-        window = (now_ms - _SKEW_MARGIN_MS) // self.window_ms
+        window = self._window_of(now_ms)
         if window > self._window:
-            if self._window >= 0:  # the windows that ended, but not one with a 429
-                self._calm += window - self._window - self._limited_window
             self._window = window
             self.used = 0
             self._accepted = 0
-            self._limited_window = False
 
     async def acquire(self, weight: int) -> None:
         """Reserve ``weight`` in the current window, waiting while blocked, while the
@@ -175,6 +184,11 @@ class WeightBudget:
             self.block_reason = reason
             log.warning("all REST requests paused for %.0f s: %s", wait_s, reason)
 
+    def banned(self, retry_after_s: float, reason: str) -> None:
+        """A 418: pause everyone for the ban, then resume gradually as after a 429."""
+        self.block(retry_after_s, reason)
+        self._resume_window = self._window_of(self.blocked_until_ms + _SKEW_MARGIN_MS)
+
     def limit_reached(self, retry_after_s: float, reason: str) -> None:
         """A 429: pause everyone for ``Retry-After``, shrink the limit to the weight the
         exchange accepted in this window (half the limit if it accepted none), and resume
@@ -183,8 +197,6 @@ class WeightBudget:
         self._roll(now_ms)
         first = now_ms >= self.blocked_until_ms  # not one of a volley already answered
         self.limited += 1
-        self._limited_window = True
-        self._calm = 0
         shrunk = self._accepted if self._accepted else (self.limit // 2 if first else self.limit)
         if 0 < shrunk < self.limit:
             log.warning(
@@ -195,3 +207,4 @@ class WeightBudget:
             )
             self.limit = shrunk
         self.block(retry_after_s, reason)
+        self._resume_window = self._window_of(self.blocked_until_ms + _SKEW_MARGIN_MS)
