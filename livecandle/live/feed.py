@@ -130,7 +130,7 @@ class LiveFeed:
             st = self.states.get(event.symbol)
             if st is None:
                 return
-            st.heard = time.monotonic()
+            st.heard = st.streamed = time.monotonic()
         self.bad_messages += 1
         self.last_bad = event.reason
 
@@ -140,7 +140,7 @@ class LiveFeed:
         st = self.states.get(ev.symbol)
         if st is None:
             return
-        st.heard = time.monotonic()
+        st.heard = st.streamed = time.monotonic()
         seq = st.sequencer
         last = seq.last_id
         if last is not None and ev.agg_id == last + 1 and seq.gap is None:
@@ -244,7 +244,7 @@ class LiveFeed:
         st = self.states.get(ev.symbol)
         if st is None:
             return
-        st.heard = time.monotonic()
+        st.heard = st.streamed = time.monotonic()
         i = st.index.get(ev.interval)
         if i is None:
             return

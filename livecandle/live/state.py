@@ -31,6 +31,7 @@ class SymbolState:
     matches: int = 0
     mismatches: int = 0
     heard: float = 0.0  # monotonic time of the newest message about this symbol
+    streamed: float = 0.0  # the same, never moved by a silence check (for health)
     # exchange time up to which every trade is known to be in: candles ending before it
     # may be closed by the clock
     safe_ms: int = 0
@@ -79,4 +80,7 @@ class SymbolState:
             "mismatches": self.mismatches,
             "seeded": not self.needs_seed,
             "silent_s": round(time.monotonic() - self.heard, 3) if self.heard else None,
+            "stream_silent_s": (
+                round(time.monotonic() - self.streamed, 3) if self.streamed else None
+            ),
         }

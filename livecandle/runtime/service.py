@@ -123,6 +123,7 @@ class Service:
             sup.spawn("stream:writer", self.writer.run)
             if self.fetcher is None:
                 sup.spawn("stream:clock", self._keep_clock)
+        sup.spawn("exchange:limits", self.rest.keep_limits)
         sup.spawn("health:beat", self._beat)
         self.exchange_ready.set()
 
@@ -138,13 +139,19 @@ class Service:
                         "time": now_ms,
                         "series": self.fetcher.snapshot(),
                         "error": self.exchange_problem,
+                        "problems": self.problems(),
                     },
                     HEALTH_TTL_MS,
                 )
             if self.feed is not None and self.stream is not None:
                 await self.store.beat(
                     "stream",
-                    {"time": now_ms, **self.feed.stats(), "reconnects": self.stream.reconnects},
+                    {
+                        "time": now_ms,
+                        **self.feed.stats(),
+                        "reconnects": self.stream.reconnects,
+                        "problems": self.problems(),
+                    },
                     HEALTH_TTL_MS,
                 )
             await asyncio.sleep(HEALTH_TTL_MS / 1000 / 6)
@@ -181,16 +188,60 @@ class Service:
     def healthy(self) -> bool:
         return self.supervisor.healthy
 
+    def problems(self) -> list[str]:
+        """One readable line per thing that is wrong now (empty: all is well): the
+        exchange out of reach, REST calls failing, requests paused by a 429 or a 418 ban,
+        series whose fetch fails, symbols whose stream is silent, tasks failing."""
+        out = []
+        if self.exchange_problem is not None:
+            out.append(self.exchange_problem)
+        rest = self.rest
+        if rest.failing:
+            out.append(
+                f"REST calls to the exchange are failing: the last {rest.failures_in_row} "
+                f"attempts failed, last: {rest.last_error}"
+            )
+        budget, now_ms = rest.budget, self.now_ms()
+        if budget.blocked_until_ms > now_ms:
+            wait_s = (budget.blocked_until_ms - now_ms) / 1000
+            out.append(f"REST requests paused for {wait_s:.0f} s more: {budget.block_reason}")
+        if self.fetcher is not None:
+            for series, st in self.fetcher.status.items():
+                if st.last_error is not None:
+                    out.append(f"fetching {series} fails: {st.last_error}")
+        if self.feed is not None:
+            for symbol, sym in self.feed.stats()["symbols"].items():
+                silent_s = sym.get("stream_silent_s")
+                if silent_s is not None and silent_s > self.feed.silence_s:
+                    out.append(f"stream of {symbol} silent for {silent_s:.0f} s")
+        for name, info in self.supervisor.status().items():
+            if info["state"] not in ("running", "done"):
+                error = info["last_error"]
+                out.append(f"task {name} is {info['state']}" + (f": {error}" if error else ""))
+        return out
+
     def health(self) -> dict[str, Any]:
         budget = self.rest.budget
+        blocked = budget.blocked_until_ms > self.now_ms()
         parts: dict[str, Any] = {
             "exchange": {
                 "rest_url": self.settings.binance_rest_url,
                 "error": self.exchange_error,
                 "weight_used": budget.used,
                 "blocked_until_ms": budget.blocked_until_ms or None,
+                "blocked": (
+                    {"until_ms": budget.blocked_until_ms, "reason": budget.block_reason}
+                    if blocked
+                    else None
+                ),
+                "rest_failing": self.rest.failing,
+                "rest_error": self.rest.last_error,
+                "weight_limit": budget.limit,
+                "weight_window_ms": budget.window_ms,
+                "rate_limited": budget.limited,
             },
             "tasks": self.supervisor.status(),
+            "problems": self.problems(),
         }
         if self.stream is not None and self.feed is not None:
             parts["stream"] = {
@@ -210,6 +261,12 @@ class Service:
             f"livecandle_rest_requests_total {self.rest.budget.requests}",
             "# TYPE livecandle_rest_retries_total counter",
             f"livecandle_rest_retries_total {self.rest.retries}",
+            "# TYPE livecandle_rest_weight_limit gauge",
+            f"livecandle_rest_weight_limit {self.rest.budget.limit}",
+            "# TYPE livecandle_rest_rate_limited_total counter",
+            f"livecandle_rest_rate_limited_total {self.rest.budget.limited}",
+            "# TYPE livecandle_rest_failing gauge",
+            f"livecandle_rest_failing {int(self.rest.failing)}",
             "# TYPE livecandle_task_restarts_total counter",
         ]
         for name, info in self.supervisor.status().items():

@@ -29,7 +29,9 @@ class Health:
 
     async def body(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) of ``/healthz``: 503 when Redis is down, ``degraded``
-        when the exchange is out of reach or a task is failing."""
+        when the exchange is out of reach, a task is failing or any other problem is
+        reported (``problems``: one readable line each, from this process's ``Status``
+        and the heartbeats of the parts running apart)."""
         redis_ok, redis_ms, redis_error = True, None, None
         started_s = time.perf_counter()
         try:
@@ -52,12 +54,16 @@ class Health:
                 "longest_queue": realtime.queues.longest(),
             },
         }
+        problems: list[str] = list(parts.get("problems", []))
         for role in ("stream", "fetcher"):
             if role in parts:
                 body[role] = parts[role]
             elif redis_ok:
-                body[role] = await self.store.heartbeat(role)
-        degraded = self.status.exchange_problem is not None or not self.status.healthy
+                beat = await self.store.heartbeat(role)
+                body[role] = beat
+                problems += (beat or {}).get("problems", [])  # a process running apart
+        body["problems"] = list(dict.fromkeys(problems))
+        degraded = self.status.exchange_problem is not None or not self.status.healthy or problems
         if not redis_ok:
             body["status"] = "down"
             return 503, body

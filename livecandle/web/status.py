@@ -27,8 +27,9 @@ class Status(Protocol):
         ...
 
     def health(self) -> dict[str, Any]:
-        """The ``/healthz`` parts this process knows: ``exchange`` and ``tasks`` always,
-        ``stream`` and ``fetcher`` when it runs them."""
+        """The ``/healthz`` parts this process knows: ``exchange``, ``tasks`` and
+        ``problems`` (readable lines; any makes the status degraded) always, ``stream``
+        and ``fetcher`` when it runs them."""
         ...
 
     def metrics(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -136,3 +137,37 @@ async def test_agg_trades_from_id(emulator: EmulatorProcess) -> None:
         trades = await rest.agg_trades("ETHUSDT", from_id=100, limit=50)
     assert [t.a for t in trades] == list(range(100, 150))
     assert all(t.trade().is_valid for t in trades)
+
+
+async def test_failing_says_the_last_attempts_all_failed_until_one_succeeds(
+    emulator: EmulatorProcess,
+) -> None:
+    emulator.control(fail_rate=1.0)
+    async with BinanceRest(emulator.rest_url, backoff_base_s=0.01, max_retries=3) as rest:
+        with pytest.raises(BinanceUnavailable):
+            await rest.klines("BTCUSDT", "1m", limit=1)
+        assert rest.failing and rest.failures_in_row == 4
+        assert rest.last_error is not None and "HTTP 502" in rest.last_error
+        emulator.control(fail_rate=0.0)
+        await rest.klines("BTCUSDT", "1m", limit=1)
+        assert not rest.failing and rest.last_error is None
+
+
+async def test_a_changed_limit_is_learned_from_exchange_info_without_a_429() -> None:
+    with EmulatorProcess(
+        "--weight-limit", "200", "--weight-window", "2", "--history-days", "3"
+    ) as emu:
+        async with BinanceRest(emu.rest_url) as rest:
+            await rest.exchange_info()
+            assert rest.budget.limit == 200
+            emu.control(weight_limit=90)
+            keeper = asyncio.create_task(rest.keep_limits(period_s=0.2))
+            try:
+                async with asyncio.timeout(10):
+                    while True:  # re-read every 0.2 s
+                        if rest.budget.limit == 90:
+                            break
+                        await asyncio.sleep(0.05)
+            finally:
+                keeper.cancel()
+        assert emu.state()["rejected_429"] == 0

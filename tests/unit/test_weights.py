@@ -129,3 +129,72 @@ async def test_set_limit_changes_budget_and_window_and_keeps_what_was_used() -> 
     await b.acquire(50)  # 100 > 97: waits for the next 2-second window
     assert clock.slept_s == [0.05] and clock.now_ms() == T0 + 10_050
     assert b.used == 50
+
+
+async def test_a_429_pauses_everyone_and_shrinks_the_limit_to_what_was_accepted() -> None:
+    clock = SleepingClock(T0 + 10_000)
+    b = budget(clock)
+    await b.acquire(30)
+    b.observe(40)  # the exchange accepted 40 in this window (others of the IP spent too)
+    b.limit_reached(50, "HTTP 429 on klines")
+    assert b.limit == 40 and b.limited == 1
+    assert b.blocked_until_ms == T0 + 60_000 and b.block_reason == "HTTP 429 on klines"
+    b.limit_reached(50, "HTTP 429 on klines")  # one of the same volley: no further change
+    assert b.limit == 40
+    await b.acquire(1)  # after the pause, in the next window (plus the skew margin)
+    assert clock.slept_s == [50.0, 0.05] and b.used == 1
+
+
+async def test_a_429_with_nothing_accepted_in_the_window_halves_the_limit_once() -> None:
+    clock = SleepingClock(T0 + 10_000)
+    b = budget(clock)
+    b.limit_reached(50, "HTTP 429")
+    b.limit_reached(50, "HTTP 429")  # answered to a request already in flight
+    assert b.limit == 50
+
+
+async def test_after_a_429_the_budget_resumes_at_half_and_grows_back_window_by_window() -> None:
+    clock = SleepingClock(T0 + 10_000)
+    b = WeightBudget(clock, limit=100, safety=1.0, sleep=clock.sleep, latency_s=10.0)
+    assert b.in_flight_cap == 2 and not b.recovering
+    b.observe(80)
+    b.limit_reached(50, "HTTP 429")
+    assert b.recovering and b.in_flight_cap == 1
+    budgets = []
+    for w in range(1, 7):
+        clock.set(T0 + w * MIN + 1_000)
+        b.observe(0)
+        budgets.append(b.budget)
+    assert budgets == [40, 50, 60, 70, 80, 80]
+    assert not b.recovering and b.in_flight_cap == 2
+
+
+async def test_a_sender_waits_while_the_requests_in_flight_are_at_the_cap() -> None:
+    import asyncio
+
+    clock = SleepingClock(T0 + 10_000)
+    b = WeightBudget(clock, limit=6000, safety=1.0, sleep=clock.sleep, max_in_flight=2)
+    answered = asyncio.Event()
+    sent: list[int] = []
+
+    async def send(n: int) -> None:
+        async with b.sending(2):
+            sent.append(n)
+            await answered.wait()
+
+    tasks = [asyncio.create_task(send(n)) for n in range(3)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sent == [0, 1] and b.in_flight == 2
+    answered.set()
+    await asyncio.gather(*tasks)
+    assert sent == [0, 1, 2] and b.in_flight == 0
+
+
+async def test_after_a_ban_the_budget_resumes_gradually_one_request_at_a_time() -> None:
+    clock = SleepingClock(T0 + 10_000)
+    b = budget(clock)
+    b.banned(120, "HTTP 418 on klines: banned")
+    assert b.recovering and b.in_flight_cap == 1 and b.limit == 100
+    await b.acquire(1)
+    assert sum(clock.slept_s) == 120.0 and b.budget == 50

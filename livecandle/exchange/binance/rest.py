@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -65,7 +66,8 @@ def _describe(path: str, params: Mapping[str, Any]) -> str:
 class BinanceRest:
     """One exchange host: weight accounting, retries of network errors and 5xx (the
     n-th retry waits ``livecandle.backoff.delay_s(n, backoff_base_s, backoff_cap_s)``),
-    typed endpoints."""
+    typed endpoints. ``failing`` says the last ``failing_after`` attempts all failed
+    (network errors or 5xx), for health."""
 
     def __init__(
         self,
@@ -77,6 +79,7 @@ class BinanceRest:
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 10.0,
         timeout_s: float = 10.0,
+        failing_after: int = 3,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clock = clock or ServerClock()
@@ -90,6 +93,9 @@ class BinanceRest:
         self.backoff_cap_s = backoff_cap_s
         self.retries = 0
         self.last_error: str | None = None
+        self.failing_after = failing_after
+        self.failures_in_row = 0  # attempts failed (network, 5xx) since the last success
+        self.failing_since_s: float | None = None  # monotonic start of that streak
 
     async def aclose(self) -> None:
         if self._own_client:
@@ -109,43 +115,43 @@ class BinanceRest:
         failures = 0
         limited = 0
         while True:
-            await self.budget.acquire(weight)
-            try:
-                resp = await self.client.get(self.base_url + path, params=params)
-            except httpx.TransportError as e:
+            error: httpx.TransportError | None = None
+            async with self.budget.sending(weight):
+                try:
+                    resp = await self.client.get(self.base_url + path, params=params)
+                except httpx.TransportError as e:
+                    error = e
+                else:
+                    # inside the slot: a 429 blocks every sender before the next one goes
+                    status = resp.status_code
+                    body = self._account(resp, context)
+            if error is not None:
                 failures += 1
-                self.last_error = f"{context}: {type(e).__name__}: {e}"
+                self._failed(f"{context}: {type(error).__name__}: {error}")
                 if failures > self.max_retries:
                     raise BinanceUnavailable(
-                        f"{context}: {failures} network failures, last: {e!r}"
-                    ) from e
+                        f"{context}: {failures} network failures, last: {error!r}"
+                    ) from error
                 wait_s = delay_s(failures, self.backoff_base_s, self.backoff_cap_s)
                 self.retries += 1
-                log.info("%s: %r, retry %d in %.2f s", context, e, failures, wait_s)
+                log.info("%s: %r, retry %d in %.2f s", context, error, failures, wait_s)
                 await asyncio.sleep(wait_s)
                 continue
-            used = resp.headers.get(self.budget.header)
-            if used is not None and used.isdigit():
-                self.budget.observe(int(used))
-            status = resp.status_code
             if status == 200:
                 self.last_error = None
+                self.failures_in_row, self.failing_since_s = 0, None
                 return resp.content
-            body = self._error_body(resp)
-            if status in (418, 429):
-                retry_after_s = _retry_after_s(resp)
-                self.budget.block(retry_after_s, f"HTTP {status} on {context}: {body.msg}")
-                if status == 418:
-                    raise BinanceBanned(
-                        self.clock.now_ms() + int(retry_after_s * 1000), body.msg, context
-                    )
+            assert body is not None
+            if status == 418:
+                raise BinanceBanned(self.budget.blocked_until_ms, body.msg, context)
+            if status == 429:
                 limited += 1
                 if limited > self.max_retries:
                     raise BinanceError(status, body.code, body.msg, context)
                 continue
             if status >= 500 or body.code == -1008:
                 failures += 1
-                self.last_error = f"{context}: HTTP {status}"
+                self._failed(f"{context}: HTTP {status}")
                 if failures > self.max_retries:
                     raise BinanceUnavailable(f"{context}: HTTP {status} after {failures} tries")
                 wait_s = delay_s(failures, self.backoff_base_s, self.backoff_cap_s)
@@ -153,7 +159,39 @@ class BinanceRest:
                 log.info("%s: HTTP %d, retry %d in %.2f s", context, status, failures, wait_s)
                 await asyncio.sleep(wait_s)
                 continue
+            self.failures_in_row, self.failing_since_s = 0, None  # the exchange answers
             raise BinanceError(status, body.code, body.msg, context)
+
+    def _account(self, resp: httpx.Response, context: str) -> parse.ErrorBody | None:
+        """The weight the exchange counted; a 429 or 418 pauses every request. The error
+        body unless the answer is a 200."""
+        status = resp.status_code
+        used = resp.headers.get(self.budget.header)
+        if status == 200:
+            if used is not None and used.isdigit():
+                self.budget.observe(int(used))
+            return None
+        body = self._error_body(resp)
+        if status == 429:
+            reason = f"HTTP 429 on {context}: {body.msg}"
+            self.budget.limit_reached(_retry_after_s(resp), reason)
+        elif status == 418:
+            self.budget.banned(_retry_after_s(resp), f"HTTP 418 on {context}: {body.msg}")
+        elif used is not None and used.isdigit():
+            self.budget.observe(int(used), accepted=False)
+        return body
+
+    def _failed(self, error: str) -> None:
+        """A network error or 5xx: the exchange is not answering properly."""
+        self.last_error = error
+        self.failures_in_row += 1
+        if self.failing_since_s is None:
+            self.failing_since_s = time.monotonic()
+
+    @property
+    def failing(self) -> bool:
+        """The last ``failing_after`` attempts all failed (network or 5xx)."""
+        return self.failures_in_row >= self.failing_after
 
     @staticmethod
     def _error_body(resp: httpx.Response) -> parse.ErrorBody:
@@ -184,6 +222,16 @@ class BinanceRest:
                 unit = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
                 self.budget.set_limit(rl.limit, unit.get(rl.interval, 60_000) * rl.intervalNum)
         return info
+
+    async def keep_limits(self, period_s: float = 600.0) -> None:
+        """Re-read exchangeInfo's rate limits every ``period_s`` until cancelled, so a
+        changed limit is learned without a 429."""
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await self.exchange_info()
+            except (BinanceError, BinanceUnavailable) as e:  # next period asks again
+                log.warning("cannot re-read the exchange's rate limits: %s", e)
 
     async def klines(
         self,

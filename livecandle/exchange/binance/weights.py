@@ -4,19 +4,34 @@ Binance counts weight per IP in fixed one-minute windows and reports the running
 in ``X-MBX-USED-WEIGHT-1M``. The budget reserves weight before each request, syncs with
 the header after it, and makes every caller wait (not fail) when the window is full, after
 a 429 (``Retry-After``) or during a 418 ban.
+
+A 429 means the limit is lower than the budget believed (it changed, or another client of
+the IP spends weight). Requests that land during the ``Retry-After`` period count against
+the IP and end in a 418 ban, so after a 429 every sender waits, the limit shrinks to the
+weight the exchange accepted in that window, the budget resumes at a fraction and grows
+back window by window, and only one request is in flight until it has. At all times the
+requests in flight are capped (``max_in_flight``, fewer when the observed latency needs
+fewer to spend the budget), so that a surprise 429 cannot be followed by a volley: the
+exchange bans after 3 requests in a ``Retry-After`` period.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from livecandle.domain.clock import Clock
 
 log = logging.getLogger(__name__)
 
 _SKEW_MARGIN_MS = 50
+# Little's law with room to spare: in flight = rate x latency, doubled
+_IN_FLIGHT_HEADROOM = 2.0
+_LATENCY_WEIGHT = 0.2  # of each new sample in the moving average
 
 
 class WeightBudget:
@@ -27,11 +42,19 @@ class WeightBudget:
         window_ms: int = 60_000,
         safety: float = 0.97,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        resume_share: float = 0.5,
+        recovery_windows: int = 4,
+        latency_s: float = 0.1,
+        max_in_flight: int = 2,
     ) -> None:
         self.clock = clock
         self.window_ms = window_ms
         self.safety = safety
         self.limit = limit
+        self.resume_share = resume_share  # of the budget in the first window after a 429
+        self.recovery_windows = recovery_windows  # clean windows back to the whole budget
+        self.latency_s = latency_s  # moving average of request round trips (a first guess)
+        self.max_in_flight = max_in_flight
         self._sleep = sleep
         self._window = -1
         self.used = 0
@@ -40,6 +63,12 @@ class WeightBudget:
         self.requests = 0
         self.weight_sent = 0
         self.waits = 0
+        self.limited = 0  # 429s received
+        self.in_flight = 0  # requests sent and not yet answered
+        self._accepted = 0  # highest used weight the exchange answered 200 with, this window
+        # the window in which sending resumed after the last 429 or 418 (None: never)
+        self._resume_window: int | None = None
+        self._freed = asyncio.Event()
 
     @property
     def header(self) -> str:
@@ -51,23 +80,58 @@ class WeightBudget:
         return f"x-mbx-used-weight-{max(1, self.window_ms // 1000)}s"
 
     @property
+    def recovering(self) -> bool:
+        """A 429 was recent: the budget is still growing back, one request at a time."""
+        return self._calm() <= self.recovery_windows
+
+    def _calm(self) -> int:
+        """Whole windows sent in since the last 429 or 418 pause ended."""
+        if self._resume_window is None:
+            return self.recovery_windows + 1
+        return max(0, self._window - self._resume_window)
+
+    def _window_of(self, ms: int) -> int:
+        return (ms - _SKEW_MARGIN_MS) // self.window_ms
+
+    @property
     def budget(self) -> int:
-        return max(1, int(self.limit * self.safety))
+        share = 1.0
+        if self.recovering:
+            step = (1.0 - self.resume_share) / self.recovery_windows
+            share = min(1.0, self.resume_share + step * self._calm())
+        return max(1, int(self.limit * self.safety * share))
+
+    @property
+    def in_flight_cap(self) -> int:
+        """Requests that may be in flight at once: one while recovering from a 429,
+        else what the latency needs to spend the budget, up to ``max_in_flight``."""
+        if self.recovering:
+            return 1
+        mean_weight = self.weight_sent / self.requests if self.requests else 1.0
+        per_s = self.budget / mean_weight * 1000 / self.window_ms
+        need = math.ceil(_IN_FLIGHT_HEADROOM * per_s * self.latency_s)
+        return max(1, min(self.max_in_flight, need))
 
     def set_limit(self, limit: int, window_ms: int) -> None:
         if limit != self.limit or window_ms != self.window_ms:
             log.info("weight limit %d per %d ms (from exchangeInfo)", limit, window_ms)
+        recovering = self.recovering
         self.limit, self.window_ms = limit, window_ms
         # same window, new numbering: what was used in it still counts
-        self._window = (self.clock.now_ms() - _SKEW_MARGIN_MS) // window_ms
+        self._window = self._window_of(self.clock.now_ms())
+        if recovering:  # regrowing starts over in the new numbering
+            self._resume_window = self._window
 
     def _roll(self, now_ms: int) -> None:
-        window = (now_ms - _SKEW_MARGIN_MS) // self.window_ms
+        window = self._window_of(now_ms)
         if window > self._window:
             self._window = window
             self.used = 0
+            self._accepted = 0
 
     async def acquire(self, weight: int) -> None:
+        """Reserve ``weight`` in the current window, waiting while blocked, while the
+        window is full or while the weight in flight is at its cap."""
         while True:
             now_ms = self.clock.now_ms()
             if now_ms < self.blocked_until_ms:
@@ -75,6 +139,9 @@ class WeightBudget:
                 await self._sleep((self.blocked_until_ms - now_ms) / 1000)
                 continue
             self._roll(now_ms)
+            if self.in_flight and self.in_flight >= self.in_flight_cap:
+                await self._freed.wait()
+                continue
             if self.used + weight <= self.budget or self.used == 0:
                 self.used += weight
                 self.requests += 1
@@ -84,11 +151,30 @@ class WeightBudget:
             next_window_ms = (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
             await self._sleep(max(1, next_window_ms - now_ms) / 1000)
 
-    def observe(self, used_in_window: int) -> None:
-        """The exchange's count for the current window (from the response header)."""
+    @contextlib.asynccontextmanager
+    async def sending(self, weight: int) -> AsyncIterator[None]:
+        """Reserve ``weight`` and count it in flight until the answer is in (handle the
+        answer inside, so a 429 blocks everyone before the next sender is let go)."""
+        await self.acquire(weight)
+        self.in_flight += 1
+        started_s = time.perf_counter()
+        try:
+            yield
+        finally:
+            latency_s = time.perf_counter() - started_s
+            self.latency_s += (latency_s - self.latency_s) * _LATENCY_WEIGHT
+            self.in_flight -= 1
+            freed, self._freed = self._freed, asyncio.Event()
+            freed.set()
+
+    def observe(self, used_in_window: int, accepted: bool = True) -> None:
+        """The exchange's count for the current window (from the response header);
+        ``accepted``: it came with a 200, so the limit is at least that much."""
         self._roll(self.clock.now_ms())
         if used_in_window > self.used:
             self.used = used_in_window
+        if accepted and used_in_window > self._accepted:
+            self._accepted = used_in_window
 
     def block(self, wait_s: float, reason: str) -> None:
         """Pause every request for ``wait_s`` (a 429's or 418's ``Retry-After``)."""
@@ -97,3 +183,28 @@ class WeightBudget:
             self.blocked_until_ms = until_ms
             self.block_reason = reason
             log.warning("all REST requests paused for %.0f s: %s", wait_s, reason)
+
+    def banned(self, retry_after_s: float, reason: str) -> None:
+        """A 418: pause everyone for the ban, then resume gradually as after a 429."""
+        self.block(retry_after_s, reason)
+        self._resume_window = self._window_of(self.blocked_until_ms + _SKEW_MARGIN_MS)
+
+    def limit_reached(self, retry_after_s: float, reason: str) -> None:
+        """A 429: pause everyone for ``Retry-After``, shrink the limit to the weight the
+        exchange accepted in this window (half the limit if it accepted none), and resume
+        gradually."""
+        now_ms = self.clock.now_ms()
+        self._roll(now_ms)
+        first = now_ms >= self.blocked_until_ms  # not one of a volley already answered
+        self.limited += 1
+        shrunk = self._accepted if self._accepted else (self.limit // 2 if first else self.limit)
+        if 0 < shrunk < self.limit:
+            log.warning(
+                "weight limit lowered from %d to %d per %d ms after a 429",
+                self.limit,
+                shrunk,
+                self.window_ms,
+            )
+            self.limit = shrunk
+        self.block(retry_after_s, reason)
+        self._resume_window = self._window_of(self.blocked_until_ms + _SKEW_MARGIN_MS)
