@@ -130,7 +130,7 @@ class LiveFeed:
             st = self.states.get(event.symbol)
             if st is None:
                 return
-            st.heard = st.streamed = time.monotonic()
+            st.heard_from_stream()
         self.bad_messages += 1
         self.last_bad = event.reason
 
@@ -140,7 +140,7 @@ class LiveFeed:
         st = self.states.get(ev.symbol)
         if st is None:
             return
-        st.heard = st.streamed = time.monotonic()
+        st.heard_from_stream()
         seq = st.sequencer
         last = seq.last_id
         if last is not None and ev.agg_id == last + 1 and seq.gap is None:
@@ -244,7 +244,7 @@ class LiveFeed:
         st = self.states.get(ev.symbol)
         if st is None:
             return
-        st.heard = st.streamed = time.monotonic()
+        st.heard_from_stream()
         i = st.index.get(ev.interval)
         if i is None:
             return
@@ -357,6 +357,8 @@ class LiveFeed:
             st.checking_silence = False
             st.heard = time.monotonic()  # look again after another silence
         mono = time.monotonic()
+        if missed and not st.stalled_since:
+            st.stalled_since = mono
         if missed and self.on_stall is not None and mono - self._last_stall > self.silence_s:
             self._last_stall = mono
             self.stalls += 1

@@ -32,6 +32,9 @@ class SymbolState:
     mismatches: int = 0
     heard: float = 0.0  # monotonic time of the newest message about this symbol
     streamed: float = 0.0  # the same, never moved by a silence check (for health)
+    # a silence the exchange showed to be a stall (it had trades the stream did not
+    # deliver), since then; a quiet market is no stall (0.0)
+    stalled_since: float = 0.0
     # exchange time up to which every trade is known to be in: candles ending before it
     # may be closed by the clock
     safe_ms: int = 0
@@ -43,6 +46,11 @@ class SymbolState:
     @property
     def symbol(self) -> str:
         return self.live.symbol
+
+    def heard_from_stream(self) -> None:
+        """A message about this symbol arrived: it is neither silent nor stalled."""
+        self.heard = self.streamed = time.monotonic()
+        self.stalled_since = 0.0
 
     @property
     def needs_seed(self) -> bool:
@@ -82,5 +90,8 @@ class SymbolState:
             "silent_s": round(time.monotonic() - self.heard, 3) if self.heard else None,
             "stream_silent_s": (
                 round(time.monotonic() - self.streamed, 3) if self.streamed else None
+            ),
+            "stalled_s": (
+                round(time.monotonic() - self.stalled_since, 3) if self.stalled_since else None
             ),
         }

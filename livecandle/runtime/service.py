@@ -211,9 +211,14 @@ class Service:
                     out.append(f"fetching {series} fails: {st.last_error}")
         if self.feed is not None:
             for symbol, sym in self.feed.stats()["symbols"].items():
-                silent_s = sym.get("stream_silent_s")
-                if silent_s is not None and silent_s > self.feed.silence_s:
-                    out.append(f"stream of {symbol} silent for {silent_s:.0f} s")
+                # a quiet market is silent too: only a silence the exchange showed to have
+                # lost trades is a problem
+                stalled_s = sym.get("stalled_s")
+                if stalled_s is not None:
+                    out.append(
+                        f"stream of {symbol} stalled: silent while the exchange has trades "
+                        f"(for {stalled_s:.0f} s)"
+                    )
         for name, info in self.supervisor.status().items():
             if info["state"] not in ("running", "done"):
                 error = info["last_error"]

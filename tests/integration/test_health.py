@@ -77,6 +77,6 @@ async def test_a_stalled_symbol_makes_health_degraded_naming_it(
         assert svc.web_url is not None
         await health_until(svc.web_url, ok, 20)
         await asyncio.to_thread(emulator.control, stall={"symbol": "ETHUSDT", "seconds": 6})
-        body = await health_until(svc.web_url, degraded_by("stream of ETHUSDT silent"), 10)
+        body = await health_until(svc.web_url, degraded_by("stream of ETHUSDT stalled"), 10)
         assert not any("BTCUSDT" in p for p in body["problems"])
         await health_until(svc.web_url, ok, 20)

@@ -155,7 +155,9 @@ async def test_a_429_with_nothing_accepted_in_the_window_halves_the_limit_once()
 
 async def test_after_a_429_the_budget_resumes_at_half_and_grows_back_window_by_window() -> None:
     clock = SleepingClock(T0 + 10_000)
-    b = WeightBudget(clock, limit=100, safety=1.0, sleep=clock.sleep, latency_s=10.0)
+    b = WeightBudget(
+        clock, limit=100, safety=1.0, sleep=clock.sleep, latency_s=10.0, max_in_flight=2
+    )
     assert b.in_flight_cap == 2 and not b.recovering
     b.observe(80)
     b.limit_reached(50, "HTTP 429")

@@ -45,7 +45,7 @@ class WeightBudget:
         resume_share: float = 0.5,
         recovery_windows: int = 4,
         latency_s: float = 0.1,
-        max_in_flight: int = 2,
+        max_in_flight: int = 8,
     ) -> None:
         self.clock = clock
         self.window_ms = window_ms
