@@ -56,6 +56,9 @@ class Settings:
     fetch_concurrency: int = 4
     stream_silence_s: float = 10.0
     weight_safety: float = 0.97
+    # issue 14: redis limits
+    redis_max_connections: int = 64
+    redis_timeout_s: float = 3.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +96,11 @@ class Settings:
             kw["stream_silence_s"] = float(_int("LIVECANDLE_STREAM_SILENCE_S", silence, 1, 3600))
         if period := env.get("LIVECANDLE_LIVE_WRITE_PERIOD_MS"):
             kw["live_write_period_ms"] = _int("LIVECANDLE_LIVE_WRITE_PERIOD_MS", period, 1, 60_000)
+        # issue 14: redis limits
+        if n := env.get("LIVECANDLE_REDIS_MAX_CONNECTIONS"):
+            kw["redis_max_connections"] = _int("LIVECANDLE_REDIS_MAX_CONNECTIONS", n, 2, 100_000)
+        if timeout := env.get("LIVECANDLE_REDIS_TIMEOUT_S"):
+            kw["redis_timeout_s"] = float(_int("LIVECANDLE_REDIS_TIMEOUT_S", timeout, 1, 600))
         return cls(**kw)
 
     def with_(self, **changes: Any) -> Settings:

@@ -7,10 +7,7 @@ web`` alone) are read from the heartbeats the other processes keep in Redis.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any
 
 from livecandle.store import Store
 from livecandle.web.counting import RequestCounts
@@ -31,10 +28,8 @@ class Health:
         """(HTTP status, body) of ``/healthz``: 503 when Redis is down, ``degraded``
         when the exchange is out of reach or a task is failing."""
         redis_ok, redis_ms, redis_error = True, None, None
-        started_s = time.perf_counter()
-        try:
-            await asyncio.wait_for(cast(Awaitable[bool], self.store.redis.ping()), timeout=2)
-            redis_ms = round((time.perf_counter() - started_s) * 1000, 3)
+        try:  # Redis's own answer time: a busy event loop does not make it "down"
+            redis_ms = round(await self.store.ping_ms(), 3)
         except Exception as e:  # any failure here is the answer, not a crash
             redis_ok, redis_error = False, f"{type(e).__name__}: {e}"
         parts = self.status.health()

@@ -1,0 +1,156 @@
+"""The Redis client's limits against a real redis-server of the test's own: a paused
+server (SIGSTOP) fails reads within the timeout, a burst of reads stays inside the pool,
+an idle subscription outlives the socket timeout, and the health ping measures Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from livecandle.domain.model import SeriesKey
+from livecandle.runtime.redis_server import RedisServer
+from livecandle.store import Store, connect
+from tests.builders import kline_member
+from tests.helpers import EmulatorProcess
+from tests.integration.live_support import running_service
+
+S = SeriesKey.of("BTCUSDT", "1m")
+T0 = 1_700_000_040_000
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone: it gets paused."""
+    with RedisServer(tmp_path / "redis", persist=False, tcp=True) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def paused(server: RedisServer) -> Iterator[None]:
+    """redis-server stopped by SIGSTOP (it accepts nothing, answers nothing), then resumed."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+@contextlib.asynccontextmanager
+async def client(url: str, **kw: float) -> AsyncIterator[aioredis.Redis]:
+    c = connect(url, **kw)  # type: ignore[arg-type]
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
+async def connected_clients(url: str) -> int:
+    """Connections the server has open, not counting the one asking."""
+    async with client(url) as observer:
+        info = await observer.info("clients")
+    return int(info["connected_clients"]) - 1
+
+
+async def test_a_read_fails_within_the_timeout_while_redis_is_paused_and_works_after(
+    server: RedisServer,
+) -> None:
+    async with client(server.url, timeout_s=0.5) as c:
+        store = Store(c)
+        await store.write_candles(S, [(T0, kline_member(T0))], 1)
+        with paused(server):
+            started_s = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await store.meta(S)
+            assert time.monotonic() - started_s < 1.5  # the timeout, not the pause's end
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await store.ping_ms()  # /healthz sees it too
+            await asyncio.sleep(1.0)  # the pause outlasts the timeout
+        assert (await store.meta(S)).latest == T0
+
+
+async def test_many_concurrent_reads_never_open_more_than_max_connections(
+    server: RedisServer,
+) -> None:
+    async with client(server.url, max_connections=4) as c:
+        store = Store(c)
+        await store.write_candles(S, [(T0, kline_member(T0))], 1)
+        metas = await asyncio.gather(*(store.meta(S) for _ in range(300)))
+        assert {m.latest for m in metas} == {T0}
+        assert await connected_clients(server.url) <= 4  # an unbounded pool opened ~300
+
+
+async def test_a_full_pool_gives_up_after_the_timeout(server: RedisServer) -> None:
+    async with client(server.url, max_connections=2, timeout_s=0.5) as c:
+        store = Store(c)
+        with paused(server):
+            reads = [asyncio.ensure_future(store.meta(S)) for _ in range(20)]
+            started_s = time.monotonic()
+            results = await asyncio.gather(*reads, return_exceptions=True)
+        assert time.monotonic() - started_s < 1.5
+        assert all(isinstance(r, redis.exceptions.RedisError) for r in results), results
+        assert await connected_clients(server.url) <= 2
+
+
+async def test_an_idle_subscription_outlives_the_socket_timeout(server: RedisServer) -> None:
+    async with client(server.url, timeout_s=0.3) as c:
+        store = Store(c)
+        subscribed = asyncio.Event()
+        received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+        async def listen() -> None:
+            async for item in store.listen("news", subscribed=subscribed.set):
+                received.put_nowait(item)
+
+        task = asyncio.create_task(listen())
+        try:
+            async with asyncio.timeout(5):
+                await subscribed.wait()
+            await asyncio.sleep(1.0)  # silence: three socket timeouts long
+            assert not task.done(), task
+            await c.publish("news", b"still here")
+            async with asyncio.timeout(5):
+                assert await received.get() == ("news", b"still here")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_health_ping_measures_redis_not_a_blocked_event_loop(store: Store) -> None:
+    pinging = asyncio.ensure_future(store.ping_ms())
+    await asyncio.sleep(0)  # the probe is on its way, in its own thread
+    time.sleep(1.0)  # noqa: ASYNC251 - the event loop is busy (a flood of requests)
+    assert await pinging < 500
+
+
+async def test_a_paused_redis_is_a_503_within_the_timeout_and_the_service_recovers(
+    server: RedisServer, emulator: EmulatorProcess
+) -> None:
+    q = {"symbol": "BTCUSDT", "interval": "1m"}
+    async with (
+        running_service(
+            server.url, emulator, "1m", roles=("web",), port=0, redis_timeout_s=1.0
+        ) as svc,
+        httpx.AsyncClient(base_url=str(svc.web_url), timeout=30) as web,
+    ):
+        assert (await web.get("/api/klines", params=q)).status_code == 200
+        with paused(server):
+            started_s = time.monotonic()
+            r = await web.get("/api/klines", params=q)
+            assert r.status_code == 503 and "Redis is unreachable" in r.json()["error"]
+            assert time.monotonic() - started_s < 2.5
+            h = await web.get("/healthz")
+            assert h.status_code == 503 and h.json()["redis"]["ok"] is False
+        assert (await web.get("/api/klines", params=q)).status_code == 200
+        h = await web.get("/healthz")
+        assert h.status_code == 200 and h.json()["redis"]["ok"] is True
