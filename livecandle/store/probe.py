@@ -37,11 +37,16 @@ class RedisProbe:
         pool = getattr(client, "connection_pool", None)
         if pool is None:
             return None
-        sync_class = getattr(redis.connection, pool.connection_class.__name__, None)
-        if not (
-            isinstance(sync_class, type)
-            and issubclass(sync_class, redis.connection.AbstractConnection)
-        ):
+        sync_class = next(
+            (
+                found
+                for c in pool.connection_class.__mro__  # ours derive from redis-py's
+                if isinstance(found := getattr(redis.connection, c.__name__, None), type)
+                and issubclass(found, redis.connection.AbstractConnection)
+            ),
+            None,
+        )
+        if sync_class is None:
             return None
         options = {k: v for k, v in pool.connection_kwargs.items() if k not in _NOT_COPIED}
         timeout_s = options.get("socket_timeout") or PROBE_TIMEOUT_S

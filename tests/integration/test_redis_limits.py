@@ -5,11 +5,8 @@ an idle subscription outlives the socket timeout, and the health ping measures R
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,6 +20,7 @@ from livecandle.store import Store, connect
 from tests.builders import kline_member
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import running_service
+from tests.integration.redis_support import client, own_server, paused
 
 S = SeriesKey.of("BTCUSDT", "1m")
 T0 = 1_700_000_040_000
@@ -30,29 +28,8 @@ T0 = 1_700_000_040_000
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test alone: it gets paused."""
-    with RedisServer(tmp_path / "redis", persist=False, tcp=True) as s:
+    with own_server(tmp_path) as s:
         yield s
-
-
-@contextlib.contextmanager
-def paused(server: RedisServer) -> Iterator[None]:
-    """redis-server stopped by SIGSTOP (it accepts nothing, answers nothing), then resumed."""
-    assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
-
-
-@contextlib.asynccontextmanager
-async def client(url: str, **kw: float) -> AsyncIterator[aioredis.Redis]:
-    c = connect(url, **kw)  # type: ignore[arg-type]
-    try:
-        yield c
-    finally:
-        await c.aclose()
 
 
 async def connected_clients(url: str) -> int:
@@ -126,11 +103,38 @@ async def test_an_idle_subscription_outlives_the_socket_timeout(server: RedisSer
             await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_the_health_ping_measures_redis_not_a_blocked_event_loop(store: Store) -> None:
-    pinging = asyncio.ensure_future(store.ping_ms())
-    await asyncio.sleep(0)  # the probe is on its way, in its own thread
-    time.sleep(1.0)  # noqa: ASYNC251 - the event loop is busy (a flood of requests)
-    assert await pinging < 500
+@pytest.mark.parametrize("made_by", ["connect", "redis-py"])
+async def test_the_health_ping_measures_redis_not_a_blocked_event_loop(
+    redis_url: str, made_by: str
+) -> None:
+    made = connect(redis_url) if made_by == "connect" else aioredis.Redis.from_url(redis_url)
+    async with made as c:
+        store = Store(c)
+        pinging = asyncio.ensure_future(store.ping_ms())
+        await asyncio.sleep(0)  # the probe is on its way, in its own thread
+        time.sleep(1.0)  # noqa: ASYNC251 - the event loop is busy (a flood of requests)
+        assert await pinging < 500
+
+
+@pytest.mark.parametrize("command", ["get", "pipeline"])
+async def test_a_task_cancelled_mid_command_stops(redis_url: str, command: str) -> None:
+    """With a socket timeout redis-py sends under asyncio.wait_for, which on Python 3.11
+    swallows a cancel arriving as the send completes: the task ran on forever."""
+    async with client(redis_url) as c:
+
+        async def worker() -> None:
+            while True:
+                if command == "get":
+                    await c.get("x")
+                else:
+                    await c.pipeline(transaction=False).set("x", b"1").publish("y", b"1").execute()
+
+        for i in range(150):
+            task = asyncio.create_task(worker())
+            await asyncio.sleep(0.001 * (i % 7))
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)
+            assert done and task.cancelled(), f"the cancelled task kept running (round {i})"
 
 
 async def test_a_paused_redis_is_a_503_within_the_timeout_and_the_service_recovers(
@@ -154,3 +158,4 @@ async def test_a_paused_redis_is_a_503_within_the_timeout_and_the_service_recove
         assert (await web.get("/api/klines", params=q)).status_code == 200
         h = await web.get("/healthz")
         assert h.status_code == 200 and h.json()["redis"]["ok"] is True
+
