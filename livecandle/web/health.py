@@ -26,7 +26,7 @@ class Health:
 
     async def body(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) of ``/healthz``: 503 when Redis is down, ``degraded``
-        when the exchange is out of reach or a task is failing."""
+        when the exchange is out of reach, a task is failing or Redis refuses writes."""
         redis_ok, redis_ms, redis_error = True, None, None
         try:  # Redis's own answer time: a busy event loop does not make it "down"
             redis_ms = round(await self.store.ping_ms(), 3)
@@ -50,7 +50,11 @@ class Health:
                 body[role] = parts[role]
             elif redis_ok:
                 body[role] = await self.store.heartbeat(role)
+        storage = parts.get("storage")  # writes refused while PING works (full)
+        if storage is not None:
+            body["storage"] = storage
         degraded = self.status.exchange_problem is not None or not self.status.healthy
+        degraded = degraded or bool(storage and storage.get("error"))
         if not redis_ok:
             body["status"] = "down"
             return 503, body

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from livecandle.store import Store, connect
 from tests.builders import kline_member
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import running_service
-from tests.integration.redis_support import client, own_server, paused
+from tests.integration.redis_support import client, full, own_server, paused
 
 S = SeriesKey.of("BTCUSDT", "1m")
 T0 = 1_700_000_040_000
@@ -159,3 +160,33 @@ async def test_a_paused_redis_is_a_503_within_the_timeout_and_the_service_recove
         h = await web.get("/healthz")
         assert h.status_code == 200 and h.json()["redis"]["ok"] is True
 
+
+async def test_healthz_reports_a_full_redis_refusing_writes_and_its_recovery(
+    server: RedisServer, emulator: EmulatorProcess
+) -> None:
+    async def health(web: httpx.AsyncClient) -> dict[str, Any]:
+        body: dict[str, Any] = (await web.get("/healthz")).json()
+        return body
+
+    # full from the start: the fetcher's backfill is refused too, not only live writes
+    roles = ("fetcher", "stream", "web")
+    async with (
+        client(server.url) as c,
+        full(c),
+        running_service(server.url, emulator, "1m", roles=roles) as svc,
+        httpx.AsyncClient(base_url=str(svc.web_url), timeout=30) as web,
+    ):
+        async with asyncio.timeout(20):
+            while None in (body := await health(web))["storage"].values():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert body["status"] == "degraded"
+        assert body["redis"]["ok"] is True  # it answers PING, it refuses writes
+        assert "maxmemory" in body["storage"]["writer"]
+        assert "maxmemory" in body["storage"]["fetcher"]
+        for name, task in body["tasks"].items():
+            if name.startswith(("fetch:", "stream:")):
+                assert task["restarts"] == 0, (name, task)
+        await c.config_set("maxmemory", "0")  # room again
+        async with asyncio.timeout(30):
+            while (await health(web))["storage"]["error"] is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
