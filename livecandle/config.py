@@ -64,6 +64,9 @@ class Settings:
     ws_max_bytes: int = 64 * 1024  # one websocket frame / engine.io message
     header_timeout_s: float = 10.0  # a request's headers must be complete within this
     read_cache_entries: int = 10_000  # answers whose official rows the web app keeps
+    # issue 14: redis limits
+    redis_max_connections: int = 64
+    redis_timeout_s: float = 3.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -115,6 +118,11 @@ class Settings:
             kw["header_timeout_s"] = float(_int("LIVECANDLE_HEADER_TIMEOUT_S", header, 1, 3600))
         if entries := env.get("LIVECANDLE_READ_CACHE_ENTRIES"):
             kw["read_cache_entries"] = _int("LIVECANDLE_READ_CACHE_ENTRIES", entries, 1, 10_000_000)
+        # issue 14: redis limits
+        if n := env.get("LIVECANDLE_REDIS_MAX_CONNECTIONS"):
+            kw["redis_max_connections"] = _int("LIVECANDLE_REDIS_MAX_CONNECTIONS", n, 2, 100_000)
+        if timeout := env.get("LIVECANDLE_REDIS_TIMEOUT_S"):
+            kw["redis_timeout_s"] = float(_int("LIVECANDLE_REDIS_TIMEOUT_S", timeout, 1, 600))
         return cls(**kw)
 
     def with_(self, **changes: Any) -> Settings:

@@ -8,6 +8,9 @@ period and at once when one closes. ``candle_closed`` notifications for the fetc
 in the same pipelined round trip.
 The writer reads the builders' state at flush time, so a slow Redis only delays the
 next flush; it never holds back the socket reader or the aggregation.
+While writes fail (Redis down, or full and refusing writes) the writer retries with
+backoff, says so once (and once more when writes succeed again), and publishes nothing
+until the keys are stored: then one flush writes and publishes the newest state.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from livecandle.backoff import Backoff
 from livecandle.domain.aggregator import ClosedCandle, LiveCandleBuilder
 from livecandle.domain.model import SeriesKey, format_units
 from livecandle.store import ClosedLive, LiveWrite, Store
@@ -29,6 +33,9 @@ from livecandle.store.codec import closed_value, live_value
 log = logging.getLogger(__name__)
 
 _enc = msgspec.json.Encoder()
+
+# what is kept for the retry while Redis is away: closed candles and their notifications
+KEPT_WHILE_FAILING = 10_000
 
 
 @dataclass
@@ -57,6 +64,8 @@ class LiveWriter:
         now_ms: Callable[[], int],
         write_period_ms: int = 100,
         publish_period_ms: int = 10,
+        retry_base_s: float = 0.25,
+        retry_cap_s: float = 2.0,
     ) -> None:
         self.store = store
         self.symbols = symbols
@@ -71,6 +80,16 @@ class LiveWriter:
         self._last_write = 0.0
         self._announced: set[tuple[str, str, int]] = set()
         self._closed: list[ClosedLive] = []  # kept until a write succeeds
+        self._closed_msgs: list[bytes] = []  # candle_closed notifications, likewise
+        self._backoff = Backoff(retry_base_s, retry_cap_s)
+        self.failing_since_s: float | None = None  # monotonic start of the current outage
+        self.last_error: str | None = None
+        self._outage_errors = 0
+
+    @property
+    def storage_error(self) -> str | None:
+        """Why live writes fail right now (None while they succeed), for /healthz."""
+        return self.last_error if self.failing_since_s is not None else None
 
     async def run(self) -> None:
         period = self.publish_period_ms / 1000
@@ -78,15 +97,20 @@ class LiveWriter:
             started = time.monotonic()
             write = (started - self._last_write) * 1000 >= self.write_period_ms
             await self.flush(write_keys=write)
+            if self.failing_since_s is not None:
+                await asyncio.sleep(self._backoff.next_s())
+                continue
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     async def flush(self, write_keys: bool = True) -> int:
         """Publish what changed since the last flush; with ``write_keys`` also set the
-        keys of everything changed since the last key write. Returns keys written."""
+        keys of everything changed since the last key write. Returns keys written.
+        While writes fail, every flush writes the keys first and publishes after."""
+        failing = self.failing_since_s is not None
+        write_keys = write_keys or failing
         now = self.now_ms()
         batch_candles: list[dict[str, Any]] = []
         batch_prices: list[dict[str, Any]] = []
-        closed_msgs: list[bytes] = []
         for st in self.symbols.values():
             if st.price_dirty and st.builder.last_price is not None:
                 price = {
@@ -110,7 +134,7 @@ class LiveWriter:
                     key = (st.symbol, c.interval.name, c.candle.open_ms)
                     if not c.correction and key not in self._announced:
                         self._announced.add(key)
-                        closed_msgs.append(
+                        self._closed_msgs.append(
                             _enc.encode(
                                 {
                                     "symbol": st.symbol,
@@ -152,7 +176,7 @@ class LiveWriter:
                     writes.extend(st.unwritten)
                 if st.unwritten_price is not None:
                     prices.append((st.symbol, st.unwritten_price))
-        closed = self._closed
+        closed, closed_msgs = self._closed, self._closed_msgs
         if not (writes or prices or closed or closed_msgs or batch_candles or batch_prices):
             return 0
         message = None
@@ -160,15 +184,15 @@ class LiveWriter:
             message = _enc.encode({"time": now, "prices": batch_prices, "candles": batch_candles})
         started = time.monotonic()
         try:
-            await self.store.write_live(writes, prices, message, closed_msgs, closed)
-        except Exception:
-            self.errors += 1
-            log.exception("live write failed; the next flush writes the newest state")
-            del self._closed[:-10_000]  # kept for the retry, bounded while Redis is away
-            for st in self.symbols.values():
-                st.dirty = True
+            if failing:  # a full Redis refuses the keys but not a PUBLISH: keys first
+                await self.store.write_live(writes, prices, None, (), closed)
+                await self.store.write_live((), (), message, closed_msgs)
+            else:
+                await self.store.write_live(writes, prices, message, closed_msgs, closed)
+        except Exception as e:
+            self._failed(e)
             return 0
-        self._closed = []
+        self._closed, self._closed_msgs = [], []
         if write_keys:
             self._last_write = started
             for st in self.symbols.values():
@@ -178,4 +202,40 @@ class LiveWriter:
         self.flushes += 1
         self.published += message is not None
         self.keys_written += len(writes) + len(prices)
+        if failing:
+            self._recovered()
         return len(writes) + len(prices)
+
+    def _failed(self, e: Exception) -> None:
+        """Keep what the retry needs (bounded) and have it carry the newest state; say
+        it once per outage."""
+        self.errors += 1
+        self._outage_errors += 1
+        self.last_error = f"{type(e).__name__}: {e}"[:300]
+        del self._closed[:-KEPT_WHILE_FAILING]
+        del self._closed_msgs[:-KEPT_WHILE_FAILING]
+        for st in self.symbols.values():
+            st.dirty = True
+            st.price_dirty = st.price_dirty or st.unwritten_price is not None
+        if self.failing_since_s is None:
+            self.failing_since_s = time.monotonic()
+            log.error(
+                "live writes to Redis fail (%s); retrying with backoff, publishing nothing "
+                "until they succeed",
+                self.last_error,
+            )
+        else:
+            log.debug("live write failed again: %s", self.last_error)
+
+    def _recovered(self) -> None:
+        assert self.failing_since_s is not None
+        log.warning(
+            "live writes to Redis succeed again after %.1f s and %d failed attempts (%s); "
+            "the newest state is written and published",
+            time.monotonic() - self.failing_since_s,
+            self._outage_errors,
+            self.last_error,
+        )
+        self.failing_since_s = None
+        self._outage_errors = 0
+        self._backoff.reset()

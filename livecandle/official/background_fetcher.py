@@ -32,7 +32,7 @@ from livecandle.exchange.binance.rest import (
     BinanceRest,
     BinanceUnavailable,
 )
-from livecandle.store import Store
+from livecandle.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class BackgroundFetcher:
         self.syncs = 0
         self._synced = asyncio.Condition()
         self.listening = asyncio.Event()  # listen_closed is subscribed
+        self.storage_error: str | None = None  # the last Redis failure, until a sync succeeds
 
     # -- one sync -------------------------------------------------------------------------
 
@@ -213,7 +214,13 @@ class BackgroundFetcher:
             try:
                 result = await self.sync(series)
                 backoff.reset()
+                self.storage_error = None
                 await self.store.set_error(series, None)
+            except StoreError as e:  # Redis down, paused or full: transient, like the exchange's
+                self.storage_error = f"Redis: {type(e).__name__}: {e}"[:300]
+                await self._record(series, self.storage_error)
+                await backoff.sleep()
+                continue
             except BinanceBanned as e:
                 await self._record(series, str(e))
                 ban_s = max(1.0, (e.until_ms - self.clock.now_ms()) / 1000)

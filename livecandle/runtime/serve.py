@@ -59,7 +59,12 @@ async def redis_for(settings: Settings) -> AsyncIterator[aioredis.Redis]:
             url = await asyncio.to_thread(server.start)
             await asyncio.to_thread((data_dir / URL_FILE).write_text, url + "\n")
             log.info("started a private redis-server (%s, data in %s)", url, data_dir)
-    client = connect(url, cluster=settings.redis_cluster)
+    client = connect(
+        url,
+        cluster=settings.redis_cluster,
+        max_connections=settings.redis_max_connections,
+        timeout_s=settings.redis_timeout_s,
+    )
     try:
         yield client
     finally:

@@ -256,6 +256,15 @@ class Service:
             }
         if self.fetcher is not None:
             parts["fetcher"] = self.fetcher.snapshot()
+        # Redis refusing writes (down, paused, full: "OOM command not allowed") while it
+        # may still answer PING: the live writer's and the fetcher's current failure
+        writer_error = self.writer.storage_error if self.writer is not None else None
+        fetcher_error = self.fetcher.storage_error if self.fetcher is not None else None
+        parts["storage"] = {
+            "error": writer_error or fetcher_error,
+            "writer": writer_error,
+            "fetcher": fetcher_error,
+        }
         return parts
 
     def metrics(self) -> list[str]:

@@ -1,30 +1,27 @@
-"""Redis storage: key schema (keys), atomic scripts (scripts) and the Store."""
+"""Redis storage: key schema (keys), atomic scripts (scripts), the Store, and the one
+way to open a client (``connect``: a bounded pool, timeouts on every socket)."""
 
 from __future__ import annotations
 
-from typing import Any
+from redis.exceptions import RedisError
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-
+from livecandle.store.client import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_S, connect
 from livecandle.store.keys import Keys
 from livecandle.store.store import ChartRead, ClosedLive, LiveWrite, Meta, Store, WriteResult
 
 __all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_TIMEOUT_S",
     "ChartRead",
     "ClosedLive",
     "Keys",
     "LiveWrite",
     "Meta",
     "Store",
+    "StoreError",
     "WriteResult",
     "connect",
 ]
 
-
-def connect(url: str, cluster: bool = False, **kw: Any) -> aioredis.Redis:
-    """An asyncio client for ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
-    if cluster:
-        client: Any = RedisCluster.from_url(url, **kw)
-        return client  # type: ignore[no-any-return]
-    return aioredis.Redis.from_url(url, **kw)
+# Any failure of the storage (unreachable, too slow, out of memory, a script error).
+StoreError = RedisError

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -14,8 +16,13 @@ from livecandle.domain.intervals import parse_interval
 from livecandle.domain.model import SeriesKey
 from livecandle.store import scripts
 from livecandle.store.keys import LIVE_CLOSED_MAX, LIVE_PRICE_TTL_MS, Keys, live_candle_ttl_ms
+from livecandle.store.probe import RedisProbe
 
 _json = msgspec.json.Encoder()
+
+# how long one wait for a pub/sub message lasts; any length works (silence is not an
+# error), a short one lets the health check's PING go out on an idle subscription
+LISTEN_POLL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,8 @@ class Store:
         self._read = redis.register_script(scripts.READ_WITH_LIVE)
         self._remove = redis.register_script(scripts.REMOVE_MEMBERS)
         self._write_closed = redis.register_script(scripts.WRITE_LIVE_CLOSED)
+        self._probe: RedisProbe | Literal[False] | None = None  # False: none possible
+        self._pinging: asyncio.Future[float] | None = None
 
     # -- official candles -------------------------------------------------------------
 
@@ -257,12 +266,20 @@ class Store:
     ) -> AsyncIterator[tuple[str, bytes]]:
         """``(channel, data)`` of every message published on ``channels``, until the
         caller stops iterating (or is cancelled). ``subscribed`` is called once Redis has
-        confirmed the subscription: messages published after that are received."""
+        confirmed the subscription: messages published after that are received.
+
+        A channel may stay silent far longer than the client's socket timeout (which
+        bounds every command's reply): the subscription polls for a message with a
+        timeout of its own, so silence is not an error and the subscription is kept.
+        A lost connection raises (the caller's supervisor starts it again)."""
         pubsub = self.redis.pubsub()
         try:
             await pubsub.subscribe(*channels)
             confirmations = 0
-            async for m in pubsub.listen():
+            while True:
+                m = await pubsub.get_message(timeout=LISTEN_POLL_S)
+                if m is None:
+                    continue  # silence (or the health check's PONG)
                 kind = m.get("type")
                 if kind == "subscribe":  # Redis's reply: from now on nothing is missed
                     confirmations += 1
@@ -278,6 +295,27 @@ class Store:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- health -------------------------------------------------------------------------
+
+    async def ping_ms(self) -> float:
+        """Redis's PING round trip in ms, measured apart from this process's event loop
+        and connection pool (``RedisProbe``), so a busy process does not make a healthy
+        Redis look down. Raises (ConnectionError, TimeoutError, ResponseError) only
+        when Redis does not answer. Checks asked for while one runs share its answer."""
+        if self._probe is None:
+            self._probe = RedisProbe.for_client(self.redis) or False
+        if self._probe is False:  # a cluster: PING through the client
+            started_s = time.perf_counter()
+            await cast(Awaitable[bool], self.redis.ping())
+            return (time.perf_counter() - started_s) * 1000
+        if self._pinging is None:
+            self._pinging = asyncio.ensure_future(asyncio.to_thread(self._probe.ping_ms))
+            self._pinging.add_done_callback(self._pinged)
+        return await asyncio.shield(self._pinging)
+
+    def _pinged(self, done: asyncio.Future[float]) -> None:
+        self._pinging = None
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have gone
 
     async def beat(self, role: str, state: dict[str, Any], ttl_ms: int) -> None:
         await self.redis.set(self.keys.health(role), _json.encode(state), px=ttl_ms)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -12,8 +16,11 @@ from livecandle.domain.model import SeriesKey
 from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.integrity import verify
+from livecandle.runtime.redis_server import RedisServer
+from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store
 from tests.helpers import EmulatorProcess
+from tests.integration.redis_support import client, full, own_server
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -150,3 +157,39 @@ async def test_calendar_intervals_backfill_on_their_grid(
     opens = [int(s) for _, s in await store.members(series)]
     assert opens and all(series.interval.is_aligned(o) for o in opens)
     assert (await verify(store, [series], now)).ok
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    with own_server(tmp_path) as s:
+        yield s
+
+
+async def test_a_full_redis_is_retried_like_the_exchange_without_restarting_the_task(
+    server: RedisServer, emulator: EmulatorProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="livecandle.official.background_fetcher")
+    series = SeriesKey.of("BTCUSDT", "1m")
+    supervisor = Supervisor()
+    async with client(server.url) as c, BinanceRest(emulator.rest_url) as rest:
+        store = Store(c)
+        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=5)
+        await rest.server_time()
+        try:
+            async with full(c):
+                supervisor.spawn("fetch", functools.partial(fetcher.run_series, series))
+                info = supervisor.infos["fetch"]
+                async with asyncio.timeout(10):  # the first failure, recorded or a crash
+                    while fetcher.storage_error is None and not info.restarts:  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
+                assert info.restarts == 0  # before: the task crashed and was restarted
+                assert fetcher.storage_error is not None and "maxmemory" in fetcher.storage_error
+                assert fetcher.status[series].last_error == fetcher.storage_error
+            await asyncio.wait_for(fetcher.wait_syncs(1), 15)  # backs off 1-2 s, 2-4 s ...
+            assert supervisor.status()["fetch"]["restarts"] == 0
+            assert fetcher.storage_error is None and fetcher.status[series].last_error is None
+            assert await store.count(series) == 5
+        finally:
+            await supervisor.stop()
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "maxmemory" in said[0].getMessage()

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 import redis.asyncio as aioredis
 
 from livecandle.domain.aggregator import LiveCandleBuilder
@@ -18,8 +21,9 @@ from livecandle.domain.clock import ManualClock
 from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import SCALE, SeriesKey
 from livecandle.live.writer import LiveWriter, SymbolLive
-from livecandle.runtime.redis_server import free_port
+from livecandle.runtime.redis_server import RedisServer, free_port
 from livecandle.store import Keys, Store
+from tests.integration.redis_support import client, command_stats, full, own_server
 
 T0 = 1_700_000_100_000
 M1 = INTERVALS["1m"]
@@ -201,3 +205,74 @@ async def test_a_failed_write_is_retried_with_the_newest_state(
     # the candle that closed during the outage was kept for the retry
     kept = await redis.zrange(store.keys.live_closed(BTC_1M), 0, -1, withscores=True)
     assert [score for _, score in kept] == [OPEN0]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    with own_server(tmp_path) as s:
+        yield s
+
+
+async def test_while_redis_is_full_the_writer_backs_off_says_so_once_and_publishes_nothing(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="livecandle.live.writer")
+    live = symbol_live()
+    now = [OPEN0]
+    async with client(server.url) as c:
+        store = Store(c)
+        writer = LiveWriter(store, {"BTCUSDT": live}, lambda: now[0])
+        async with (
+            listening(store, store.keys.live_channel) as updates,
+            listening(store, store.keys.closed_channel) as closes,
+        ):
+            task = asyncio.create_task(writer.run())
+            try:
+                async with full(c):
+                    await c.config_resetstat()
+                    started_s = time.monotonic()
+                    for i in range(300):  # 3 s of trades, 100 a second; minute 0 closes
+                        now[0] = OPEN0 + 1_000 + i * 200
+                        trade(live, now[0], (100 + i) * SCALE)
+                        await asyncio.sleep(0.01)
+                    refused = await command_stats(c, "set")
+                    published = await command_stats(c, "publish")
+                    assert writer.storage_error is not None
+                    assert "maxmemory" in writer.storage_error
+                    # every 10 ms before: ~300 attempts, ~300 publishes, ~300 log lines; now
+                    # a few in the first second, then about one a second (2 keys each)
+                    attempts = 5 + (time.monotonic() - started_s)
+                    assert 1 <= writer.errors <= attempts
+                    assert refused["rejected_calls"] <= 2 * attempts
+                    assert published["calls"] <= 1  # at most the very first attempt's
+                    assert len(await drain(updates)) <= 1 and closes.empty()
+                    await c.config_resetstat()
+                # Redis has room again: the newest state is written and published once
+                async with asyncio.timeout(5):
+                    batch = msgspec.json.decode((await updates.get())[1])
+                assert writer.storage_error is None
+                await asyncio.sleep(0.3)  # nothing changed since: nothing more goes out
+                assert await command_stats(c, "set") == {"calls": 2, "rejected_calls": 0}
+                assert (await command_stats(c, "publish"))["calls"] == 2  # update + close
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            newest = "399.00000000"
+            assert updates.empty()
+            assert batch["prices"][0]["price"] == newest
+            assert batch["candles"][0]["close"] == newest
+            announced = [msgspec.json.decode(m) for _, m in await drain(closes)]
+            assert [a["open_ms"] for a in announced] == [OPEN0]
+        assert (await json_at(c, "live_price:BTCUSDT"))["price"] == newest
+        candle = await json_at(c, "live_candle:BTCUSDT:1m")
+        assert (candle["time"], candle["close"]) == (OPEN0 + 60_000, newest)
+        kept = await c.zrange(store.keys.live_closed(BTC_1M), 0, -1, withscores=True)
+        assert [score for _, score in kept] == [OPEN0]
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(said) == 2, said  # once when it starts failing, once when it recovers
+    assert said[0][0] == "ERROR" and "maxmemory" in said[0][1]
+    assert said[1][0] == "WARNING" and "succeed again" in said[1][1]
+
+
+async def drain(queue: Messages) -> list[tuple[str, bytes]]:
+    return [queue.get_nowait() for _ in range(queue.qsize())]

@@ -10,11 +10,12 @@ from pathlib import Path
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
 from livecandle.domain.model import SeriesKey
 from livecandle.runtime.redis_server import find_redis_server, free_port
-from livecandle.store import ClosedLive, Keys, Store
+from livecandle.store import ClosedLive, Keys, Meta, Store, connect
 from tests.builders import kline_member
 
 S = SeriesKey.of("BTCUSDT", "1m")
@@ -256,6 +257,28 @@ async def test_writes_work_on_redis_cluster_with_hash_tagged_keys(cluster_url: s
             await plain.write_candles(S, [(T0, kline_member(T0))], 1)
     finally:
         await client.aclose()
+        await asyncio.sleep(0)
+
+
+async def test_the_bounded_client_on_redis_cluster_refuses_what_exceeds_its_pool(
+    cluster_url: str,
+) -> None:
+    """The cluster client does not wait for a free connection: beyond the bound a read
+    fails at once with a ConnectionError (a 503), and no more connections are opened."""
+    client = connect(cluster_url, cluster=True, max_connections=4, timeout_s=2.0)
+    observer = aioredis.Redis.from_url(cluster_url)
+    try:
+        store = Store(client, Keys(cluster=True))
+        results = await asyncio.gather(*(store.meta(S) for _ in range(50)), return_exceptions=True)
+        assert any(r == Meta() for r in results)
+        refused = [r for r in results if r != Meta()]
+        assert all(isinstance(r, redis.exceptions.ConnectionError) for r in refused), refused
+        # 4 for commands, 1 the client keeps for cluster discovery (CLUSTER SLOTS)
+        assert int((await observer.info("clients"))["connected_clients"]) - 1 <= 4 + 1
+        assert await store.ping_ms() >= 0  # no probe thread on a cluster: the client's PING
+    finally:
+        await client.aclose()
+        await observer.aclose()
         await asyncio.sleep(0)
 
 

@@ -1,0 +1,125 @@
+"""connect: the one way livecandle opens a Redis client, with a bounded pool and a
+timeout on every socket.
+
+redis-py (7.x) sends a command under ``asyncio.wait_for`` once a socket timeout is set.
+On Python 3.11 ``wait_for`` swallows a cancellation that arrives as the send completes
+(fixed in 3.12): the cancelled task goes on running, and every supervised task relies
+on cancellation to stop. The connections made here send under ``asyncio.timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_TIMEOUT_S = 3.0
+# an idle pooled connection is PINGed before reuse after this long: a connection Redis
+# dropped meanwhile is replaced instead of failing the request that picks it up
+HEALTH_CHECK_INTERVAL_S = 30
+
+
+class _CancellableSend(AbstractConnection):
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """redis-py's, with ``asyncio.timeout`` where it has ``asyncio.wait_for``."""
+        if not self.socket_timeout:
+            await super().send_packed_command(command, check_health)
+            return
+        if not self.is_connected:
+            await self.connect_check_health(check_health=False)
+        if check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        writer: Any = self._writer
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                writer.writelines(command)
+                await writer.drain()
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
+        except OSError as e:
+            await self.disconnect(nowait=True)
+            raise redis.exceptions.ConnectionError(f"Error while writing to socket: {e}") from e
+        except BaseException:
+            await self.disconnect(nowait=True)  # a half-sent command: the socket is unusable
+            raise
+
+
+class _TcpConnection(_CancellableSend, Connection):
+    pass
+
+
+class _TlsConnection(_CancellableSend, SSLConnection):
+    pass
+
+
+class _UnixConnection(_CancellableSend, UnixDomainSocketConnection):
+    pass
+
+
+_CANCELLABLE: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: _TcpConnection,
+    SSLConnection: _TlsConnection,
+    UnixDomainSocketConnection: _UnixConnection,
+}
+
+
+def connect(
+    url: str,
+    cluster: bool = False,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    **kw: Any,
+) -> aioredis.Redis:
+    """An asyncio client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+
+    At most ``max_connections`` connections (per node on a cluster): a burst of requests
+    waits for a free one instead of opening thousands, and gives up (ConnectionError)
+    after ``timeout_s``. Connecting and every reply also time out after ``timeout_s``
+    (TimeoutError), so a paused Redis fails requests quickly (the web answers 503)
+    instead of holding them. A dropped connection is retried once, at once; a timeout
+    is not retried (it would only double the wait).
+    """
+    if cluster:
+        # the cluster client picks its own connection classes (see the module's note):
+        # no read timeout there; its node pools raise MaxConnectionsError (a
+        # ConnectionError) when full rather than waiting: still bounded, still a 503
+        client: Any = RedisCluster.from_url(
+            url,
+            max_connections=max_connections,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=HEALTH_CHECK_INTERVAL_S,
+            **kw,
+        )
+        return client  # type: ignore[no-any-return]
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+        **kw,
+    )
+    pool.connection_class = _CANCELLABLE.get(pool.connection_class, pool.connection_class)
+    return aioredis.Redis.from_pool(pool)
