@@ -26,9 +26,10 @@ class Health:
 
     async def body(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) of ``/healthz``: 503 when Redis is down, ``degraded``
-        when the exchange is out of reach, a task is failing, Redis refuses writes (``storage``) or any other problem is
-        reported (``problems``: one readable line each, from this process's ``Status``
-        and the heartbeats of the parts running apart)."""
+        when the exchange is out of reach, a task is failing, Redis refuses writes
+        (``storage``) or any other problem is reported (``problems``: one readable line
+        each, from this process's ``Status`` and the heartbeats of the parts running
+        apart)."""
         redis_ok, redis_ms, redis_error = True, None, None
         try:  # Redis's own answer time: a busy event loop does not make it "down"
             redis_ms = round(await self.store.ping_ms(), 3)
