@@ -56,6 +56,7 @@ class Settings:
     fetch_concurrency: int = 4
     stream_silence_s: float = 10.0
     weight_safety: float = 0.97
+    rest_max_in_flight: int = 2  # REST requests on their way at once (see weights.py)
     # issue 14: realtime limits
     realtime_max_queue: int = 256
     realtime_stall_s: float = 30.0
@@ -104,6 +105,8 @@ class Settings:
             kw["stream_silence_s"] = float(_int("LIVECANDLE_STREAM_SILENCE_S", silence, 1, 3600))
         if period := env.get("LIVECANDLE_LIVE_WRITE_PERIOD_MS"):
             kw["live_write_period_ms"] = _int("LIVECANDLE_LIVE_WRITE_PERIOD_MS", period, 1, 60_000)
+        if n := env.get("LIVECANDLE_REST_MAX_IN_FLIGHT"):
+            kw["rest_max_in_flight"] = _int("LIVECANDLE_REST_MAX_IN_FLIGHT", n, 1, 64)
         # issue 14: realtime limits
         if n := env.get("LIVECANDLE_REALTIME_MAX_QUEUE"):
             kw["realtime_max_queue"] = _int("LIVECANDLE_REALTIME_MAX_QUEUE", n, 1, 1_000_000)

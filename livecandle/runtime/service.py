@@ -34,6 +34,7 @@ class Service:
         self.supervisor = Supervisor()
         self.rest = BinanceRest(settings.binance_rest_url)
         self.rest.budget.safety = settings.weight_safety
+        self.rest.budget.max_in_flight = settings.rest_max_in_flight
         self.exchange_error: str | None = None
         self.web_url: str | None = None
         self.web_ready = asyncio.Event()
@@ -191,7 +192,8 @@ class Service:
     def problems(self) -> list[str]:
         """One readable line per thing that is wrong now (empty: all is well): the
         exchange out of reach, REST calls failing, requests paused by a 429 or a 418 ban,
-        series whose fetch fails, symbols whose stream is silent, tasks failing."""
+        series whose fetch fails, symbols whose stream stalled, tasks failing, Redis refusing
+        writes."""
         out = []
         if self.exchange_problem is not None:
             out.append(self.exchange_problem)
@@ -223,6 +225,12 @@ class Service:
             if info["state"] not in ("running", "done"):
                 error = info["last_error"]
                 out.append(f"task {name} is {info['state']}" + (f": {error}" if error else ""))
+        for part, error in (
+            ("the live writer", self.writer.storage_error if self.writer is not None else None),
+            ("the fetcher", self.fetcher.storage_error if self.fetcher is not None else None),
+        ):
+            if error:  # also carried by the heartbeat to a web process running apart
+                out.append(f"Redis refuses writes of {part}: {error}")
         return out
 
     def health(self) -> dict[str, Any]:

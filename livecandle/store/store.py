@@ -23,6 +23,9 @@ _json = msgspec.json.Encoder()
 # how long one wait for a pub/sub message lasts; any length works (silence is not an
 # error), a short one lets the health check's PING go out on an idle subscription
 LISTEN_POLL_S = 1.0
+# a PING's good answer serves the health checks of the next second too: an unauthenticated
+# /healthz flood must not open a Redis connection per request
+PING_REUSE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,7 @@ class Store:
         self._write_closed = redis.register_script(scripts.WRITE_LIVE_CLOSED)
         self._probe: RedisProbe | Literal[False] | None = None  # False: none possible
         self._pinging: asyncio.Future[float] | None = None
+        self._last_ping: tuple[float, asyncio.Future[float]] | None = None
 
     # -- official candles -------------------------------------------------------------
 
@@ -307,6 +311,9 @@ class Store:
             started_s = time.perf_counter()
             await cast(Awaitable[bool], self.redis.ping())
             return (time.perf_counter() - started_s) * 1000
+        last = self._last_ping
+        if last is not None and time.monotonic() - last[0] < PING_REUSE_S:
+            return last[1].result()  # /healthz asked again at once: no new connection
         if self._pinging is None:
             self._pinging = asyncio.ensure_future(asyncio.to_thread(self._probe.ping_ms))
             self._pinging.add_done_callback(self._pinged)
@@ -314,8 +321,8 @@ class Store:
 
     def _pinged(self, done: asyncio.Future[float]) -> None:
         self._pinging = None
-        if not done.cancelled():
-            done.exception()  # retrieved: every caller may have gone
+        if not done.cancelled() and done.exception() is None:  # retrieved either way
+            self._last_ping = (time.monotonic(), done)  # a failure is asked again at once
 
     async def beat(self, role: str, state: dict[str, Any], ttl_ms: int) -> None:
         await self.redis.set(self.keys.health(role), _json.encode(state), px=ttl_ms)

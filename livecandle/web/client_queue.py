@@ -9,8 +9,9 @@ queue is a ``ClientQueue``:
 - a ``LatestPacket`` (live prices and candles, "klines updated": newest state wins per
   room) replaces a queued one with the same key in place, so a client that lags gets the
   newest state and its queue does not grow with the update rate;
-- a client whose queue holds ``max_packets`` packets, or which took nothing for
-  ``stall_s`` while something was waiting, is disconnected (logged once, counted).
+- a client whose queue holds ``max_packets`` other packets (or more rooms' newest states
+  than any client can be in), or which took nothing for ``stall_s`` while something was
+  waiting, is disconnected (logged once, counted).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from engineio.packet import CLOSE, MESSAGE
 from engineio.packet import Packet as EngineIOPacket
 
 log = logging.getLogger(__name__)
+
+# newest-state packets (one per room) a client may have waiting, per ``max_packets``:
+# 256 x 64 = 16,384 rooms, more than every series of the whole market
+LATEST_PER_PACKET = 64
 
 
 class LatestPacket(EngineIOPacket):  # type: ignore[misc]
@@ -75,8 +80,14 @@ class ClientQueue(asyncio.Queue[Any]):
         if key is not None and (cell := self._latest.get(key)) is not None:
             cell[0] = item  # still queued: the newest state takes its place
             return
-        if self.qsize() >= self.max_packets:
+        # newest-state packets are bounded by the client's rooms (one per key), so a
+        # client in many rooms is not cut off by one burst; the rest by ``max_packets``
+        latest = len(self._latest)
+        if key is None and self.qsize() - latest >= self.max_packets:
             self._mark_slow(f"{self.max_packets} packets waiting")
+            return
+        if key is not None and latest >= self.max_packets * LATEST_PER_PACKET:
+            self._mark_slow(f"{latest} rooms' updates waiting")
             return
         if self.empty():
             self._taken_s = now_s  # the stall is measured from the oldest waiting packet

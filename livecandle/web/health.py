@@ -23,6 +23,7 @@ class Health:
         self.store = store
         self.realtime = realtime
         self.counts = counts
+        self._beating: set[str] = set()  # roles running apart whose heartbeat was seen
 
     async def body(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) of ``/healthz``: 503 when Redis is down, ``degraded``
@@ -58,11 +59,10 @@ class Health:
                 beat = await self.store.heartbeat(role)
                 body[role] = beat
                 problems += (beat or {}).get("problems", [])  # a process running apart
+                problems += self._missing(role, beat)
         storage = parts.get("storage")  # writes refused while PING works (full)
         if storage is not None:
             body["storage"] = storage
-            if storage.get("error"):
-                problems.append(f"Redis refuses writes: {storage['error']}")
         body["problems"] = list(dict.fromkeys(problems))
         degraded = self.status.exchange_problem is not None or not self.status.healthy or problems
         if not redis_ok:
@@ -71,6 +71,15 @@ class Health:
         if degraded:
             body["status"] = "degraded"
         return 200, body
+
+    def _missing(self, role: str, beat: dict[str, Any] | None) -> list[str]:
+        """A process running apart stopped beating: it died, or cannot write to Redis."""
+        if beat is not None:
+            self._beating.add(role)
+            return []
+        if role in self._beating:
+            return [f"no heartbeat from the {role} process (stopped, or cannot write to Redis)"]
+        return []  # none ever seen: no such process is run with this web node
 
     def metrics(self) -> str:
         """``/metrics`` in Prometheus's text format."""

@@ -80,3 +80,17 @@ async def test_a_stalled_symbol_makes_health_degraded_naming_it(
         body = await health_until(svc.web_url, degraded_by("stream of ETHUSDT stalled"), 10)
         assert not any("BTCUSDT" in p for p in body["problems"])
         await health_until(svc.web_url, ok, 20)
+
+
+async def test_a_web_node_says_when_a_process_running_apart_stops_beating(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
+) -> None:
+    async with running_service(redis_url, emulator, "1m", roles=("web",), port=0) as web:
+        assert web.web_url is not None
+        async with running_service(redis_url, emulator, "1m", roles=("stream",)):
+            body = await health_until(web.web_url, lambda b: b["stream"] is not None, 20)
+            assert body["status"] == "ok"
+        # the stream process is gone; its last beat would lapse with its TTL: end it now
+        await redis.delete(web.store.keys.health("stream"))
+        body = await health_until(web.web_url, degraded_by("no heartbeat from the stream"), 5)
+        assert body["stream"] is None

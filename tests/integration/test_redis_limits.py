@@ -190,3 +190,13 @@ async def test_healthz_reports_a_full_redis_refusing_writes_and_its_recovery(
         async with asyncio.timeout(30):
             while (await health(web))["storage"]["error"] is not None:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
+
+
+async def test_health_checks_in_a_burst_share_one_probe_connection(server: RedisServer) -> None:
+    async with client(server.url) as c:
+        store = Store(c)
+        before = int((await c.info("stats"))["total_connections_received"])
+        for _ in range(50):  # an unauthenticated /healthz flood
+            assert await store.ping_ms() >= 0
+        opened = int((await c.info("stats"))["total_connections_received"]) - before
+        assert opened <= 2  # one probe (a second if the burst crossed its second)

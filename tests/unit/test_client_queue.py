@@ -5,7 +5,7 @@ from __future__ import annotations
 from engineio.packet import CLOSE, MESSAGE
 from engineio.packet import Packet as EngineIOPacket
 
-from livecandle.web.client_queue import ClientQueue, LatestPacket
+from livecandle.web.client_queue import LATEST_PER_PACKET, ClientQueue, LatestPacket
 
 
 class Clock:
@@ -66,3 +66,22 @@ async def test_a_client_that_takes_nothing_for_the_stall_time_is_slow() -> None:
     clock.now_s += 1.5
     q.put_nowait(LatestPacket("a5", "A"))
     assert slow == ["took nothing for 5 s"]
+
+
+async def test_a_client_in_many_rooms_takes_one_burst_of_their_newest_states() -> None:
+    q, slow, _ = queue(max_packets=2)
+    for room in range(100):  # one flush: the newest state of each of 100 rooms
+        q.put_nowait(LatestPacket(f"s{room}", ("live_candle", room)))
+    assert q.qsize() == 100 and slow == []
+    q.put_nowait(EngineIOPacket(MESSAGE, "ack"))  # other packets still have their bound
+    q.put_nowait(EngineIOPacket(MESSAGE, "ack"))
+    assert slow == []
+    q.put_nowait(EngineIOPacket(MESSAGE, "ack"))
+    assert slow == ["2 packets waiting"]
+
+
+async def test_more_rooms_waiting_than_any_client_can_be_in_is_slow() -> None:
+    q, slow, _ = queue(max_packets=1)
+    for room in range(LATEST_PER_PACKET + 1):
+        q.put_nowait(LatestPacket("s", room))
+    assert slow == [f"{LATEST_PER_PACKET} rooms' updates waiting"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from livecandle.domain.clock import ManualClock
-from livecandle.exchange.binance.weights import WeightBudget
+from livecandle.exchange.binance.weights import LEARNED_LIMIT_TTL_MS, WeightBudget
 
 MIN = 60_000
 T0 = 28_333_334 * MIN  # a window start (1_700_000_040_000)
@@ -200,3 +200,33 @@ async def test_after_a_ban_the_budget_resumes_gradually_one_request_at_a_time() 
     assert b.recovering and b.in_flight_cap == 1 and b.limit == 100
     await b.acquire(1)
     assert sum(clock.slept_s) == 120.0 and b.budget == 50
+
+
+def test_rereading_an_unchanged_stated_limit_keeps_the_one_a_429_taught() -> None:
+    clock = SleepingClock(T0 + 10_000)
+    b = budget(clock, limit=6000)
+    b.set_limit(6000, MIN)  # exchangeInfo
+    b.observe(40)  # another client of the IP spends weight: the exchange accepted 40
+    b.limit_reached(50, "HTTP 429 on klines")
+    assert b.limit == 40
+    clock.advance(10 * MIN)
+    b.set_limit(6000, MIN)  # exchangeInfo again, 10 minutes later: still 6000 stated
+    assert b.limit == 40 and b.recovering
+    clock.advance(LEARNED_LIMIT_TTL_MS)  # an hour without a 429: the stated one again
+    b.set_limit(6000, MIN)
+    assert b.limit == 6000
+
+
+def test_a_changed_stated_limit_replaces_a_learned_one() -> None:
+    clock = SleepingClock(T0 + 10_000)
+    b = budget(clock, limit=6000)
+    b.set_limit(6000, MIN)
+    b.observe(40)
+    b.limit_reached(50, "HTTP 429 on klines")
+    b.set_limit(1200, MIN)  # the exchange now states another limit: it is the news
+    assert b.limit == 1200
+
+
+def test_two_requests_in_flight_by_default_so_a_429_is_followed_by_one_at_most() -> None:
+    b = WeightBudget(SleepingClock(T0), latency_s=10.0)  # a slow link would want many
+    assert b.max_in_flight == 2 and b.in_flight_cap == 2

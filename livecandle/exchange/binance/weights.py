@@ -10,9 +10,12 @@ the IP spends weight). Requests that land during the ``Retry-After`` period coun
 the IP and end in a 418 ban, so after a 429 every sender waits, the limit shrinks to the
 weight the exchange accepted in that window, the budget resumes at a fraction and grows
 back window by window, and only one request is in flight until it has. At all times the
-requests in flight are capped (``max_in_flight``, fewer when the observed latency needs
-fewer to spend the budget), so that a surprise 429 cannot be followed by a volley: the
-exchange bans after 3 requests in a ``Retry-After`` period.
+requests in flight are capped (``max_in_flight``, default 2; fewer when the observed
+latency needs fewer to spend the budget): a surprise 429 is then followed by at most one
+request already on its way, where the emulator (modelling Binance's "failing to back off")
+bans on the third. The price: at most 2 / latency requests a second, enough for the whole
+budget up to about 40 ms of round trip (``LIVECANDLE_REST_MAX_IN_FLIGHT`` raises it, and
+with it the risk of a ban after a surprise 429).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 _SKEW_MARGIN_MS = 50
 # Little's law with room to spare: in flight = rate x latency, doubled
 _IN_FLIGHT_HEADROOM = 2.0
+# a weight limit learned from a 429 is trusted over exchangeInfo's this long after the last
+LEARNED_LIMIT_TTL_MS = 3_600_000
 _LATENCY_WEIGHT = 0.2  # of each new sample in the moving average
 
 
@@ -45,7 +50,7 @@ class WeightBudget:
         resume_share: float = 0.5,
         recovery_windows: int = 4,
         latency_s: float = 0.1,
-        max_in_flight: int = 8,
+        max_in_flight: int = 2,
     ) -> None:
         self.clock = clock
         self.window_ms = window_ms
@@ -68,6 +73,8 @@ class WeightBudget:
         self._accepted = 0  # highest used weight the exchange answered 200 with, this window
         # the window in which sending resumed after the last 429 or 418 (None: never)
         self._resume_window: int | None = None
+        self.advertised: int | None = None  # the limit exchangeInfo states
+        self._limited_ms = 0  # exchange time of the last 429
         self._freed = asyncio.Event()
 
     @property
@@ -113,12 +120,24 @@ class WeightBudget:
         return max(1, min(self.max_in_flight, need))
 
     def set_limit(self, limit: int, window_ms: int) -> None:
+        """The limit exchangeInfo states. A lower limit learned from a 429 stands while
+        the stated one is unchanged (another client of the IP may be spending weight)
+        and no 429 came for ``LEARNED_LIMIT_TTL_MS``; then the stated one is trusted again."""
+        now_ms = self.clock.now_ms()
+        learned = self.advertised is not None and self.limit < self.advertised
+        if (
+            limit == self.advertised
+            and window_ms == self.window_ms
+            and (not learned or now_ms - self._limited_ms < LEARNED_LIMIT_TTL_MS)
+        ):
+            return  # nothing new: keep what a 429 taught, and any regrowth under way
         if limit != self.limit or window_ms != self.window_ms:
             log.info("weight limit %d per %d ms (from exchangeInfo)", limit, window_ms)
         recovering = self.recovering
+        self.advertised = limit
         self.limit, self.window_ms = limit, window_ms
         # same window, new numbering: what was used in it still counts
-        self._window = self._window_of(self.clock.now_ms())
+        self._window = self._window_of(now_ms)
         if recovering:  # regrowing starts over in the new numbering
             self._resume_window = self._window
 
@@ -197,6 +216,7 @@ class WeightBudget:
         self._roll(now_ms)
         first = now_ms >= self.blocked_until_ms  # not one of a volley already answered
         self.limited += 1
+        self._limited_ms = now_ms
         shrunk = self._accepted if self._accepted else (self.limit // 2 if first else self.limit)
         if 0 < shrunk < self.limit:
             log.warning(
