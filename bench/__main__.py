@@ -18,7 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-ALL = ["aggregation", "batch", "backfill", "reads", "memory", "live_path", "fanout"]
+ALL = [
+    "aggregation",
+    "batch",
+    "backfill",
+    "reads",
+    "hostile_reads",
+    "memory",
+    "live_path",
+    "fanout",
+]
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -114,13 +114,21 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def wrk(url: str, connections: int = 50, seconds: int = 10, threads: int = 2) -> dict[str, float]:
-    """req/s and latency percentiles (ms) from wrk (Debian's package)."""
+def wrk(
+    url: str,
+    connections: int = 50,
+    seconds: int = 10,
+    threads: int = 2,
+    script: Path | None = None,
+) -> dict[str, float]:
+    """req/s and latency percentiles (ms) from wrk (Debian's package); ``script``: a wrk
+    Lua script that makes the requests."""
     exe = shutil.which("wrk")
     if exe is None:
         raise RuntimeError("wrk is not installed (make bench installs it with apt as root)")
+    lua = ["-s", str(script)] if script is not None else []
     out = subprocess.run(
-        [exe, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        [exe, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, url],
         capture_output=True,
         text=True,
         check=True,
