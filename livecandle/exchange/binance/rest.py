@@ -17,7 +17,7 @@ import msgspec
 from livecandle.backoff import delay_s
 from livecandle.domain.clock import ServerClock
 from livecandle.exchange.binance import parse
-from livecandle.exchange.binance.weights import WeightBudget
+from livecandle.exchange.binance.weights import Priority, WeightBudget
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,12 @@ class BinanceRest:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def get(self, path: str, params: Mapping[str, Any] | None = None) -> bytes:
+    async def get(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        priority: Priority = Priority.HISTORY,
+    ) -> bytes:
         """GET ``path`` with weight accounting and retries; the body on 200."""
         params = dict(params or {})
         weight = WEIGHTS.get(path, 1)
@@ -116,7 +121,7 @@ class BinanceRest:
         limited = 0
         while True:
             error: httpx.TransportError | None = None
-            async with self.budget.sending(weight):
+            async with self.budget.sending(weight, priority):
                 try:
                     resp = await self.client.get(self.base_url + path, params=params)
                 except httpx.TransportError as e:
@@ -240,6 +245,7 @@ class BinanceRest:
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int | None = None,
+        priority: Priority = Priority.HISTORY,
     ) -> list[parse.KlineRow]:
         params: dict[str, Any] = {"symbol": symbol, "interval": interval}
         if start_ms is not None:
@@ -248,7 +254,7 @@ class BinanceRest:
             params["endTime"] = end_ms
         if limit is not None:
             params["limit"] = limit
-        return parse.klines_decoder.decode(await self.get("/api/v3/klines", params))
+        return parse.klines_decoder.decode(await self.get("/api/v3/klines", params, priority))
 
     async def iter_klines(
         self,
@@ -257,13 +263,14 @@ class BinanceRest:
         start_ms: int,
         end_ms: int | None = None,
         limit: int = KLINES_LIMIT,
+        priority: Priority = Priority.HISTORY,
     ) -> AsyncIterator[list[parse.KlineRow]]:
         """Pages of klines from ``start_ms`` forward: each page starts 1 ms after the
         previous page's last open time (no overlap, nothing skipped, off-grid rows kept);
         stops on a short page or past ``end_ms``."""
         cursor = start_ms
         while end_ms is None or cursor <= end_ms:
-            page = await self.klines(symbol, interval, cursor, end_ms, limit)
+            page = await self.klines(symbol, interval, cursor, end_ms, limit, priority)
             if not page:
                 return
             yield page
@@ -278,6 +285,7 @@ class BinanceRest:
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int = AGG_TRADES_LIMIT,
+        priority: Priority = Priority.GAP_FILL,
     ) -> list[parse.AggTrade]:
         params: dict[str, Any] = {"symbol": symbol, "limit": limit}
         if from_id is not None:
@@ -286,7 +294,9 @@ class BinanceRest:
             params["startTime"] = start_ms
         if end_ms is not None:
             params["endTime"] = end_ms
-        return parse.agg_trades_decoder.decode(await self.get("/api/v3/aggTrades", params))
+        return parse.agg_trades_decoder.decode(
+            await self.get("/api/v3/aggTrades", params, priority)
+        )
 
 
 def _retry_after_s(resp: httpx.Response) -> float:

@@ -63,6 +63,7 @@ class _Group:
     stats: ConnStats
     ws: ClientConnection | None = None
     pending_subscribe: list[str] = field(default_factory=list)
+    pending_unsubscribe: list[str] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -132,6 +133,20 @@ class BinanceStream:
             if self._tasks:
                 self._tasks.append(asyncio.create_task(self._keep(group), name=group.name))
 
+    def unsubscribe(self, streams: Sequence[str]) -> None:
+        """Stop streams at run time (a symbol that left TRADING): UNSUBSCRIBE on the
+        connection carrying each; a connection left without streams closes."""
+        gone = set(streams)
+        for g in self.groups:
+            drop = [s for s in g.streams if s in gone]
+            if not drop:
+                continue
+            g.streams = [s for s in g.streams if s not in gone]
+            g.stats.streams = len(g.streams)
+            g.pending_subscribe = [s for s in g.pending_subscribe if s not in gone]
+            g.pending_unsubscribe.extend(drop)
+            g.wake.set()
+
     def stats(self) -> list[dict[str, Any]]:
         now = time.monotonic()
         return [
@@ -178,11 +193,13 @@ class BinanceStream:
             raise
         return ws
 
-    async def _send_subscribe(self, ws: ClientConnection, streams: list[str]) -> None:
+    async def _send_subscribe(
+        self, ws: ClientConnection, streams: list[str], method: str = "SUBSCRIBE"
+    ) -> None:
         for chunk in _chunks(streams, 200):
             await ws.send(
                 msgspec.json.encode(
-                    {"method": "SUBSCRIBE", "params": chunk, "id": next(self._ids)}
+                    {"method": method, "params": chunk, "id": next(self._ids)}
                 ).decode()
             )
             await asyncio.sleep(1 / CONTROL_MESSAGES_PER_S)
@@ -246,6 +263,9 @@ class BinanceStream:
                 if group.pending_subscribe:
                     todo, group.pending_subscribe = group.pending_subscribe, []
                     await self._send_subscribe(ws, todo)
+                if group.pending_unsubscribe:
+                    todo, group.pending_unsubscribe = group.pending_unsubscribe, []
+                    await self._send_subscribe(ws, todo, "UNSUBSCRIBE")
                 now = time.monotonic()
                 if now - stats.last_message > self.silence_s:
                     stats.silences += 1

@@ -26,6 +26,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from enum import IntEnum
 
 from livecandle.domain.clock import Clock
 
@@ -37,6 +38,18 @@ _IN_FLIGHT_HEADROOM = 2.0
 # a weight limit learned from a 429 is trusted over exchangeInfo's this long after the last
 LEARNED_LIMIT_TTL_MS = 3_600_000
 _LATENCY_WEIGHT = 0.2  # of each new sample in the moving average
+
+
+class Priority(IntEnum):
+    """Who goes first when the weight budget is scarce (lower first): a live gap fill,
+    then just-closed official candles, then history, then reconciliation, then proxied
+    requests of clients (DESIGN.md section 7)."""
+
+    GAP_FILL = 0
+    CLOSED = 1
+    HISTORY = 2
+    RECONCILE = 3
+    PROXY = 4
 
 
 class WeightBudget:
@@ -148,7 +161,7 @@ class WeightBudget:
             self.used = 0
             self._accepted = 0
 
-    async def acquire(self, weight: int) -> None:
+    async def acquire(self, weight: int, priority: Priority = Priority.HISTORY) -> None:
         """Reserve ``weight`` in the current window, waiting while blocked, while the
         window is full or while the weight in flight is at its cap."""
         while True:
@@ -171,10 +184,12 @@ class WeightBudget:
             await self._sleep(max(1, next_window_ms - now_ms) / 1000)
 
     @contextlib.asynccontextmanager
-    async def sending(self, weight: int) -> AsyncIterator[None]:
+    async def sending(
+        self, weight: int, priority: Priority = Priority.HISTORY
+    ) -> AsyncIterator[None]:
         """Reserve ``weight`` and count it in flight until the answer is in (handle the
         answer inside, so a 429 blocks everyone before the next sender is let go)."""
-        await self.acquire(weight)
+        await self.acquire(weight, priority)
         self.in_flight += 1
         started_s = time.perf_counter()
         try:
