@@ -25,7 +25,10 @@ class SleepingClock(ManualClock):
 
 
 def budget(clock: SleepingClock, limit: int = 100, window_ms: int = MIN) -> WeightBudget:
-    return WeightBudget(clock, limit=limit, window_ms=window_ms, safety=1.0, sleep=clock.sleep)
+    """A budget whose every priority may fill the whole window (no urgent reserve)."""
+    return WeightBudget(
+        clock, limit=limit, window_ms=window_ms, safety=1.0, sleep=clock.sleep, urgent_share=0.0
+    )
 
 
 async def test_requests_within_the_budget_go_at_once() -> None:

@@ -1,9 +1,24 @@
-"""Request-weight budget shared by every REST call to one exchange host.
+"""Request-weight budget shared by every REST call to one exchange host: one plan, with
+priorities.
 
 Binance counts weight per IP in fixed one-minute windows and reports the running total
 in ``X-MBX-USED-WEIGHT-1M``. The budget reserves weight before each request, syncs with
 the header after it, and makes every caller wait (not fail) when the window is full, after
 a 429 (``Retry-After``) or during a 418 ban.
+
+Order: waiting requests are served strictly by ``Priority`` (lowest value first), first
+come first served within one priority, whenever weight or an in-flight slot frees up: only
+the head of the queue may take weight, so a gap fill queued behind history goes first and
+history never holds back a just-closed candle. Each priority may fill a window up to its
+ceiling only, so that urgent work arriving later in the window finds room at once:
+
+* ``GAP_FILL`` and ``CLOSED`` may use the whole budget;
+* ``HISTORY`` leaves the last ``urgent_share`` (default 10 %) of every window to them;
+* ``RECONCILE`` and ``PROXY`` use spare weight only: they go when nothing more urgent
+  waits, and never past ``spare_share`` (default 50 %) of a window's budget.
+
+A request heavier than its ceiling still goes, alone, in a fresh window. The plan never
+causes a 429 itself: every ceiling is a share of ``limit * safety``.
 
 A 429 means the limit is lower than the budget believed (it changed, or another client of
 the IP spends weight). Requests that land during the ``Retry-After`` period count against
@@ -11,11 +26,16 @@ the IP and end in a 418 ban, so after a 429 every sender waits, the limit shrink
 weight the exchange accepted in that window, the budget resumes at a fraction and grows
 back window by window, and only one request is in flight until it has. At all times the
 requests in flight are capped (``max_in_flight``, default 2; fewer when the observed
-latency needs fewer to spend the budget): a surprise 429 is then followed by at most one
-request already on its way, where the emulator (modelling Binance's "failing to back off")
-bans on the third. The price: at most 2 / latency requests a second, enough for the whole
-budget up to about 40 ms of round trip (``LIVECANDLE_REST_MAX_IN_FLIGHT`` raises it, and
-with it the risk of a ban after a surprise 429).
+latency needs fewer to spend the budget; never more than ``connections``, the HTTP pool
+of the client): a surprise 429 is then followed by at most one request already on its way,
+where the emulator (modelling Binance's "failing to back off") bans on the third. The
+price: at most 2 / latency requests a second, enough for the whole budget up to about
+40 ms of round trip (``LIVECANDLE_REST_MAX_IN_FLIGHT`` raises it, and with it the risk of
+a ban after a surprise 429).
+
+``stats()`` gives the queue and what was sent per priority; ``eta_ms(weight, priority)``
+the time until that much more weight of a priority could be spent, given the limit and
+what waits ahead of it (the fetcher's "time until history is complete").
 """
 
 from __future__ import annotations
@@ -25,8 +45,11 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 from livecandle.domain.clock import Clock
 
@@ -52,6 +75,16 @@ class Priority(IntEnum):
     PROXY = 4
 
 
+@dataclass(eq=False)
+class _Ticket:
+    """One request waiting for its weight."""
+
+    priority: Priority
+    weight: int
+    since_ms: int
+    turn: asyncio.Event = field(default_factory=asyncio.Event)  # set: it may be the head
+
+
 class WeightBudget:
     def __init__(
         self,
@@ -64,6 +97,9 @@ class WeightBudget:
         recovery_windows: int = 4,
         latency_s: float = 0.1,
         max_in_flight: int = 2,
+        urgent_share: float = 0.1,
+        spare_share: float = 0.5,
+        connections: int | None = None,
     ) -> None:
         self.clock = clock
         self.window_ms = window_ms
@@ -73,6 +109,12 @@ class WeightBudget:
         self.recovery_windows = recovery_windows  # clean windows back to the whole budget
         self.latency_s = latency_s  # moving average of request round trips (a first guess)
         self.max_in_flight = max_in_flight
+        # of every window only GAP_FILL and CLOSED may use
+        self.urgent_share = urgent_share
+        # of every window RECONCILE and PROXY may use at most
+        self.spare_share = spare_share
+        # the HTTP pool the requests go through (None: not known, no cap from it)
+        self.connections = connections
         self._sleep = sleep
         self._window = -1
         self.used = 0
@@ -83,12 +125,19 @@ class WeightBudget:
         self.waits = 0
         self.limited = 0  # 429s received
         self.in_flight = 0  # requests sent and not yet answered
+        self.in_flight_peak = 0
         self._accepted = 0  # highest used weight the exchange answered 200 with, this window
         # the window in which sending resumed after the last 429 or 418 (None: never)
         self._resume_window: int | None = None
         self.advertised: int | None = None  # the limit exchangeInfo states
         self._limited_ms = 0  # exchange time of the last 429
         self._freed = asyncio.Event()
+        self._queues: dict[Priority, deque[_Ticket]] = {p: deque() for p in Priority}
+        self._queued_weight = dict.fromkeys(Priority, 0)
+        self._sent_requests = dict.fromkeys(Priority, 0)
+        self._sent_weight = dict.fromkeys(Priority, 0)
+        self._sent_last_window = 0  # weight this budget sent in the previous window
+        self._sent_this_window = 0
 
     @property
     def header(self) -> str:
@@ -121,16 +170,30 @@ class WeightBudget:
             share = min(1.0, self.resume_share + step * self._calm())
         return max(1, int(self.limit * self.safety * share))
 
+    def ceiling(self, priority: Priority) -> int:
+        """The weight of a window up to which ``priority`` may fill it (module docstring)."""
+        if priority <= Priority.CLOSED:
+            share = 1.0
+        elif priority == Priority.HISTORY:
+            share = 1.0 - self.urgent_share
+        else:
+            share = min(self.spare_share, 1.0 - self.urgent_share)
+        return max(1, int(self.budget * share))
+
     @property
     def in_flight_cap(self) -> int:
         """Requests that may be in flight at once: one while recovering from a 429,
-        else what the latency needs to spend the budget, up to ``max_in_flight``."""
+        else what the latency needs to spend the budget, up to ``max_in_flight`` and
+        never more than the HTTP pool's ``connections``."""
         if self.recovering:
             return 1
         mean_weight = self.weight_sent / self.requests if self.requests else 1.0
         per_s = self.budget / mean_weight * 1000 / self.window_ms
         need = math.ceil(_IN_FLIGHT_HEADROOM * per_s * self.latency_s)
-        return max(1, min(self.max_in_flight, need))
+        cap = min(self.max_in_flight, need)
+        if self.connections is not None:
+            cap = min(cap, self.connections)
+        return max(1, cap)
 
     def set_limit(self, limit: int, window_ms: int) -> None:
         """The limit exchangeInfo states. A lower limit learned from a 429 stands while
@@ -153,35 +216,79 @@ class WeightBudget:
         self._window = self._window_of(now_ms)
         if recovering:  # regrowing starts over in the new numbering
             self._resume_window = self._window
+        self._wake_head()
 
     def _roll(self, now_ms: int) -> None:
         window = self._window_of(now_ms)
         if window > self._window:
+            self._sent_last_window = self._sent_this_window if window == self._window + 1 else 0
+            self._sent_this_window = 0
             self._window = window
             self.used = 0
             self._accepted = 0
 
+    # -- the queue ----------------------------------------------------------------------
+
+    def _head(self) -> _Ticket | None:
+        for queue in self._queues.values():  # in priority order
+            if queue:
+                return queue[0]
+        return None
+
+    def _wake_head(self) -> None:
+        head = self._head()
+        if head is not None:
+            head.turn.set()
+
+    def _dequeue(self, ticket: _Ticket) -> None:
+        queue = self._queues[ticket.priority]
+        was_head = self._head() is ticket
+        queue.remove(ticket)
+        self._queued_weight[ticket.priority] -= ticket.weight
+        if was_head:
+            self._wake_head()
+
     async def acquire(self, weight: int, priority: Priority = Priority.HISTORY) -> None:
-        """Reserve ``weight`` in the current window, waiting while blocked, while the
-        window is full or while the weight in flight is at its cap."""
-        while True:
-            now_ms = self.clock.now_ms()
-            if now_ms < self.blocked_until_ms:
+        """Reserve ``weight`` in the current window once every request of a more urgent
+        priority, and every earlier one of the same, has gone; waiting while blocked,
+        while the window is full up to this priority's ceiling, or while the requests in
+        flight are at their cap."""
+        priority = Priority(priority)
+        ticket = _Ticket(priority, weight, self.clock.now_ms())
+        self._queues[priority].append(ticket)
+        self._queued_weight[priority] += weight
+        queued = True
+        try:
+            while True:
+                ticket.turn.clear()
+                if self._head() is not ticket:
+                    await ticket.turn.wait()
+                    continue
+                now_ms = self.clock.now_ms()
+                if now_ms < self.blocked_until_ms:
+                    self.waits += 1
+                    await self._sleep((self.blocked_until_ms - now_ms) / 1000)
+                    continue
+                self._roll(now_ms)
+                if self.in_flight and self.in_flight >= self.in_flight_cap:
+                    await self._freed.wait()
+                    continue
+                if self.used + weight <= self.ceiling(priority) or self.used == 0:
+                    self.used += weight
+                    self.requests += 1
+                    self.weight_sent += weight
+                    self._sent_this_window += weight
+                    self._sent_requests[priority] += 1
+                    self._sent_weight[priority] += weight
+                    queued = False
+                    self._dequeue(ticket)
+                    return
                 self.waits += 1
-                await self._sleep((self.blocked_until_ms - now_ms) / 1000)
-                continue
-            self._roll(now_ms)
-            if self.in_flight and self.in_flight >= self.in_flight_cap:
-                await self._freed.wait()
-                continue
-            if self.used + weight <= self.budget or self.used == 0:
-                self.used += weight
-                self.requests += 1
-                self.weight_sent += weight
-                return
-            self.waits += 1
-            next_window_ms = (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
-            await self._sleep(max(1, next_window_ms - now_ms) / 1000)
+                next_window_ms = (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
+                await self._sleep(max(1, next_window_ms - now_ms) / 1000)
+        finally:
+            if queued:  # cancelled while waiting: the next in line goes on
+                self._dequeue(ticket)
 
     @contextlib.asynccontextmanager
     async def sending(
@@ -191,6 +298,7 @@ class WeightBudget:
         answer inside, so a 429 blocks everyone before the next sender is let go)."""
         await self.acquire(weight, priority)
         self.in_flight += 1
+        self.in_flight_peak = max(self.in_flight_peak, self.in_flight)
         started_s = time.perf_counter()
         try:
             yield
@@ -200,6 +308,8 @@ class WeightBudget:
             self.in_flight -= 1
             freed, self._freed = self._freed, asyncio.Event()
             freed.set()
+
+    # -- what the exchange says ---------------------------------------------------------
 
     def observe(self, used_in_window: int, accepted: bool = True) -> None:
         """The exchange's count for the current window (from the response header);
@@ -243,3 +353,66 @@ class WeightBudget:
             self.limit = shrunk
         self.block(retry_after_s, reason)
         self._resume_window = self._window_of(self.blocked_until_ms + _SKEW_MARGIN_MS)
+
+    # -- the plan, for health, metrics and the fetcher ----------------------------------
+
+    def queued_ahead(self, priority: Priority) -> int:
+        """Weight waiting at ``priority`` or more urgent ones."""
+        return sum(w for p, w in self._queued_weight.items() if p <= priority)
+
+    def eta_ms(self, weight: int, priority: Priority = Priority.HISTORY) -> int:
+        """Milliseconds until ``weight`` more weight of ``priority`` could be spent: after
+        what is queued at that priority or a more urgent one, within the ceiling of each
+        window, from the end of any pause; also bounded by the requests in flight at the
+        observed latency. An estimate: urgent work arriving later comes first."""
+        now_ms = self.clock.now_ms()
+        self._roll(now_ms)
+        start_ms = max(now_ms, self.blocked_until_ms)
+        total = self.queued_ahead(priority) + max(0, weight)
+        if total <= 0:
+            return max(0, start_ms - now_ms)
+        per_window = self.ceiling(priority)
+        window = self._window_of(start_ms)
+        room = max(0, per_window - self.used) if window == self._window else per_window
+        if total <= room:
+            by_weight_ms = start_ms
+        else:
+            windows = math.ceil((total - room) / per_window)
+            window_start_ms = (window + windows) * self.window_ms + _SKEW_MARGIN_MS
+            by_weight_ms = max(start_ms, window_start_ms)
+        mean_weight = self.weight_sent / self.requests if self.requests else 2.0
+        requests = total / mean_weight
+        by_latency_ms = start_ms + requests * self.latency_s * 1000 / self.in_flight_cap
+        return max(0, int(max(by_weight_ms, by_latency_ms)) - now_ms)
+
+    def weight_per_s(self) -> float:
+        """The rate the plan spends weight at when busy: the budget over the window."""
+        return self.budget * 1000 / self.window_ms
+
+    def stats(self) -> dict[str, Any]:
+        """The queue and what was sent, per priority, and the state of the window."""
+        now_ms = self.clock.now_ms()
+        priorities: dict[str, dict[str, int | None]] = {}
+        for p in Priority:
+            queue = self._queues[p]
+            priorities[p.name.lower()] = {
+                "queued": len(queue),
+                "queued_weight": self._queued_weight[p],
+                "oldest_wait_ms": max(0, now_ms - queue[0].since_ms) if queue else None,
+                "sent": self._sent_requests[p],
+                "weight_sent": self._sent_weight[p],
+                "ceiling": self.ceiling(p),
+            }
+        return {
+            "limit": self.limit,
+            "window_ms": self.window_ms,
+            "budget": self.budget,
+            "used": self.used,
+            "in_flight": self.in_flight,
+            "in_flight_cap": self.in_flight_cap,
+            "in_flight_peak": self.in_flight_peak,
+            "recovering": self.recovering,
+            "weight_per_s": round(self.weight_per_s(), 3),
+            "sent_last_window": self._sent_last_window,
+            "priorities": priorities,
+        }
