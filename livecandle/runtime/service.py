@@ -252,6 +252,7 @@ class Service:
                 "weight_limit": budget.limit,
                 "weight_window_ms": budget.window_ms,
                 "rate_limited": budget.limited,
+                "plan": budget.stats(),
             },
             "tasks": self.supervisor.status(),
             "problems": self.problems(),
@@ -293,6 +294,23 @@ class Service:
         ]
         for name, info in self.supervisor.status().items():
             lines.append(f'livecandle_task_restarts_total{{task="{name}"}} {info["restarts"]}')
+        plan = self.rest.budget.stats()
+        lines += [
+            "# TYPE livecandle_rest_weight_per_second gauge",
+            f"livecandle_rest_weight_per_second {plan['weight_per_s']}",
+            "# TYPE livecandle_rest_in_flight gauge",
+            f"livecandle_rest_in_flight {plan['in_flight']}",
+        ]
+        for metric, key, kind in (
+            ("livecandle_rest_queue", "queued", "gauge"),
+            ("livecandle_rest_queue_weight", "queued_weight", "gauge"),
+            ("livecandle_rest_queue_oldest_wait_ms", "oldest_wait_ms", "gauge"),
+            ("livecandle_rest_sent_total", "sent", "counter"),
+            ("livecandle_rest_weight_sent_total", "weight_sent", "counter"),
+        ):
+            lines.append(f"# TYPE {metric} {kind}")
+            for name, p in plan["priorities"].items():
+                lines.append(f'{metric}{{priority="{name}"}} {p[key] or 0}')
         if self.feed is not None and self.stream is not None:
             st = self.feed.stats()
             lines += [

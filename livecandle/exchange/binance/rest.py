@@ -1,6 +1,11 @@
 """Binance spot REST market-data client (klines, aggTrades, time, exchangeInfo).
 
 The base URL is the only thing that differs between Binance and the livecandle emulator.
+A request takes an HTTP connection only once the weight plan (``weights.WeightBudget``)
+has let it go, and the plan never lets more go at once than the pool holds
+(``max_connections``, told to the budget as ``connections``), so however many callers
+wait, none fails with ``httpx.PoolTimeout``: they queue by priority in the plan, not in
+the pool.
 """
 
 from __future__ import annotations
@@ -80,14 +85,23 @@ class BinanceRest:
         backoff_cap_s: float = 10.0,
         timeout_s: float = 10.0,
         failing_after: int = 3,
+        max_connections: int = 32,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clock = clock or ServerClock()
         self.budget = budget or WeightBudget(self.clock)
         self._own_client = client is None
-        self.client = client or httpx.AsyncClient(
-            timeout=timeout_s, limits=httpx.Limits(max_connections=32)
-        )
+        if client is None:
+            client = httpx.AsyncClient(
+                timeout=timeout_s,
+                limits=httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                ),
+            )
+            # the plan lets no more requests go at once than the pool holds
+            held = self.budget.connections
+            self.budget.connections = min(held, max_connections) if held else max_connections
+        self.client = client
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
