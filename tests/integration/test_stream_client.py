@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 
 import msgspec
 import websockets
 
 from livecandle.exchange.binance.stream import BinanceStream
+from livecandle.exchange.binance.stream_limits import control_messages, url_streams
 from tests.helpers import EmulatorProcess
 
 
@@ -96,8 +98,19 @@ async def test_more_than_1024_streams_use_several_connections(
         assert all(g.stats.state.value == "open" for g in stream.groups)
         assert emulator.state()["streams"]["connections"] >= 2
     replies = [m for m in messages if b'"result"' in (m if isinstance(m, bytes) else m.encode())]
-    # streams beyond the 200 in each URL are SUBSCRIBEd 200 at a time: 824 + 277
-    assert len(replies) == 5 + 2
+    # streams beyond a short URL are SUBSCRIBEd in messages of at most 3,500 bytes
+    base = emulator.ws_url + "/stream"
+    in_urls = [url_streams(base, g.streams) for g in stream.groups]
+    assert all(
+        len(base) + 9 + sum(len(s) + 1 for s in g.streams[:n]) <= 2001
+        for g, n in zip(stream.groups, in_urls, strict=True)
+    )
+    expected = [
+        control_messages("SUBSCRIBE", g.streams[n:], itertools.count())
+        for g, n in zip(stream.groups, in_urls, strict=True)
+    ]
+    assert all(len(m) <= 3_500 for ms in expected for m in ms)
+    assert len(replies) == sum(len(ms) for ms in expected) > 2
     assert agg_ids(messages)
 
 

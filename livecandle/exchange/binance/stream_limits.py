@@ -1,0 +1,203 @@
+"""Binance's websocket limits, kept by the client (``reference/binance-api.md`` section 3).
+
+* **Connection attempts**: 300 per 5 minutes per IP. Every attempt of the process (a
+  first connect, a reconnect, a rotation) takes one from a ``ConnectionAttempts`` budget
+  and waits for one when none is left, never exceeding it. ``MemoryConnectionAttempts``
+  keeps it for one process; a shared implementation (Redis, for several processes of one
+  IP) only needs ``take`` and ``stats``.
+* **Incoming messages**: at most 5 a second per connection, pings, pongs and JSON control
+  messages alike; more closes the connection. ``ControlledConnection`` counts the pongs
+  the websockets library answers server pings with, and ``send_control`` paces our
+  SUBSCRIBE / UNSUBSCRIBE messages so that they and the pongs stay at
+  ``CONTROL_MESSAGES_PER_S`` (4) in any ``CONTROL_WINDOW_S`` (1.1 s): one message and a
+  tenth of a second of margin below the limit.
+* **Message size**: the real exchange silently ignores a SUBSCRIBE much above 4 KB, so
+  ``control_messages`` cuts a list of streams by encoded size (``MAX_MESSAGE_BYTES``),
+  not by count; ``url_streams`` keeps connection URLs short the same way.
+* **Rotation**: a connection lives at most 24 h. ``rotation_age_s`` staggers the planned
+  replacements of many connections over the hours before the cut (a low-discrepancy
+  slot per connection index, plus a little jitter), so they do not all reconnect at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import msgspec
+from websockets.asyncio.client import ClientConnection
+from websockets.frames import Frame, Opcode
+
+CONNECTION_ATTEMPTS = 300  # Binance: per IP
+CONNECTION_ATTEMPTS_WINDOW_S = 300.0
+CONTROL_MESSAGES_PER_S = 4  # Binance closes a connection above 5 (pongs count too)
+CONTROL_WINDOW_S = 1.1
+MAX_MESSAGE_BYTES = 3_500  # a SUBSCRIBE much above 4 KB is ignored silently
+MAX_URL_BYTES = 2_000
+_GOLDEN = (5**0.5 - 1) / 2  # successive multiples mod 1 spread evenly over [0, 1)
+
+
+class ConnectionAttempts(Protocol):
+    """The websocket connection attempts allowed to the IP (Binance: 300 per 5 minutes)."""
+
+    async def take(self) -> None:
+        """Wait until an attempt is allowed and count it."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """The budget's state, for health."""
+        ...
+
+
+class MemoryConnectionAttempts:
+    """``ConnectionAttempts`` for one process: a sliding window of attempt times, at most
+    ``int(limit * safety)`` in any ``window_s``; waiters go first come first served."""
+
+    def __init__(
+        self,
+        limit: int = CONNECTION_ATTEMPTS,
+        window_s: float = CONNECTION_ATTEMPTS_WINDOW_S,
+        safety: float = 0.9,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.allowed = max(1, int(limit * safety))
+        self._clock = clock
+        self._sleep = sleep
+        self._times: deque[float] = deque()
+        self._lock = asyncio.Lock()
+        self.attempts = 0
+        self.waiting = 0
+        self.waits = 0  # attempts that had to wait for room
+
+    def _expire(self, now: float) -> None:
+        while self._times and now - self._times[0] >= self.window_s:
+            self._times.popleft()
+
+    async def take(self) -> None:
+        self.waiting += 1
+        try:
+            async with self._lock:  # first come first served
+                waited = False
+                while True:
+                    now = self._clock()
+                    self._expire(now)
+                    if len(self._times) < self.allowed:
+                        self._times.append(now)
+                        self.attempts += 1
+                        self.waits += waited
+                        return
+                    waited = True
+                    await self._sleep(self._times[0] + self.window_s - now)
+        finally:
+            self.waiting -= 1
+
+    def stats(self) -> dict[str, Any]:
+        self._expire(self._clock())
+        return {
+            "limit": self.limit,
+            "window_s": self.window_s,
+            "allowed": self.allowed,
+            "used": len(self._times),
+            "waiting": self.waiting,
+            "attempts": self.attempts,
+            "waits": self.waits,
+        }
+
+
+class ControlledConnection(ClientConnection):
+    """A client connection that remembers when it sent each message the server counts:
+    the pongs the library answers pings with (as they are sent) and our control messages."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent_s: deque[float] = deque()
+        self.control_sent = 0
+        self.pongs = 0
+
+    def process_event(self, event: Any) -> None:
+        if self.response is not None and isinstance(event, Frame) and event.opcode is Opcode.PING:
+            self.sent_s.append(time.monotonic())  # the protocol answers it with a pong
+            self.pongs += 1
+        super().process_event(event)
+
+    async def send_control(
+        self,
+        text: str,
+        per_s: int = CONTROL_MESSAGES_PER_S,
+        window_s: float = CONTROL_WINDOW_S,
+    ) -> None:
+        """Send a control message once fewer than ``per_s`` messages (pongs included)
+        went out in the last ``window_s``."""
+        sent = self.sent_s
+        while True:
+            now = time.monotonic()
+            while sent and now - sent[0] >= window_s:
+                sent.popleft()
+            if len(sent) < per_s:
+                break
+            await asyncio.sleep(sent[0] + window_s - now)
+        sent.append(now)
+        self.control_sent += 1
+        await self.send(text)
+
+
+def control_messages(
+    method: str,
+    streams: Sequence[str],
+    ids: Iterator[int],
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> list[str]:
+    """``method`` (SUBSCRIBE / UNSUBSCRIBE) messages for ``streams``, each at most
+    ``max_bytes`` of JSON (a stream name alone over it still goes, alone)."""
+    out: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for stream in streams:
+        cost = len(msgspec.json.encode(stream)) + 1  # quoted, and a comma
+        if chunk and size + cost > max_bytes:
+            out.append(_message(method, chunk, next(ids)))
+            chunk, size = [], 0
+        if not chunk:
+            size = len(_message(method, [], 2**63 - 1).encode())  # the frame, largest id
+        chunk.append(stream)
+        size += cost
+    if chunk:
+        out.append(_message(method, chunk, next(ids)))
+    return out
+
+
+def _message(method: str, params: list[str], rid: int) -> str:
+    return msgspec.json.encode({"method": method, "params": params, "id": rid}).decode()
+
+
+def url_streams(base: str, streams: Sequence[str], max_bytes: int = MAX_URL_BYTES) -> int:
+    """How many of ``streams`` (at least one) fit in ``base?streams=a/b/...`` within
+    ``max_bytes``; the rest go by SUBSCRIBE."""
+    size = len(base) + len("?streams=")
+    for n, stream in enumerate(streams):
+        size += len(stream) + (1 if n else 0)
+        if size > max_bytes:
+            return max(1, n)
+    return len(streams)
+
+
+def rotation_age_s(
+    index: int,
+    rotate_after_s: float,
+    spread_s: float,
+    rng: random.Random | None = None,
+) -> float:
+    """The age at which connection ``index`` is replaced: its slot in the last
+    ``spread_s`` before ``rotate_after_s`` (at most half of it), less a jitter of up to a
+    twentieth of the spread (or 60 s), so neighbours in time are never in step."""
+    spread = min(spread_s, rotate_after_s / 2)
+    slot = (index * _GOLDEN) % 1.0
+    jitter = (rng or random).uniform(0.0, min(60.0, spread / 20))
+    return max(0.0, rotate_after_s - spread * slot - jitter)
