@@ -260,6 +260,7 @@ class Service:
         if self.stream is not None and self.feed is not None:
             parts["stream"] = {
                 "connections": self.stream.stats(),
+                "connection_attempts": self.stream.attempt_stats(),
                 "reconnects": self.stream.reconnects,
                 **self.feed.stats(),
             }
@@ -313,6 +314,7 @@ class Service:
                 lines.append(f'{metric}{{priority="{name}"}} {p[key] or 0}')
         if self.feed is not None and self.stream is not None:
             st = self.feed.stats()
+            attempts = self.stream.attempt_stats()
             lines += [
                 "# TYPE livecandle_stream_messages_total counter",
                 f"livecandle_stream_messages_total {st['messages']}",
@@ -320,6 +322,12 @@ class Service:
                 f"livecandle_stream_bad_messages_total {st['bad_messages']}",
                 "# TYPE livecandle_stream_reconnects_total counter",
                 f"livecandle_stream_reconnects_total {self.stream.reconnects}",
+                "# TYPE livecandle_stream_connection_attempts_total counter",
+                f"livecandle_stream_connection_attempts_total {attempts['attempts']}",
+                "# TYPE livecandle_stream_connection_attempts_used gauge",
+                f"livecandle_stream_connection_attempts_used {attempts['used']}",
+                "# TYPE livecandle_stream_connection_attempts_waiting gauge",
+                f"livecandle_stream_connection_attempts_waiting {attempts['waiting']}",
                 "# TYPE livecandle_trade_gaps_total counter",
                 "# TYPE livecandle_trades_recovered_total counter",
                 "# TYPE livecandle_live_mismatches_total counter",

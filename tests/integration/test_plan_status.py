@@ -44,3 +44,22 @@ async def test_health_and_metrics_show_the_queue_per_priority(redis: aioredis.Re
         m.startswith('livecandle_rest_queue_oldest_wait_ms{priority="history"}') for m in metrics
     )
     assert any(m.startswith("livecandle_rest_weight_per_second ") for m in metrics)
+
+
+async def test_health_and_metrics_show_the_connection_attempt_budget(
+    redis: aioredis.Redis,
+) -> None:
+    settings = Settings(symbols=("BTCUSDT",), intervals=parse_intervals("1m"))
+    service = Service(settings, store_for(redis, settings), {"stream"})
+    assert service.stream is not None
+    try:
+        await service.stream.attempts.take()  # as a connect would
+        attempts = service.health()["stream"]["connection_attempts"]
+        metrics = service.metrics()
+    finally:
+        await service.stop()
+    assert attempts["attempts"] == 1 and attempts["used"] == 1
+    assert attempts["allowed"] == 270 and attempts["window_s"] == 300.0
+    assert "livecandle_stream_connection_attempts_total 1" in metrics
+    assert "livecandle_stream_connection_attempts_used 1" in metrics
+    assert "livecandle_stream_connection_attempts_waiting 0" in metrics

@@ -82,18 +82,17 @@ class MemoryConnectionAttempts:
 
     async def take(self) -> None:
         self.waiting += 1
+        arrived = self._clock()
         try:
             async with self._lock:  # first come first served
-                waited = False
                 while True:
                     now = self._clock()
                     self._expire(now)
                     if len(self._times) < self.allowed:
                         self._times.append(now)
                         self.attempts += 1
-                        self.waits += waited
+                        self.waits += now > arrived
                         return
-                    waited = True
                     await self._sleep(self._times[0] + self.window_s - now)
         finally:
             self.waiting -= 1

@@ -1,0 +1,201 @@
+"""BinanceStream within Binance's websocket limits, measured at a real websocket server
+(a small ``websockets`` server that counts what each connection receives, pongs
+included, and answers SUBSCRIBE / UNSUBSCRIBE as Binance does)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.frames import Frame, Opcode
+
+from livecandle.exchange.binance.stream import BinanceStream
+from livecandle.exchange.binance.stream_limits import MemoryConnectionAttempts
+
+
+@dataclass(eq=False)
+class Seen:
+    """What one connection sent: (monotonic time, kind, size) per message, its streams."""
+
+    path: str
+    opened_s: float
+    received: list[tuple[float, str, int]] = field(default_factory=list)
+    streams: set[str] = field(default_factory=set)
+    closed: bool = False
+
+
+class CountingConnection(ServerConnection):
+    """Records each pong as it arrives."""
+
+    seen: Seen | None = None
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.opcode is Opcode.PONG and self.seen is not None:
+            self.seen.received.append((time.monotonic(), "pong", len(event.data)))
+        super().process_event(event)
+
+
+class Venue:
+    """The server: every connection's record, and a switch to cut them all."""
+
+    def __init__(self) -> None:
+        self.conns: list[Seen] = []
+        self.sockets: set[ServerConnection] = set()
+        self.changed = asyncio.Event()
+
+    async def handler(self, ws: ServerConnection) -> None:
+        assert ws.request is not None and isinstance(ws, CountingConnection)
+        query = parse_qs(urlsplit(ws.request.path).query)
+        seen = Seen(ws.request.path, time.monotonic())
+        seen.streams.update(s for s in query.get("streams", [""])[0].split("/") if s)
+        ws.seen = seen
+        self.conns.append(seen)
+        self.sockets.add(ws)
+        self.changed.set()
+        beat = asyncio.create_task(self._beat(ws))
+        try:
+            async for text in ws:
+                seen.received.append((time.monotonic(), "text", len(text)))
+                req = msgspec.json.decode(text)
+                if req["method"] == "SUBSCRIBE":
+                    seen.streams.update(req["params"])
+                elif req["method"] == "UNSUBSCRIBE":
+                    seen.streams.difference_update(req["params"])
+                await ws.send(msgspec.json.encode({"result": None, "id": req["id"]}).decode())
+                self.changed.set()
+        except Exception:
+            pass
+        finally:
+            beat.cancel()
+            seen.closed = True
+            self.sockets.discard(ws)
+            self.changed.set()
+
+    @staticmethod
+    async def _beat(ws: ServerConnection) -> None:
+        """Data now and then, so that the client's silence watchdog stays calm."""
+        with contextlib.suppress(Exception):
+            while True:
+                await ws.send('{"stream":"x@aggTrade","data":{}}')
+                await asyncio.sleep(0.2)
+
+    def open(self) -> list[Seen]:
+        return [c for c in self.conns if not c.closed]
+
+    async def until(self, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not check():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def cut(self) -> None:
+        await asyncio.gather(*(ws.close() for ws in list(self.sockets)))
+
+
+@contextlib.asynccontextmanager
+async def venue(ping_interval_s: float = 0.5) -> AsyncIterator[tuple[Venue, str]]:
+    v = Venue()
+    async with serve(
+        v.handler,
+        "127.0.0.1",
+        0,
+        ping_interval=ping_interval_s,
+        ping_timeout=30,
+        create_connection=CountingConnection,
+        max_size=2**20,
+    ) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield v, f"ws://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def running(stream: BinanceStream) -> AsyncIterator[BinanceStream]:
+    task = asyncio.create_task(stream.run())
+    try:
+        yield stream
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def most_in_window(times: list[float], window_s: float) -> int:
+    times = sorted(times)
+    return max((sum(t <= x < t + window_s for x in times) for t in times), default=0)
+
+
+INTERVALS = ("1m", "3m", "5m", "15m", "1h", "4h")
+
+
+async def test_the_whole_market_subscribes_in_small_messages_at_most_5_a_second() -> None:
+    names = [f"1000sats{i:04d}fdusd" for i in range(1600)]
+    streams = [s for n in names for s in [f"{n}@aggTrade", *(f"{n}@kline_{i}" for i in INTERVALS)]]
+    async with venue(ping_interval_s=0.5) as (v, url):
+        stream = BinanceStream(url, streams, asyncio.Queue(), silence_s=60)
+        async with running(stream):
+            await v.until(
+                lambda: sum(len(c.streams) for c in v.open()) == len(streams), timeout_s=60
+            )
+            await asyncio.sleep(1.0)  # pongs keep coming: they count too
+        conns = list(v.conns)
+    assert len(conns) == 11  # 1024 streams each at most
+    assert sorted(s for c in conns for s in c.streams) == sorted(streams)
+    for c in conns:
+        assert len(c.path) <= 2_000
+        texts = [size for _, kind, size in c.received if kind == "text"]
+        assert texts and max(texts) <= 3_500  # each SUBSCRIBE under 4 KB
+        assert any(kind == "pong" for _, kind, _ in c.received)
+        # Binance's limit, pongs included, measured where it is enforced
+        assert most_in_window([t for t, _, _ in c.received], 1.0) <= 5
+
+
+async def test_a_cut_of_12_connections_reconnects_within_the_attempt_budget() -> None:
+    attempts = MemoryConnectionAttempts(limit=6, window_s=2.0, safety=1.0)
+    streams = [f"s{i}usdt@aggTrade" for i in range(12)]
+    async with venue(ping_interval_s=5) as (v, url):
+        stream = BinanceStream(
+            url, streams, asyncio.Queue(), max_streams=1, silence_s=60, attempts=attempts
+        )
+        async with running(stream):
+            await v.until(lambda: len(v.open()) == 12)
+            cut_s = time.monotonic()
+            await v.cut()
+            await v.until(lambda: len([c for c in v.open() if c.opened_s > cut_s]) == 12)
+            stats = stream.attempt_stats()
+        opened = sorted(c.opened_s for c in v.conns)
+    assert len(opened) == 24
+    # never more than the budget in any window (less a little for the network's delay)
+    assert most_in_window(opened, 1.9) <= 6
+    assert stats["attempts"] == 24 and stats["waits"] >= 6
+    reconnects = sorted(t for t in opened if t > cut_s)
+    assert reconnects[-1] - reconnects[0] >= 2.0  # spread: the budget made half wait
+
+
+async def test_unsubscribe_closes_an_emptied_connection_and_subscribe_after_it_works() -> None:
+    async with venue(ping_interval_s=5) as (v, url):
+        a = [f"a{i}usdt@aggTrade" for i in range(3)]
+        b = [f"b{i}usdt@aggTrade" for i in range(3)]
+        stream = BinanceStream(url, a + b, asyncio.Queue(), max_streams=3, silence_s=60)
+        async with running(stream):
+            await v.until(lambda: len(v.open()) == 2)
+            stream.unsubscribe([a[0], b[0], b[1], b[2]])
+            # the first connection keeps two streams; the second, emptied, closes
+            await v.until(lambda: len(v.open()) == 1)
+            assert v.open()[0].streams == {a[1], a[2]}
+            assert [g.name for g in stream.groups] == ["conn0"]
+            unsubscribes = [k for _, k, _ in v.open()[0].received if k == "text"]
+            assert len(unsubscribes) == 1
+            stream.subscribe([a[0], b[0]])  # back: one into the room left, one anew
+            await v.until(lambda: {s for c in v.open() for s in c.streams} == {*a, b[0]})
+            assert len(v.open()) == 2
+            assert [g.stats.streams for g in stream.groups] == [3, 1]
+            stream.unsubscribe([b[0]])
+            stream.subscribe([b[0]])  # changed back before anything was sent
+            await asyncio.sleep(0.3)
+            assert {s for c in v.open() for s in c.streams} == {*a, b[0]}
