@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -164,6 +165,10 @@ async def test_a_cut_of_12_connections_reconnects_within_the_attempt_budget() ->
         )
         async with running(stream):
             await v.until(lambda: len(v.open()) == 12)
+            # their 24 h replacements are planned hours apart, not together
+            ages_h = sorted(g.rotate_age_s / 3600 for g in stream.groups)
+            assert ages_h[0] > 20.4 and ages_h[-1] <= 23.5 and ages_h[-1] - ages_h[0] > 2.0
+            assert min(b - a for a, b in itertools.pairwise(ages_h)) > 0.05
             cut_s = time.monotonic()
             await v.cut()
             await v.until(lambda: len([c for c in v.open() if c.opened_s > cut_s]) == 12)

@@ -131,6 +131,7 @@ class BinanceStream:
         index = next(self._indexes)
         name = f"conn{index}"
         group = _Group(name, index, list(streams), ConnStats(name, len(streams)))
+        group.rotate_age_s = rotation_age_s(index, self.rotate_after_s, self.rotate_spread_s)
         self.groups.append(group)
         return group
 

@@ -6,11 +6,14 @@
   keeps it for one process; a shared implementation (Redis, for several processes of one
   IP) only needs ``take`` and ``stats``.
 * **Incoming messages**: at most 5 a second per connection, pings, pongs and JSON control
-  messages alike; more closes the connection. ``ControlledConnection`` counts the pongs
-  the websockets library answers server pings with, and ``send_control`` paces our
-  SUBSCRIBE / UNSUBSCRIBE messages so that they and the pongs stay at
-  ``CONTROL_MESSAGES_PER_S`` (4) in any ``CONTROL_WINDOW_S`` (1.1 s): one message and a
-  tenth of a second of margin below the limit.
+  messages alike; more closes the connection. The websockets library answers each server
+  ping with a pong we cannot delay, so ``ControlledConnection`` watches the pings (the
+  shortest interval seen, the first counted from the opening; two pongs a window are
+  assumed until a ping is seen) and ``send_control`` paces
+  our SUBSCRIBE / UNSUBSCRIBE messages so that, with the pongs that can fall in the same
+  window, no ``CONTROL_WINDOW_S`` (1.1 s: a tenth of a second of margin) holds more than
+  ``INCOMING_MESSAGES_PER_S`` (5). Against Binance (a ping every 20 s): 3 of ours per
+  1.1 s until the first ping, then 4.
 * **Message size**: the real exchange silently ignores a SUBSCRIBE much above 4 KB, so
   ``control_messages`` cuts a list of streams by encoded size (``MAX_MESSAGE_BYTES``),
   not by count; ``url_streams`` keeps connection URLs short the same way.
@@ -22,6 +25,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
@@ -34,7 +38,7 @@ from websockets.frames import Frame, Opcode
 
 CONNECTION_ATTEMPTS = 300  # Binance: per IP
 CONNECTION_ATTEMPTS_WINDOW_S = 300.0
-CONTROL_MESSAGES_PER_S = 4  # Binance closes a connection above 5 (pongs count too)
+INCOMING_MESSAGES_PER_S = 5  # Binance closes a connection above (pongs count too)
 CONTROL_WINDOW_S = 1.1
 MAX_MESSAGE_BYTES = 3_500  # a SUBSCRIBE much above 4 KB is ignored silently
 MAX_URL_BYTES = 2_000
@@ -116,30 +120,47 @@ class ControlledConnection(ClientConnection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sent_s: deque[float] = deque()
+        self.sent_s: deque[float] = deque()  # our control messages in the last window
         self.control_sent = 0
         self.pongs = 0
+        self.ping_interval_s: float | None = None  # the shortest seen
+        self._last_ping_s = time.monotonic()  # the server's first ping counts from here
 
     def process_event(self, event: Any) -> None:
         if self.response is not None and isinstance(event, Frame) and event.opcode is Opcode.PING:
-            self.sent_s.append(time.monotonic())  # the protocol answers it with a pong
+            now = time.monotonic()  # the protocol answers it with a pong at once
+            interval = now - self._last_ping_s
+            if self.ping_interval_s is None or interval < self.ping_interval_s:
+                self.ping_interval_s = interval
+            self._last_ping_s = now
             self.pongs += 1
         super().process_event(event)
+
+    def control_room(
+        self, per_s: int = INCOMING_MESSAGES_PER_S, window_s: float = CONTROL_WINDOW_S
+    ) -> int:
+        """Control messages of ours a window may hold: the limit less the pongs that can
+        fall in one window (at least one of ours, however often the server pings)."""
+        if self.ping_interval_s is None:
+            pongs = 2  # not seen yet: room for the first and one more
+        else:
+            pongs = math.ceil(window_s / max(self.ping_interval_s, 1e-3))
+        return max(1, per_s - pongs)
 
     async def send_control(
         self,
         text: str,
-        per_s: int = CONTROL_MESSAGES_PER_S,
+        per_s: int = INCOMING_MESSAGES_PER_S,
         window_s: float = CONTROL_WINDOW_S,
     ) -> None:
-        """Send a control message once fewer than ``per_s`` messages (pongs included)
-        went out in the last ``window_s``."""
+        """Send a control message once the last ``window_s`` holds room for it beside
+        the pongs (``control_room``)."""
         sent = self.sent_s
         while True:
             now = time.monotonic()
             while sent and now - sent[0] >= window_s:
                 sent.popleft()
-            if len(sent) < per_s:
+            if len(sent) < self.control_room(per_s, window_s):
                 break
             await asyncio.sleep(sent[0] + window_s - now)
         sent.append(now)
