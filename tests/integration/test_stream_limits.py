@@ -204,3 +204,8 @@ async def test_unsubscribe_closes_an_emptied_connection_and_subscribe_after_it_w
             stream.subscribe([b[0]])  # changed back before anything was sent
             await asyncio.sleep(0.3)
             assert {s for c in v.open() for s in c.streams} == {*a, b[0]}
+            stream.unsubscribe([*a, b[0]])  # everything: every connection closes
+            await v.until(lambda: not v.open())
+            assert stream.groups == []
+            stream.subscribe([b[2]])  # and the stream still runs: a new one opens
+            await v.until(lambda: [c.streams for c in v.open()] == [{b[2]}])

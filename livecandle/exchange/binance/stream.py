@@ -122,6 +122,7 @@ class BinanceStream:
         self._indexes = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self._tasks_changed = asyncio.Event()
+        self._running = False
         self.reconnects = 0
         self.connected = asyncio.Event()
         for chunk in _chunks(list(dict.fromkeys(streams)), max_streams):
@@ -144,6 +145,7 @@ class BinanceStream:
     async def run(self) -> None:
         """Keep every connection up until cancelled (connections added later by
         ``subscribe`` too; one that fails unexpectedly fails the whole)."""
+        self._running = True
         for g in self.groups:
             self._start(g)
         try:
@@ -159,6 +161,7 @@ class BinanceStream:
                 finally:
                     changed.cancel()
         finally:
+            self._running = False
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -182,7 +185,7 @@ class BinanceStream:
             g.wake.set()
         for chunk in _chunks(new, self.max_streams):
             group = self._add_group(chunk)
-            if self._tasks:
+            if self._running:
                 self._start(group)
 
     def unsubscribe(self, streams: Sequence[str]) -> None:
@@ -200,7 +203,7 @@ class BinanceStream:
             g.pending_subscribe = [s for s in g.pending_subscribe if s not in unsent]
             g.pending_unsubscribe.extend(s for s in drop if s not in unsent)
             g.wake.set()
-            if not g.streams and not self._tasks:  # not running: nothing to close
+            if not g.streams and not self._running:  # nothing to close
                 self.groups.remove(g)
 
     def stats(self) -> list[dict[str, Any]]:
@@ -395,9 +398,12 @@ class BinanceStream:
         stats = group.stats
         stats.rotations += 1
         try:
-            new = await self._open(group)
+            # the old socket still reads, but nothing else of it is served meanwhile: a
+            # rotation waiting long for a connection attempt is tried again later
+            async with asyncio.timeout(2 * self.open_timeout_s):
+                new = await self._open(group)
         except (OSError, websockets.WebSocketException, TimeoutError) as e:
-            log.warning("%s: rotation failed (%s); keeping the old socket", group.name, e)
+            log.warning("%s: rotation failed (%r); keeping the old socket", group.name, e)
             stats.opened = time.monotonic() - group.rotate_age_s + 30  # retry in 30 s
             return None
         first = asyncio.Event()
