@@ -83,9 +83,16 @@ def store_for(client: aioredis.Redis, settings: Settings) -> Store:
 async def run_web(service: Service, stop: asyncio.Event) -> None:
     """Serve HTTP + socket.io on the configured address until ``stop`` is set."""
     settings = service.settings
-    asgi, _, realtime = build_app(service, service.store, settings)
+    asgi, api, realtime = build_app(service, service.store, settings)
     service.supervisor.spawn("web:realtime-listen", realtime.listen)
     service.supervisor.spawn("web:realtime-flush", realtime.flush_loop)
+    if api.served.dynamic:  # patterns: the served symbols follow the stored universe
+        api.on_served_change = lambda: realtime.serve_symbols(api.served.symbols)
+        with contextlib.suppress(Exception):  # Redis down: the loop below reads it later
+            await api.load_universe()
+        service.supervisor.spawn("web:universe", api.follow_universe)
+        if service.universe is not None:  # in this process: at once, not next period
+            service.universe.listen(lambda _: api.load_universe())
     config = uvicorn.Config(
         asgi,
         host=settings.host,

@@ -141,10 +141,7 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
 
     @app.get("/api/symbols")
     async def symbols() -> dict[str, Any]:
-        return {
-            "symbols": list(settings.symbols),
-            "intervals": [i.name for i in settings.intervals],
-        }
+        return await api.symbols()
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
