@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 import uvicorn
 
 from livecandle.config import Settings
+from livecandle.official.universe import ListingSource
 from livecandle.runtime import http_server, logs
 from livecandle.runtime.header_timeout import with_header_timeout
 from livecandle.runtime.redis_server import RedisServer, _ping
@@ -126,13 +127,15 @@ async def serve(
     roles: set[str],
     stop: asyncio.Event | None = None,
     started: Callable[[Service], None] | None = None,
+    listing: ListingSource | None = None,
 ) -> None:
-    """Run the given roles (``fetcher``, ``stream``, ``web``) until ``stop`` is set."""
+    """Run the given roles (``fetcher``, ``stream``, ``web``) until ``stop`` is set;
+    ``listing`` replaces the exchange's exchangeInfo as the universe's source (tests)."""
     stop = stop or asyncio.Event()
     logs.install()  # before the web app: socket.io's loggers get no handler of their own
     async with redis_for(settings) as client:
         await cast(Awaitable[bool], client.ping())
-        service = Service(settings, store_for(client, settings), roles)
+        service = Service(settings, store_for(client, settings), roles, listing)
         web_task = None
         try:
             if "web" in roles:
