@@ -11,6 +11,7 @@ symbols to start and stop following. Re-read every ``period_s`` (weight 20 each 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -68,6 +69,7 @@ class Universe:
         self.refreshes = 0
         self.last_error: str | None = None
         self.ready = asyncio.Event()  # the listing was read once
+        self.unstored = False  # a write to Redis failed: the next one writes everything
         self._listeners: list[Listener] = []
         self._reported: set[str] = set()
 
@@ -80,10 +82,18 @@ class Universe:
         listings = await self.source()
         known = self.entries
         if not known:  # first reading: since when, from what an earlier run stored
-            known = await self.store.universe()
+            with contextlib.suppress(StoreError):  # Redis down or full: from now on
+                known = await self.store.universe()
         entries, change = resolve(self.selection, known, listings, self.now_ms(), self.following)
-        changed = [e for s, e in entries.items() if known.get(s) != e]
-        await self.store.write_universe(changed)
+        # following goes on while Redis refuses writes (full, down): stored once it takes
+        changed = [e for s, e in entries.items() if self.unstored or known.get(s) != e]
+        try:
+            await self.store.write_universe(changed)
+            self.unstored = False
+        except StoreError as e:
+            if not self.unstored:
+                log.warning("cannot store the universe (%s); following it all the same", e)
+            self.unstored = True
         self.entries = entries
         self.following = {s for s, e in entries.items() if e.followed}
         self.refreshes += 1
@@ -104,9 +114,12 @@ class Universe:
             )
         if change:
             for listener in self._listeners:
-                result = listener(change)
-                if result is not None:
-                    await result
+                try:  # one failing listener (e.g. a web reading Redis) stops no other
+                    result = listener(change)
+                    if result is not None:
+                        await result
+                except Exception:
+                    log.exception("a listener of the universe failed on %s", change)
         self.ready.set()
         return change
 
