@@ -71,6 +71,7 @@ async def running(
     emu: EmulatorProcess,
     symbols: str,
     listing: ListingSource | None = None,
+    period_s: float = 3600.0,  # the tests refresh when they change the listing
 ) -> AsyncIterator[Service]:
     names, patterns = parse_symbol_spec(symbols)
     config = Settings(
@@ -83,7 +84,7 @@ async def running(
         backfill_candles=5,
         stream_silence_s=3.0,
         port=0,
-        universe_period_s=3600.0,  # the tests refresh when they change the listing
+        universe_period_s=period_s,
     )
     stop = asyncio.Event()
     ready: asyncio.Future[Service] = asyncio.get_running_loop().create_future()
@@ -270,3 +271,17 @@ async def test_a_web_process_apart_serves_the_stored_universe(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_the_listing_is_re_read_every_period_without_being_asked(
+    redis_url: str, redis: aioredis.Redis, market: EmulatorProcess
+) -> None:
+    listing = Listings(BTCUSDT="TRADING")
+    async with running(redis_url, market, "*", listing, period_s=0.2) as svc:
+        feed = svc.feed
+        assert feed is not None and svc.universe is not None
+        listing.set("ETHBTC", "TRADING")
+        await until(lambda: "ETHBTC" in feed.states, 10)
+        listing.set("BTCUSDT", "END_OF_DAY")
+        await until(lambda: "BTCUSDT" not in feed.states, 10)
+        assert svc.universe.entries["BTCUSDT"].status == "END_OF_DAY"
