@@ -18,7 +18,13 @@ from typing import Any
 
 import msgspec
 
-from livecandle.config import ConfigError, Settings, parse_intervals, parse_symbols
+from livecandle.config import (
+    ConfigError,
+    Settings,
+    parse_intervals,
+    parse_symbol_spec,
+    parse_symbols,
+)
 from livecandle.domain.clock import SystemClock
 from livecandle.domain.intervals import Interval, parse_interval
 from livecandle.domain.model import SeriesKey, validate_symbol
@@ -344,8 +350,10 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     try:
         settings = Settings.from_env(os.environ if environ is None else environ)
         overrides: dict[str, Any] = {}
-        if args.symbols:
-            overrides["symbols"] = parse_symbols(args.symbols, "--symbols")
+        if args.symbols:  # names and patterns (``*``, ``*USDT``) as LIVECANDLE_SYMBOLS
+            overrides["symbols"], overrides["symbol_patterns"] = parse_symbol_spec(
+                args.symbols, "--symbols"
+            )
         if args.intervals:
             overrides["intervals"] = parse_intervals(args.intervals, "--intervals")
         if getattr(args, "host", None) and args.command != "emulator":

@@ -9,6 +9,7 @@ from typing import Any
 
 from livecandle.domain.intervals import Interval, parse_interval
 from livecandle.domain.model import SeriesKey, validate_symbol
+from livecandle.domain.universe import Selection, is_pattern
 
 BINANCE_REST_URL = "https://data-api.binance.vision"
 BINANCE_WS_URL = "wss://data-stream.binance.vision"
@@ -40,7 +41,11 @@ class Settings:
     redis_url: str | None = None
     redis_cluster: bool = False
     key_prefix: str = ""
+    # explicit names of LIVECANDLE_SYMBOLS (followed as listed); patterns (``*``,
+    # ``*USDT``, ``BTC*``) are resolved at run time from the exchange's listing
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    symbol_patterns: tuple[str, ...] = ()
+    universe_period_s: float = 60.0  # exchangeInfo re-read (weight 20) this often
     intervals: tuple[Interval, ...] = field(
         default_factory=lambda: tuple(parse_interval(i) for i in DEFAULT_INTERVALS)
     )
@@ -80,7 +85,9 @@ class Settings:
         if prefix := env.get("LIVECANDLE_KEY_PREFIX"):
             kw["key_prefix"] = prefix
         if symbols := env.get("LIVECANDLE_SYMBOLS"):
-            kw["symbols"] = parse_symbols(symbols, "LIVECANDLE_SYMBOLS")
+            kw["symbols"], kw["symbol_patterns"] = parse_symbol_spec(symbols, "LIVECANDLE_SYMBOLS")
+        if period := env.get("LIVECANDLE_UNIVERSE_PERIOD_S"):
+            kw["universe_period_s"] = float(_int("LIVECANDLE_UNIVERSE_PERIOD_S", period, 1, 86_400))
         if intervals := env.get("LIVECANDLE_INTERVALS"):
             kw["intervals"] = parse_intervals(intervals, "LIVECANDLE_INTERVALS")
         if rest := env.get("LIVECANDLE_BINANCE_REST_URL"):
@@ -133,7 +140,31 @@ class Settings:
 
     @property
     def series(self) -> tuple[SeriesKey, ...]:
+        """The series of the explicitly named symbols (patterns add theirs at run time)."""
         return tuple(SeriesKey(s, i) for s in self.symbols for i in self.intervals)
+
+    @property
+    def selection(self) -> Selection:
+        return Selection(self.symbols, self.symbol_patterns)
+
+
+def parse_symbol_spec(text: str, name: str = "symbols") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``LIVECANDLE_SYMBOLS``: explicit names and patterns, comma-separated, in any mix
+    (``BTCUSDT,ETHUSDT``, ``*``, ``*USDT,BTCEUR``); returns (names, patterns)."""
+    items = tuple(s.upper() for s in _split(text))
+    if not items:
+        raise ConfigError(f"{name}={text!r} names no symbol")
+    patterns = tuple(i for i in items if is_pattern(i))
+    names = (
+        parse_symbols(",".join(i for i in items if not is_pattern(i)), name)
+        if len(patterns) < len(items)
+        else ()
+    )
+    try:
+        Selection.parse(patterns)
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None
+    return names, tuple(dict.fromkeys(patterns))
 
 
 def parse_symbols(text: str, name: str = "symbols") -> tuple[str, ...]:

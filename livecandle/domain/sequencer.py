@@ -4,6 +4,11 @@ Binance's aggTrade ids are contiguous per symbol. A duplicate (id already seen: 
 reconnect or rotation overlap) is dropped; a jump means trades were missed, so the
 sequencer holds every later trade until the missing range has been fetched (REST
 ``/api/v3/aggTrades?fromId=``) and handed back with ``resolve``. Pure: no I/O.
+
+Held trades are bounded: at most ``max_held`` per symbol, and at most ``TradePool.cap``
+across every symbol sharing one pool (1,600 symbols with a hole each must not hold
+200,000 trades each). A trade that would pass either bound is refused (``Offer.FULL``,
+not held): the caller then abandons the hole and offers it again.
 """
 
 from __future__ import annotations
@@ -19,6 +24,23 @@ class Offer(Enum):
     DUPLICATE = "duplicate"  # drop
     HELD = "held"  # a gap is being filled: kept for later
     GAP = "gap"  # trades are missing: fetch ``gap`` and call resolve()
+    FULL = "full"  # held trades reached a bound: abandon the hole, then offer it again
+
+
+MAX_HELD = 50_000  # trades held behind a hole, per symbol
+MAX_HELD_TOTAL = 400_000  # the same, across every symbol of a process
+
+
+class TradePool:
+    """A count of trades buffered across symbols, with a cap (shared by sequencers)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.total = 0
+
+    @property
+    def full(self) -> bool:
+        return self.total >= self.cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +54,9 @@ class Gap:
 
 
 class TradeSequencer:
-    def __init__(self) -> None:
+    def __init__(self, max_held: int = MAX_HELD, pool: TradePool | None = None) -> None:
+        self.max_held = max_held
+        self.pool = pool if pool is not None else TradePool(max_held)
         self.last_id: int | None = None
         self.gap: Gap | None = None
         self.held: list[Trade] = []
@@ -44,7 +68,10 @@ class TradeSequencer:
     def offer(self, trade: Trade) -> Offer:
         a = trade.agg_id
         if self.gap is not None:
+            if len(self.held) >= self.max_held or self.pool.full:
+                return Offer.FULL
             self.held.append(trade)
+            self.pool.total += 1
             return Offer.HELD
         last = self.last_id
         if last is None or a == last + 1:
@@ -55,8 +82,17 @@ class TradeSequencer:
             return Offer.DUPLICATE
         self.gap = Gap(last + 1, a - 1)
         self.gaps += 1
-        self.held = [trade]
+        self._set_held([trade])
         return Offer.GAP
+
+    def _set_held(self, held: list[Trade]) -> None:
+        self.pool.total += len(held) - len(self.held)
+        self.held = held
+
+    def release(self) -> None:
+        """Forget the held trades (the symbol is no longer followed)."""
+        self._set_held([])
+        self.gap = None
 
     def resolve(self, fetched: list[Trade]) -> list[Trade]:
         """Hand in trades fetched for the gap (any superset is fine); returns every trade
@@ -88,10 +124,10 @@ class TradeSequencer:
         rest = sorted((t for a, t in pool.items() if a > last), key=lambda t: t.agg_id)
         if rest:
             self.gap = Gap(last + 1, rest[0].agg_id - 1)
-            self.held = rest
+            self._set_held(rest)
         else:
             self.gap = None
-            self.held = []
+            self._set_held([])
         return out
 
     def abandon(self) -> list[Trade]:
@@ -100,7 +136,7 @@ class TradeSequencer:
         held = sorted(self.held, key=lambda t: t.agg_id)
         self.abandoned += 1
         self.gap = None
-        self.held = []
+        self._set_held([])
         if held:
             self.last_id = held[0].agg_id - 1
         return [t for t in held if self.offer(t) is Offer.NEXT]

@@ -31,8 +31,8 @@ from livecandle.domain.events import (
 )
 from livecandle.domain.intervals import Interval
 from livecandle.domain.model import Trade
-from livecandle.domain.sequencer import Offer
-from livecandle.live.state import SymbolState
+from livecandle.domain.sequencer import MAX_HELD, MAX_HELD_TOTAL, Offer, TradePool
+from livecandle.live.state import RECENT_TRADES, RECENT_TRADES_TOTAL, SymbolState
 from livecandle.live.writer import SymbolLive
 from livecandle.store.codec import to_row
 
@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 MAX_GAP_FILL = 200_000  # larger holes are abandoned (the candles are then incomplete)
 FILL_GIVE_UP_S = 60.0  # a hole not fetched by then is abandoned: the symbol goes on
-MAX_HELD = 200_000  # trades held behind a hole; more and the hole is abandoned
+# trades held behind a hole: ``max_held`` per symbol, ``max_held_total`` across symbols
+# (domain.sequencer); more and the hole is abandoned. Recent trades kept for seeding:
+# ``recent_trades`` per symbol, ``recent_total`` across symbols (live.state)
 # a failed fetch of missed trades waits 1 s, 2 s, ... up to 10 s (jittered); a fetch that
 # found none yet (the exchange is behind its stream) retries sooner
 FILL_RETRY_BASE_S = 1.0
@@ -64,8 +66,17 @@ class LiveFeed:
         silence_s: float = 10.0,
         on_stall: Callable[[], Coroutine[Any, Any, None]] | None = None,
         fill_give_up_s: float = FILL_GIVE_UP_S,
+        max_held: int = MAX_HELD,
+        max_held_total: int = MAX_HELD_TOTAL,
+        recent_trades: int = RECENT_TRADES,
+        recent_total: int = RECENT_TRADES_TOTAL,
     ) -> None:
         self.fill_give_up_s = fill_give_up_s
+        self.close_grace_ms = close_grace_ms
+        self.max_held = max_held
+        self.held_pool = TradePool(max_held_total)
+        self.recent_trades = recent_trades
+        self.recent_pool = TradePool(recent_total)
         self.history = history
         self.clock = clock
         self.silence_s = silence_s
@@ -74,25 +85,52 @@ class LiveFeed:
         self._last_stall = 0.0
         self.intervals = tuple(intervals)
         self.states: dict[str, SymbolState] = {}
+        self._lives: dict[str, SymbolLive] = {}  # the writer's view: kept, not rebuilt
+        self._fills: set[asyncio.Task[object]] = set()
         for s in symbols:
             self.add_symbol(s, close_grace_ms)
         self.messages = 0
         self.bad_messages = 0
         self.unknown_events = 0
         self.last_bad: str | None = None
-        self._fills: set[asyncio.Task[object]] = set()
 
-    def add_symbol(self, symbol: str, close_grace_ms: int = 2_000) -> SymbolState:
-        builder = LiveCandleBuilder(self.intervals, self.clock, close_grace_ms)
-        st = SymbolState(SymbolLive(symbol, builder))
+    def add_symbol(self, symbol: str, close_grace_ms: int | None = None) -> SymbolState:
+        """Follow ``symbol`` (at run time too: its stream is subscribed by the caller)."""
+        old = self.states.get(symbol)
+        if old is not None:
+            return old
+        grace = self.close_grace_ms if close_grace_ms is None else close_grace_ms
+        builder = LiveCandleBuilder(self.intervals, self.clock, grace)
+        st = SymbolState(
+            SymbolLive(symbol, builder),
+            recent_cap=self.recent_trades,
+            recent_pool=self.recent_pool,
+        )
+        st.sequencer.max_held, st.sequencer.pool = self.max_held, self.held_pool
         st.index = {i.name: n for n, i in enumerate(self.intervals)}
         st.since_ms = self.clock.now_ms()
         self.states[symbol] = st
+        self._lives[symbol] = st.live
         return st
 
+    def remove_symbol(self, symbol: str) -> bool:
+        """Stop following ``symbol`` (it left TRADING): its live state, held and recent
+        trades and fetches of missed trades go; what was stored stays."""
+        st = self.states.pop(symbol, None)
+        if st is None:
+            return False
+        self._lives.pop(symbol, None)
+        st.sequencer.release()
+        st.forget_recent()
+        for task in list(self._fills):
+            if task.get_name().endswith(f":{symbol}"):
+                task.cancel()
+        return True
+
     def live_states(self) -> dict[str, SymbolLive]:
-        """What the ``LiveWriter`` reads, by symbol."""
-        return {symbol: st.live for symbol, st in self.states.items()}
+        """What the ``LiveWriter`` reads, by symbol (the same dict as symbols come and
+        go)."""
+        return self._lives
 
     # -- the consumer loop --------------------------------------------------------------
 
@@ -147,12 +185,22 @@ class LiveFeed:
             seq.last_id = ev.agg_id  # the common case, without a Trade object
             self._apply(st, ev)
             return
-        trade = ev.trade()
+        self._offer(st, ev.trade())
+
+    def _offer(self, st: SymbolState, trade: Trade) -> bool:
+        """Offer a trade to the symbol's sequencer and act on the verdict; True if it
+        was applied now. Held trades at their bound abandon the hole first."""
+        seq = st.sequencer
         verdict = seq.offer(trade)
+        while verdict is Offer.FULL:  # each abandon delivers held trades: this ends
+            self._abandon(st, f"{len(seq.held)} trades held behind a hole (the bound)")
+            verdict = seq.offer(trade)
         if verdict is Offer.NEXT:
             self._apply(st, trade)
-        elif verdict is Offer.GAP:
+            return True
+        if verdict is Offer.GAP:
             self._start_fill(st)
+        return False
 
     def _apply(self, st: SymbolState, t: Trade | TradeEvent) -> None:
         first, last, time_ms = t.first_id, t.last_id, t.time_ms
@@ -168,11 +216,11 @@ class LiveFeed:
         if closed:
             live.closed.extend(closed)
         if st.pending_seeds or not live.builder.all_complete:
-            st.recent.append(t if isinstance(t, Trade) else t.trade())
+            st.remember(t if isinstance(t, Trade) else t.trade())
             if st.pending_seeds:
                 self._try_pending(st)
         elif st.recent:
-            st.recent.clear()
+            st.forget_recent()
 
     def _start_fill(self, st: SymbolState) -> None:
         gap = st.sequencer.gap
@@ -180,6 +228,9 @@ class LiveFeed:
         if gap.size > MAX_GAP_FILL:
             self._abandon(st, f"{gap.size} trades missed, too many to fetch")
             return
+        if st.filling:  # the running fill goes on with the new hole
+            return
+        st.filling = True
         self._spawn(self._fill(st), f"fill:{st.symbol}")
 
     def _abandon(self, st: SymbolState, why: str) -> None:
@@ -199,18 +250,25 @@ class LiveFeed:
         """Fetch missed trades over REST, then deliver them and everything held, in order.
         Any failure is retried until ``fill_give_up_s``; then (or when too many trades
         wait behind the hole) the hole is abandoned, so a symbol never freezes."""
+        try:
+            await self._fill_gaps(st)
+        finally:
+            st.filling = False
+
+    async def _fill_gaps(self, st: SymbolState) -> None:
         seq = st.sequencer
         attempt = 0
         started = time.monotonic()
         while seq.gap is not None:
             gap = seq.gap
-            if time.monotonic() - started > self.fill_give_up_s or len(seq.held) > MAX_HELD:
+            if time.monotonic() - started > self.fill_give_up_s:
                 self._abandon(
                     st,
                     f"missed trades {gap.first_id}..{gap.last_id} could not be fetched "
                     f"within {self.fill_give_up_s:g} s",
                 )
-                return
+                started, attempt = time.monotonic(), 0  # a hole among the held: anew
+                continue
             try:
                 fetched = await self.history.trades_after(
                     st.symbol, gap.first_id - 1, min(1000, gap.size)
@@ -386,13 +444,11 @@ class LiveFeed:
         except Exception as e:  # the next snapshot or silence asks again
             log.warning("%s: cannot fetch trades after %d (%s)", st.symbol, last, e)
             return -1
+        if self.states.get(st.symbol) is not st:
+            return 0  # no longer followed
         for trade in trades:
-            verdict = st.sequencer.offer(trade)
-            if verdict is Offer.NEXT:
+            if self._offer(st, trade):
                 st.sequencer.recovered += 1
-                self._apply(st, trade)
-            elif verdict is Offer.GAP:
-                self._start_fill(st)
         return len(trades)
 
     async def run_ticker(self, period_s: float = 0.1) -> None:

@@ -13,10 +13,14 @@ from typing import Any
 
 from livecandle.domain.events import CandleSnapshot
 from livecandle.domain.model import Trade
-from livecandle.domain.sequencer import TradeSequencer
+from livecandle.domain.sequencer import TradePool, TradeSequencer
 from livecandle.live.writer import SymbolLive
 
-RECENT_TRADES = 50_000  # replay buffer for seeding from candle snapshots
+# Replay buffer for seeding from candle snapshots, kept only until every interval is
+# seeded. A snapshot comes every second or two, so a few thousand trades cover the
+# busiest symbol; the total bounds a start with every symbol of the market at once.
+RECENT_TRADES = 10_000  # per symbol
+RECENT_TRADES_TOTAL = 400_000  # across the symbols of a feed (plus one per symbol)
 
 
 @dataclass
@@ -25,7 +29,10 @@ class SymbolState:
 
     live: SymbolLive
     sequencer: TradeSequencer = field(default_factory=TradeSequencer)
-    recent: deque[Trade] = field(default_factory=lambda: deque(maxlen=RECENT_TRADES))
+    recent: deque[Trade] = field(default_factory=deque)
+    recent_cap: int = RECENT_TRADES
+    recent_pool: TradePool = field(default_factory=lambda: TradePool(RECENT_TRADES_TOTAL))
+    filling: bool = False  # a task fetches the missed trades of the current hole
     last_trade_id: int = -1  # last individual trade id of the newest trade
     pending_seeds: dict[int, CandleSnapshot] = field(default_factory=dict)
     matches: int = 0
@@ -51,6 +58,20 @@ class SymbolState:
         """A message about this symbol arrived: it is neither silent nor stalled."""
         self.heard = self.streamed = time.monotonic()
         self.stalled_since = 0.0
+
+    def remember(self, trade: Trade) -> None:
+        """Keep ``trade`` for seeding: the oldest goes when this symbol has
+        ``recent_cap`` or the pool is full (a symbol keeps at least its newest)."""
+        recent, pool = self.recent, self.recent_pool
+        if recent and (len(recent) >= self.recent_cap or pool.full):
+            recent.popleft()
+        else:
+            pool.total += 1
+        recent.append(trade)
+
+    def forget_recent(self) -> None:
+        self.recent_pool.total -= len(self.recent)
+        self.recent.clear()
 
     @property
     def needs_seed(self) -> bool:

@@ -190,6 +190,22 @@ class BackgroundFetcher:
 
     # -- scheduling -----------------------------------------------------------------------
 
+    def add_series(self, series: SeriesKey) -> None:
+        """Follow ``series`` (a new listing); its ``run_series`` is started by the caller."""
+        if series not in self._wake:
+            self.series.append(series)
+            self._wake[series] = asyncio.Event()
+            self.status.setdefault(series, SeriesStatus())
+        self.unknown_symbols.discard(series.symbol)
+
+    def remove_series(self, series: SeriesKey) -> None:
+        """Stop following ``series`` (its symbol left TRADING); the caller cancels its
+        ``run_series``. What is stored stays."""
+        if series in self._wake:
+            self.series.remove(series)
+            del self._wake[series]
+        self.status.pop(series, None)
+
     def request(self, series: SeriesKey) -> None:
         """Fetch ``series`` now (a candle just closed)."""
         event = self._wake.get(series)

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 import uvicorn
 
 from livecandle.config import Settings
+from livecandle.official.universe import ListingSource
 from livecandle.runtime import http_server, logs
 from livecandle.runtime.header_timeout import with_header_timeout
 from livecandle.runtime.redis_server import RedisServer, _ping
@@ -83,9 +84,16 @@ def store_for(client: aioredis.Redis, settings: Settings) -> Store:
 async def run_web(service: Service, stop: asyncio.Event) -> None:
     """Serve HTTP + socket.io on the configured address until ``stop`` is set."""
     settings = service.settings
-    asgi, _, realtime = build_app(service, service.store, settings)
+    asgi, api, realtime = build_app(service, service.store, settings)
     service.supervisor.spawn("web:realtime-listen", realtime.listen)
     service.supervisor.spawn("web:realtime-flush", realtime.flush_loop)
+    if api.served.dynamic:  # patterns: the served symbols follow the stored universe
+        api.on_served_change = lambda: realtime.serve_symbols(api.served.symbols)
+        with contextlib.suppress(Exception):  # Redis down: the loop below reads it later
+            await api.load_universe()
+        service.supervisor.spawn("web:universe", api.follow_universe)
+        if service.universe is not None:  # in this process: at once, not next period
+            service.universe.listen(lambda _: api.load_universe())
     config = uvicorn.Config(
         asgi,
         host=settings.host,
@@ -119,13 +127,15 @@ async def serve(
     roles: set[str],
     stop: asyncio.Event | None = None,
     started: Callable[[Service], None] | None = None,
+    listing: ListingSource | None = None,
 ) -> None:
-    """Run the given roles (``fetcher``, ``stream``, ``web``) until ``stop`` is set."""
+    """Run the given roles (``fetcher``, ``stream``, ``web``) until ``stop`` is set;
+    ``listing`` replaces the exchange's exchangeInfo as the universe's source (tests)."""
     stop = stop or asyncio.Event()
     logs.install()  # before the web app: socket.io's loggers get no handler of their own
     async with redis_for(settings) as client:
         await cast(Awaitable[bool], client.ping())
-        service = Service(settings, store_for(client, settings), roles)
+        service = Service(settings, store_for(client, settings), roles, listing)
         web_task = None
         try:
             if "web" in roles:

@@ -11,12 +11,15 @@ from typing import Any
 
 from livecandle.backoff import Backoff
 from livecandle.config import Settings
+from livecandle.domain.model import SeriesKey
+from livecandle.domain.universe import Change
 from livecandle.exchange.binance.feed_source import RestTradeHistory, decode_frame, streams_for
 from livecandle.exchange.binance.rest import BinanceError, BinanceRest, BinanceUnavailable
 from livecandle.exchange.binance.stream import BinanceStream
 from livecandle.live.feed import LiveFeed
 from livecandle.live.writer import LiveWriter
 from livecandle.official.background_fetcher import BackgroundFetcher
+from livecandle.official.universe import ListingSource, Universe, exchange_listing
 from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store
 from livecandle.store.keys import HEALTH_TTL_MS
@@ -27,7 +30,13 @@ log = logging.getLogger(__name__)
 class Service:
     """The running parts of one process, for wiring and for health/metrics."""
 
-    def __init__(self, settings: Settings, store: Store, roles: set[str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        roles: set[str],
+        listing: ListingSource | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.roles = roles
@@ -43,6 +52,18 @@ class Service:
         self.feed: LiveFeed | None = None
         self.stream: BinanceStream | None = None
         self.writer: LiveWriter | None = None
+        self.universe: Universe | None = None
+        if "fetcher" in roles or "stream" in roles:
+            # the symbols followed: the explicit names, then whatever the listing says
+            self.universe = Universe(
+                store,
+                settings.selection,
+                listing or exchange_listing(self.rest),
+                self.rest.clock.now_ms,
+                settings.universe_period_s,
+                following=settings.symbols,
+            )
+            self.universe.listen(self._follow)
         if "fetcher" in roles:
             self.fetcher = BackgroundFetcher(
                 store,
@@ -110,11 +131,21 @@ class Service:
     async def _start_exchange_roles(self) -> None:
         await self._connect_exchange()
         sup = self.supervisor
+        universe = self.universe
+        assert universe is not None
+        try:  # the first reading before anything starts: it may add or stop symbols
+            await universe.refresh()
+        except (BinanceUnavailable, BinanceError) as e:  # the explicit names go on
+            universe.last_error = str(e)
+            log.warning("cannot read the exchange's listing (%s); retrying in the background", e)
+        sup.spawn("universe", universe.run)
         if self.fetcher is not None:
             fetcher = self.fetcher
-            for series in self.settings.series:
-                if series.symbol not in fetcher.unknown_symbols:
-                    sup.spawn(f"fetch:{series}", functools.partial(fetcher.run_series, series))
+            for series in self.settings.series:  # the universe's listener did the others
+                if series.symbol not in fetcher.unknown_symbols and series.symbol in (
+                    universe.following
+                ):
+                    self._spawn_series(series)
             sup.spawn("fetch:closed-listener", fetcher.listen_closed)
             sup.spawn("fetch:clock", fetcher.keep_clock)
         if self.stream is not None and self.feed is not None and self.writer is not None:
@@ -127,6 +158,39 @@ class Service:
         sup.spawn("exchange:limits", self.rest.keep_limits)
         sup.spawn("health:beat", self._beat)
         self.exchange_ready.set()
+
+    # -- the universe: symbols followed and stopped at run time -------------------------
+
+    def _spawn_series(self, series: SeriesKey) -> None:
+        assert self.fetcher is not None
+        name = f"fetch:{series}"
+        if name not in self.supervisor.infos:
+            self.supervisor.spawn(name, functools.partial(self.fetcher.run_series, series))
+
+    def _follow(self, change: Change) -> None:
+        """Start and stop following symbols: fetcher series (history first, then kept
+        current), live state and streams. A stopped symbol keeps everything stored."""
+        intervals = self.settings.intervals
+        for symbol in change.stop:
+            if self.fetcher is not None:
+                for interval in intervals:
+                    series = SeriesKey(symbol, interval)
+                    self.supervisor.cancel(f"fetch:{series}")
+                    self.fetcher.remove_series(series)
+            if self.feed is not None:
+                self.feed.remove_symbol(symbol)
+        if self.stream is not None and change.stop:
+            self.stream.unsubscribe(streams_for(change.stop, intervals))
+        for symbol in change.follow:
+            if self.fetcher is not None:
+                for interval in intervals:
+                    series = SeriesKey(symbol, interval)
+                    self.fetcher.add_series(series)
+                    self._spawn_series(series)
+            if self.feed is not None:
+                self.feed.add_symbol(symbol)
+        if self.stream is not None and change.follow:
+            self.stream.subscribe(streams_for(change.follow, intervals))
 
     async def _beat(self) -> None:
         """This process's fetcher and stream state in Redis, with a TTL, for the /healthz
@@ -221,6 +285,11 @@ class Service:
                         f"stream of {symbol} stalled: silent while the exchange has trades "
                         f"(for {stalled_s:.0f} s)"
                     )
+        if self.universe is not None:
+            for symbol in self.universe.stats()["not_trading"]:
+                entry = self.universe.entries.get(symbol)
+                status = entry.status if entry is not None else "not listed"
+                out.append(f"symbol {symbol} is {status} on the exchange: not followed")
         for name, info in self.supervisor.status().items():
             if info["state"] not in ("running", "done"):
                 error = info["last_error"]
@@ -266,6 +335,8 @@ class Service:
             }
         if self.fetcher is not None:
             parts["fetcher"] = self.fetcher.snapshot()
+        if self.universe is not None:
+            parts["universe"] = self.universe.stats()
         # Redis refusing writes (down, paused, full: "OOM command not allowed") while it
         # may still answer PING: the live writer's and the fetcher's current failure
         writer_error = self.writer.storage_error if self.writer is not None else None
@@ -338,6 +409,17 @@ class Service:
                     f'livecandle_trades_recovered_total{{symbol="{sym}"}} {s["recovered"]}',
                     f'livecandle_live_mismatches_total{{symbol="{sym}"}} {s["mismatches"]}',
                 ]
+        if self.universe is not None:
+            st = self.universe.stats()
+            lines += [
+                "# TYPE livecandle_universe_followed gauge",
+                f"livecandle_universe_followed {st['followed']}",
+                "# TYPE livecandle_universe_symbols gauge",
+            ]
+            lines += [
+                f'livecandle_universe_symbols{{status="{k}"}} {v}'
+                for k, v in sorted(st["by_status"].items())
+            ]
         if self.writer is not None:
             lines += [
                 "# TYPE livecandle_live_flushes_total counter",

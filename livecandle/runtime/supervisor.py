@@ -90,6 +90,16 @@ class Supervisor:
                 info.state = TaskState.STOPPED
                 raise
 
+    def cancel(self, name: str) -> bool:
+        """Stop the task ``name`` for good (what it served is gone): forgotten, not
+        reported as stopped."""
+        task = self._tasks.pop(name, None)
+        self.infos.pop(name, None)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
     def status(self) -> dict[str, Any]:
         return {
             name: {

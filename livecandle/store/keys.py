@@ -59,6 +59,13 @@ class Keys:
     def live_price(self, symbol: str) -> str:
         return f"{self.prefix}live_price:{symbol}"
 
+    @property
+    def universe(self) -> str:
+        """HASH symbol -> JSON ``SymbolEntry`` (status, since_ms, followed, base, quote,
+        tick_size): every symbol the exchange listed while a process followed it, kept
+        after a delisting (its data is kept too). One key: no cross-slot access."""
+        return f"{self.prefix}universe"
+
     def health(self, role: str) -> str:
         return f"{self.prefix}livecandle_health:{role}"
 

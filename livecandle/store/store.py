@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from livecandle.domain.intervals import parse_interval
 from livecandle.domain.model import SeriesKey
+from livecandle.domain.universe import SymbolEntry
 from livecandle.store import scripts
 from livecandle.store.keys import LIVE_CLOSED_MAX, LIVE_PRICE_TTL_MS, Keys, live_candle_ttl_ms
 from livecandle.store.probe import RedisProbe
@@ -333,3 +334,20 @@ class Store:
             return None
         value: dict[str, Any] = msgspec.json.decode(raw)
         return value
+
+    # -- the universe (symbols, their status, whether followed) ---------------------------
+
+    async def write_universe(self, entries: Iterable[SymbolEntry]) -> None:
+        """Store (replace) the entries given; entries not given are left as they are."""
+        mapping = {e.symbol: _json.encode(e.as_dict()) for e in entries}
+        if mapping:
+            await self.redis.hset(self.keys.universe, mapping=mapping)  # type: ignore[misc]
+
+    async def universe(self) -> dict[str, SymbolEntry]:
+        raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.universe))
+        out: dict[str, SymbolEntry] = {}
+        for value in raw.values():
+            with contextlib.suppress(msgspec.DecodeError, KeyError, TypeError, AttributeError):
+                entry = SymbolEntry.from_dict(msgspec.json.decode(value))
+                out[entry.symbol] = entry
+        return out

@@ -7,10 +7,13 @@ allowed to answer 500 for a bad request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgspec
 from fastapi import Request
@@ -18,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 
 from livecandle.config import Settings
 from livecandle.domain.model import SeriesKey
-from livecandle.store import LiveWrite, Store
+from livecandle.store import LiveWrite, Store, StoreError
 from livecandle.store.codec import live_value
 from livecandle.web.candles import OfficialCache, chart_body, live_parts
 from livecandle.web.errors import ApiError
@@ -27,6 +30,9 @@ from livecandle.web.params import ChartQuery, Served
 from livecandle.web.status import Status
 
 _enc = msgspec.json.Encoder()
+log = logging.getLogger(__name__)
+
+UNIVERSE_READ_PERIOD_S = 5.0  # a web process apart learns a listing this soon
 
 
 # after a 413 the rest of the body is not wanted: the server closes the connection
@@ -56,9 +62,47 @@ class Api:
         self.status = status
         self.store = store
         self.settings = settings
-        self.served = Served(settings.symbols, settings.intervals)
+        self.served = Served(settings.symbols, settings.intervals, settings.selection)
+        self.on_served_change: Callable[[], None] | None = None  # e.g. the realtime rooms
         self.cache = OfficialCache(max_entries=settings.read_cache_entries)
         self.started_s = time.monotonic()
+
+    # -- the served symbols -------------------------------------------------------------
+
+    async def load_universe(self) -> None:
+        """Read the stored universe: the served symbols (with patterns) and their status."""
+        if self.served.update(await self.store.universe()) and self.on_served_change:
+            self.on_served_change()
+
+    async def follow_universe(self, period_s: float = UNIVERSE_READ_PERIOD_S) -> None:
+        """Keep the served symbols in step with the stored universe until cancelled."""
+        while True:
+            try:
+                await self.load_universe()
+            except StoreError as e:  # served as they were; read again next period
+                log.warning("cannot read the stored universe: %s", e)
+            await asyncio.sleep(period_s)
+
+    async def symbols(self) -> dict[str, Any]:
+        """``/api/symbols``: the served symbols and intervals, and for each symbol its
+        status on the exchange (since when) and whether it is followed now."""
+        entries = await self.store.universe()
+        if self.served.update(entries) and self.on_served_change:
+            self.on_served_change()
+        status: list[dict[str, object]] = []
+        for s in self.served.symbols:
+            e = entries.get(s)
+            if e is None:  # not read from the exchange yet (or no process follows it)
+                status.append({"symbol": s, "status": "unknown", "followed": None})
+            else:
+                d = e.as_dict()
+                del d["selected"]
+                status.append(d)
+        return {
+            "symbols": list(self.served.symbols),
+            "intervals": list(self.served.intervals),
+            "status": status,
+        }
 
     # -- chart API ----------------------------------------------------------------------
 

@@ -141,10 +141,7 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
 
     @app.get("/api/symbols")
     async def symbols() -> dict[str, Any]:
-        return {
-            "symbols": list(settings.symbols),
-            "intervals": [i.name for i in settings.intervals],
-        }
+        return await api.symbols()
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -198,7 +195,9 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
     ) -> Response:
         return await mirror.ticker_price(request)
 
-    document(app, list(settings.symbols), [i.name for i in settings.intervals])
+    # with patterns the served symbols change at run time: no fixed list in the document
+    listed = [] if settings.symbol_patterns else list(settings.symbols)
+    document(app, listed, [i.name for i in settings.intervals])
     asgi = socketio.ASGIApp(
         realtime.sio,
         other_asgi_app=HeadAsGet(Counting(FastReads(app, api, mirror), counts)),

@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from livecandle.domain.model import SeriesKey
+from livecandle.domain.universe import DELISTED
 from livecandle.exchange.binance import params as bp
 from livecandle.web.api import Api
 from livecandle.web.candles import binance_body, live_parts
@@ -54,9 +55,16 @@ class Mirror:
                     }
                 ],
                 "exchangeFilters": [],
-                "symbols": [{"symbol": n, "status": "TRADING"} for n in names],
+                "symbols": [{"symbol": n, "status": self._status(n)} for n in names],
             }
         )
+
+    def _status(self, symbol: str) -> str:
+        """The exchange's status as last stored (a stopped symbol is no longer TRADING)."""
+        entry = self.api.served.entries.get(symbol)
+        if entry is None:
+            return "TRADING"
+        return "BREAK" if entry.status == DELISTED else entry.status  # Binance's word
 
     async def ticker_price(self, request: Request) -> Response:
         q = dict(request.query_params)

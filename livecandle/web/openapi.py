@@ -100,9 +100,14 @@ def document(app: FastAPI, symbols: list[str], intervals: list[str]) -> None:
     intervals, the Binance parameter formats, the bearer token, and the statuses the
     handlers answer (400 with a body naming the field, never FastAPI's 422)."""
     build = app.openapi
-    names = "|".join(re.escape(s) for s in symbols)
+    # no list: the served symbols follow the exchange's listing (LIVECANDLE_SYMBOLS=*...)
+    names = "|".join(re.escape(s) for s in symbols) if symbols else "[A-Z0-9]+"
     served = {
-        "symbol": {"type": "string", "enum": symbols},
+        "symbol": (
+            {"type": "string", "enum": symbols}
+            if symbols
+            else {"type": "string", "pattern": "^[A-Z0-9]+$", "description": "see /api/symbols"}
+        ),
         "interval": {"type": "string", "enum": intervals},
         # Binance's JSON list: ["BTCUSDT","ETHUSDT"]
         "symbols": {

@@ -13,6 +13,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import SeriesKey
+from livecandle.domain.universe import Listing, Selection, SymbolEntry
 from livecandle.web.errors import ApiError, shown_repr
 
 MAX_CHART_LIMIT = 5000
@@ -47,22 +48,71 @@ def invalid(field: str | None, value: Any, why: str) -> ApiError:
     )
 
 
-class Served:
-    """The symbols and intervals this process serves, and the checks against them."""
+SHOWN_SYMBOLS = 20  # a refusal names the served symbols up to this many
 
-    def __init__(self, symbols: Iterable[str], intervals: Iterable[Interval]) -> None:
-        self.symbols = tuple(symbols)
+
+class Served:
+    """The symbols and intervals this process serves, and the checks against them.
+
+    The explicitly configured symbols are always served; with patterns
+    (``LIVECANDLE_SYMBOLS=*USDT``) so is every symbol of the stored universe they select,
+    whatever its status now (a stopped symbol's stored data is still served), as
+    ``update`` learns it."""
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        intervals: Iterable[Interval],
+        selection: Selection | None = None,
+    ) -> None:
+        self.fixed = tuple(symbols)
+        self.selection = selection
+        self.symbols = self.fixed
+        self._known = self._fixed_set = frozenset(self.fixed)
+        self.entries: dict[str, SymbolEntry] = {}
         self.intervals = {i.name: i for i in intervals}
+
+    @property
+    def dynamic(self) -> bool:
+        """The served symbols follow the universe (patterns configured)."""
+        return self.selection is not None and bool(self.selection.patterns)
+
+    def update(self, entries: dict[str, SymbolEntry]) -> bool:
+        """The stored universe as read now; True if the served symbols changed."""
+        self.entries = entries
+        if not self.dynamic:
+            return False
+        assert self.selection is not None
+        chosen = [
+            s
+            for s, e in sorted(entries.items())
+            if s not in self._fixed_set
+            and self.selection.selects(Listing(s, e.status, e.base, e.quote))
+        ]
+        symbols = self.fixed + tuple(chosen)
+        if symbols == self.symbols:
+            return False
+        self.symbols, self._known = symbols, frozenset(symbols)
+        return True
+
+    def knows(self, symbol: str) -> bool:
+        return symbol in self._known
+
+    def described(self) -> str:
+        """The served symbols for a refusal: named when few, counted when many."""
+        if len(self.symbols) <= SHOWN_SYMBOLS:
+            return ", ".join(self.symbols)
+        return f"{len(self.symbols)} symbols, listed by /api/symbols"
 
     def series(self, symbol: str | None, interval: str | None) -> SeriesKey:
         if not symbol:
             raise ApiError(400, "symbol", symbol, "symbol is required (e.g. BTCUSDT)")
-        if symbol not in self.symbols:
+        if symbol not in self._known:
             raise ApiError(
                 400,
                 "symbol",
                 symbol,
-                f"symbol {shown_repr(symbol)} is not served (served: {', '.join(self.symbols)})",
+                f"symbol {shown_repr(symbol)} is not served (served: {self.described()})",
             )
         if not interval:
             raise ApiError(400, "interval", interval, "interval is required (e.g. 1m)")

@@ -70,12 +70,12 @@ class Realtime:
         intervals = tuple(intervals)
         self.store = store
         self.clock = clock
-        self.symbols = set(symbols)
+        self.symbols: set[str] = set()
+        self._intervals = intervals
         self.intervals = {i.name for i in intervals}
         # room name (``str(SeriesKey)``) of every served series, by (symbol, interval name)
-        self._series_rooms = {
-            (s, i.name): str(SeriesKey(s, i)) for s in self.symbols for i in intervals
-        }
+        self._series_rooms: dict[tuple[str, str], str] = {}
+        self.serve_symbols(symbols)
         self.emit_period_ms = emit_period_ms
         manager = (
             socketio.AsyncRedisManager(redis_url_for_manager) if redis_url_for_manager else None
@@ -135,6 +135,16 @@ class Realtime:
                 await sio.leave_room(sid, series.symbol)
             return {"ok": True, "room": room}
 
+    def serve_symbols(self, symbols: Iterable[str]) -> None:
+        """The served symbols (with patterns they change as the universe does); rooms
+        of symbols no longer served stay as they are (their clients see no updates)."""
+        self.symbols = set(symbols)
+        rooms = self._series_rooms
+        for s in self.symbols:
+            for i in self._intervals:
+                if (s, i.name) not in rooms:
+                    rooms[(s, i.name)] = str(SeriesKey(s, i))
+
     def _series(self, data: Any, extra: tuple[Any, ...] = ()) -> tuple[SeriesKey | None, str]:
         """(the series, "") for a valid request, else (None, why); never raises."""
         if extra:
@@ -143,7 +153,12 @@ class Realtime:
             return None, f"expected an object {{symbol, interval}}, got {type(data).__name__}"
         symbol, interval = data.get("symbol"), data.get("interval")
         if not isinstance(symbol, str) or symbol.upper() not in self.symbols:
-            served = ", ".join(sorted(self.symbols))
+            many = len(self.symbols) > 20  # named when few, counted when many
+            served = (
+                f"{len(self.symbols)} symbols, listed by /api/symbols"
+                if many
+                else ", ".join(sorted(self.symbols))
+            )
             return None, f"unknown symbol {shown_repr(symbol)} (served: {served})"
         if not isinstance(interval, str) or interval not in INTERVALS:
             return None, f"unknown interval {shown_repr(interval)}"

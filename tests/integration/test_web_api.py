@@ -381,6 +381,11 @@ async def test_metadata_symbols_health_metrics_openapi(
     assert (await web.get("/api/symbols")).json() == {
         "symbols": ["BTCUSDT", "ETHUSDT"],
         "intervals": ["1m", "5m", "1h"],
+        # nothing has read the exchange's listing into this Redis
+        "status": [
+            {"symbol": "BTCUSDT", "status": "unknown", "followed": None},
+            {"symbol": "ETHUSDT", "status": "unknown", "followed": None},
+        ],
     }
     h = await web.get("/healthz")
     assert h.status_code == 200 and h.json()["redis"]["ok"] is True

@@ -117,3 +117,36 @@ def test_the_command_line_parsers_name_their_option() -> None:
     with pytest.raises(ConfigError, match="--intervals: interval '7m'"):
         parse_intervals("1m,7m", "--intervals")
     assert parse_symbols("btcusdt") == ("BTCUSDT",)
+
+
+def test_symbols_may_mix_names_and_patterns() -> None:
+    settings = Settings.from_env(
+        {"LIVECANDLE_SYMBOLS": "*usdt, btceur,BTC*,*USDT", "LIVECANDLE_UNIVERSE_PERIOD_S": "30"}
+    )
+    assert settings.symbols == ("BTCEUR",)  # followed as named
+    assert settings.symbol_patterns == ("*USDT", "BTC*")  # resolved from the listing
+    assert settings.universe_period_s == 30.0
+    assert [str(s) for s in settings.series] == [
+        f"BTCEUR:{i}" for i in ("1m", "5m", "15m", "1h", "4h", "1d")
+    ]
+
+
+def test_a_star_alone_follows_no_named_symbol_and_no_default() -> None:
+    settings = Settings.from_env({"LIVECANDLE_SYMBOLS": "*"})
+    assert (settings.symbols, settings.symbol_patterns) == ((), ("*",))
+    assert settings.series == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LIVECANDLE_SYMBOLS", "*-USDT"),
+        ("LIVECANDLE_SYMBOLS", "*USDT,BTC/EUR"),
+        ("LIVECANDLE_UNIVERSE_PERIOD_S", "0"),
+    ],
+)
+def test_a_bad_pattern_or_period_names_the_variable_and_the_value(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({name: value})
+    assert name in str(caught.value)
+    assert value.split(",")[-1] in str(caught.value)

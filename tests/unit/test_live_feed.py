@@ -308,3 +308,73 @@ async def test_a_silent_symbol_without_trades_reconnects_if_the_exchange_traded_
     await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect, if any
     assert history.asked == 1
     assert len(stalls) == reconnects
+
+
+def trade_of(symbol: str, a: int) -> TradeEvent:
+    return TradeEvent(symbol, a, 100 * SCALE, SCALE, a * 10, a * 10, T0 + a, False, T0 + a)
+
+
+async def test_held_trades_never_pass_their_bounds_per_symbol_or_in_all() -> None:
+    """Every symbol has a hole the exchange cannot fill and trades keep coming: no
+    symbol holds more than its cap, all of them together no more than the pool's cap
+    (plus the one trade that opens each hole), and each symbol goes on past its hole."""
+    symbols = [f"S{n}USDT" for n in range(40)]
+    f = LiveFeed(
+        symbols,
+        [INTERVALS["1m"]],
+        MemoryHistory(failure=RuntimeError("exchange unreachable")),
+        ManualClock(T0),
+        max_held=100,
+        max_held_total=1_000,
+    )
+    for s in symbols:
+        f.handle(trade_of(s, 1))
+        f.handle(trade_of(s, 10))  # 2..9 missed: a hole, its fill keeps failing
+    for a in range(11, 400):
+        for s in symbols:
+            f.handle(trade_of(s, a))
+            held = [len(st.sequencer.held) for st in f.states.values()]
+            assert max(held) <= 100
+            assert f.held_pool.total == sum(held) <= 1_000 + len(symbols)
+    for st in f.states.values():  # each went on: the holes were abandoned
+        assert st.sequencer.abandoned >= 1
+        assert st.sequencer.last_id is not None and st.sequencer.last_id > 300
+        assert st.live.builder.forming(0) is not None
+    for s in symbols:
+        f.remove_symbol(s)
+    assert f.held_pool.total == 0 and not f.live_states()
+
+
+def test_trades_kept_for_seeding_never_pass_their_bounds() -> None:
+    """Before any snapshot every trade is kept for seeding; per symbol at most its cap,
+    in all at most the pool's cap plus the newest of each symbol."""
+    symbols = [f"S{n}USDT" for n in range(30)]
+    f = LiveFeed(
+        symbols,
+        [INTERVALS["1m"]],
+        MemoryHistory(),
+        ManualClock(T0),
+        recent_trades=50,
+        recent_total=600,
+    )
+    for a in range(1, 200):
+        for s in symbols:
+            f.handle(trade_of(s, a))
+            kept = [len(st.recent) for st in f.states.values()]
+            assert max(kept) <= 50
+            assert f.recent_pool.total == sum(kept) <= 600 + len(symbols)
+    newest = f.states["S0USDT"].recent[-1]
+    assert newest.agg_id == 199  # the oldest went, not the newest
+    f.remove_symbol("S0USDT")
+    assert f.recent_pool.total == sum(len(st.recent) for st in f.states.values())
+
+
+def test_a_symbol_added_at_run_time_reaches_the_writer_and_a_removed_one_leaves_it() -> None:
+    f = feed()
+    lives = f.live_states()
+    f.add_symbol("ETHUSDT")
+    f.handle(TradeEvent("ETHUSDT", 1, 100 * SCALE, SCALE, 1, 1, T0, False, T0))
+    assert lives["ETHUSDT"].dirty  # the writer's dict is the feed's own
+    assert f.remove_symbol("ETHUSDT") and "ETHUSDT" not in lives
+    f.handle(TradeEvent("ETHUSDT", 2, 100 * SCALE, SCALE, 2, 2, T0, False, T0))
+    assert "ETHUSDT" not in f.states  # no longer followed: ignored

@@ -6,6 +6,8 @@ recordings in ``../shared/fixtures/binance/``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from livecandle.domain.model import Candle, Trade, quote_to_units, to_units
@@ -171,6 +173,7 @@ class SymbolInfo(msgspec.Struct, frozen=True):
     status: str
     baseAsset: str = ""
     quoteAsset: str = ""
+    filters: list[dict[str, Any]] = []  # e.g. PRICE_FILTER's tickSize (the universe)
 
 
 class ExchangeInfo(msgspec.Struct, frozen=True):
