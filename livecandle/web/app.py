@@ -215,6 +215,10 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
         socketio_path="socket.io",
     )
     limited = RequestLimits(
-        asgi, settings.requests_per_ip, settings.queued_requests_per_ip, refusals
+        asgi,
+        settings.requests_per_ip,
+        settings.queued_requests_per_ip,
+        refusals,
+        socketio_max_bytes=settings.ws_max_bytes,
     )
     return Security(limited, settings.cors_origins), api, realtime

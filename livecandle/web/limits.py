@@ -6,7 +6,9 @@ do at once, and the clear answer it gets past a limit.
   of expensive queries from one address then takes its share of the event loop and of
   the Redis pool, and a normal client from another address is served beside it.
   socket.io's long-polling requests are left to the session limits below (a poll is
-  held open on purpose).
+  held open on purpose), except that a polling POST whose ``Content-Length`` is over
+  ``socketio_max_bytes`` is a 413 here: engine.io would answer it only after closing
+  the session, which waits for the next poll, so the POST hung for ever.
 - ``SocketLimits`` (socket.io, installed on the engine.io server of ``Realtime``):
   engine.io sessions per address; messages per client (a token bucket of
   ``messages_per_s``, ``2 x`` as burst: a subscribe/unsubscribe flood); rooms per
@@ -63,19 +65,17 @@ def client_address(scope: Any) -> str:
     return str(client[0]) if client else "unknown"
 
 
-async def _send_json(send: Any, status: int, body: dict[str, Any], retry_after: int) -> None:
+async def _send_json(
+    send: Any, status: int, body: dict[str, Any], retry_after: int | None = None
+) -> None:
     data = msgspec.json.encode(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 
 
@@ -97,9 +97,11 @@ class RequestLimits:
         per_ip: int,
         queued_per_ip: int,
         refusals: Refusals,
+        socketio_max_bytes: int = 64 * 1024,
         socketio_path: str = "/socket.io/",
     ) -> None:
         self.app = app
+        self.socketio_max_bytes = socketio_max_bytes
         self.per_ip = per_ip
         self.queued_per_ip = queued_per_ip
         self.refusals = refusals
@@ -107,11 +109,22 @@ class RequestLimits:
         self.addresses: dict[str, _Address] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] != "http"
-            or self.per_ip <= 0
-            or scope["path"].startswith(self.socketio_path)
-        ):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"].startswith(self.socketio_path):
+            if scope["method"] == "POST" and self._too_long(scope):
+                ip = client_address(scope)
+                detail = (
+                    f"a socket.io POST over {self.socketio_max_bytes} bytes "
+                    "(LIVECANDLE_WS_MAX_BYTES)"
+                )
+                self.refusals.refused("socketio_max_bytes", ip, detail)
+                await _send_json(send, 413, {"error": f"too large: {detail}"})
+                return
+            await self.app(scope, receive, send)
+            return
+        if self.per_ip <= 0:
             await self.app(scope, receive, send)
             return
         ip = client_address(scope)
@@ -140,6 +153,12 @@ class RequestLimits:
             a.turn.release()
             if a.running == 0 and a.waiting == 0:
                 self.addresses.pop(ip, None)
+
+    def _too_long(self, scope: Any) -> bool:
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                return not v.isdigit() or int(v) > self.socketio_max_bytes
+        return False
 
 
 class _Bucket:
