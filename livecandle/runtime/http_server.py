@@ -8,7 +8,7 @@ from collections.abc import Generator
 
 import uvicorn
 
-GRACEFUL_SHUTDOWN_S = 5.0
+GRACEFUL_SHUTDOWN_S = 5
 
 
 class EmbeddedServer(uvicorn.Server):

@@ -123,7 +123,7 @@ class Normal:
     def assert_served(self, read_max_s: float = 2.0, gap_max_s: float = 2.0) -> None:
         """Every read answered 200 within ``read_max_s``; live updates kept coming, never
         more than ``gap_max_s`` apart (generous bounds: the machine is shared; the
-        figures themselves are printed and printed by the tests (pytest -s))."""
+        figures themselves are printed by the tests: pytest -s)."""
         s = self.summary()
         assert s["reads"] >= 3 and s["non_200"] == 0, s
         assert max(self.read_s) < read_max_s, s
