@@ -75,7 +75,7 @@ def web_process(
     log = tmp_path / "web.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "livecandle", "serve", "--role", "web", *args],
+            [sys.executable, "-m", "livecandle", *args, "serve", "--role", "web"],
             env=env,
             cwd=tmp_path,
             stdout=subprocess.PIPE,
