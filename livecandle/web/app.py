@@ -201,7 +201,7 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
         return await mirror.ticker_price(request)
 
     document(app, list(settings.symbols), [i.name for i in settings.intervals])
-    refusals = Refusals()
+    refusals = Refusals(counts.refused)
     SocketLimits(
         realtime.sio,
         refusals,

@@ -39,9 +39,13 @@ LOG_EVERY_S = 60.0
 class Refusals:
     """Counts refusals by reason; logs the first of each (reason, address) per minute."""
 
-    def __init__(self, clock_s: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        counts: defaultdict[str, int] | None = None,
+        clock_s: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clock_s = clock_s
-        self.counts: dict[str, int] = defaultdict(int)
+        self.counts = defaultdict(int) if counts is None else counts
         self._logged: dict[tuple[str, str], tuple[float, int]] = {}
 
     def refused(self, reason: str, address: str, detail: str) -> None:

@@ -322,6 +322,9 @@ async def test_expensive_queries_in_parallel_wait_their_turn_or_get_a_429(
     assert refused.headers["retry-after"] == "1"
     assert "too many requests at once" in refused.json()["error"]
     assert "LIVECANDLE_REQUESTS_PER_IP" in refused.json()["error"]
+    async with httpx.AsyncClient(base_url=web.url) as http:
+        metrics = (await http.get("/metrics")).text
+    assert f'livecandle_refused_total{{reason="requests_per_ip"}} {codes.count(429)}' in metrics
     normal.assert_served()
     report("300 parallel 1000-row reads", web, rss, normal.summary())
 
