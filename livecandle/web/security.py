@@ -3,7 +3,8 @@
 - Every HTTP answer says ``X-Content-Type-Options: nosniff``, ``Referrer-Policy:
   no-referrer``, ``X-Frame-Options: DENY`` and a Content-Security-Policy. The page's
   policy allows only what the page loads: scripts (ES modules), styles, images and
-  fonts from this origin (``data:`` images for the empty favicon), socket.io to this
+  fonts from this origin (``data:`` images for the empty favicon; the chart library's
+  one ``<style>`` element by its hash), socket.io to this
   origin (``ws:``/``wss:`` to this host named as well, for browsers whose ``'self'``
   does not cover websockets), no inline script, no plugin, no framing. ``/docs`` and
   ``/redoc`` (FastAPI's pages, which load their code from a CDN with an inline start-up
@@ -32,8 +33,12 @@ WRITE_PATH = "/save-live-candle"
 DOCS_PATHS = ("/docs", "/redoc")
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
+# the one inline style the page runs: the chart library's attribution logo (a <style>
+# element it adds), allowed by its hash, no other (tests check it against the library)
+CHART_LOGO_STYLE = "'sha256-3pRED1tOXas1FXFoPb9TGCjmYe9XQsmO9OV23khV2nY='"
 PAGE_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; "
+    f"style-src 'self' {CHART_LOGO_STYLE}; img-src 'self' data:; "
     "font-src 'self'; connect-src 'self'{ws}; object-src 'none'; base-uri 'self'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
@@ -60,7 +65,7 @@ def _header(scope: Any, name: bytes) -> str | None:
 
 def page_policy(host: str | None) -> bytes:
     ws = f" ws://{host} wss://{host}" if host and _HOST.match(host) else ""
-    return PAGE_POLICY.format(ws=ws).encode()
+    return PAGE_POLICY.replace("{ws}", ws).encode()
 
 
 class Security:

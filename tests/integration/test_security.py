@@ -6,7 +6,9 @@ no secret (the write token, the Redis password) in the log or on any answer."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -20,7 +22,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from livecandle.runtime.redis_server import find_redis_server, free_port
-from livecandle.web.vendor import STATIC
+from livecandle.web.security import CHART_LOGO_STYLE
+from livecandle.web.vendor import STATIC, VENDOR, node_modules
 from tests.integration.web_process import WebProcess, web_process
 
 TOKEN = "Wr1te-T0ken-7f3a9c"
@@ -209,7 +212,15 @@ async def test_the_page_carries_its_security_headers(web: WebProcess) -> None:
         (d.split()[0], d.split()[1:]) for d in page.headers["content-security-policy"].split("; ")
     )
     assert csp["script-src"] == ["'self'"]  # modules from this origin; no inline script
-    assert csp["style-src"] == ["'self'"]
+    # styles from this origin, and the chart library's one <style> element by its hash
+    assert csp["style-src"] == ["'self'", CHART_LOGO_STYLE]
+    library = node_modules() / VENDOR["lightweight-charts.mjs"]
+    if library.exists():  # after `npm ci`: the hash is that of the style it adds
+        styles = re.findall(
+            r'createElement\("style"\),[\w.$]+\.innerText="([^"]+)"', library.read_text()
+        )
+        digests = {base64.b64encode(hashlib.sha256(t.encode()).digest()).decode() for t in styles}
+        assert digests == {CHART_LOGO_STYLE.strip("'").removeprefix("sha256-")}, styles
     assert csp["default-src"] == ["'self'"]
     assert csp["object-src"] == ["'none'"]
     host = web.url.removeprefix("http://")
