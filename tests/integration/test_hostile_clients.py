@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,10 @@ async def reason_then_close(ws: websockets.ClientConnection) -> str:
 def report(name: str, web: WebProcess, rss_before: float, normal: dict[str, object]) -> None:
     rss = web.rss_mb()
     print(f"\n{name}: RSS {rss_before:.1f} -> {rss:.1f} MB; normal client {normal}")
+    if figures := os.environ.get("BENCH_HOSTILE_FIGURES"):  # bench/hostile_clients.py
+        row = {"name": name, "rss_before_mb": rss_before, "rss_after_mb": rss, **normal}
+        with open(figures, "a") as f:
+            f.write(json.dumps(row) + "\n")
     assert web.alive(), web.log_text()[-3000:]
     assert rss - rss_before < RSS_GROWTH_MB, (rss_before, rss)
 
