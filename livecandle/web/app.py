@@ -202,7 +202,7 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
 
     document(app, list(settings.symbols), [i.name for i in settings.intervals])
     refusals = Refusals(counts.refused)
-    SocketLimits(
+    socket_limits = SocketLimits(
         realtime.sio,
         refusals,
         sessions_per_ip=settings.socketio_sessions_per_ip,
@@ -220,5 +220,6 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
         settings.queued_requests_per_ip,
         refusals,
         socketio_max_bytes=settings.ws_max_bytes,
+        session_refusal=socket_limits.session_refusal,
     )
     return Security(limited, settings.cors_origins), api, realtime

@@ -13,8 +13,9 @@ do at once, and the clear answer it gets past a limit.
   engine.io sessions per address; messages per client (a token bucket of
   ``messages_per_s``, ``2 x`` as burst: a subscribe/unsubscribe flood); rooms per
   client. A client past a message or room limit gets an ``error`` event naming the
-  limit, then is disconnected; a handshake past the session limit gets engine.io's 401
-  with the reason.
+  limit, then is disconnected; a handshake past the session limit is a 429 with the
+  reason (``RequestLimits`` asks ``session_refusal``, over polling and websocket alike;
+  engine.io's own 401 remains the backstop).
 - ``Refusals``: one log line per reason and address per minute (with how many were
   refused), so an attack cannot flood the log through its refusals.
 """
@@ -70,7 +71,11 @@ def client_address(scope: Any) -> str:
 
 
 async def _send_json(
-    send: Any, status: int, body: dict[str, Any], retry_after: int | None = None
+    send: Any,
+    status: int,
+    body: dict[str, Any],
+    retry_after: int | None = None,
+    prefix: str = "",  # "websocket.": a refused websocket handshake's HTTP answer
 ) -> None:
     data = msgspec.json.encode(body)
     headers = [
@@ -79,8 +84,8 @@ async def _send_json(
     ]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
+    await send({"type": f"{prefix}http.response.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}http.response.body", "body": data})
 
 
 class _Address:
@@ -103,8 +108,12 @@ class RequestLimits:
         refusals: Refusals,
         socketio_max_bytes: int = 64 * 1024,
         socketio_path: str = "/socket.io/",
+        session_refusal: Callable[[str], str | None] | None = None,
     ) -> None:
         self.app = app
+        # a new socket.io session is refused here, with its reason, over both
+        # transports (engine.io's own refusal of a websocket is a bare 403)
+        self.session_refusal = session_refusal
         self.socketio_max_bytes = socketio_max_bytes
         self.per_ip = per_ip
         self.queued_per_ip = queued_per_ip
@@ -113,10 +122,23 @@ class RequestLimits:
         self.addresses: dict[str, _Address] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            refusal = self._new_session_refusal(scope)
+            if refusal is None:
+                await self.app(scope, receive, send)
+            elif "websocket.http.response" in scope.get("extensions", {}):
+                await _send_json(send, 429, {"message": refusal}, 10, "websocket.")
+            else:
+                await send({"type": "websocket.close", "code": 1008, "reason": refusal[:120]})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if scope["path"].startswith(self.socketio_path):
+            refusal = self._new_session_refusal(scope)
+            if refusal is not None:
+                await _send_json(send, 429, {"message": refusal}, 10)
+                return
             if scope["method"] == "POST" and self._too_long(scope):
                 ip = client_address(scope)
                 detail = (
@@ -157,6 +179,15 @@ class RequestLimits:
             a.turn.release()
             if a.running == 0 and a.waiting == 0:
                 self.addresses.pop(ip, None)
+
+    def _new_session_refusal(self, scope: Any) -> str | None:
+        if (
+            self.session_refusal is None
+            or not scope["path"].startswith(self.socketio_path)
+            or b"sid=" in scope.get("query_string", b"")
+        ):
+            return None
+        return self.session_refusal(client_address(scope))
 
     def _too_long(self, scope: Any) -> bool:
         for k, v in scope["headers"]:
@@ -229,15 +260,23 @@ class SocketLimits:
         handlers.update(connect=connect, message=message, disconnect=disconnect)
         return self
 
-    def _open(self, eio_sid: str, environ: dict[str, Any]) -> str | None:
-        ip = client_address(environ.get("asgi.scope") or {})
-        if 0 < self.sessions_per_ip <= self.sessions[ip]:
+    def session_refusal(self, ip: str) -> str | None:
+        """Why a new session from ``ip`` is refused (None: it is not); refusals are
+        counted and logged."""
+        if 0 < self.sessions_per_ip <= self.sessions.get(ip, 0):
             detail = (
                 f"{self.sessions[ip]} socket.io sessions open from {ip} (limit "
                 f"{self.sessions_per_ip}: LIVECANDLE_SOCKETIO_SESSIONS_PER_IP)"
             )
             self.refusals.refused("sessions_per_ip", ip, detail)
             return f"too many sessions: {detail}"
+        return None
+
+    def _open(self, eio_sid: str, environ: dict[str, Any]) -> str | None:
+        ip = client_address(environ.get("asgi.scope") or {})
+        refusal = self.session_refusal(ip)
+        if refusal is not None:
+            return refusal
         self.sessions[ip] += 1
         self._address[eio_sid] = ip
         return None

@@ -341,5 +341,34 @@ async def test_socketio_sessions_are_capped_per_address(web: WebProcess) -> None
             r = await http.get("/socket.io/", params={"EIO": "4", "transport": "polling"})
             codes.append(r.status_code)
             bodies.append(r.text)
-    assert codes.count(200) == 50 and codes.count(401) == 5, codes
+    assert codes.count(200) == 50 and codes.count(429) == 5, codes
     assert "too many sessions: 50 socket.io sessions open from 127.0.0.2" in bodies[-1]
+
+
+async def test_idle_socketio_websockets_past_the_session_cap_are_refused_with_the_reason(
+    web: WebProcess, redis: aioredis.Redis
+) -> None:
+    await fill(redis)
+    rss = web.rss_mb()
+    opened: list[websockets.ClientConnection] = []
+    refused: list[str] = []
+    async with normal_client(web, redis) as normal:
+        for _ in range(80):
+            try:
+                ws = await ws_connect(ws_url(web), local_addr=(ATTACKER, 0))
+            except websockets.InvalidStatus as e:
+                refused.append(f"{e.response.status_code} {e.response.body!r}")
+                continue
+            opened.append(ws)
+            first = str(await ws.recv())
+            if not first.startswith("0"):  # refused after the upgrade
+                refused.append(first)
+                await ws.close()
+                opened.pop()
+        await asyncio.sleep(1)  # idle sessions, pinged by the server
+        for ws in opened:
+            await ws.close()
+    assert len(opened) == 50 and len(refused) == 30, (len(opened), refused[:2])
+    assert "too many sessions: 50 socket.io sessions open from 127.0.0.2" in refused[0]
+    normal.assert_served()
+    report("80 idle socket.io websockets (cap 50)", web, rss, normal.summary())
