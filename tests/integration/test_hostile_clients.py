@@ -388,3 +388,19 @@ async def test_idle_socketio_websockets_past_the_session_cap_are_refused_with_th
     assert "too many sessions: 50 socket.io sessions open from 127.0.0.2" in refused[0]
     normal.assert_served()
     report("80 idle socket.io websockets (cap 50)", web, rss, normal.summary())
+
+
+async def test_a_closed_websocket_gives_its_connection_back_to_its_address(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with web_process(redis_url, tmp_path, LIVECANDLE_CONNECTIONS_PER_IP="3") as web:
+        for _ in range(3):  # three times the cap: each closed socket frees its place
+            sockets = [await attacker_socket(web) for _ in range(3)]
+            reader, writer = await attacker_tcp(web)  # a fourth at once: refused
+            answer = await reader.read()
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 429"), answer
+            assert b"3 connections open from 127.0.0.2 (limit 3" in answer
+            for ws in sockets:
+                await ws.close()
+                await ws.wait_closed()
