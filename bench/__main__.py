@@ -24,6 +24,7 @@ ALL = [
     "backfill",
     "reads",
     "hostile_reads",
+    "hostile_clients",
     "memory",
     "live_path",
     "fanout",

@@ -73,6 +73,13 @@ class Settings:
     # issue 14: redis limits
     redis_max_connections: int = 64
     redis_timeout_s: float = 3.0
+    # issue 13: per-address and per-client limits (0: no limit)
+    connections_per_ip: int = 2000  # open TCP connections from one address
+    requests_per_ip: int = 32  # HTTP requests one address runs at once
+    queued_requests_per_ip: int = 256  # waiting for their turn; past it a 429
+    socketio_sessions_per_ip: int = 2000
+    socketio_messages_per_s: int = 20  # per client, burst twice that
+    socketio_max_rooms: int = 4096  # per client
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -133,6 +140,17 @@ class Settings:
             kw["redis_max_connections"] = _int("LIVECANDLE_REDIS_MAX_CONNECTIONS", n, 2, 100_000)
         if timeout := env.get("LIVECANDLE_REDIS_TIMEOUT_S"):
             kw["redis_timeout_s"] = float(_int("LIVECANDLE_REDIS_TIMEOUT_S", timeout, 1, 600))
+        # issue 13: per-address and per-client limits
+        for name, attr, high in (
+            ("LIVECANDLE_CONNECTIONS_PER_IP", "connections_per_ip", 1_000_000),
+            ("LIVECANDLE_REQUESTS_PER_IP", "requests_per_ip", 100_000),
+            ("LIVECANDLE_QUEUED_REQUESTS_PER_IP", "queued_requests_per_ip", 1_000_000),
+            ("LIVECANDLE_SOCKETIO_SESSIONS_PER_IP", "socketio_sessions_per_ip", 1_000_000),
+            ("LIVECANDLE_SOCKETIO_MESSAGES_PER_S", "socketio_messages_per_s", 100_000),
+            ("LIVECANDLE_SOCKETIO_MAX_ROOMS", "socketio_max_rooms", 1_000_000),
+        ):
+            if n := env.get(name):
+                kw[attr] = _int(name, n, 0, high)
         return cls(**kw)
 
     def with_(self, **changes: Any) -> Settings:

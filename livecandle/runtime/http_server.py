@@ -8,9 +8,18 @@ from collections.abc import Generator
 
 import uvicorn
 
+GRACEFUL_SHUTDOWN_S = 5
+
 
 class EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves SIGINT/SIGTERM to the owner's stop event."""
+    """A uvicorn server that leaves SIGINT/SIGTERM to the owner's stop event, and stops
+    within ``GRACEFUL_SHUTDOWN_S`` of being asked to (uvicorn would otherwise wait for
+    every open connection: a client that never closes its websocket held it for ever)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        if config.timeout_graceful_shutdown is None:
+            config.timeout_graceful_shutdown = GRACEFUL_SHUTDOWN_S
+        super().__init__(config)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

@@ -18,7 +18,7 @@ import uvicorn
 from livecandle.config import Settings
 from livecandle.official.universe import ListingSource
 from livecandle.runtime import http_server, logs
-from livecandle.runtime.header_timeout import with_header_timeout
+from livecandle.runtime.header_timeout import PeerConnections, with_header_timeout
 from livecandle.runtime.redis_server import RedisServer, _ping
 from livecandle.runtime.service import Service
 from livecandle.store import Keys, Store, connect
@@ -105,7 +105,9 @@ async def run_web(service: Service, stop: asyncio.Event) -> None:
         ws_ping_timeout=20,
         # a larger frame closes its connection (1009) before it is held in memory
         ws_max_size=settings.ws_max_bytes,
-        http=with_header_timeout(settings.header_timeout_s),
+        http=with_header_timeout(
+            settings.header_timeout_s, PeerConnections(settings.connections_per_ip)
+        ),
     )
     server, task, port = await http_server.start(config)
     service.web_url = f"http://{settings.host}:{port}"

@@ -26,11 +26,13 @@ from livecandle.web.errors import ApiError, redis_unavailable
 from livecandle.web.fast_reads import FastReads
 from livecandle.web.head import HeadAsGet
 from livecandle.web.health import Health
+from livecandle.web.limits import Refusals, RequestLimits, SocketLimits
 from livecandle.web.mirror import Mirror
 from livecandle.web.openapi import LIVE_CANDLE_BODY, document
 from livecandle.web.origins import Origins
 from livecandle.web.params import chart_parameters, invalid
 from livecandle.web.realtime import Realtime
+from livecandle.web.security import Security
 from livecandle.web.status import Status
 from livecandle.web.vendor import STATIC, Vendor
 
@@ -198,9 +200,25 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
     # with patterns the served symbols change at run time: no fixed list in the document
     listed = [] if settings.symbol_patterns else list(settings.symbols)
     document(app, listed, [i.name for i in settings.intervals])
+    refusals = Refusals(counts.refused)
+    socket_limits = SocketLimits(
+        realtime.sio,
+        refusals,
+        sessions_per_ip=settings.socketio_sessions_per_ip,
+        messages_per_s=settings.socketio_messages_per_s,
+        max_rooms=settings.socketio_max_rooms,
+    ).install()
     asgi = socketio.ASGIApp(
         realtime.sio,
         other_asgi_app=HeadAsGet(Counting(FastReads(app, api, mirror), counts)),
         socketio_path="socket.io",
     )
-    return asgi, api, realtime
+    limited = RequestLimits(
+        asgi,
+        settings.requests_per_ip,
+        settings.queued_requests_per_ip,
+        refusals,
+        socketio_max_bytes=settings.ws_max_bytes,
+        session_refusal=socket_limits.session_refusal,
+    )
+    return Security(limited, settings.cors_origins), api, realtime

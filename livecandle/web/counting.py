@@ -1,8 +1,10 @@
-"""Request counting for ``/metrics``: every HTTP request and every 4xx answer."""
+"""Request counting for ``/metrics``: every HTTP request, every 4xx answer, and the
+refusals of the per-address and per-client limits by reason (``limits.Refusals``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -10,6 +12,7 @@ from typing import Any
 class RequestCounts:
     requests: int = 0
     errors_4xx: int = 0
+    refused: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 class Counting:

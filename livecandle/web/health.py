@@ -83,6 +83,7 @@ class Health:
 
     def metrics(self) -> str:
         """``/metrics`` in Prometheus's text format."""
+        refused = self.counts.refused  # by the per-address and per-client limits
         lines = [
             "# TYPE livecandle_http_requests_total counter",
             f"livecandle_http_requests_total {self.counts.requests}",
@@ -94,6 +95,8 @@ class Health:
             f"livecandle_socketio_emitted_total {self.realtime.emitted}",
             "# TYPE livecandle_socketio_slow_clients_dropped_total counter",
             f"livecandle_socketio_slow_clients_dropped_total {self.realtime.slow_clients_dropped}",
+            "# TYPE livecandle_refused_total counter",
+            *(f'livecandle_refused_total{{reason="{r}"}} {n}' for r, n in refused.items()),
             *self.status.metrics(),
         ]
         return "\n".join(lines) + "\n"

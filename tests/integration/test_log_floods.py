@@ -30,6 +30,8 @@ def web_process(
         LIVECANDLE_BINANCE_WS_URL=emulator.ws_url,
         LIVECANDLE_PORT="0",
         LIVECANDLE_INTERVALS="1m",
+        # the flood is of log lines: no message rate limit cuts the client off first
+        LIVECANDLE_SOCKETIO_MESSAGES_PER_S="0",
     )
     stderr = tmp_path / "stderr.log"
     with stderr.open("w") as err:
