@@ -1,8 +1,8 @@
 """Redis in trouble under the whole service (fetcher, stream, web) with live 1s candles
-(issue 13): paused for 15 s, full (``maxmemory`` + ``noeviction``), restarted with and
-without its append-only file. Throughout, ``/healthz`` tells the truth; afterwards no task
-is crash-looping, the official rows are contiguous up to now (no row lost) and ``verify``
-is clean. What ``test_redis_limits.py`` already covers (a paused Redis is a 503 within the
+(issue 13): paused for 15 s, full (``maxmemory`` + ``noeviction``); restarted with and
+without its append-only file in ``test_redis_restart.py``. Throughout, ``/healthz`` tells
+the truth; afterwards no task is crash-looping, the official rows are contiguous up to now
+(no row lost) and ``verify`` is clean. What ``test_redis_limits.py`` already covers (a paused Redis is a 503 within the
 timeout; a full Redis is reported and recovers) is not repeated here."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from livecandle.runtime.service import Service
 from livecandle.store import Store
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import running_service
-from tests.integration.redis_support import client, own_server, paused
+from tests.integration.redis_support import client, full, own_server, paused
 
 SERIES = [SeriesKey.of("BTCUSDT", "1s"), SeriesKey.of("ETHUSDT", "1s")]
 ROLES = ("fetcher", "stream", "web")
@@ -115,3 +115,28 @@ async def test_a_15_s_pause_is_reported_then_recovered_without_a_restart_or_a_lo
             report = await verify(store, SERIES, now_ms())
             assert report.ok, report.text()
             print(f"paused 15 s: recovered in {recovered_s:.1f} s, rows lost 0")
+
+
+async def test_writes_refused_at_maxmemory_are_reported_then_retried_and_no_row_is_lost(
+    tmp_path: Path, emulator: EmulatorProcess
+) -> None:
+    with own_server(tmp_path) as server:
+        async with whole_service(server.url, emulator) as (_, web, store), client(server.url) as c:
+            await until(lambda: caught_up(store, now_ms()), 30)
+            async with full(c):
+                # the refusals are reported while Redis still answers PING
+                async def refused() -> bool:
+                    _, body = await health(web)
+                    return bool(body["redis"]["ok"] and "maxmemory" in str(body.get("storage")))
+
+                await until(refused, 15)
+                await asyncio.sleep(5)  # five 1s candles close while nothing can be written
+            room = time.monotonic()
+            await until(lambda: caught_up(store, now_ms()), 30)
+            code, body = await health(web)
+            recovered_s = time.monotonic() - room
+            assert code == 200 and not_crash_looping(body) == [], body["tasks"]
+            assert await contiguous(store) == {str(s): 0 for s in SERIES}
+            report = await verify(store, SERIES, now_ms())
+            assert report.ok, report.text()
+            print(f"full ~6 s: rows written again in {recovered_s:.1f} s, rows lost 0")
