@@ -2,8 +2,9 @@
 (issue 13): paused for 15 s, full (``maxmemory`` + ``noeviction``); restarted with and
 without its append-only file in ``test_redis_restart.py``. Throughout, ``/healthz`` tells
 the truth; afterwards no task is crash-looping, the official rows are contiguous up to now
-(no row lost) and ``verify`` is clean. What ``test_redis_limits.py`` already covers (a paused Redis is a 503 within the
-timeout; a full Redis is reported and recovers) is not repeated here."""
+(no row lost) and ``verify`` is clean. What ``test_redis_limits.py`` already covers (a
+paused Redis is a 503 within the timeout; a full Redis is reported and recovers) is not
+repeated here."""
 
 from __future__ import annotations
 
