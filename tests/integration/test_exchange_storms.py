@@ -90,7 +90,8 @@ async def test_a_5xx_storm_is_shown_then_recovered_with_no_row_lost(
 async def test_a_429_storm_is_waited_out_as_told_and_never_becomes_a_ban(
     redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
 ) -> None:
-    async with whole_service(redis_url, redis, emulator) as (_, web, store):
+    async with whole_service(redis_url, redis, emulator) as (svc, web, store):
+        limit_before = svc.rest.budget.limit
         await asyncio.to_thread(emulator.control, storm_429_s=5)
         await until(lambda: shown(web, "HTTP 429"), 10)
         _, body = await health(web)
@@ -103,7 +104,8 @@ async def test_a_429_storm_is_waited_out_as_told_and_never_becomes_a_ban(
         assert state["rejected_418"] == 0
         print(
             f"429 storm of 5 s: {state['rejected_429']} 429s, 0 418s; recovered "
-            f"{time.monotonic() - ended:.1f} s after its end"
+            f"{time.monotonic() - ended:.1f} s after its end; learned weight limit "
+            f"{limit_before} -> {svc.rest.budget.limit}"
         )
 
 
