@@ -74,25 +74,25 @@ class DirectWrites:
     def __init__(self, socket: Any, protocol: Any) -> None:
         self._socket = socket  # the engine.io socket: upgraded, not closing
         self._protocol = protocol
-        writable = getattr(protocol, "writable", None)
-        self.usable = isinstance(writable, asyncio.Event) and hasattr(protocol, "transport")
+        # both are the connection's for its whole life (set before the app is called)
+        self._writable = getattr(protocol, "writable", None)
+        self._transport = getattr(protocol, "transport", None)
+        self.usable = isinstance(self._writable, asyncio.Event) and self._transport is not None
 
     def write(self, frame: bytes) -> bool:
         """Write ``frame`` now if the connection takes it without waiting; False if not."""
-        socket, protocol = self._socket, self._protocol
+        socket = self._socket
         if (
-            not socket.upgraded
-            or socket.upgrading
-            or socket.closing
+            socket.closing
             or socket.closed
-            or not protocol.writable.is_set()
-            or protocol.close_sent
+            or not socket.upgraded
+            or socket.upgrading
+            or not self._writable.is_set()  # type: ignore[union-attr]
+            or self._protocol.close_sent
+            or self._transport.is_closing()  # type: ignore[union-attr]
         ):
             return False
-        transport = protocol.transport
-        if transport.is_closing():
-            return False
-        transport.write(frame)
+        self._transport.write(frame)  # type: ignore[union-attr]
         return True
 
 
