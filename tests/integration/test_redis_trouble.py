@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import redis.exceptions
 
 from livecandle.domain.model import SeriesKey
 from livecandle.official.integrity import verify
 from livecandle.runtime.service import Service
-from livecandle.store import Store
+from livecandle.store import ClosedLive, Store
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import running_service
 from tests.integration.redis_support import client, full, own_server, paused
@@ -141,3 +143,20 @@ async def test_writes_refused_at_maxmemory_are_reported_then_retried_and_no_row_
             report = await verify(store, SERIES, now_ms())
             assert report.ok, report.text()
             print(f"full ~6 s: rows written again in {recovered_s:.1f} s, rows lost 0")
+
+
+async def test_a_live_write_failing_while_redis_is_paused_gives_its_connection_back(
+    tmp_path: Path,
+) -> None:
+    """redis-py's pipeline checks its scripts (SCRIPT EXISTS) before its own clean-up
+    starts: a failure there left the pipeline holding a pool connection until garbage
+    collection (an "Unclosed client session" error logged per failed write)."""
+    with own_server(tmp_path) as server:
+        async with client(server.url, timeout_s=0.5) as c:
+            store = Store(c)
+            closed = ClosedLive(SERIES[0], 1_700_000_000_000, b'{"time":1700000000000}')
+            await store.write_live([], closed_candles=[closed])  # the script is loaded
+            pool = c.connection_pool
+            with paused(server), pytest.raises(redis.exceptions.TimeoutError):
+                await store.write_live([], closed_candles=[closed])
+            assert len(pool._in_use_connections) == 0  # type: ignore[attr-defined]
