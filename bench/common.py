@@ -62,9 +62,14 @@ class Child:
 
 @contextlib.contextmanager
 def service(
-    redis_url: str, role: str, env: dict[str, str] | None = None, timeout_s: float = 60
+    redis_url: str,
+    role: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60,
+    cwd: Path = ROOT,
 ) -> Iterator[Child]:
-    """``livecandle serve --role ROLE`` in a child process, once it answers HTTP."""
+    """``livecandle serve --role ROLE`` in a child process, once it answers HTTP; ``cwd``:
+    the directory holding the ``livecandle`` package to run (another commit's, to compare)."""
     port = free_port()
     full_env = dict(
         os.environ,
@@ -76,7 +81,7 @@ def service(
     proc = subprocess.Popen(
         [sys.executable, "-m", "livecandle", "serve", "--role", role],
         env=full_env,
-        cwd=ROOT,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -1,14 +1,23 @@
-"""Benchmark 6: fan-out. 1,000 socket.io clients (websocket transport, one separate
-process speaking the Engine.IO 4 / Socket.IO 5 protocol directly, so that the clients'
-own cost stays small) over 10 rooms; a publisher (another process) sends 20 updates/s per
-room through Redis, as the live writer does. Each client measures receive time - publish
-time; the service's CPU is read from /proc.
+"""Benchmark 6: fan-out. 1,000 socket.io clients (websocket transport) over 10 rooms; a
+publisher (another process) sends 20 updates/s per room through Redis, as the live writer
+does. Each client measures receive time - publish time; the CPU of the service, the
+clients, the publisher and the whole machine is read from /proc.
+
+The clients run in one process (``bench/fanout_clients.py``: bare asyncio protocols on
+uvloop, about 10x cheaper per message than the ``websockets`` library); with
+``BENCH_FANOUT_CLIENT=websockets`` the older client (``websockets`` + a JSON decode per
+message) runs instead, to show what it costs. ``BENCH_FANOUT_COMPARE=REV`` also runs the
+service of git revision REV (its ``livecandle`` package, ``git archive``d) against the same
+clients, alternating, ``BENCH_FANOUT_ROUNDS`` rounds each (default 1; medians).
+``BENCH_FANOUT_PROFILE=FILE`` records the service with py-spy while it is measured (raw
+collapsed stacks, one file per run: FILE.0, FILE.1, ...).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -16,15 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import pid_cpu_seconds, redis_server, service
+from bench.common import ROOT, pid_cpu_seconds, redis_server, service
 
 CLIENTS = int(os.environ.get("BENCH_FANOUT_CLIENTS", "1000"))
 ROOMS = 10
 RATE = 20  # updates per second per room
 SYMBOLS = [f"R{i:02d}USDT" for i in range(ROOMS)]
 SECONDS = 10.0
+ROUNDS = int(os.environ.get("BENCH_FANOUT_ROUNDS", "1"))
+COMPARE = os.environ.get("BENCH_FANOUT_COMPARE", "")
+CLIENT = os.environ.get("BENCH_FANOUT_CLIENT", "raw")
+PROFILE = os.environ.get("BENCH_FANOUT_PROFILE", "")  # py-spy raw output of the service
 
-CLIENTS_SCRIPT = r"""
+# the client of earlier runs (BENCH_FANOUT_CLIENT=websockets)
+WEBSOCKETS_CLIENTS = r"""
 import asyncio, json, sys, time
 import msgspec, websockets
 url, symbols, n, seconds = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), float(sys.argv[4])
@@ -91,61 +105,117 @@ while True:
 """
 
 
-def run() -> list[dict[str, Any]]:
-    with (
-        tempfile.TemporaryDirectory(prefix="lc-bench-fanout-") as tmp,
-        redis_server(Path(tmp)) as url,
-    ):
-        env = {"LIVECANDLE_SYMBOLS": ",".join(SYMBOLS), "LIVECANDLE_INTERVALS": "1m"}
-        clients = pub = None
-        with service(url, "web", env) as svc:
-            try:
-                ws_url = svc.url.replace("http://", "ws://") + (
-                    "/socket.io/?EIO=4&transport=websocket"
-                )
-                clients = subprocess.Popen(
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (every process, every core)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_once(redis_url: str, cwd: Path) -> dict[str, Any]:
+    """One measurement: a service started from ``cwd``, the clients, the publisher."""
+    env = {"LIVECANDLE_SYMBOLS": ",".join(SYMBOLS), "LIVECANDLE_INTERVALS": "1m"}
+    clients = pub = None
+    with service(redis_url, "web", env, cwd=cwd) as svc:
+        try:
+            ws_url = svc.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+            program = (
+                ["-c", WEBSOCKETS_CLIENTS]
+                if CLIENT == "websockets"
+                else ["-m", "bench.fanout_clients"]
+            )
+            clients = subprocess.Popen(
+                [sys.executable, *program, ws_url, ",".join(SYMBOLS), str(CLIENTS), str(SECONDS)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+            )
+            assert clients.stdout is not None and clients.stdin is not None
+            started = time.monotonic()
+            if clients.stdout.readline().strip() != "ready":
+                raise RuntimeError("the clients did not connect")
+            connect_s = time.monotonic() - started
+            pub = subprocess.Popen(
+                [sys.executable, "-c", PUBLISHER, redis_url, ",".join(SYMBOLS), str(RATE)]
+            )
+            clients.stdin.write("go\n")
+            clients.stdin.flush()
+            time.sleep(2)
+            spy = None
+            if PROFILE:
+                run_no = len(list(Path(PROFILE).parent.glob(Path(PROFILE).name + ".*")))
+                spy = subprocess.Popen(
                     [
-                        sys.executable,
-                        "-c",
-                        CLIENTS_SCRIPT,
-                        ws_url,
-                        ",".join(SYMBOLS),
-                        str(CLIENTS),
-                        str(SECONDS),
+                        *(str(Path(sys.executable).parent / "py-spy"), "record"),
+                        *("-p", str(svc.pid), "-d", str(int(SECONDS)), "-r", "200"),
+                        *("-f", "raw", "-o", f"{PROFILE}.{run_no}"),
                     ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
+                    stdout=subprocess.DEVNULL,
                 )
-                assert clients.stdout is not None and clients.stdin is not None
-                started = time.monotonic()
-                if clients.stdout.readline().strip() != "ready":
-                    raise RuntimeError("the clients did not connect")
-                connect_s = time.monotonic() - started
-                pub = subprocess.Popen(
-                    [sys.executable, "-c", PUBLISHER, url, ",".join(SYMBOLS), str(RATE)]
-                )
-                clients.stdin.write("go\n")
-                clients.stdin.flush()
-                time.sleep(2)
-                c0, t0 = pid_cpu_seconds(svc.pid), time.monotonic()
-                result = json.loads(clients.stdout.readline())
-                cpu = (pid_cpu_seconds(svc.pid) - c0) / (time.monotonic() - t0)
-            finally:
-                for p in (pub, clients):
-                    if p is not None:
-                        p.terminate()
-                        p.wait(timeout=20)
-    expected = CLIENTS * RATE * SECONDS
-    return [
-        {
-            "bench": "fanout",
-            "name": f"{CLIENTS} clients, {ROOMS} rooms, {RATE}/s per room",
-            "p50_ms": result["p50"],
-            "p99_ms": result["p99"],
-            "delivered": result["events"] / expected,
-            "cpu_service": cpu,
-            "note": f"clients connected in {connect_s:.1f} s; client process CPU "
-            f"{result['cpu_clients']:.2f}; goal p99 <= 250 ms",
-        }
-    ]
+            c0, p0, m0, t0 = (
+                pid_cpu_seconds(svc.pid),
+                pid_cpu_seconds(pub.pid),
+                machine_busy_s(),
+                time.monotonic(),
+            )
+            result = json.loads(clients.stdout.readline())
+            elapsed = time.monotonic() - t0
+            result["cpu_service"] = (pid_cpu_seconds(svc.pid) - c0) / elapsed
+            result["cpu_publisher"] = (pid_cpu_seconds(pub.pid) - p0) / elapsed
+            result["cpu_machine"] = (machine_busy_s() - m0) / elapsed
+            result["connect_s"] = connect_s
+            if spy is not None:
+                spy.wait(timeout=30)
+        finally:
+            for p in (pub, clients):
+                if p is not None:
+                    p.terminate()
+                    p.wait(timeout=20)
+    result["delivered"] = result["events"] / (CLIENTS * RATE * SECONDS)
+    # the service's CPU per delivered update: its cost, whatever share of the machine it got
+    result["us_per_update"] = (
+        result["cpu_service"] * SECONDS / result["events"] * 1e6 if result["events"] else None
+    )
+    return result
+
+
+def row(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    def median(k: str) -> Any:
+        values = [r[k] for r in results if r.get(k) is not None]
+        return statistics.median(values) if values else None
+
+    return {
+        "bench": "fanout",
+        "name": name,
+        "p50_ms": median("p50"),
+        "p99_ms": median("p99"),
+        "delivered": median("delivered"),
+        "cpu_service": median("cpu_service"),
+        "cpu_clients": median("cpu_clients"),
+        "cpu_machine": median("cpu_machine"),
+        "us_per_update": median("us_per_update"),
+        "note": f"{len(results)} round(s), medians; clients connected in "
+        f"{median('connect_s'):.1f} s; {CLIENT} client; publisher CPU "
+        f"{median('cpu_publisher'):.2f}; cpu_machine: busy cores of {os.cpu_count()} "
+        "(every process); us_per_update: service CPU per delivered update; "
+        "goal >= 95% delivered, p99 <= 250 ms",
+    }
+
+
+def run() -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="lc-bench-fanout-") as tmp:
+        variants = {f"{CLIENTS} clients, {ROOMS} rooms, {RATE}/s per room": ROOT}
+        if COMPARE:
+            old = Path(tmp) / "compare"
+            old.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", COMPARE, "livecandle"], cwd=ROOT, capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+            variants[f"the same, service of {COMPARE}"] = old
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        with redis_server(Path(tmp)) as url:
+            for _ in range(ROUNDS):
+                for name, cwd in variants.items():
+                    results[name].append(run_once(url, cwd))
+    return [row(name, rs) for name, rs in results.items()]

@@ -39,6 +39,10 @@ class WeightLimiter:
     rejected_429: int = 0
     rejected_418: int = 0
     accepted_weight: int = 0
+    # fault switches (issue 13): every request is a 429 until ``storm_until_ms`` whatever
+    # its weight (an overloaded exchange); every IP is banned until ``ban_until_ms``
+    storm_until_ms: int = 0
+    ban_until_ms: int = 0
 
     def charge(self, ip: str, weight: int, now_ms: int) -> Verdict:
         s = self.ips.setdefault(ip, _Ip())
@@ -49,9 +53,10 @@ class WeightLimiter:
         if not self.enforce:
             self.accepted_weight += weight
             return Verdict(200, s.used)
-        if now_ms < s.banned_until_ms:
+        banned_until_ms = max(s.banned_until_ms, self.ban_until_ms)
+        if now_ms < banned_until_ms:
             self.rejected_418 += 1
-            return Verdict(418, s.used, _ceil_s(s.banned_until_ms - now_ms))
+            return Verdict(418, s.used, _ceil_s(banned_until_ms - now_ms))
         if now_ms < s.retry_until_ms:
             s.ignored += 1
             if s.ignored >= self.ban_after:
@@ -61,6 +66,10 @@ class WeightLimiter:
                 s.ignored = 0
                 self.rejected_418 += 1
                 return Verdict(418, s.used, _ceil_s(ban))
+        if now_ms < self.storm_until_ms:
+            s.retry_until_ms = max(s.retry_until_ms, self.storm_until_ms)
+            self.rejected_429 += 1
+            return Verdict(429, s.used, _ceil_s(self.storm_until_ms - now_ms))
         if s.used > self.limit:
             s.retry_until_ms = (window + 1) * self.window_ms
             self.rejected_429 += 1
@@ -70,6 +79,7 @@ class WeightLimiter:
 
     def reset(self) -> None:
         self.ips.clear()
+        self.storm_until_ms = self.ban_until_ms = 0
         self.rejected_429 = self.rejected_418 = self.accepted_weight = 0
 
 

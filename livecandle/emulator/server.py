@@ -317,6 +317,10 @@ class Emulator:
                 elif name == "stall":  # {"symbol": "BTCUSDT", "seconds": 5}
                     loop = asyncio.get_running_loop()
                     self.faults.stalled[value["symbol"]] = loop.time() + float(value["seconds"])
+                elif name == "storm_429_s":  # every request a 429 for that long (issue 13)
+                    self.limiter.storm_until_ms = self.now_ms() + int(float(value) * 1000)
+                elif name == "ban_s":  # every IP banned (418) for that long
+                    self.limiter.ban_until_ms = self.now_ms() + int(float(value) * 1000)
                 elif name == "drop_connections":
                     if self.hub is not None:
                         await self.hub.drop_all()

@@ -1,8 +1,17 @@
 """A private ``redis-server`` child process: the default store when no URL is configured.
 
-Data is appended to ``<data_dir>/appendonly`` files; the server listens on a unix socket
-inside ``data_dir`` (or on a free loopback port when the socket path would be too long)
-and is shut down, with a final save, when the owner stops.
+Data is appended to ``<data_dir>/appendonlydir`` (the append-only file, no RDB
+snapshots); the server listens on a unix socket inside ``data_dir`` (or on a free
+loopback port when the socket path would be too long) and is shut down, with a final
+write and fsync of the file, when the owner stops.
+
+Durability (``appendfsync everysec``): Redis hands every write to the kernel before it
+answers it and fsyncs once a second in the background. A crash of redis-server alone
+(``kill -9``) loses nothing it acknowledged (unless the disk stalled an fsync for over
+2 s, when Redis delays its writes: up to 2 s then); a crash of the machine loses the
+last second or two. Either way the service refills without a restart: official rows are
+fetched again from the exchange, the live candles are rewritten within a write period
+(tests/integration/test_redis_restart.py, with and without the file).
 """
 
 from __future__ import annotations

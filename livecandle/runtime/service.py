@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import Any
 
 from livecandle.backoff import Backoff
@@ -21,7 +22,7 @@ from livecandle.live.writer import LiveWriter
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.universe import ListingSource, Universe, exchange_listing
 from livecandle.runtime.supervisor import Supervisor
-from livecandle.store import Store
+from livecandle.store import Store, StoreError
 from livecandle.store.keys import HEALTH_TTL_MS
 
 log = logging.getLogger(__name__)
@@ -194,32 +195,49 @@ class Service:
 
     async def _beat(self) -> None:
         """This process's fetcher and stream state in Redis, with a TTL, for the /healthz
-        of web processes running apart (``serve --role web``)."""
+        of web processes running apart (``serve --role web``). Redis failing is said once
+        and retried at the next beat: not a task crash-looping through an outage."""
+        failing_since_s: float | None = None
         while True:
-            now_ms = self.rest.clock.now_ms()
-            if self.fetcher is not None:
-                await self.store.beat(
-                    "fetcher",
-                    {
-                        "time": now_ms,
-                        "series": self.fetcher.snapshot(),
-                        "error": self.exchange_problem,
-                        "problems": self.problems(),
-                    },
-                    HEALTH_TTL_MS,
-                )
-            if self.feed is not None and self.stream is not None:
-                await self.store.beat(
-                    "stream",
-                    {
-                        "time": now_ms,
-                        **self.feed.stats(),
-                        "reconnects": self.stream.reconnects,
-                        "problems": self.problems(),
-                    },
-                    HEALTH_TTL_MS,
-                )
+            try:
+                await self._beat_once()
+            except StoreError as e:
+                if failing_since_s is None:
+                    failing_since_s = time.monotonic()
+                    log.warning("cannot write the heartbeat to Redis (%s): retrying", e)
+            else:
+                if failing_since_s is not None:
+                    log.warning(
+                        "heartbeat written again after %.1f s",
+                        time.monotonic() - failing_since_s,
+                    )
+                    failing_since_s = None
             await asyncio.sleep(HEALTH_TTL_MS / 1000 / 6)
+
+    async def _beat_once(self) -> None:
+        now_ms = self.rest.clock.now_ms()
+        if self.fetcher is not None:
+            await self.store.beat(
+                "fetcher",
+                {
+                    "time": now_ms,
+                    "series": self.fetcher.snapshot(),
+                    "error": self.exchange_problem,
+                    "problems": self.problems(),
+                },
+                HEALTH_TTL_MS,
+            )
+        if self.feed is not None and self.stream is not None:
+            await self.store.beat(
+                "stream",
+                {
+                    "time": now_ms,
+                    **self.feed.stats(),
+                    "reconnects": self.stream.reconnects,
+                    "problems": self.problems(),
+                },
+                HEALTH_TTL_MS,
+            )
 
     async def _keep_clock(self) -> None:
         while True:

@@ -245,7 +245,12 @@ class Store:
             pipe.publish(k.live_channel, publish)
         for message in closed:
             pipe.publish(k.closed_channel, message)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        finally:
+            # a failed SCRIPT EXISTS comes before execute's own clean-up: give the
+            # connection back now, not at garbage collection
+            await pipe.reset()  # type: ignore[no-untyped-call]
 
     async def live_candle(self, series: SeriesKey) -> bytes | None:
         return cast(bytes | None, await self.redis.get(self.keys.live_candle(series)))

@@ -12,6 +12,14 @@ queue is a ``ClientQueue``:
 - a client whose queue holds ``max_packets`` other packets (or more rooms' newest states
   than any client can be in), or which took nothing for ``stall_s`` while something was
   waiting, is disconnected (logged once, counted).
+
+Fan-out (issue 13): a room's update reaches its members as one ``LatestPacket`` whose
+WebSocket frame is built once. A websocket client whose queue is empty, whose engine.io
+writer is idle and whose connection takes bytes now gets that frame written straight to
+its transport (``ClientQueue.write_through``): no queue, writer wake-up, ``wait_for`` or
+per-client framing and compression, which were most of the server's time per delivered
+update. Any other client (polling, upgrading, something queued, its transport's buffer
+above the high-water mark) takes the queue, so order is kept and the limits above hold.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from engineio.async_drivers.asgi import WebSocket as AsgiWebSocket
 from engineio.packet import CLOSE, MESSAGE
 from engineio.packet import Packet as EngineIOPacket
 
@@ -39,6 +48,69 @@ class LatestPacket(EngineIOPacket):  # type: ignore[misc]
     def __init__(self, encoded: str, key: Hashable) -> None:
         super().__init__(MESSAGE, encoded)
         self.key = key
+        self.frame = text_frame(self.encode().encode())
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unfragmented, uncompressed server-to-client WebSocket text frame (RFC 6455
+    5.2; RSV1 clear, so it is valid whether or not permessage-deflate was agreed)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 1 << 16:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
+
+
+class DirectWrites:
+    """Raw writes to one client's WebSocket connection, beside the ASGI server's own.
+
+    ``protocol`` is the server's connection object behind ``asgi.send`` (uvicorn's
+    websockets-sansio and wsproto protocols: ``transport``, ``writable`` cleared while the
+    transport's buffer is above its high-water mark, ``close_sent``); a server without
+    them gets no direct writes. Every write is one whole frame from the event loop's one
+    thread, so frames never interleave with the server's own."""
+
+    def __init__(self, socket: Any, protocol: Any) -> None:
+        self._socket = socket  # the engine.io socket: upgraded, not closing
+        self._protocol = protocol
+        # both are the connection's for its whole life (set before the app is called)
+        self._writable = getattr(protocol, "writable", None)
+        self._transport = getattr(protocol, "transport", None)
+        self.usable = isinstance(self._writable, asyncio.Event) and self._transport is not None
+
+    def write(self, frame: bytes) -> bool:
+        """Write ``frame`` now if the connection takes it without waiting; False if not."""
+        socket = self._socket
+        if (
+            socket.closing
+            or socket.closed
+            or not socket.upgraded
+            or socket.upgrading
+            or not self._writable.is_set()  # type: ignore[union-attr]
+            or self._protocol.close_sent
+            or self._transport.is_closing()  # type: ignore[union-attr]
+        ):
+            return False
+        self._transport.write(frame)  # type: ignore[union-attr]
+        return True
+
+
+class DirectWebSocket(AsgiWebSocket):  # type: ignore[misc]
+    """engine.io's ASGI websocket that lends its client's queue a ``DirectWrites``."""
+
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        socket = getattr(self.handler, "__self__", None)  # the engine.io socket it serves
+        queue = getattr(socket, "queue", None)
+        protocol = getattr(environ.get("asgi.send"), "__self__", None)
+        writes = DirectWrites(socket, protocol)
+        if isinstance(queue, ClientQueue) and writes.usable:
+            queue.direct = writes
+        try:
+            return await super().__call__(environ)
+        finally:
+            if isinstance(queue, ClientQueue):
+                queue.direct = None
 
 
 def _always_passes(item: Any) -> bool:
@@ -65,6 +137,30 @@ class ClientQueue(asyncio.Queue[Any]):
         self._latest: dict[Hashable, list[Any]] = {}  # key -> its queued cell
         self._taken_s = clock_s()  # the client last took a packet (or the queue filled)
         self.slow = False
+        self.direct: DirectWrites | None = None  # while the client is on a websocket
+        self.written_through = 0
+        self._waiting = 0  # the writer waits in ``get`` (it holds no packet it took)
+
+    async def get(self) -> Any:
+        self._waiting += 1
+        try:
+            return await super().get()
+        finally:
+            self._waiting -= 1
+
+    def write_through(self, packet: LatestPacket) -> bool:
+        """Write ``packet`` straight to the client's websocket if nothing can be sent before
+        it: nothing queued and the writer idle (waiting in ``get``; a writer holding
+        packets it took but has not sent yet is not). False: queue it instead."""
+        direct = self.direct
+        if direct is None or self.slow or not self.empty():
+            return False
+        if not self._waiting:
+            return False
+        if not direct.write(packet.frame):
+            return False
+        self.written_through += 1
+        return True
 
     def put_nowait(self, item: Any) -> None:
         if _always_passes(item):
@@ -130,6 +226,9 @@ class ClientQueues:
         self.dropped = 0
         self._closing: set[asyncio.Task[None]] = set()
         eio.create_queue = self._create
+        if eio.async_mode == "asgi":
+            # this server's own copy of its driver table: the module's is shared by all
+            eio._async = {**eio._async, "websocket": DirectWebSocket}
 
     def _create(self, *args: Any, **kwargs: Any) -> ClientQueue:
         return ClientQueue(self.max_packets, self.stall_s, self._slow)

@@ -219,8 +219,10 @@ class Realtime:
         return self.queues.dropped
 
     async def emit(self, event: str, payload: Any, room: str) -> None:
-        """``sio.emit`` to a room, without its task per recipient: the packet is encoded
-        once and queued on each client's Engine.IO socket (which has its own writer)."""
+        """``sio.emit`` to a room, without its task per recipient: the packet and its
+        WebSocket frame are built once; a websocket client with nothing waiting gets the
+        frame written at once, any other has the packet queued on its Engine.IO socket
+        (which has its own writer; ``client_queue``)."""
         self.emitted += 1
         if not self._direct:
             await self.sio.emit(event, payload, room=room)
@@ -230,5 +232,8 @@ class Realtime:
             return
         encoded = self.sio.packet_class(EVENT, namespace="/", data=[event, payload]).encode()
         packet = LatestPacket(encoded, (event, room))  # newest state wins per room
+        sockets = self.sio.eio.sockets
         for _, eio_sid in participants:
-            await self.sio._send_eio_packet(eio_sid, packet)
+            socket = sockets.get(eio_sid)
+            if socket is None or not socket.queue.write_through(packet):
+                await self.sio._send_eio_packet(eio_sid, packet)
