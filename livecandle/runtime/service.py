@@ -11,6 +11,7 @@ from typing import Any
 
 from livecandle.backoff import Backoff
 from livecandle.config import Settings
+from livecandle.domain.model import SeriesKey
 from livecandle.exchange.binance.feed_source import RestTradeHistory, decode_frame, streams_for
 from livecandle.exchange.binance.rest import BinanceError, BinanceRest, BinanceUnavailable
 from livecandle.exchange.binance.stream import BinanceStream
@@ -167,6 +168,12 @@ class Service:
         await self.rest.aclose()
 
     # -- status, for the web app (web.status.Status) ------------------------------------
+
+    async def fetch_older(self, series: SeriesKey, end_ms: int, limit: int) -> int | None:
+        if self.fetcher is None:
+            return None  # a web process alone: the page says no older history here
+        start_ms = series.interval.shift(end_ms, 1 - limit)
+        return (await self.fetcher.sync(series, start_ms, end_ms)).fetched
 
     def now_ms(self) -> int:
         return self.rest.clock.now_ms()
