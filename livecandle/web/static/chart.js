@@ -117,11 +117,9 @@ export class ChartView {
     const bars = prepend(older, this.bars);
     const added = bars.length - before;
     if (!added) return 0;
-    const range = this.chart.timeScale().getVisibleLogicalRange();
+    // lightweight-charts keeps the view's distance from the newest bar across setData:
+    // bars added on the left leave what the user looks at in place
     this.replace(bars);
-    if (range) {
-      this.chart.timeScale().setVisibleLogicalRange({ from: range.from + added, to: range.to + added });
-    }
     return added;
   }
 

@@ -13,6 +13,7 @@ export class Layout {
     /** @type {Pane[]} */ this.panes = [];
     this.active = null;
     this.syncing = false;
+    this.synced = 0; // crosshairs placed on other panes (for tests)
   }
 
   /** Show `charts` ([{symbol, interval}], one per pane); panes are kept where they can be. */
@@ -60,6 +61,7 @@ export class Layout {
         if (i < 0) { p.view.chart.clearCrosshairPosition(); continue; }
         const bar = p.view.bars[i];
         p.view.chart.setCrosshairPosition(Number(bar.close), Math.floor(bar.time / 1000), p.view.candles);
+        this.synced += 1;
       }
     } finally {
       this.syncing = false;
