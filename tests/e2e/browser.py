@@ -25,9 +25,7 @@ ARGS = [
 
 
 @contextlib.asynccontextmanager
-async def browser_page(
-    artifacts: Path, name: str, **context: Any
-) -> AsyncIterator[Page]:
+async def browser_page(artifacts: Path, name: str, **context: Any) -> AsyncIterator[Page]:
     """A fresh page (``context``: viewport, color scheme ...); a screenshot at the end;
     no console error allowed."""
     async with async_playwright() as pw:
@@ -45,11 +43,11 @@ async def browser_page(
         assert problems == [], problems  # no console errors
 
 
-async def wait_panes_live(page: Page, n: int, bars: int = 50, timeout: int = 20_000) -> None:
+async def wait_panes_live(page: Page, n: int, bars: int = 50, within_ms: int = 20_000) -> None:
     await page.wait_for_function(
         f"""() => {{ const lc = window.livecandle;
             return lc && lc.layout.panes.length === {n} &&
               lc.layout.panes.every(p => p.view.bars.length > {bars}) &&
               document.getElementById('status').dataset.state === 'live'; }}""",
-        timeout=timeout,
+        timeout=within_ms,
     )

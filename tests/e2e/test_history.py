@@ -119,9 +119,7 @@ async def test_scrolling_back_5000_candles_has_no_duplicate_or_gap(
 async def test_the_listing_ends_the_scrolling(service: Service, artifacts: Path) -> None:
     requests: list[str] = []
     async with browser_page(artifacts, "history_listing") as page:
-        page.on(
-            "request", lambda r: requests.append(r.url) if "/api/history" in r.url else None
-        )
+        page.on("request", lambda r: requests.append(r.url) if "/api/history" in r.url else None)
         await page.goto(f"{service.web_url}/?symbol=BTCUSDT&interval=1d")
         await page.wait_for_function(
             "() => window.livecandle && window.livecandle.view.bars.length > 10"
