@@ -131,7 +131,7 @@ class Tickers:
         change = None if last is None or opened is None else last - opened
         pct = None
         if change is not None and opened:
-            pct = _plain((change * 100 / opened).quantize(Decimal("0.01")))
+            pct = format((change * 100 / opened).quantize(Decimal("0.01")), "f")
         return {
             "symbol": name,
             "quote": quote_of(name),

@@ -104,7 +104,8 @@ async def test_reading_the_chart(service: Service, artifacts: Path) -> None:
         # interval hotkey, on the active pane, into the URL
         await page.keyboard.press("1")
         await page.wait_for_function(
-            "() => window.livecandle.feed.interval === '1m' && window.livecandle.view.bars.length > 50"
+            "() => window.livecandle.feed.interval === '1m' &&"
+            " window.livecandle.view.bars.length > 50"
         )
         assert page.url.endswith("interval=1m")
         # prices by tick size (0.01 in the emulator): two decimals in the legend
@@ -153,7 +154,8 @@ async def test_light_theme_and_a_phone(service: Service, artifacts: Path) -> Non
         bg = await page.evaluate("() => getComputedStyle(document.body).backgroundColor")
         assert bg == "rgb(255, 255, 255)"
         widths = await page.evaluate(
-            "() => [...document.querySelectorAll('.pane')].map(p => p.getBoundingClientRect().width)"
+            "() => [...document.querySelectorAll('.pane')]"
+            ".map(p => p.getBoundingClientRect().width)"
         )
         assert all(w > 350 for w in widths)  # stacked, full width
 
@@ -163,10 +165,13 @@ async def test_the_overview_sorts_and_updates_live(service: Service, artifacts: 
         await page.goto(f"{service.web_url}/?view=overview")
         await page.wait_for_function(
             "() => document.querySelectorAll('.ov-table tbody tr').length === 2 &&"
-            " [...document.querySelectorAll('.ov-table tbody td.num')].every(td => td.textContent !== '–')",
+            " [...document.querySelectorAll('.ov-table tbody td.num')]"
+            ".every(td => td.textContent !== '\\u2013')",  # the placeholder: an en dash
             timeout=15_000,
         )
-        order = "() => [...document.querySelectorAll('.ov-table tbody tr')].map(r => r.dataset.symbol)"
+        order = (
+            "() => [...document.querySelectorAll('.ov-table tbody tr')].map(r => r.dataset.symbol)"
+        )
         await page.click('th[data-sort="last"]')
         assert await page.evaluate(order) == ["BTCUSDT", "ETHUSDT"]  # highest price first
         await page.click('th[data-sort="last"]')
@@ -185,7 +190,8 @@ async def test_the_overview_sorts_and_updates_live(service: Service, artifacts: 
         # one click to the chart
         await page.click('tr[data-symbol="ETHUSDT"]')
         await page.wait_for_function(
-            "() => window.livecandle.feed.symbol === 'ETHUSDT' && window.livecandle.view.bars.length > 50"
+            "() => window.livecandle.feed.symbol === 'ETHUSDT' &&"
+            " window.livecandle.view.bars.length > 50"
         )
         assert "view=overview" not in page.url and "symbol=ETHUSDT" in page.url
         await page.go_back()

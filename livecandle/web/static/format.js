@@ -21,7 +21,8 @@ export function formatPrice(text, decimals = 2) {
 
 /** "51106.50000000" -> "51106.50": trailing zeros beyond two decimals removed. */
 export function trimPrice(text) {
-  if (typeof text !== "string" || !text.includes(".")) return String(text);
+  if (typeof text !== "string") return String(text);
+  if (!text.includes(".")) return /^-?\d+$/.test(text) ? `${text}.00` : text;
   const [whole, frac] = text.split(".");
   const kept = frac.replace(/0+$/, "");
   return `${whole}.${kept.length >= 2 ? kept : kept.padEnd(2, "0")}`;
