@@ -36,7 +36,7 @@ function volumeOf(b, v) {
 }
 
 export class ChartView {
-  constructor(el, legend, { utc = true, theme = "dark" } = {}) {
+  constructor(el, legend, { utc = true, theme = "dark", drawPeriodMs = 100 } = {}) {
     this.legend = legend;
     this.utc = utc;
     this.decimals = 2;
@@ -64,12 +64,26 @@ export class ChartView {
     this.n = []; // numbers of each bar (with t), parallel to bars
     this.haBars = [];
     this.updates = 0;
+    this.drawn = 0; // redraws of live bars
+    this.drawTimer = 0;
+    this.dirtyFrom = null;
+    // live bars are drawn at most every drawPeriodMs (a repaint of the chart each time);
+    // charts start at different phases so their repaints do not share one frame
+    this.drawPeriodMs = drawPeriodMs;
+    this.lastDraw = performance.now() - Math.random() * drawPeriodMs;
     this.setTheme(theme);
     this.setUtc(utc);
     this.chart.subscribeCrosshairMove((p) => {
       this.hovered = p && p.time !== undefined ? p.time * 1000 : null;
       this.showLegend();
     });
+  }
+
+  /** The chart is gone (its pane closed): late data and timers must not touch it. */
+  dispose() {
+    this.closed = true;
+    clearTimeout(this.drawTimer);
+    this.chart.remove();
   }
 
   setTheme(name) {
@@ -124,6 +138,10 @@ export class ChartView {
   }
 
   replace(bars) {
+    if (this.closed) return;
+    clearTimeout(this.drawTimer);
+    this.drawTimer = 0;
+    this.dirtyFrom = null; // setData draws everything
     this.bars = bars;
     this.n = bars.map((b) => ({ ...nums(b), t: b.time }));
     this.haBars = this.ha ? heikinAshi(this.n) : [];
@@ -135,9 +153,12 @@ export class ChartView {
 
   shown(i) { return this.ha ? this.haBars[i] : this.n[i]; }
 
-  /** Draw live bars (oldest first). An older bar is only redrawn in place: the
-   * just-closed candle gets its final values after a tick has started the next one. */
+  /** Apply live bars (oldest first). The bars and overlay values change at once; the
+   * drawing waits up to drawPeriodMs, so a burst of ticks costs one redraw. An older bar
+   * is only redrawn in place: the just-closed candle gets its final values after a tick
+   * has started the next one. */
   update(bars) {
+    if (this.closed) return;
     for (const b of bars) {
       const last = this.bars[this.bars.length - 1];
       if (last && b.time < last.time) {
@@ -162,20 +183,42 @@ export class ChartView {
         i = this.bars.length - 1;
       }
       if (this.ha) this.haBars[i] = haAt(this.n, this.haBars, i);
-      this.candles.update(candleOf(this.bars[i], this.shown(i)));
-      this.volume.update(volumeOf(this.bars[i], this.n[i]));
       for (const [kind, o] of Object.entries(this.overlays)) {
-        if (!o.on) continue;
-        o.values[i] = valueAt(kind, o.period, this.n, o.values, i);
-        if (o.values[i] !== null) o.series.update({ time: S(b.time), value: o.values[i] });
+        if (o.on) o.values[i] = valueAt(kind, o.period, this.n, o.values, i);
       }
+      if (this.dirtyFrom === null || i < this.dirtyFrom) this.dirtyFrom = i;
       this.updates += 1;
     }
-    if (bars.length) this.showLegend();
+    if (bars.length && !this.drawTimer) {
+      const wait = Math.max(0, this.drawPeriodMs - (performance.now() - this.lastDraw));
+      this.drawTimer = setTimeout(() => this.flush(), wait);
+    }
+  }
+
+  /** Draw the bars changed since the last frame (ascending: the chart's update order). */
+  flush() {
+    if (this.closed) return;
+    clearTimeout(this.drawTimer);
+    this.drawTimer = 0;
+    this.lastDraw = performance.now();
+    const from = this.dirtyFrom;
+    this.dirtyFrom = null;
+    if (from === null) return;
+    for (let i = from; i < this.bars.length; i++) {
+      const b = this.bars[i];
+      this.candles.update(candleOf(b, this.shown(i)));
+      this.volume.update(volumeOf(b, this.n[i]));
+      for (const o of Object.values(this.overlays)) {
+        if (o.on && o.values[i] !== null) o.series.update({ time: S(b.time), value: o.values[i] });
+      }
+    }
+    this.drawn += 1;
+    this.showLegend();
   }
 
   /** Bar `i` (not the last) changed: redraw it and what depends on it (rare). */
   redrawFrom(i) {
+    this.flush(); // the chart must hold every bar before one is redrawn in place
     if (this.ha) for (let k = i; k < this.n.length; k++) this.haBars[k] = haAt(this.n, this.haBars, k);
     for (let k = i; k < this.bars.length; k++) {
       this.candles.update(candleOf(this.bars[k], this.shown(k)), true);

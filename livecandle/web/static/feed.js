@@ -34,6 +34,7 @@ export class Feed {
   get reconnects() { return this.conn.reconnects; }
 
   close() {
+    this.closed = true;
     if (this.symbol) this.conn.unsubscribe(this.symbol, this.interval);
     this.conn.listeners.delete(this);
     clearTimeout(this.reloadTimer);
@@ -121,7 +122,7 @@ export class Feed {
     this.on.olderState("loading");
     try {
       const page = await fetchOlder(symbol, interval, this.oldest);
-      if (symbol !== this.symbol || interval !== this.interval) return;
+      if (this.closed || symbol !== this.symbol || interval !== this.interval) return;
       if (page.listing !== null) this.listing = page.listing;
       if (page.source === "unavailable" && page.bars.length === 0) this.olderUnavailable = true;
       if (page.bars.length) {

@@ -153,7 +153,7 @@ export class Pane {
 
   close() {
     this.feed.close();
-    this.view.chart.remove();
+    this.view.dispose();
     this.root.remove();
   }
 }
