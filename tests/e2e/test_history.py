@@ -68,14 +68,20 @@ SCROLL_LEFT = """async () => {
   ts.setVisibleLogicalRange({from: 5, to: 85});  // applied at the next frame
   const before = p.view.bars[5].time;
   const pages = p.feed.olderPages;
+  const seen = [];
+  const older = p.root.querySelector('.older');
+  const watch = new MutationObserver(
+    () => seen.push([older.dataset.state, older.hidden, older.textContent]));
+  watch.observe(older, {attributes: true, childList: true});
   const t0 = performance.now();
   while (p.feed.olderPages === pages && performance.now() - t0 < 15000) {
     await new Promise(r => setTimeout(r, 20));
   }
   await new Promise(r => requestAnimationFrame(r));
   const after = p.view.bars[Math.round(ts.getVisibleLogicalRange().from)].time;
+  watch.disconnect();
   return {before, after, n: p.view.bars.length,
-          state: p.root.querySelector('.older').dataset.state};
+          state: older.dataset.state, seen};
 }"""
 
 
@@ -92,6 +98,8 @@ async def test_scrolling_back_5000_candles_has_no_duplicate_or_gap(
             assert step["n"] > n, step  # a page arrived
             # the view does not jump: the left edge shows the same time as before
             assert step["after"] == step["before"], step
+            # while it loads, the pane says so
+            assert ["loading", False, "loading older history\u2026"] in step["seen"], step["seen"]
             n = step["n"]
         bars = await page.evaluate(
             "() => window.livecandle.view.bars.filter(b => b.state === 'official')"
