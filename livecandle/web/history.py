@@ -11,6 +11,7 @@ exchange again.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 
 import msgspec
@@ -20,6 +21,8 @@ from livecandle.store import Store
 from livecandle.web.errors import ApiError
 from livecandle.web.params import MAX_TIME_MS, Served, aligned
 from livecandle.web.status import Status
+
+log = logging.getLogger(__name__)
 
 HISTORY_MAX_LIMIT = 1000  # one exchange request (weight 2) per page at most
 _enc = msgspec.json.Encoder()
@@ -58,14 +61,23 @@ class History:
         the newest ``limit`` official candles opening at or before ``end``, ascending.
         ``listing`` is the series' first open time once known (nothing older exists);
         ``source`` says where the page came from: ``stored``, ``exchange``, or
-        ``unavailable`` (fewer stored and this process cannot ask the exchange)."""
+        ``unavailable`` (fewer stored and this process cannot ask the exchange) or
+        ``error`` (the exchange failed; ``error`` says how: ask again later)."""
         series, end_ms, limit = self.query(q)
         members = await self._stored(series, end_ms, limit)
         source = "stored"
+        error: str | None = None
         listing = self.listing.get(series)
         if len(members) < limit and (listing is None or listing < _first(members, end_ms)):
-            fetched = await self._fetch(series, end_ms, limit)
-            if fetched is None:
+            try:
+                fetched = await self._fetch(series, end_ms, limit)
+            except Exception as e:  # the exchange failed: the stored part, and why
+                log.warning("older %s candles up to %d: %s", series, end_ms, e)
+                error = f"the exchange did not answer: {e}"[:300]
+                fetched = None
+            if error is not None:
+                source = "error"
+            elif fetched is None:
                 source = "unavailable"
             else:
                 source = "exchange"
@@ -83,6 +95,7 @@ class History:
                 "interval": series.interval.name,
                 "listing": listing,
                 "source": source,
+                "error": error,
             }
         )
         return head[:-1] + b',"candles":[' + rows + b"]}"

@@ -185,3 +185,20 @@ async def test_tickers_of_every_symbol_from_hour_candles_and_live_prices(store: 
     assert eth["last"] == "0.05" and eth["change"] is None and eth["quote"] == "BTC"
     assert body["tickers"][2]["quote"] == "FDUSD" and body["tickers"][2]["last"] is None
     assert quote_of("ETHUSDC") == "USDC" and quote_of("XYZ") == "other"
+
+
+async def test_an_exchange_failure_answers_the_stored_part_and_why(store: Store) -> None:
+    await stored(store, T0, 10)
+    ex = Exchange(store, 0)
+
+    async def broken(series: SeriesKey, end_ms: int, limit: int) -> int | None:
+        raise ConnectionError("connection refused")
+
+    ex.fetch_older = broken  # type: ignore[method-assign]
+    body = page(
+        await history(store, ex).page(
+            {"symbol": "BTCUSDT", "interval": "1m", "end": str(T0 + 9 * MIN), "limit": "20"}
+        )
+    )
+    assert body["source"] == "error" and "connection refused" in body["error"]
+    assert len(body["candles"]) == 10 and body["listing"] is None

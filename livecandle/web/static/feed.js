@@ -130,6 +130,10 @@ export class Feed {
         this.olderPages += 1;
         this.on.older(page.bars);
       }
+      if (page.source === "error" && page.bars.length === 0) {
+        this.on.olderState("error", page.error); // the next pan asks again
+        return;
+      }
       this.on.olderState(this.atListing() ? "listing" : this.olderUnavailable ? "unavailable" : "idle");
     } catch (e) {
       if (gen === this.generation) this.on.olderState("error", e.message);

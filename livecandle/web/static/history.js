@@ -19,7 +19,9 @@ export async function fetchOlder(symbol, interval, oldestMs, limit = 1000) {
   const r = await fetch(url);
   const body = await r.json();
   if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
-  return { bars: body.candles.map(rowToBar), listing: body.listing, source: body.source };
+  return {
+    bars: body.candles.map(rowToBar), listing: body.listing, source: body.source, error: body.error,
+  };
 }
 
 /** `older` (ascending) before `bars` (ascending): unique by time, older ones never win. */
