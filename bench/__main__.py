@@ -28,6 +28,7 @@ ALL = [
     "memory",
     "live_path",
     "fanout",
+    "chart",
 ]
 RESULTS = Path(__file__).parent / "results"
 

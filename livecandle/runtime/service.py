@@ -250,6 +250,12 @@ class Service:
 
     # -- status, for the web app (web.status.Status) ------------------------------------
 
+    async def fetch_older(self, series: SeriesKey, end_ms: int, limit: int) -> int | None:
+        if self.fetcher is None:
+            return None  # a web process alone: the page says no older history here
+        start_ms = series.interval.shift(end_ms, 1 - limit)
+        return (await self.fetcher.sync(series, start_ms, end_ms)).fetched
+
     def now_ms(self) -> int:
         return self.rest.clock.now_ms()
 

@@ -27,6 +27,7 @@ from livecandle.web.fast_reads import FastReads
 from livecandle.web.head import HeadAsGet
 from livecandle.web.health import Health
 from livecandle.web.limits import Refusals, RequestLimits, SocketLimits
+from livecandle.web.history import History
 from livecandle.web.mirror import Mirror
 from livecandle.web.openapi import LIVE_CANDLE_BODY, document
 from livecandle.web.origins import Origins
@@ -34,6 +35,7 @@ from livecandle.web.params import chart_parameters, invalid
 from livecandle.web.realtime import Realtime
 from livecandle.web.security import Security
 from livecandle.web.status import Status
+from livecandle.web.tickers import Tickers
 from livecandle.web.vendor import STATIC, Vendor
 
 log = logging.getLogger(__name__)
@@ -140,6 +142,17 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
     @app.get("/api/metadata")
     async def metadata(symbol: str = Query(...), interval: str = Query(...)) -> Response:
         return await api.metadata(symbol, interval)
+
+    history = History(status, store, api.served)
+    tickers = Tickers(store, lambda: api.served.symbols, settings.intervals, status.now_ms)
+
+    @app.get("/api/history", summary="Older official candles (stored, else fetched)")
+    async def older(request: Request) -> Response:
+        return Response(await history.page(request.query_params), media_type="application/json")
+
+    @app.get("/api/tickers", summary="Last price, 24 h change and quote volume of all")
+    async def all_tickers() -> Response:
+        return Response(await tickers.body(), media_type="application/json")
 
     @app.get("/api/symbols")
     async def symbols() -> dict[str, Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from livecandle.domain.model import SeriesKey
+
 
 class Status(Protocol):
     def now_ms(self) -> int:
@@ -34,4 +36,10 @@ class Status(Protocol):
 
     def metrics(self) -> list[str]:
         """Prometheus text lines of the parts outside the web app."""
+        ...
+
+    async def fetch_older(self, series: SeriesKey, end_ms: int, limit: int) -> int | None:
+        """Fetch from the exchange and store the ``limit`` candles of ``series`` opening
+        up to ``end_ms`` (history paging); the number the exchange returned, or None when
+        this process cannot ask the exchange (no fetcher)."""
         ...

@@ -80,6 +80,15 @@ async def page(
         assert problems == [], problems  # no console errors
 
 
+INTERVAL = '[data-pane="0"] select.interval'
+
+
+async def choose_symbol(page: Page, symbol: str) -> None:
+    """Through the search box, as a user does: type, Enter."""
+    await page.fill("#search", symbol.lower())
+    await page.press("#search", "Enter")
+
+
 async def state(page: Page) -> dict[str, Any]:
     value: dict[str, Any] = await page.evaluate(STATE)
     return value
@@ -148,16 +157,17 @@ async def test_seed_cases_1_2_3_through_the_page(
 
 async def test_switching_interval_and_symbol(page: Page, service: Service) -> None:
     await open_chart(page, service)
-    await page.select_option("#interval", "1m")
+    await page.select_option(INTERVAL, "1m")
     await page.wait_for_function(
         "() => window.livecandle.feed.interval === '1m' && window.livecandle.view.bars.length"
         " > 50 && window.livecandle.view.bars.every((b, i, a) => i === 0 ||"
         " (b.time - a[i-1].time) % 60000 === 0)",
         timeout=15_000,
     )
-    await page.select_option("#symbol", "ETHUSDT")
+    await choose_symbol(page, "ETHUSDT")
     await page.wait_for_function(
-        "() => window.livecandle.feed.symbol === 'ETHUSDT' && window.livecandle.feed.loads >= 3",
+        "() => window.livecandle.feed.symbol === 'ETHUSDT' && window.livecandle.feed.loads >= 3"
+        " && window.livecandle.view.bars.length > 50",
         timeout=15_000,
     )
     s = await state(page)
@@ -321,7 +331,7 @@ async def test_closed_candle_gets_final_values_and_a_switch_never_mixes_pairs(
                 await route.abort()
 
             await pg.route("**/api/klines?symbol=ETHUSDT*", fail, times=1)
-            await pg.select_option("#symbol", "ETHUSDT")
+            await choose_symbol(pg, "ETHUSDT")
             await pg.wait_for_function(
                 "document.getElementById('status').dataset.state === 'offline'"
             )

@@ -1,0 +1,121 @@
+"""Benchmark: the chart's smoothness. Four 1m charts live at the emulator's busiest
+symbols for 30 s in headless Chromium: the longest main-thread task after the initial
+load (Long Tasks API: a PerformanceObserver of ``longtask``, which reports every task
+over 50 ms) and the share of animation frames over 50 ms. Goal: no task over 50 ms.
+
+BENCH_CHART_SECONDS and BENCH_CHART_RATE (trades/s per symbol) change the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import pid_cpu_seconds, redis_server, service
+from livecandle.emulator.process import EmulatorProcess
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"]
+SECONDS = float(os.environ.get("BENCH_CHART_SECONDS", "30"))
+RATE = float(os.environ.get("BENCH_CHART_RATE", "100"))
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+
+OBSERVE = """() => {
+  const perf = {tasks: [], frames: []};
+  window.__perf = perf;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) perf.tasks.push(e.duration);
+  }).observe({type: "longtask"});
+  let last = performance.now();
+  const frame = (t) => { perf.frames.push(t - last); last = t; requestAnimationFrame(frame); };
+  requestAnimationFrame(frame);
+  perf.updates0 = window.livecandle.layout.panes.map(p => p.view.updates);
+}"""
+
+RESULT = """() => {
+  const p = window.__perf;
+  return {tasks: p.tasks, frames: p.frames,
+          updates: window.livecandle.layout.panes.map((x, i) => x.view.updates - p.updates0[i]),
+          bars: window.livecandle.layout.panes.map(x => x.view.bars.length)};
+}"""
+
+
+def measure(url: str) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    charts = ",".join(f"{s}:1m" for s in SYMBOLS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 900})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"{url}/?layout=4&charts={charts}")
+            page.wait_for_function(
+                "() => window.livecandle && window.livecandle.layout.panes.length === 4 &&"
+                " window.livecandle.layout.panes.every(p => p.view.bars.length > 100) &&"
+                " document.getElementById('status').dataset.state === 'live'",
+                timeout=60_000,
+            )
+            page.wait_for_timeout(2_000)  # the initial load is over
+            page.evaluate(OBSERVE)
+            page.wait_for_timeout(SECONDS * 1000)
+            got: dict[str, Any] = page.evaluate(RESULT)
+            got["errors"] = errors
+            return got
+        finally:
+            browser.close()
+
+
+def run() -> list[dict[str, Any]]:
+    with (
+        tempfile.TemporaryDirectory(prefix="lc-bench-chart-") as tmp,
+        redis_server(Path(tmp)) as redis_url,
+        EmulatorProcess(
+            "--rate",
+            str(RATE),
+            "--history-days",
+            "2",
+            "--no-weight-limits",
+            symbols=",".join(SYMBOLS),
+        ) as emu,
+    ):
+        with httpx.Client(base_url=emu.rest_url, timeout=120) as client:
+            for s in SYMBOLS:  # the emulator computes history once: not during the run
+                client.get("/api/v3/klines", params={"symbol": s, "interval": "1m", "limit": 2})
+        env = {
+            "LIVECANDLE_SYMBOLS": ",".join(SYMBOLS),
+            "LIVECANDLE_INTERVALS": "1m",
+            "LIVECANDLE_BINANCE_REST_URL": emu.rest_url,
+            "LIVECANDLE_BINANCE_WS_URL": emu.ws_url,
+        }
+        with service(redis_url, "fetcher,stream,web", env) as svc:
+            time.sleep(3)  # backfill and the stream's first candles
+            c0 = pid_cpu_seconds(svc.pid)
+            t0 = time.monotonic()
+            got = measure(svc.url)
+            cpu = (pid_cpu_seconds(svc.pid) - c0) / (time.monotonic() - t0)
+    frames = got["frames"]
+    slow = [f for f in frames if f > 50]
+    longest = max(got["tasks"], default=0.0)
+    return [
+        {
+            "bench": "chart",
+            "name": f"4 x 1m charts, {RATE:g} trades/s each, {SECONDS:g} s",
+            "longest_task_ms": round(longest, 1),
+            "tasks_over_50ms": len(got["tasks"]),
+            "goal": "no task over 50 ms",
+            "met": "yes" if longest <= 50 else "NO",
+            "frames": len(frames),
+            "frames_over_50ms_pct": round(100 * len(slow) / max(1, len(frames)), 2),
+            "updates": sum(got["updates"]),
+            "cpu_service": cpu,
+            "console_errors": len(got["errors"]),
+        }
+    ]
