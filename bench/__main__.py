@@ -2,7 +2,7 @@
 
 python -m bench                 # all
 python -m bench aggregation     # some: aggregation live_path reads backfill
-                                #       batch fanout memory
+                                #       batch fanout memory fullmarket
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ ALL = [
     "memory",
     "live_path",
     "fanout",
+    "fullmarket",
 ]
 RESULTS = Path(__file__).parent / "results"
 
