@@ -50,7 +50,8 @@ WATCHED = 10
 CLIENT = r"""
 import asyncio, json, sys, time
 import socketio
-url, symbols, offset_ms, seconds = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), float(sys.argv[4])
+url, symbols = sys.argv[1], sys.argv[2].split(",")
+offset_ms, seconds = int(sys.argv[3]), float(sys.argv[4])
 lat = []
 async def main():
     sio = socketio.AsyncClient(reconnection=True)
