@@ -2,7 +2,7 @@
 
 python -m bench                 # all
 python -m bench aggregation     # some: aggregation live_path reads backfill
-                                #       batch fanout memory
+                                #       batch fanout memory fullmarket
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ ALL = [
     "live_path",
     "fanout",
     "chart",
+    "fullmarket",
 ]
 RESULTS = Path(__file__).parent / "results"
 

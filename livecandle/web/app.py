@@ -26,8 +26,8 @@ from livecandle.web.errors import ApiError, redis_unavailable
 from livecandle.web.fast_reads import FastReads
 from livecandle.web.head import HeadAsGet
 from livecandle.web.health import Health
-from livecandle.web.limits import Refusals, RequestLimits, SocketLimits
 from livecandle.web.history import History
+from livecandle.web.limits import Refusals, RequestLimits, SocketLimits
 from livecandle.web.mirror import Mirror
 from livecandle.web.openapi import LIVE_CANDLE_BODY, document
 from livecandle.web.origins import Origins

@@ -1,0 +1,287 @@
+"""Benchmark: the whole market on one machine (issue 9).
+
+The emulator (its own process) lists 1,600 synthetic symbols trading 10,000 trades/s in
+all with a realistic skew, enforces Binance's weight limit with the real 60 s window, and
+its clock starts a few minutes before 00:00 UTC, so every default interval (1m 5m 15m 1h
+4h 1d) closes during the run. The service (one process, every role, ``*`` = every
+TRADING symbol) starts empty on its own Redis. Measured, with the goal next to each:
+
+- time until every series holds >= 1,000 official candles (goal <= 4 min; the weight
+  floor is 9,600 calls x 2 weight / 6,000 a minute = 3.2 min);
+- official lag after each close (close to the ``klines_updated`` notice of that candle),
+  p50/p99/max over every series, and at the 00:00 boundary alone (goal p99 <= 5 s);
+- live trade-to-client p99 for a socket.io client on the 10 busiest symbols (goal
+  <= 100 ms);
+- service RSS (goal <= 1 GB) and CPU, emulator CPU, Redis memory;
+- 429s and 418s the emulator answered (goal 0); ``livecandle verify`` afterwards.
+
+BENCH_FULLMARKET_SYMBOLS / _RATE / _LEAD_S / _AFTER_S shrink it for a quick look.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from bench.common import ROOT, pid_cpu_seconds, redis_server, rss_mb, service
+from livecandle.domain.intervals import parse_interval
+from livecandle.emulator.process import EmulatorProcess
+
+N_SYMBOLS = int(os.environ.get("BENCH_FULLMARKET_SYMBOLS", "1600"))
+TOTAL_RATE = int(os.environ.get("BENCH_FULLMARKET_RATE", "10000"))
+LEAD_S = int(os.environ.get("BENCH_FULLMARKET_LEAD_S", "285"))  # start before 00:00
+AFTER_S = int(os.environ.get("BENCH_FULLMARKET_AFTER_S", "90"))  # run on after 00:00
+HISTORY_LIMIT_S = 600.0  # give up waiting for history after this (then say so)
+INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d")
+CANDLES = 1000
+WATCHED = 10
+
+CLIENT = r"""
+import asyncio, json, sys, time
+import socketio
+url, symbols = sys.argv[1], sys.argv[2].split(",")
+offset_ms, seconds = int(sys.argv[3]), float(sys.argv[4])
+lat = []
+async def main():
+    sio = socketio.AsyncClient(reconnection=True)
+    @sio.on("live_price")
+    async def on_price(m):
+        lat.append(time.time() * 1000 + offset_ms - m["time"])
+    await sio.connect(url, transports=["websocket"])
+    for s in symbols:
+        await sio.call("subscribe", {"symbol": s, "interval": "1m"})
+    await asyncio.sleep(seconds)
+    await sio.disconnect()
+    lat.sort()
+    n = len(lat)
+    print(json.dumps({"events": n, "p50": lat[n // 2] if n else None,
+                      "p99": lat[int(n * 0.99)] if n else None,
+                      "max": lat[-1] if n else None}))
+asyncio.run(main())
+"""
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+class Watcher:
+    """Reads ``klines_updated`` in a thread: per series the stored count, and the lag of
+    every newest candle (arrival on the exchange clock minus the candle's close)."""
+
+    def __init__(self, redis_url: str, offset_ms: int, started_ms: int) -> None:
+        self.client = redis.Redis.from_url(redis_url)
+        self.offset_ms = offset_ms
+        self.started_ms = started_ms  # exchange ms the service started at
+        self.counts: dict[tuple[str, str], int] = {}
+        self.lags: list[tuple[int, float]] = []  # (close ms, lag ms)
+        self.seen: set[tuple[str, str, int]] = set()
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe("klines_updated")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            msg = self.pubsub.get_message(timeout=0.2)
+            if msg is None:
+                continue
+            now_ms = time.time() * 1000 + self.offset_ms
+            m = json.loads(msg["data"])
+            key = (m["symbol"], m["interval"])
+            self.counts[key] = max(self.counts.get(key, 0), m["count"])
+            latest = m["latest"]
+            if latest is None:
+                continue
+            close_ms = parse_interval(m["interval"]).next_open(latest)
+            if close_ms > self.started_ms + 1000 and (*key, latest) not in self.seen:
+                # a candle that closed while the service ran: its first arrival
+                self.seen.add((*key, latest))
+                self.lags.append((close_ms, now_ms - close_ms))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.pubsub.close()
+        self.client.close()
+
+
+def _start_time(lead_s: int) -> str:
+    """A UTC date-time ``lead_s`` before a midnight (tomorrow's, to keep dates real)."""
+    midnight = dt.datetime.now(dt.UTC).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    ) + dt.timedelta(days=1)
+    return (midnight - dt.timedelta(seconds=lead_s)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def run() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="lc-bench-fullmarket-") as tmp,
+        redis_server(Path(tmp)) as redis_url,
+        EmulatorProcess(
+            "--synthetic",
+            str(N_SYMBOLS),
+            "--total-rate",
+            str(TOTAL_RATE),
+            "--start-time",
+            _start_time(LEAD_S),
+            symbols="",
+        ) as emu,
+    ):
+        assert emu.proc is not None
+        server_ms = httpx.get(emu.rest_url + "/api/v3/time").json()["serverTime"]
+        offset_ms = server_ms - int(time.time() * 1000)
+        midnight_ms = (server_ms // 86_400_000 + 1) * 86_400_000
+        info = httpx.get(emu.rest_url + "/api/v3/exchangeInfo", timeout=60).json()
+        symbols = [s["symbol"] for s in info["symbols"] if s["status"] == "TRADING"]
+        n_series = len(symbols) * len(INTERVALS)
+        env = {
+            "LIVECANDLE_SYMBOLS": "*",
+            "LIVECANDLE_INTERVALS": ",".join(INTERVALS),
+            "LIVECANDLE_BINANCE_REST_URL": emu.rest_url,
+            "LIVECANDLE_BINANCE_WS_URL": emu.ws_url,
+            "LIVECANDLE_BACKFILL_CANDLES": str(CANDLES),
+        }
+        cpu_emu0 = pid_cpu_seconds(emu.proc.pid)
+        t0 = time.monotonic()
+        watcher = Watcher(redis_url, offset_ms, int(time.time() * 1000) + offset_ms)
+        with service(redis_url, "all", env, timeout_s=120) as svc:
+            cpu_svc0 = pid_cpu_seconds(svc.pid)
+            peak_rss = 0.0
+            history_s: float | None = None
+            # the busiest symbols, by trades so far
+            time.sleep(5)
+            state = emu.state()
+            busiest = sorted(
+                state["symbols"].items(), key=lambda kv: kv[1]["last_agg_id"], reverse=True
+            )
+            watched = [s for s, _ in busiest[:WATCHED]]
+            end_ms = midnight_ms + AFTER_S * 1000
+            run_s = (end_ms - (time.time() * 1000 + offset_ms)) / 1000
+            client = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    CLIENT,
+                    svc.url,
+                    ",".join(watched),
+                    str(offset_ms),
+                    str(max(10.0, run_s - 5)),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            while time.time() * 1000 + offset_ms < end_ms or (
+                history_s is None and time.monotonic() - t0 < HISTORY_LIMIT_S
+            ):
+                time.sleep(1)
+                peak_rss = max(peak_rss, rss_mb(svc.pid))
+                if history_s is None:
+                    full = sum(1 for c in watcher.counts.values() if c >= CANDLES)
+                    if full >= n_series:
+                        history_s = time.monotonic() - t0
+            elapsed = time.monotonic() - t0
+            cpu_svc = (pid_cpu_seconds(svc.pid) - cpu_svc0) / elapsed
+            cpu_emu = (pid_cpu_seconds(emu.proc.pid) - cpu_emu0) / elapsed
+            out, _ = client.communicate(timeout=120)
+            live = json.loads(out) if client.returncode == 0 and out.strip() else {}
+            full = sum(1 for c in watcher.counts.values() if c >= CANDLES)
+        watcher.close()
+        state = emu.state()
+        redis_mb = redis.Redis.from_url(redis_url).info("memory")["used_memory"] / 2**20
+        verify = subprocess.run(
+            [sys.executable, "-m", "livecandle", "verify"],
+            env=dict(os.environ, LIVECANDLE_REDIS_URL=redis_url, **env),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    lags = [lag for _, lag in watcher.lags]
+    midnight = [lag for close_ms, lag in watcher.lags if close_ms == midnight_ms]
+    rows += [
+        {
+            "bench": "fullmarket",
+            "name": f"history: every series >= {CANDLES} official candles",
+            "value": round(history_s, 1) if history_s is not None else None,
+            "unit": "s",
+            "goal": "<= 240 s (weight floor 192 s)",
+            "note": f"{full} of {n_series} series full ({len(symbols)} symbols)",
+        },
+        {
+            "bench": "fullmarket",
+            "name": "official lag after each close, p50 / p99 / max",
+            "value": f"{_pct(lags, 0.5) or 0:.0f} / {_pct(lags, 0.99) or 0:.0f} / "
+            f"{max(lags, default=0):.0f}",
+            "unit": "ms",
+            "goal": "p99 <= 5,000 ms",
+            "note": f"{len(lags)} closes",
+        },
+        {
+            "bench": "fullmarket",
+            "name": "official lag at 00:00 UTC (every series closes), p50 / p99 / max",
+            "value": f"{_pct(midnight, 0.5) or 0:.0f} / {_pct(midnight, 0.99) or 0:.0f} / "
+            f"{max(midnight, default=0):.0f}",
+            "unit": "ms",
+            "goal": "p99 <= 5,000 ms",
+            "note": f"{len(midnight)} of {n_series} series",
+        },
+        {
+            "bench": "fullmarket",
+            "name": f"live trade -> client, {WATCHED} busiest symbols, p50 / p99 / max",
+            "value": f"{live.get('p50') or 0:.0f} / {live.get('p99') or 0:.0f} / "
+            f"{live.get('max') or 0:.0f}",
+            "unit": "ms",
+            "goal": "p99 <= 100 ms",
+            "note": f"{live.get('events', 0)} events at {TOTAL_RATE:,} trades/s in all",
+        },
+        {
+            "bench": "fullmarket",
+            "name": "service peak RSS / CPU (cores)",
+            "value": f"{peak_rss:.0f} MB / {cpu_svc:.2f}",
+            "goal": "RSS <= 1,024 MB",
+            "note": "one process, every role",
+        },
+        {
+            "bench": "fullmarket",
+            "name": "emulator CPU (cores) / Redis used memory",
+            "value": f"{cpu_emu:.2f} / {redis_mb:.0f} MB",
+            "goal": "emulator well under the service",
+        },
+        {
+            "bench": "fullmarket",
+            "name": "429s / 418s from the exchange",
+            "value": f"{state['rejected_429']} / {state['rejected_418']}",
+            "goal": "0 / 0",
+            "note": f"{state['requests']} requests, weight {state['accepted_weight']}",
+        },
+        {
+            "bench": "fullmarket",
+            "name": "livecandle verify afterwards",
+            "value": "clean" if verify.returncode == 0 else f"exit {verify.returncode}",
+            "goal": "clean",
+            "note": (verify.stdout.strip().splitlines() or [""])[-1][:120],
+        },
+    ]
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(row)
