@@ -264,6 +264,16 @@ class Store:
         values = await self.redis.mget([self.keys.live_price(s) for s in symbols])
         return cast(list[bytes | None], values)
 
+    async def members_since(self, series: Sequence[SeriesKey], since_ms: int) -> list[list[bytes]]:
+        """Official rows opening at or after ``since_ms`` of each series: one pipelined
+        round trip for all (the tickers of the whole market)."""
+        if not series:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for s in series:
+            pipe.zrangebyscore(self.keys.klines(s), since_ms, "+inf")
+        return cast(list[list[bytes]], await pipe.execute())
+
     async def set_live_candle(self, series: SeriesKey, value: bytes) -> None:
         await self.redis.set(
             self.keys.live_candle(series), value, px=live_candle_ttl_ms(series.interval)

@@ -55,9 +55,22 @@ class Mirror:
                     }
                 ],
                 "exchangeFilters": [],
-                "symbols": [{"symbol": n, "status": self._status(n)} for n in names],
+                "symbols": [self._symbol(n) for n in names],
             }
         )
+
+    def _symbol(self, symbol: str) -> dict[str, object]:
+        """What is stored of the exchange's entry: status, assets and the price tick."""
+        out: dict[str, object] = {"symbol": symbol, "status": self._status(symbol)}
+        entry = self.api.served.entries.get(symbol)
+        if entry is not None:
+            if entry.base:
+                out["baseAsset"] = entry.base
+            if entry.quote:
+                out["quoteAsset"] = entry.quote
+            if entry.tick_size:
+                out["filters"] = [{"filterType": "PRICE_FILTER", "tickSize": entry.tick_size}]
+        return out
 
     def _status(self, symbol: str) -> str:
         """The exchange's status as last stored (a stopped symbol is no longer TRADING)."""

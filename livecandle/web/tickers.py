@@ -98,14 +98,13 @@ class Tickers:
         windows: list[list[bytes]] = [[] for _ in names]
         iv = self.interval
         if iv is not None and names:
-            pipe = self.store.redis.pipeline(transaction=False)
-            for name in names:
-                pipe.zrangebyscore(self.store.keys.klines(SeriesKey(name, iv)), since, "+inf")
-            windows = await pipe.execute()
+            windows = await self.store.members_since([SeriesKey(n, iv) for n in names], since)
         prices = await self.store.live_prices(names)
+        # the exchange's own quote assets where the universe is known (patterns)
+        quotes = {s: e.quote for s, e in (await self.store.universe()).items() if e.quote}
         out = []
         for name, rows, price in zip(names, windows, prices, strict=True):
-            out.append(self._ticker(name, rows, price))
+            out.append(self._ticker(name, rows, price, quotes.get(name)))
         return {
             "time": now,
             "interval": iv.name if iv else None,
@@ -114,7 +113,9 @@ class Tickers:
         }
 
     @staticmethod
-    def _ticker(name: str, rows: list[bytes], price: bytes | None) -> dict[str, Any]:
+    def _ticker(
+        name: str, rows: list[bytes], price: bytes | None, quote: str | None = None
+    ) -> dict[str, Any]:
         opened: Decimal | None = None
         close: Decimal | None = None
         volume = Decimal(0)
@@ -134,7 +135,7 @@ class Tickers:
             pct = format((change * 100 / opened).quantize(Decimal("0.01")), "f")
         return {
             "symbol": name,
-            "quote": quote_of(name),
+            "quote": quote or quote_of(name),
             "last": None if last is None else _plain(last),
             "open": None if opened is None else _plain(opened),
             "change": None if change is None else _plain(change),

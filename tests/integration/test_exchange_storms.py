@@ -102,6 +102,8 @@ async def test_a_429_storm_is_waited_out_as_told_and_never_becomes_a_ban(
         # the 429 answers the requests in flight got (two at most in flight), then silence
         assert 1 <= state["rejected_429"] <= 2, state
         assert state["rejected_418"] == 0
+        # the storm's 429s state the usual limit, not reached: no lower limit learned
+        assert svc.rest.budget.limit == limit_before
         print(
             f"429 storm of 5 s: {state['rejected_429']} 429s, 0 418s; recovered "
             f"{time.monotonic() - ended:.1f} s after its end; learned weight limit "

@@ -233,3 +233,28 @@ def test_a_changed_stated_limit_replaces_a_learned_one() -> None:
 def test_two_requests_in_flight_by_default_so_a_429_is_followed_by_one_at_most() -> None:
     b = WeightBudget(SleepingClock(T0), latency_s=10.0)  # a slow link would want many
     assert b.max_in_flight == 2 and b.in_flight_cap == 2
+
+
+def test_a_429_stating_a_lower_limit_sets_it() -> None:
+    b = budget(SleepingClock(T0 + 10_000), limit=6000)
+    b.limit_reached(50, "HTTP 429", stated_limit=1200, used=1250)
+    assert b.limit == 1200
+
+
+def test_a_429_under_a_stated_limit_the_ip_has_not_reached_keeps_the_limit() -> None:
+    """An overloaded exchange answering 429 to everything (its body still states the
+    usual limit, the IP's weight far below it) teaches no lower limit; it only pauses."""
+    b = budget(SleepingClock(T0 + 10_000), limit=6000)
+    b.observe(40)
+    b.limit_reached(50, "HTTP 429", stated_limit=6000, used=40)
+    assert b.limit == 6000
+    assert b.blocked_until_ms > 0
+
+
+def test_a_429_stating_the_limit_the_ip_reached_shrinks_to_what_was_accepted() -> None:
+    """Another client of the IP spends weight: the IP reached the stated limit although
+    this process sent less."""
+    b = budget(SleepingClock(T0 + 10_000), limit=6000)
+    b.observe(3000)
+    b.limit_reached(50, "HTTP 429", stated_limit=6000, used=6001)
+    assert b.limit == 3000

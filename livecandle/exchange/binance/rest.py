@@ -11,6 +11,7 @@ the pool.
 from __future__ import annotations
 
 import asyncio
+import re
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -193,7 +194,13 @@ class BinanceRest:
         body = self._error_body(resp)
         if status == 429:
             reason = f"HTTP 429 on {context}: {body.msg}"
-            self.budget.limit_reached(_retry_after_s(resp), reason)
+            stated = _STATED_LIMIT.search(body.msg)
+            self.budget.limit_reached(
+                _retry_after_s(resp),
+                reason,
+                int(stated.group(1)) if stated else None,
+                int(used) if used is not None and used.isdigit() else None,
+            )
         elif status == 418:
             self.budget.banned(_retry_after_s(resp), f"HTTP 418 on {context}: {body.msg}")
         elif used is not None and used.isdigit():
@@ -311,6 +318,11 @@ class BinanceRest:
         return parse.agg_trades_decoder.decode(
             await self.get("/api/v3/aggTrades", params, priority)
         )
+
+
+# Binance's -1003 body: "Too much request weight used; current limit is 6000 request
+# weight per 1 MINUTE. ..."
+_STATED_LIMIT = re.compile(r"current limit is (\d+) request weight")
 
 
 def _retry_after_s(resp: httpx.Response) -> float:

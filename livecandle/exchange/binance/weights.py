@@ -333,16 +333,32 @@ class WeightBudget:
         self.block(retry_after_s, reason)
         self._resume_window = self._window_of(self.blocked_until_ms + _SKEW_MARGIN_MS)
 
-    def limit_reached(self, retry_after_s: float, reason: str) -> None:
-        """A 429: pause everyone for ``Retry-After``, shrink the limit to the weight the
-        exchange accepted in this window (half the limit if it accepted none), and resume
-        gradually."""
+    def limit_reached(
+        self,
+        retry_after_s: float,
+        reason: str,
+        stated_limit: int | None = None,
+        used: int | None = None,
+    ) -> None:
+        """A 429: pause everyone for ``Retry-After`` and resume gradually. The limit
+        shrinks to the one the answer states (Binance's -1003 says "current limit is N")
+        when lower; when the answer states none, to the weight the exchange accepted in
+        this window (half the limit if it accepted none). A 429 that states a limit the
+        IP has not reached (``used``, its weight header, below it) is not about weight (an
+        overloaded exchange): it pauses but teaches no lower limit."""
         now_ms = self.clock.now_ms()
         self._roll(now_ms)
         first = now_ms >= self.blocked_until_ms  # not one of a volley already answered
         self.limited += 1
         self._limited_ms = now_ms
-        shrunk = self._accepted if self._accepted else (self.limit // 2 if first else self.limit)
+        if stated_limit is not None and stated_limit < self.limit:
+            shrunk = stated_limit
+        elif stated_limit is not None and used is not None and used < stated_limit:
+            shrunk = self.limit  # not a weight limit: keep it
+        else:
+            shrunk = (
+                self._accepted if self._accepted else (self.limit // 2 if first else self.limit)
+            )
         if 0 < shrunk < self.limit:
             log.warning(
                 "weight limit lowered from %d to %d per %d ms after a 429",
