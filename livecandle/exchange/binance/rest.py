@@ -11,8 +11,8 @@ the pool.
 from __future__ import annotations
 
 import asyncio
-import re
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
