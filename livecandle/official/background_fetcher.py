@@ -67,6 +67,7 @@ class SyncResult:
     fetched: int = 0
     stored: int = 0
     replaced: int = 0
+    kept: int = 0  # rows of the REST lag window that differed from the stored row
     gaps: list[tuple[int, int]] = field(default_factory=list)
     latest: int | None = None
     requests: int = 0
@@ -250,6 +251,7 @@ class BackgroundFetcher:
                     )
                     result.stored += written.added
                     result.replaced += written.replaced
+                    result.kept += written.kept
                     result.latest = written.latest
                     result.gaps.extend(gaps)
                     if written.added and rows and rows[-1].open_ms > settled_until_ms:
@@ -394,8 +396,9 @@ class BackgroundFetcher:
             filled_ms = self.status[series].filled_ms
             if filled_ms is None:
                 self._queue(_Job(series, None, None, Priority.HISTORY))
-            else:
-                newest_ms = series.interval.shift(series.interval.open_of(now_ms), -1)
+            else:  # up to the newest candle whose stream final had its grace
+                interval = series.interval
+                newest_ms = interval.shift(interval.open_of(now_ms - self.stream_grace_ms), -1)
                 checks.append((series, filled_ms, newest_ms))
         if not checks:
             return

@@ -328,4 +328,14 @@ class Service:
             for series, s in self.fetcher.status.items():
                 if s.latest is not None:
                     lines.append(f'livecandle_official_latest_ms{{series="{series}"}} {s.latest}')
+        # official rows that replaced a different stored one, by who found the difference
+        replaced = {"stream": self.writer.finals_replaced} if self.writer is not None else {}
+        if self.fetcher is not None:
+            replaced["rest"] = self.fetcher.replaced
+            reconciler = self.fetcher.reconciler
+            replaced["reconcile"] = reconciler.replaced if reconciler is not None else 0
+        if replaced:
+            lines.append("# TYPE livecandle_official_replaced_total counter")
+            for source, n in replaced.items():
+                lines.append(f'livecandle_official_replaced_total{{source="{source}"}} {n}')
         return lines
