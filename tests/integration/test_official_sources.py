@@ -142,7 +142,7 @@ async def test_stale_just_closed_rest_rows_never_stay_for_good(
             await asyncio.sleep(8.0)  # the missed finals are filled over REST (stale)
             assert emulator.state()["stale_rows"] > 0
             async with asyncio.timeout(60):  # re-read once settled: every row official
-                while not await _equal_official(store, emulator, first, first + 6000):
+                while not await _equal_official(store, emulator, first, first + 6000):  # noqa: ASYNC110
                     await asyncio.sleep(0.5)
             assert _replaced(svc, "reconcile") >= 1
         emulator.control(stale_klines_ms=0)
