@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,9 +28,8 @@ import msgspec
 
 from livecandle.backoff import Backoff
 from livecandle.domain.clock import ServerClock
-from livecandle.domain.intervals import Interval
 from livecandle.domain.model import SeriesKey
-from livecandle.exchange.binance.parse import KlineRow, kline_member
+from livecandle.exchange.binance.parse import kline_member
 from livecandle.exchange.binance.rest import (
     KLINES_LIMIT,
     BinanceBanned,
@@ -41,14 +38,13 @@ from livecandle.exchange.binance.rest import (
     BinanceUnavailable,
 )
 from livecandle.exchange.binance.weights import Priority
+from livecandle.official.due import DueHeap
 from livecandle.official.reconciler import Reconciler
+from livecandle.official.rows import closed_rows, find_gaps, first_missing
 from livecandle.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-# The last row of an answer reaching "now" is kept only if it closed this long ago
-# (guards against clock skew: the exchange may still be filling it).
-FORMING_GRACE_MS = 5_000
 # Retries of a failing series: 1-2 s, 2-4 s, 4-8 s ... up to 30-60 s.
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 60.0
@@ -57,8 +53,6 @@ RETRY_CAP_S = 60.0
 CLOSED_CANDLES = 3
 # on start, the newest stored candles are checked this far back for holes
 START_CHECK_CANDLES = 100
-# walking more missing open times than this at once: fetch from the first
-MAX_WALK = 100_000
 
 
 @dataclass
@@ -85,55 +79,6 @@ class SeriesStatus:
     filled_ms: int | None = None  # every candle up to this open time is stored (or a gap)
     retry_ms: int = 250
     backoff: Backoff = field(default_factory=lambda: Backoff(RETRY_BASE_S, RETRY_CAP_S))
-
-
-def closed_rows(page: Sequence[KlineRow], now_ms: int, reaches_now: bool) -> list[KlineRow]:
-    """The rows of ``page`` that are final: closed by ``now_ms``, and not the trailing
-    (forming) row of an answer that reaches now unless it closed well before."""
-    rows = [r for r in page if r.close_ms < now_ms]
-    if (
-        reaches_now
-        and rows
-        and rows[-1] is page[-1]
-        and rows[-1].close_ms >= now_ms - FORMING_GRACE_MS
-    ):
-        rows.pop()
-    return rows
-
-
-def find_gaps(
-    interval: Interval, prev_open_ms: int | None, rows: Sequence[KlineRow]
-) -> list[tuple[int, int]]:
-    """``(first missing open, next present open)`` for each hole between ``prev_open_ms``
-    (the newest stored candle, if any) and the rows, and between consecutive rows."""
-    gaps = []
-    for r in rows:
-        if prev_open_ms is not None:
-            expected_ms = interval.next_open(prev_open_ms)
-            if r.open_ms > expected_ms:
-                gaps.append((expected_ms, r.open_ms))
-        prev_open_ms = r.open_ms
-    return gaps
-
-
-def first_missing(
-    interval: Interval,
-    after_ms: int,
-    until_ms: int,
-    present: Sequence[int],
-    gaps: Sequence[tuple[int, int]],
-) -> int | None:
-    """The first open time in ``(after_ms, until_ms]`` that is neither stored
-    (``present``) nor inside a recorded exchange gap ``[first, next)``; None if none."""
-    have = set(present)
-    o = interval.next_open(interval.open_of(after_ms))
-    for _ in range(MAX_WALK):
-        if o > until_ms:
-            return None
-        if o not in have and not any(first <= o < nxt for first, nxt in gaps):
-            return o
-        o = interval.next_open(o)
-    return o
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +126,7 @@ class BackgroundFetcher:
         self._synced = asyncio.Condition()
         self.listening = asyncio.Event()  # listen_closed is subscribed
         self.storage_error: str | None = None  # the last Redis failure, until a sync succeeds
-        self._due: list[tuple[int, int, SeriesKey]] = []
-        self._next: dict[SeriesKey, int] = {}
-        self._seq = itertools.count()
-        self._wake = asyncio.Event()
+        self._due: DueHeap[SeriesKey] = DueHeap()
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
         self._busy: set[SeriesKey] = set()  # a job queued or running
         self._dropped: dict[SeriesKey, asyncio.Event] = {}
@@ -291,7 +233,7 @@ class BackgroundFetcher:
         self.series.append(series)
         self.status.setdefault(series, SeriesStatus())
         self._dropped[series] = asyncio.Event()
-        self._schedule(series, 0)
+        self._due.schedule(series, 0)
         if self.reconciler is not None:
             self.reconciler.add(series)
 
@@ -299,7 +241,7 @@ class BackgroundFetcher:
         """Stop following ``series`` (its data stays)."""
         if series in self.series:
             self.series.remove(series)
-        self._next.pop(series, None)
+        self._due.cancel(series)
         if self.reconciler is not None:
             self.reconciler.remove(series)
         dropped = self._dropped.get(series)
@@ -311,23 +253,15 @@ class BackgroundFetcher:
     def request(self, series: SeriesKey, open_ms: int | None = None) -> None:
         """A candle of ``series`` closed (the live stream says so): look for it once the
         stream's final kline had time to be stored, and fetch it if it is missing."""
-        if series not in self._next and series not in self._busy and series in self.series:
-            due_ms = self.clock.now_ms() + self.settle_ms
-            if open_ms is not None:
-                closed_ms = series.interval.next_open(series.interval.open_of(open_ms))
-                due_ms = max(due_ms, closed_ms + self.stream_grace_ms)
-            self._schedule(series, due_ms)
-        elif series in self._next and open_ms is not None:
+        if series not in self.series or series in self._busy:
+            return
+        due_ms = self.clock.now_ms() + self.settle_ms
+        if open_ms is not None:
             closed_ms = series.interval.next_open(series.interval.open_of(open_ms))
-            due_ms = max(self.clock.now_ms() + self.settle_ms, closed_ms + self.stream_grace_ms)
-            if due_ms < self._next[series]:
-                self._schedule(series, due_ms)
-
-    def _schedule(self, series: SeriesKey, due_ms: int) -> None:
-        self._next[series] = due_ms
-        heapq.heappush(self._due, (due_ms, next(self._seq), series))
-        if self._due[0][2] == series:
-            self._wake.set()
+            due_ms = max(due_ms, closed_ms + self.stream_grace_ms)
+        current_ms = self._due.due_ms(series)
+        if current_ms is None or due_ms < current_ms:
+            self._due.schedule(series, due_ms)
 
     def _after_close_ms(self, series: SeriesKey, filled_ms: int) -> int:
         """When the stream's final kline of the candle after ``filled_ms`` will have had
@@ -370,22 +304,11 @@ class BackgroundFetcher:
     async def _scheduler(self) -> None:
         while True:
             now_ms = self.clock.now_ms()
-            due: list[SeriesKey] = []
-            while self._due and self._due[0][0] <= now_ms:
-                due_ms, _, series = heapq.heappop(self._due)
-                if self._next.get(series) != due_ms:
-                    continue  # superseded, or the series was removed
-                del self._next[series]
-                if series not in self._busy:
-                    due.append(series)
+            due = [s for s in self._due.pop_due(now_ms) if s not in self._busy]
             if due:
                 await self._dispatch(due)
-                continue
-            wait_s = (self._due[0][0] - now_ms) / 1000 if self._due else 3600.0
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.001, wait_s)):
-                    await self._wake.wait()
+            else:
+                await self._due.wait(now_ms, 3600.0)
 
     async def _dispatch(self, due: list[SeriesKey]) -> None:
         """Queue a REST job for each due series still missing candles: one pipelined
@@ -411,7 +334,7 @@ class BackgroundFetcher:
                 if st.last_error is None:
                     log.warning("%s: %s", series, self.storage_error)
                 st.last_error = self.storage_error
-                self._schedule(series, now_ms + int(st.backoff.next_s() * 1000))
+                self._due.schedule(series, now_ms + int(st.backoff.next_s() * 1000))
             return
         self.checks += len(checks)
         for (series, filled_ms, newest_ms), (present, gaps) in zip(checks, found, strict=True):
@@ -421,7 +344,7 @@ class BackgroundFetcher:
                 st.filled_ms = max(filled_ms, newest_ms)
                 if present:
                     st.latest = max(st.latest or 0, present[-1])
-                self._schedule(series, self._after_close_ms(series, st.filled_ms))
+                self._due.schedule(series, self._after_close_ms(series, st.filled_ms))
                 continue
             recent_ms = series.interval.shift(newest_ms, -CLOSED_CANDLES)
             priority = Priority.CLOSED if missing_ms > recent_ms else Priority.HISTORY
@@ -440,7 +363,7 @@ class BackgroundFetcher:
             finally:
                 self._busy.discard(job.series)
             if due_ms is not None and job.series in self.series:
-                self._schedule(job.series, due_ms)
+                self._due.schedule(job.series, due_ms)
 
     async def _start_of(self, series: SeriesKey) -> tuple[int | None, int | None]:
         """Where the first sync of a series starts: the first hole among the newest stored

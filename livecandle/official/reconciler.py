@@ -13,8 +13,6 @@ stale): that one is re-read as soon as its candle has settled.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 from collections.abc import Callable
 
@@ -23,6 +21,7 @@ from livecandle.domain.model import SeriesKey
 from livecandle.exchange.binance.parse import kline_member
 from livecandle.exchange.binance.rest import KLINES_LIMIT, BinanceBanned, BinanceRest
 from livecandle.exchange.binance.weights import Priority
+from livecandle.official.due import DueHeap
 from livecandle.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,8 @@ class Reconciler:
         self.spare_share = spare_share
         self.busy = busy  # the fetcher has work of higher priority
         self._from: dict[SeriesKey, int] = {}  # open time the next re-read starts at
-        self._due: list[tuple[int, int, SeriesKey]] = []
-        self._next: dict[SeriesKey, int] = {}
+        self._due: DueHeap[SeriesKey] = DueHeap()
         self._suspect: set[SeriesKey] = set()
-        self._seq = itertools.count()
-        self._wake = asyncio.Event()
         self.reads = 0
         self.rows_checked = 0
         self.replaced = 0  # stored rows that differed from the settled REST row
@@ -72,11 +68,11 @@ class Reconciler:
         self._from[series] = interval.shift(
             interval.open_of(self.clock.now_ms()), -self.lookback_candles
         )
-        self._schedule(series, self._settled_ms(series))
+        self._due.schedule(series, self._settled_ms(series))
 
     def remove(self, series: SeriesKey) -> None:
         self._from.pop(series, None)
-        self._next.pop(series, None)
+        self._due.cancel(series)
         self._suspect.discard(series)
 
     def suspect(self, series: SeriesKey) -> None:
@@ -88,12 +84,6 @@ class Reconciler:
     def _settled_ms(self, series: SeriesKey) -> int:
         """When the candle the next re-read starts at will have settled."""
         return series.interval.next_open(self._from[series]) + self.rest_lag_ms
-
-    def _schedule(self, series: SeriesKey, due_ms: int) -> None:
-        self._next[series] = due_ms
-        heapq.heappush(self._due, (due_ms, next(self._seq), series))
-        if self._due[0][2] == series:
-            self._wake.set()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -115,40 +105,35 @@ class Reconciler:
                 raise
             except BinanceBanned as e:
                 self.errors += 1
-                self._schedule(series, e.until_ms)
+                self._due.schedule(series, e.until_ms)
                 continue
             except Exception as e:  # the exchange or Redis: try this series again later
                 self.errors += 1
                 log.debug("reconciling %s failed: %s", series, e)
-                self._schedule(series, self.clock.now_ms() + 10_000)
+                self._due.schedule(series, self.clock.now_ms() + 10_000)
                 continue
             if series in self._from:
-                self._schedule(series, self._settled_ms(series))
+                self._due.schedule(series, self._settled_ms(series))
 
     async def _next_due(self) -> SeriesKey:
+        due = self._due
         while True:
             now_ms = self.clock.now_ms()
-            while self._due and self._next.get(self._due[0][2]) != self._due[0][0]:
-                heapq.heappop(self._due)  # superseded or removed
-            if self._due and self._due[0][0] <= now_ms:
+            first_ms = due.next_ms()
+            if first_ms is not None and first_ms <= now_ms:
                 # a suspect series that is due goes first, spare weight or not
-                for due_ms, _, s in self._due:
-                    if s in self._suspect and due_ms <= now_ms and self._next.get(s) == due_ms:
-                        del self._next[s]
+                for s in self._suspect:
+                    due_ms = due.due_ms(s)
+                    if due_ms is not None and due_ms <= now_ms:
+                        due.pop(s)
                         return s
                 if self._spare():
-                    due_ms, _, series = heapq.heappop(self._due)
-                    del self._next[series]
+                    series = due.pop_first(now_ms)
+                    assert series is not None
                     return series
-                wait_s = IDLE_POLL_S
+                await due.wait(now_ms, IDLE_POLL_S)
             else:
-                wait_s = (self._due[0][0] - now_ms) / 1000 if self._due else 60.0
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(max(0.01, min(wait_s, 60.0))):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+                await due.wait(now_ms)
 
     async def reconcile(self, series: SeriesKey) -> int:
         """Re-read the settled candles of ``series`` since the last re-read (and a few

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from livecandle.domain.intervals import INTERVALS
 from livecandle.exchange.binance.parse import KlineRow
-from livecandle.official.background_fetcher import (
+from livecandle.official.rows import (
     FORMING_GRACE_MS,
     closed_rows,
     find_gaps,
