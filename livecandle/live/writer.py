@@ -43,6 +43,9 @@ _enc = msgspec.json.Encoder()
 
 # what is kept for the retry while Redis is away: closed candles and their notifications
 KEPT_WHILE_FAILING = 10_000
+# final candles stored in one flush (at 00:00 UTC every series closes: the rest go in the
+# next flushes, so live updates keep flowing in between)
+FINALS_PER_FLUSH = 2_000
 # Binance's REST may serve a just-closed candle stale this long after its close
 REST_LAG_MS = 30_000
 
@@ -247,8 +250,9 @@ class LiveWriter:
 
     async def _store_finals(self, now_ms: int) -> None:
         """The exchange's final candles as official rows, one round trip for all."""
+        batch = self._finals[:FINALS_PER_FLUSH]
         writes = []
-        for series, f in self._finals:
+        for series, f in batch:
             if f.close_ms >= now_ms - self.rest_lag_ms:  # fresh: it may replace a REST row
                 writes.append(OfficialWrite(series, [(f.open_ms, f.row)], f.open_ms, f.open_ms))
             else:  # late: reconciliation has re-read the candle by now
@@ -256,7 +260,7 @@ class LiveWriter:
                     OfficialWrite(series, [(f.open_ms, f.row)], ANY_OPEN_MS, -ANY_OPEN_MS)
                 )
         results = await self.store.write_officials(writes, now_ms)
-        self._finals = []
+        del self._finals[: len(batch)]
         for w, r in zip(writes, results, strict=True):
             self.finals_stored += r.added
             self.finals_replaced += r.replaced

@@ -51,6 +51,8 @@ RETRY_CAP_S = 60.0
 # a missing candle this close to the newest closed one is a just-closed candle
 # (Priority.CLOSED); further back it is a catch-up (Priority.HISTORY)
 CLOSED_CANDLES = 3
+# series looked up in the store in one round trip (the event loop runs between)
+CHECK_BATCH = 2_000
 # on start, the newest stored candles are checked this far back for holes
 START_CHECK_CANDLES = 100
 
@@ -311,8 +313,8 @@ class BackgroundFetcher:
                 await self._due.wait(now_ms, 3600.0)
 
     async def _dispatch(self, due: list[SeriesKey]) -> None:
-        """Queue a REST job for each due series still missing candles: one pipelined
-        store read for all of them."""
+        """Queue a REST job for each due series still missing candles: pipelined store
+        reads, ``CHECK_BATCH`` series a round trip."""
         now_ms = self.clock.now_ms()
         checks: list[tuple[SeriesKey, int, int]] = []
         for series in due:
@@ -323,27 +325,41 @@ class BackgroundFetcher:
                 interval = series.interval
                 newest_ms = interval.shift(interval.open_of(now_ms - self.stream_grace_ms), -1)
                 checks.append((series, filled_ms, newest_ms))
-        if not checks:
-            return
-        try:
-            found = await self.store.present_opens(checks)
-        except StoreError as e:
-            self.storage_error = f"Redis: {type(e).__name__}: {e}"[:300]
-            for series, _, _ in checks:
-                st = self.status[series]
-                if st.last_error is None:
-                    log.warning("%s: %s", series, self.storage_error)
-                st.last_error = self.storage_error
-                self._due.schedule(series, now_ms + int(st.backoff.next_s() * 1000))
-            return
+        for n in range(0, len(checks), CHECK_BATCH):
+            batch = checks[n : n + CHECK_BATCH]
+            try:
+                await self._check(batch)
+            except StoreError as e:
+                self.storage_error = f"Redis: {type(e).__name__}: {e}"[:300]
+                for series, _, _ in batch:
+                    st = self.status[series]
+                    if st.last_error is None:
+                        log.warning("%s: %s", series, self.storage_error)
+                    st.last_error = self.storage_error
+                    self._due.schedule(series, now_ms + int(st.backoff.next_s() * 1000))
+
+    async def _check(self, checks: list[tuple[SeriesKey, int, int]]) -> None:
+        present = await self.store.present_opens(checks)
         self.checks += len(checks)
-        for (series, filled_ms, newest_ms), (present, gaps) in zip(checks, found, strict=True):
-            missing_ms = first_missing(series.interval, filled_ms, newest_ms, present, gaps)
+        # open times not stored: inside a recorded exchange gap, or missing (rare: read
+        # the gaps of those series only)
+        holes = [
+            (c, p)
+            for c, p in zip(checks, present, strict=True)
+            if first_missing(c[0].interval, c[1], c[2], p, ()) is not None
+        ]
+        gaps = await self.store.gaps_between([c for c, _ in holes]) if holes else []
+        missing = {
+            c[0]: first_missing(c[0].interval, c[1], c[2], p, g)
+            for (c, p), g in zip(holes, gaps, strict=True)
+        }
+        for (series, filled_ms, newest_ms), found in zip(checks, present, strict=True):
             st = self.status[series]
+            missing_ms = missing.get(series)
             if missing_ms is None:
                 st.filled_ms = max(filled_ms, newest_ms)
-                if present:
-                    st.latest = max(st.latest or 0, present[-1])
+                if found:
+                    st.latest = max(st.latest or 0, found[-1])
                 self._due.schedule(series, self._after_close_ms(series, st.filled_ms))
                 continue
             recent_ms = series.interval.shift(newest_ms, -CLOSED_CANDLES)
@@ -376,7 +392,11 @@ class BackgroundFetcher:
         after_ms = max(
             interval.shift(meta.latest, -START_CHECK_CANDLES), interval.shift(meta.earliest, -1)
         )
-        ((present, gaps),) = await self.store.present_opens([(series, after_ms, meta.latest)])
+        check = [(series, after_ms, meta.latest)]
+        ((present,), (gaps,)) = (
+            await self.store.present_opens(check),
+            await self.store.gaps_between(check),
+        )
         missing_ms = first_missing(interval, after_ms, meta.latest, present, gaps)
         if missing_ms is None:
             return meta.latest + 1, meta.latest

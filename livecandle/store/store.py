@@ -202,30 +202,36 @@ class Store:
             args.append(nxt)
         return args
 
-    async def present_opens(
-        self, ranges: Sequence[tuple[SeriesKey, int, int]]
-    ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    async def present_opens(self, ranges: Sequence[tuple[SeriesKey, int, int]]) -> list[list[int]]:
         """For each ``(series, after_ms, until_ms)``: the open times stored in
-        ``(after_ms, until_ms]`` and the exchange gaps recorded there, ascending, in one
-        pipelined round trip."""
+        ``(after_ms, until_ms]``, ascending, in one pipelined round trip."""
         if not ranges:
             return []
         pipe = self.redis.pipeline(transaction=False)
         k = self.keys
         for series, after_ms, until_ms in ranges:
             pipe.zrange(k.klines(series), f"({after_ms}", until_ms, byscore=True, withscores=True)
+        return [[int(score) for _, score in found] for found in await pipe.execute()]
+
+    async def gaps_between(
+        self, ranges: Sequence[tuple[SeriesKey, int, int]]
+    ) -> list[list[tuple[int, int]]]:
+        """For each ``(series, after_ms, until_ms)``: the recorded exchange gaps
+        ``(first missing, next present)`` reaching into ``(after_ms, until_ms]``."""
+        if not ranges:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for series, _, until_ms in ranges:
             # a gap member is "first:next"; its score is the first missing open time
-            pipe.zrange(k.gaps(series), "-inf", until_ms, byscore=True)
-        res = await pipe.execute()
+            pipe.zrange(self.keys.gaps(series), "-inf", until_ms, byscore=True)
         out = []
-        for i, (_, after_ms, _) in enumerate(ranges):
-            opens = [int(score) for _, score in res[2 * i]]
+        for (_, after_ms, _), members in zip(ranges, await pipe.execute(), strict=True):
             gaps = []
-            for member in res[2 * i + 1]:
+            for member in members:
                 first, _, nxt = member.decode().partition(":")
                 if int(nxt) > after_ms:
                     gaps.append((int(first), int(nxt)))
-            out.append((opens, gaps))
+            out.append(gaps)
         return out
 
     async def remove_members(self, series: SeriesKey, members: Sequence[bytes], now_ms: int) -> int:
