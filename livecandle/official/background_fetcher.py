@@ -353,10 +353,14 @@ class BackgroundFetcher:
             c[0]: first_missing(c[0].interval, c[1], c[2], p, g)
             for (c, p), g in zip(holes, gaps, strict=True)
         }
+        self.storage_error = None
         for (series, filled_ms, newest_ms), found in zip(checks, present, strict=True):
             st = self.status[series]
             missing_ms = missing.get(series)
             if missing_ms is None:
+                if st.last_error is not None:  # the stream stored what REST failed to get
+                    st.last_error = None
+                    await self.store.set_error(series, None)
                 st.filled_ms = max(filled_ms, newest_ms)
                 if found:
                     st.latest = max(st.latest or 0, found[-1])
@@ -410,10 +414,11 @@ class BackgroundFetcher:
             start_ms, prev_ms = job.start_ms, job.prev_open_ms
             if start_ms is None:
                 start_ms, prev_ms = await self._start_of(series)
+            had_error = st.last_error is not None or job.start_ms is None
             result = await self.sync(series, start_ms, None, None, job.priority, prev_ms)
             st.backoff.reset()
-            if self.storage_error is not None or st.last_error is not None:
-                self.storage_error = None
+            self.storage_error = None
+            if had_error:  # (and on start: an error a previous run left in meta)
                 await self.store.set_error(series, None)
         except StoreError as e:  # Redis down, paused or full: transient, like the exchange's
             self.storage_error = f"Redis: {type(e).__name__}: {e}"[:300]
