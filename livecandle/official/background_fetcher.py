@@ -143,6 +143,7 @@ class BackgroundFetcher:
                 rest_lag_ms,
                 spare_share=reconcile_share,
                 busy=lambda: bool(self._busy),
+                ready=lambda series: self.status[series].filled_ms is not None,
             )
         for s in series:
             self.add_series(s)
@@ -386,13 +387,15 @@ class BackgroundFetcher:
                 self._due.schedule(job.series, due_ms)
 
     async def _start_of(self, series: SeriesKey) -> tuple[int | None, int | None]:
-        """Where the first sync of a series starts: the first hole among the newest stored
-        candles (a stream may have stored later ones), else after the newest; (None, None)
-        when nothing is stored (a backfill)."""
+        """Where the first sync of a series starts: a backfill while the stored history is
+        shorter than ``backfill_candles`` (the stream may have stored its first finals
+        already); else the first hole among the newest stored candles (a stream may have
+        stored later ones), else after the newest."""
         meta = await self.store.meta(series)
-        if meta.latest is None or meta.earliest is None:
-            return None, None
         interval = series.interval
+        backfill_ms = interval.shift(interval.open_of(self.clock.now_ms()), -self.backfill_candles)
+        if meta.latest is None or meta.earliest is None or meta.earliest > backfill_ms:
+            return backfill_ms, None
         after_ms = max(
             interval.shift(meta.latest, -START_CHECK_CANDLES), interval.shift(meta.earliest, -1)
         )

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 KLINES_WEIGHT = 2  # of one klines request of up to 1000 rows
 IDLE_POLL_S = 0.2  # how often a waiting re-read looks for spare weight again
+NOT_READY_WAIT_MS = 5_000  # a series not yet synced by the fetcher is looked at again
 
 
 class Reconciler:
@@ -41,6 +42,7 @@ class Reconciler:
         overlap_candles: int = 2,
         spare_share: float = 0.5,
         busy: Callable[[], bool] = lambda: False,
+        ready: Callable[[SeriesKey], bool] = lambda series: True,
     ) -> None:
         self.store = store
         self.rest = rest
@@ -50,6 +52,7 @@ class Reconciler:
         self.overlap_candles = overlap_candles  # re-read again each time
         self.spare_share = spare_share
         self.busy = busy  # the fetcher has work of higher priority
+        self.ready = ready  # the fetcher has synced the series (a backfill goes first)
         self._from: dict[SeriesKey, int] = {}  # open time the next re-read starts at
         self._due: DueHeap[SeriesKey] = DueHeap()
         self._suspect: set[SeriesKey] = set()
@@ -99,6 +102,9 @@ class Reconciler:
     async def run(self) -> None:
         while True:
             series = await self._next_due()
+            if not self.ready(series):
+                self._due.schedule(series, self.clock.now_ms() + NOT_READY_WAIT_MS)
+                continue
             try:
                 await self.reconcile(series)
             except asyncio.CancelledError:

@@ -163,13 +163,13 @@ class Store:
         candles of every followed series close together at 00:00 UTC)."""
         if not writes:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for w in writes:
-            args = self._write_args(
-                w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
-            )
-            await self._write(keys=self._write_keys(w.series), args=args, client=pipe)
-        return [_write_result(res) for res in await pipe.execute()]
+        async with self.redis.pipeline(transaction=False) as pipe:  # reset if cancelled
+            for w in writes:
+                args = self._write_args(
+                    w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
+                )
+                await self._write(keys=self._write_keys(w.series), args=args, client=pipe)
+            return [_write_result(res) for res in await pipe.execute()]
 
     def _write_keys(self, series: SeriesKey) -> list[str]:
         k = self.keys
@@ -207,11 +207,14 @@ class Store:
         ``(after_ms, until_ms]``, ascending, in one pipelined round trip."""
         if not ranges:
             return []
-        pipe = self.redis.pipeline(transaction=False)
         k = self.keys
-        for series, after_ms, until_ms in ranges:
-            pipe.zrange(k.klines(series), f"({after_ms}", until_ms, byscore=True, withscores=True)
-        return [[int(score) for _, score in found] for found in await pipe.execute()]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for series, after_ms, until_ms in ranges:
+                pipe.zrange(
+                    k.klines(series), f"({after_ms}", until_ms, byscore=True, withscores=True
+                )
+            found = await pipe.execute()
+        return [[int(score) for _, score in opens] for opens in found]
 
     async def gaps_between(
         self, ranges: Sequence[tuple[SeriesKey, int, int]]
@@ -220,12 +223,13 @@ class Store:
         ``(first missing, next present)`` reaching into ``(after_ms, until_ms]``."""
         if not ranges:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for series, _, until_ms in ranges:
-            # a gap member is "first:next"; its score is the first missing open time
-            pipe.zrange(self.keys.gaps(series), "-inf", until_ms, byscore=True)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for series, _, until_ms in ranges:
+                # a gap member is "first:next"; its score is the first missing open time
+                pipe.zrange(self.keys.gaps(series), "-inf", until_ms, byscore=True)
+            found = await pipe.execute()
         out = []
-        for (_, after_ms, _), members in zip(ranges, await pipe.execute(), strict=True):
+        for (_, after_ms, _), members in zip(ranges, found, strict=True):
             gaps = []
             for member in members:
                 first, _, nxt = member.decode().partition(":")

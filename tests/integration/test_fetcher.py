@@ -20,6 +20,7 @@ from livecandle.runtime.redis_server import RedisServer
 from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store
 from tests.helpers import EmulatorProcess
+from tests.integration.live_support import official
 from tests.integration.redis_support import client, full, own_server
 
 MIN = 60_000
@@ -98,9 +99,9 @@ async def test_a_candle_no_stream_stored_is_fetched_over_rest_a_grace_after_its_
         await rest.server_time()
         runner = asyncio.create_task(fetcher.run_series(series))
         try:
-            await asyncio.wait_for(fetcher.wait_syncs(1), 10)
-            first = fetcher.status[series].filled_ms
-            assert first is not None
+            async with asyncio.timeout(10):  # the backfill, then what is filled is known
+                while (first := fetcher.status[series].filled_ms) is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
             await asyncio.wait_for(fetcher.wait_syncs(4), 10)  # one per close, no stream
             now_ms = rest.clock.now_ms()
             latest = (await store.meta(series)).latest
@@ -222,3 +223,26 @@ async def test_a_full_redis_is_retried_like_the_exchange_without_restarting_the_
             await supervisor.stop()
     said = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(said) == 1 and "maxmemory" in said[0].getMessage()
+
+
+async def test_the_first_start_backfills_even_when_the_stream_stored_finals_first(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    series = SeriesKey.of("ETHUSDT", "1m")
+    async with BinanceRest(emulator.rest_url) as rest:
+        await rest.server_time()
+        newest = series.interval.shift(series.interval.open_of(rest.clock.now_ms()), -1)
+        for open_ms in (series.interval.shift(newest, -1), newest):  # as the stream stores them
+            row = await official(emulator, "ETHUSDT", "1m", open_ms)
+            await store.write_candles(series, [(open_ms, msgspec.json.encode(row))], 1)
+        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=20, reconcile=False)
+        runner = asyncio.create_task(fetcher.run_series(series))
+        try:
+            await asyncio.wait_for(fetcher.wait_syncs(1), 10)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        now_ms = rest.clock.now_ms()
+    assert await store.count(series) >= 20
+    report = await verify(store, [series], now_ms)
+    assert report.ok, report.text()
