@@ -111,7 +111,7 @@ class BackgroundFetcher:
         self.store = store
         self.rest = rest
         self.clock = clock or rest.clock
-        self.series: list[SeriesKey] = []
+        self._followed: dict[SeriesKey, None] = {}  # in order of addition
         self.backfill_candles = backfill_candles
         self.concurrency = concurrency
         self.settle_ms = settle_ms
@@ -229,11 +229,16 @@ class BackgroundFetcher:
 
     # -- series ---------------------------------------------------------------------------
 
+    @property
+    def series(self) -> list[SeriesKey]:
+        """The series followed, in order of addition."""
+        return list(self._followed)
+
     def add_series(self, series: SeriesKey) -> None:
         """Follow ``series`` (its first sync is due at once)."""
-        if series in self.status and series in self.series:
+        if series in self._followed:
             return
-        self.series.append(series)
+        self._followed[series] = None
         self.status.setdefault(series, SeriesStatus())
         self._dropped[series] = asyncio.Event()
         self._due.schedule(series, 0)
@@ -242,8 +247,7 @@ class BackgroundFetcher:
 
     def remove_series(self, series: SeriesKey) -> None:
         """Stop following ``series`` (its data stays)."""
-        if series in self.series:
-            self.series.remove(series)
+        self._followed.pop(series, None)
         self._due.cancel(series)
         if self.reconciler is not None:
             self.reconciler.remove(series)
@@ -256,7 +260,7 @@ class BackgroundFetcher:
     def request(self, series: SeriesKey, open_ms: int | None = None) -> None:
         """A candle of ``series`` closed (the live stream says so): look for it once the
         stream's final kline had time to be stored, and fetch it if it is missing."""
-        if series not in self.series or series in self._busy:
+        if series not in self._followed or series in self._busy:
             return
         due_ms = self.clock.now_ms() + self.settle_ms
         if open_ms is not None:
@@ -383,7 +387,7 @@ class BackgroundFetcher:
                 due_ms = await self._run_job(job)
             finally:
                 self._busy.discard(job.series)
-            if due_ms is not None and job.series in self.series:
+            if due_ms is not None and job.series in self._followed:
                 self._due.schedule(job.series, due_ms)
 
     async def _start_of(self, series: SeriesKey) -> tuple[int | None, int | None]:

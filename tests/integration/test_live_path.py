@@ -131,8 +131,9 @@ async def test_without_official_data_every_closed_live_candle_stays_served(
     assert rows[-1][12] in ("forming", "unconfirmed")
     assert times == list(range(times[0], times[-1] + 1, 1000))  # every second, no hole
     assert [r[0] for r in binance][-len(times) :] == times
-    # each closed one is the final version the live path published
+    # each unconfirmed one is the final version the live path published; each official one
+    # equals it too where the live candle saw the whole period (not the first, partial one)
     for r in rows[:-1]:
         seen = rec.closed.get(("BTCUSDT", "1s", r[0]))
-        if seen is not None:
+        if seen is not None and (r[12] == "unconfirmed" or seen["complete"]):
             assert r[:11] == live_row(seen)[:11]
