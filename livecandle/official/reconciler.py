@@ -102,6 +102,8 @@ class Reconciler:
     async def run(self) -> None:
         while True:
             series = await self._next_due()
+            if series not in self._from:
+                continue  # removed while a re-read of it failed
             if not self.ready(series):
                 self._due.schedule(series, self.clock.now_ms() + NOT_READY_WAIT_MS)
                 continue
