@@ -3,6 +3,8 @@ stale-klines switch (Binance's REST lagging just after a close)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 
 from livecandle.domain.model import SeriesKey
@@ -75,3 +77,28 @@ async def test_a_stale_rest_row_never_replaces_a_stored_row_within_the_lag_windo
         assert reconciler.replaced == spoilt.replaced
     after = await _rows(store, series)
     assert {o: after[o] for o in good} == good
+
+
+async def test_without_spare_weight_only_a_suspect_series_is_re_read(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    """A row filled over REST within the lag window may be stale: it is re-read once
+    settled even while the fetcher is busy; other series wait for spare weight."""
+    suspect, other = SeriesKey.of("BTCUSDT", "1m"), SeriesKey.of("ETHUSDT", "1m")
+    async with BinanceRest(emulator.rest_url) as rest:
+        await rest.server_time()
+        reconciler = Reconciler(store, rest, rest.clock, rest_lag_ms=0, busy=lambda: True)
+        reconciler.add(suspect)
+        reconciler.add(other)
+        reconciler.suspect(suspect)
+        runner = asyncio.create_task(reconciler.run())
+        try:
+            async with asyncio.timeout(5):
+                while reconciler.reads == 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # nothing to await: the other one must stay unread
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+    assert reconciler.reads == 1
+    assert await store.count(suspect) > 0 and await store.count(other) == 0
