@@ -47,7 +47,9 @@ class CandleSnapshot:
     """The exchange's own view of a candle at exchange time ``event_ms``: forming, or
     ``final`` (closed). It covers the individual trades ``first_trade_id`` to
     ``last_trade_id``; both are -1 while its period has no trade yet. ``candle`` is None
-    when the exchange's figures cannot be read exactly: the times and ids still count."""
+    when the exchange's figures cannot be read exactly: the times and ids still count.
+    ``row``, on a readable final snapshot: the exchange's own record of the candle in the
+    stored (official) form, opaque here, written as it is."""
 
     symbol: str
     interval: str  # the interval's name, e.g. "1m"
@@ -58,6 +60,7 @@ class CandleSnapshot:
     final: bool
     event_ms: int
     candle: Candle | None
+    row: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,3 +15,8 @@ class Faults:
     stalled: dict[str, float] = field(default_factory=dict)  # symbol -> until (loop time, s)
     ping_interval_s: float = 20.0
     pong_timeout_s: float = 60.0
+    # Binance's REST lags just after a close: for this long after each close, klines
+    # answer the just-closed rows as computed from the trades up to ``stale_cut_ms``
+    # before the close (fewer trades, an older close price); 0: off
+    stale_klines_ms: int = 0
+    stale_cut_ms: int = 500

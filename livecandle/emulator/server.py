@@ -26,9 +26,9 @@ from livecandle.domain.model import Candle, format_quote, format_units
 from livecandle.emulator.faults import Faults
 from livecandle.emulator.klines import klines
 from livecandle.emulator.limits import WeightLimiter
-from livecandle.emulator.market import Market
+from livecandle.emulator.market import Market, SymbolMarket
 from livecandle.emulator.streams import StreamHub
-from livecandle.emulator.tape import TradeTuple
+from livecandle.emulator.tape import TradeTuple, agg_candle
 from livecandle.exchange.binance import params as bp
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ class Emulator:
             enforce=config.enforce_weights,
         )
         self.requests = 0
+        self.by_endpoint: dict[str, int] = {}  # requests answered, by endpoint
+        self.stale_rows = 0  # just-closed klines rows served stale (the stale switch)
         self.failed = 0
         self.hub: StreamHub | None = None  # attached by build_app
         self._rng = random.Random(config.seed)
@@ -128,6 +130,7 @@ class Emulator:
         endpoint = request.url.path.rsplit("/", 1)[-1]
         weight = WEIGHTS[endpoint]
         self.requests += 1
+        self.by_endpoint[endpoint] = self.by_endpoint.get(endpoint, 0) + 1
         now, new = self.advance()
         if self.hub is not None and any(new.values()):
             self.hub.publish(new)
@@ -182,19 +185,40 @@ class Emulator:
             rows = klines(symbols[kq.symbol], kq.interval, kq.start_ms, kq.end_ms, kq.limit)
             if kq.end_ms is not None:
                 rows = [r for r in rows if r.open_ms <= kq.end_ms]
+            stale_ms = self.faults.stale_klines_ms
+            if stale_ms:
+                rows = [self._stale(symbols[kq.symbol], kq, r, now, stale_ms) for r in rows]
             return b"[" + b",".join(self._row_json(kq, r, now) for r in rows) + b"]"
         if endpoint == "aggTrades":
             return self._agg_trades(q)
         raise bp.BinanceParamError(-1000, "An unknown error occurred while processing the request.")
 
+    def _stale(
+        self, sm: SymbolMarket, kq: bp.KlinesQuery, c: Candle, now: int, stale_ms: int
+    ) -> Candle:
+        """The stale switch: a row closed less than ``stale_ms`` ago as computed from its
+        trades up to ``stale_cut_ms`` (at most half the candle) before its close."""
+        if not 0 <= now - (c.close_ms + 1) < stale_ms:
+            return c
+        end = c.close_ms + 1 - min(self.faults.stale_cut_ms, (c.close_ms + 1 - c.open_ms) // 2)
+        agg = sm.range_agg(c.open_ms, end)
+        if agg is not None:
+            stale = agg_candle(agg, c.open_ms, c.close_ms)
+        else:
+            price = sm.last_price_before(c.open_ms)
+            stale = Candle.empty(c.open_ms, c.close_ms, c.open if price is None else price)
+        if stale != c:
+            self.stale_rows += 1
+        return stale
+
     def _row_json(self, kq: bp.KlinesQuery, c: Candle, now: int) -> bytes:
         """A kline row as JSON; closed rows never change, so their bytes are kept."""
         key = (kq.symbol, kq.interval.name, c.open_ms)
         cached = self._rows.get(key)
-        if cached is not None:
+        if cached is not None and not self.faults.stale_klines_ms:
             return cached
         encoded = _json.encode(_kline_row(c))
-        if c.close_ms < now:
+        if c.close_ms < now - self.faults.stale_klines_ms:
             if len(self._rows) > 500_000:
                 self._rows.clear()
             self._rows[key] = encoded
@@ -338,6 +362,8 @@ class Emulator:
             "weight_limit": self.limiter.limit,
             "enforce_weights": self.limiter.enforce,
             "requests": self.requests,
+            "requests_by_endpoint": dict(self.by_endpoint),
+            "stale_rows": self.stale_rows,
             "failed": self.failed,
             "rejected_429": self.limiter.rejected_429,
             "rejected_418": self.limiter.rejected_418,

@@ -33,7 +33,7 @@ from livecandle.domain.intervals import Interval
 from livecandle.domain.model import Trade
 from livecandle.domain.sequencer import MAX_HELD, MAX_HELD_TOTAL, Offer, TradePool
 from livecandle.live.state import RECENT_TRADES, RECENT_TRADES_TOTAL, SymbolState
-from livecandle.live.writer import SymbolLive
+from livecandle.live.writer import FinalCandle, SymbolLive
 from livecandle.store.codec import to_row
 
 log = logging.getLogger(__name__)
@@ -323,9 +323,11 @@ class LiveFeed:
             self._try_pending(st)
 
     def _final(self, st: SymbolState, i: int, ev: CandleSnapshot) -> None:
-        """The exchange's final candle: close ours now if every trade of it is in, and
-        compare the two."""
+        """The exchange's final candle: stored at once as the official candle (by the
+        writer); close ours now if every trade of it is in, and compare the two."""
         live = st.live
+        if ev.row is not None:
+            live.finals.append(FinalCandle(self.intervals[i], ev.open_ms, ev.close_ms, ev.row))
         b = live.builder
         if st.last_trade_id < ev.last_trade_id or st.sequencer.gap is not None:
             return  # trades of that candle are still on their way

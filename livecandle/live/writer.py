@@ -6,6 +6,11 @@ per publish period (default 10 ms): prices every time (a trade reaches a browser
 tens of milliseconds; the page moves its forming candle with them), candles every write
 period and at once when one closes. ``candle_closed`` notifications for the fetcher go
 in the same pipelined round trip.
+The exchange's final candles (the stream's closed klines) are official: each flush stores
+those that arrived since the last in one pipelined round trip, through the same store
+script as REST rows, before anything else. A final candle replaces a different stored
+row (a REST row read while the exchange's REST still lagged) only within ``rest_lag_ms``
+of its close; a later one only fills a missing open time (reconciliation has the last word).
 The writer reads the builders' state at flush time, so a slow Redis only delays the
 next flush; it never holds back the socket reader or the aggregation.
 While writes fail (Redis down, or full and refusing writes) the writer retries with
@@ -26,9 +31,11 @@ import msgspec
 
 from livecandle.backoff import Backoff
 from livecandle.domain.aggregator import ClosedCandle, LiveCandleBuilder
+from livecandle.domain.intervals import Interval
 from livecandle.domain.model import SeriesKey, format_units
 from livecandle.store import ClosedLive, LiveWrite, Store
 from livecandle.store.codec import closed_value, live_value
+from livecandle.store.store import ANY_OPEN_MS, OfficialWrite
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,21 @@ _enc = msgspec.json.Encoder()
 
 # what is kept for the retry while Redis is away: closed candles and their notifications
 KEPT_WHILE_FAILING = 10_000
+# final candles stored in one flush (at 00:00 UTC every series closes: the rest go in the
+# next flushes, so live updates keep flowing in between)
+FINALS_PER_FLUSH = 2_000
+# Binance's REST may serve a just-closed candle stale this long after its close
+REST_LAG_MS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class FinalCandle:
+    """The exchange's final candle of one interval, in its stored form (``row``)."""
+
+    interval: Interval
+    open_ms: int
+    close_ms: int
+    row: bytes
 
 
 @dataclass
@@ -51,6 +73,7 @@ class SymbolLive:
     closed: list[ClosedCandle] = field(default_factory=list)
     unwritten: list[LiveWrite] = field(default_factory=list)  # newest values, keys not set
     unwritten_price: bytes | None = None
+    finals: list[FinalCandle] = field(default_factory=list)  # official, not yet stored
 
 
 class LiveWriter:
@@ -66,6 +89,7 @@ class LiveWriter:
         publish_period_ms: int = 10,
         retry_base_s: float = 0.25,
         retry_cap_s: float = 2.0,
+        rest_lag_ms: int = REST_LAG_MS,
     ) -> None:
         self.store = store
         self.symbols = symbols
@@ -81,6 +105,11 @@ class LiveWriter:
         self._announced: set[tuple[str, str, int]] = set()
         self._closed: list[ClosedLive] = []  # kept until a write succeeds
         self._closed_msgs: list[bytes] = []  # candle_closed notifications, likewise
+        self.rest_lag_ms = rest_lag_ms
+        self._finals: list[tuple[SeriesKey, FinalCandle]] = []  # kept until stored
+        self.finals_stored = 0  # official candles the stream added
+        self.finals_replaced = 0  # ... that replaced a different (stale) stored row
+        self.finals_kept = 0  # late finals that differed from the stored row (not applied)
         self._backoff = Backoff(retry_base_s, retry_cap_s)
         self.failing_since_s: float | None = None  # monotonic start of the current outage
         self.last_error: str | None = None
@@ -121,6 +150,9 @@ class LiveWriter:
                 st.unwritten_price = _enc.encode(price)
                 batch_prices.append(price)
                 st.price_dirty = False
+            if st.finals:
+                self._finals.extend((SeriesKey(st.symbol, f.interval), f) for f in st.finals)
+                st.finals.clear()
             closing = bool(st.closed)
             if closing:
                 for c in st.closed:
@@ -177,13 +209,23 @@ class LiveWriter:
                 if st.unwritten_price is not None:
                     prices.append((st.symbol, st.unwritten_price))
         closed, closed_msgs = self._closed, self._closed_msgs
-        if not (writes or prices or closed or closed_msgs or batch_candles or batch_prices):
+        if not (
+            writes
+            or prices
+            or closed
+            or closed_msgs
+            or batch_candles
+            or batch_prices
+            or self._finals
+        ):
             return 0
         message = None
         if batch_candles or batch_prices:
             message = _enc.encode({"time": now, "prices": batch_prices, "candles": batch_candles})
         started = time.monotonic()
         try:
+            if self._finals:
+                await self._store_finals(now)
             if failing:  # a full Redis refuses the keys but not a PUBLISH: keys first
                 await self.store.write_live(writes, prices, None, (), closed)
                 await self.store.write_live((), (), message, closed_msgs)
@@ -206,6 +248,31 @@ class LiveWriter:
             self._recovered()
         return len(writes) + len(prices)
 
+    async def _store_finals(self, now_ms: int) -> None:
+        """The exchange's final candles as official rows, one round trip for all."""
+        batch = self._finals[:FINALS_PER_FLUSH]
+        writes = []
+        for series, f in batch:
+            if f.close_ms >= now_ms - self.rest_lag_ms:  # fresh: it may replace a REST row
+                writes.append(OfficialWrite(series, [(f.open_ms, f.row)], f.open_ms, f.open_ms))
+            else:  # late: reconciliation has re-read the candle by now
+                writes.append(
+                    OfficialWrite(series, [(f.open_ms, f.row)], ANY_OPEN_MS, -ANY_OPEN_MS)
+                )
+        results = await self.store.write_officials(writes, now_ms)
+        del self._finals[: len(batch)]
+        for w, r in zip(writes, results, strict=True):
+            self.finals_stored += r.added
+            self.finals_replaced += r.replaced
+            self.finals_kept += r.kept
+            if r.replaced:
+                log.warning(
+                    "%s %s: the exchange's final candle replaced a different stored row "
+                    "(a REST row read while the exchange still lagged)",
+                    w.series,
+                    r.replaced_opens[0],
+                )
+
     def _failed(self, e: Exception) -> None:
         """Keep what the retry needs (bounded) and have it carry the newest state; say
         it once per outage."""
@@ -214,6 +281,7 @@ class LiveWriter:
         self.last_error = f"{type(e).__name__}: {e}"[:300]
         del self._closed[:-KEPT_WHILE_FAILING]
         del self._closed_msgs[:-KEPT_WHILE_FAILING]
+        del self._finals[:-KEPT_WHILE_FAILING]
         for st in self.symbols.values():
             st.dirty = True
             st.price_dirty = st.price_dirty or st.unwritten_price is not None

@@ -1,12 +1,18 @@
-"""background_fetcher: official klines from Binance REST into ``klines_z``.
+"""background_fetcher: official klines from Binance REST into ``klines_z``, for what the
+streams did not deliver.
 
-Per series: backfill on first start (the last N candles), then stay current by fetching
-from ``klines_meta.latest`` forward. Only closed candles are stored: a row is closed when
-its close time has passed on the server clock, and the last row of an answer that reaches
-"now" (Binance's forming kline) is never stored. Open times missing between rows the
-exchange did return are recorded as exchange gaps, so they are not fetched again.
-A fetch runs when the next candle has closed, or at once when the live stream says a
-candle just closed (``candle_closed`` channel).
+The stream stores each final kline as the official candle at once (``live.writer``). Per
+series, this backfills on first start (the last N candles), then, a few seconds
+(``stream_grace_ms``) after each close, looks in the store for candles still missing since
+the newest point up to which none is (one pipelined read for every series due) and fetches
+only those over REST (``Priority.CLOSED``; a longer catch-up as ``Priority.HISTORY``).
+One scheduler (a heap of due times) serves every series; ``concurrency`` workers send the
+requests. Only closed candles are stored: a row is closed when its close time has passed
+on the server clock, and the last row of an answer that reaches "now" (Binance's forming
+kline) is never stored. Open times missing between rows the exchange did return are
+recorded as exchange gaps, so they are not fetched again. A REST row of a candle that
+closed less than ``rest_lag_ms`` ago only fills a missing open time (Binance's REST may
+still serve it stale); the ``Reconciler`` re-reads it once settled.
 """
 
 from __future__ import annotations
@@ -22,9 +28,8 @@ import msgspec
 
 from livecandle.backoff import Backoff
 from livecandle.domain.clock import ServerClock
-from livecandle.domain.intervals import Interval
 from livecandle.domain.model import SeriesKey
-from livecandle.exchange.binance.parse import KlineRow, kline_member
+from livecandle.exchange.binance.parse import kline_member
 from livecandle.exchange.binance.rest import (
     KLINES_LIMIT,
     BinanceBanned,
@@ -32,16 +37,24 @@ from livecandle.exchange.binance.rest import (
     BinanceRest,
     BinanceUnavailable,
 )
+from livecandle.exchange.binance.weights import Priority
+from livecandle.official.due import DueHeap
+from livecandle.official.reconciler import Reconciler
+from livecandle.official.rows import closed_rows, find_gaps, first_missing
 from livecandle.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-# The last row of an answer reaching "now" is kept only if it closed this long ago
-# (guards against clock skew: the exchange may still be filling it).
-FORMING_GRACE_MS = 5_000
 # Retries of a failing series: 1-2 s, 2-4 s, 4-8 s ... up to 30-60 s.
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 60.0
+# a missing candle this close to the newest closed one is a just-closed candle
+# (Priority.CLOSED); further back it is a catch-up (Priority.HISTORY)
+CLOSED_CANDLES = 3
+# series looked up in the store in one round trip (the event loop runs between)
+CHECK_BATCH = 2_000
+# on start, the newest stored candles are checked this far back for holes
+START_CHECK_CANDLES = 100
 
 
 @dataclass
@@ -50,9 +63,12 @@ class SyncResult:
     fetched: int = 0
     stored: int = 0
     replaced: int = 0
+    kept: int = 0  # rows of the REST lag window that differed from the stored row
     gaps: list[tuple[int, int]] = field(default_factory=list)
     latest: int | None = None
     requests: int = 0
+    newest_open_ms: int | None = None  # of the newest closed row the exchange returned
+    fresh_added: bool = False  # a row of the REST lag window filled a missing open time
 
 
 @dataclass
@@ -62,35 +78,17 @@ class SeriesStatus:
     latest: int | None = None
     syncs: int = 0
     stored: int = 0
+    filled_ms: int | None = None  # every candle up to this open time is stored (or a gap)
+    retry_ms: int = 250
+    backoff: Backoff = field(default_factory=lambda: Backoff(RETRY_BASE_S, RETRY_CAP_S))
 
 
-def closed_rows(page: Sequence[KlineRow], now_ms: int, reaches_now: bool) -> list[KlineRow]:
-    """The rows of ``page`` that are final: closed by ``now_ms``, and not the trailing
-    (forming) row of an answer that reaches now unless it closed well before."""
-    rows = [r for r in page if r.close_ms < now_ms]
-    if (
-        reaches_now
-        and rows
-        and rows[-1] is page[-1]
-        and rows[-1].close_ms >= now_ms - FORMING_GRACE_MS
-    ):
-        rows.pop()
-    return rows
-
-
-def find_gaps(
-    interval: Interval, prev_open_ms: int | None, rows: Sequence[KlineRow]
-) -> list[tuple[int, int]]:
-    """``(first missing open, next present open)`` for each hole between ``prev_open_ms``
-    (the newest stored candle, if any) and the rows, and between consecutive rows."""
-    gaps = []
-    for r in rows:
-        if prev_open_ms is not None:
-            expected_ms = interval.next_open(prev_open_ms)
-            if r.open_ms > expected_ms:
-                gaps.append((expected_ms, r.open_ms))
-        prev_open_ms = r.open_ms
-    return gaps
+@dataclass(frozen=True, slots=True)
+class _Job:
+    series: SeriesKey
+    start_ms: int | None  # None: the first sync (from what is stored, or a backfill)
+    prev_open_ms: int | None
+    priority: Priority
 
 
 class BackgroundFetcher:
@@ -105,23 +103,50 @@ class BackgroundFetcher:
         min_gap_ms: int = 1_000,
         retry_cap_ms: int = 10_000,
         clock: ServerClock | None = None,
+        stream_grace_ms: int = 3_000,
+        rest_lag_ms: int = 30_000,
+        reconcile: bool = True,
+        reconcile_share: float = 0.5,
     ) -> None:
         self.store = store
         self.rest = rest
         self.clock = clock or rest.clock
-        self.series = list(series)
+        self._followed: dict[SeriesKey, None] = {}  # in order of addition
         self.backfill_candles = backfill_candles
+        self.concurrency = concurrency
         self.settle_ms = settle_ms
         self.min_gap_ms = min_gap_ms
         self.retry_cap_ms = retry_cap_ms
+        self.stream_grace_ms = stream_grace_ms
+        self.rest_lag_ms = rest_lag_ms
         self._sem = asyncio.Semaphore(concurrency)
-        self._wake: dict[SeriesKey, asyncio.Event] = {s: asyncio.Event() for s in self.series}
-        self.status: dict[SeriesKey, SeriesStatus] = {s: SeriesStatus() for s in self.series}
+        self.status: dict[SeriesKey, SeriesStatus] = {}
         self.unknown_symbols: set[str] = set()
         self.syncs = 0
+        self.checks = 0  # series looked up in the store after a close
+        self.replaced = 0  # stored rows a settled REST row of a sync replaced
         self._synced = asyncio.Condition()
         self.listening = asyncio.Event()  # listen_closed is subscribed
         self.storage_error: str | None = None  # the last Redis failure, until a sync succeeds
+        self._due: DueHeap[SeriesKey] = DueHeap()
+        self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
+        self._busy: set[SeriesKey] = set()  # a job queued or running
+        self._dropped: dict[SeriesKey, asyncio.Event] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._users = 0
+        self.reconciler: Reconciler | None = None
+        if reconcile:
+            self.reconciler = Reconciler(
+                store,
+                rest,
+                self.clock,
+                rest_lag_ms,
+                spare_share=reconcile_share,
+                busy=lambda: bool(self._busy),
+                ready=lambda series: self.status[series].filled_ms is not None,
+            )
+        for s in series:
+            self.add_series(s)
 
     # -- one sync -------------------------------------------------------------------------
 
@@ -131,16 +156,17 @@ class BackgroundFetcher:
         start_ms: int | None = None,
         end_ms: int | None = None,
         progress: Callable[[SyncResult, int], None] | None = None,
+        priority: Priority = Priority.HISTORY,
+        prev_open_ms: int | None = None,
     ) -> SyncResult:
         """Fetch and store closed candles of ``series``.
 
         Without ``start_ms``: from ``klines_meta.latest`` forward, or the last
-        ``backfill_candles`` on first start. With it: ``[start_ms, end_ms]`` (backfill).
-        """
+        ``backfill_candles`` on first start. With it: ``[start_ms, end_ms]`` (backfill),
+        ``prev_open_ms`` the stored candle before it (for gap detection)."""
         interval = series.interval
         result = SyncResult(series)
         now_ms = self.clock.now_ms()
-        prev_open_ms: int | None = None
         if start_ms is None:
             meta = await self.store.meta(series)
             if meta.latest is None:
@@ -150,7 +176,7 @@ class BackgroundFetcher:
                 prev_open_ms = meta.latest
         async with self._sem:
             async for page in self.rest.iter_klines(
-                series.symbol, interval.name, start_ms, end_ms, KLINES_LIMIT
+                series.symbol, interval.name, start_ms, end_ms, KLINES_LIMIT, priority
             ):
                 result.requests += 1
                 result.fetched += len(page)
@@ -159,15 +185,25 @@ class BackgroundFetcher:
                 rows = closed_rows(page, now_ms, reaches_now)
                 gaps = find_gaps(interval, prev_open_ms, rows)
                 if rows or gaps:
+                    # a row closed within the REST lag window may be stale: it only fills
+                    settled_until_ms = interval.open_of(now_ms - self.rest_lag_ms) - 1
                     written = await self.store.write_candles(
-                        series, [(r.open_ms, kline_member(r)) for r in rows], now_ms, gaps
+                        series,
+                        [(r.open_ms, kline_member(r)) for r in rows],
+                        now_ms,
+                        gaps,
+                        replace_until_ms=settled_until_ms,
                     )
                     result.stored += written.added
                     result.replaced += written.replaced
+                    result.kept += written.kept
                     result.latest = written.latest
                     result.gaps.extend(gaps)
+                    if written.added and rows and rows[-1].open_ms > settled_until_ms:
+                        result.fresh_added = True
                 if rows:
                     prev_open_ms = rows[-1].open_ms
+                    result.newest_open_ms = rows[-1].open_ms
                 if progress is not None:
                     progress(result, page[-1].open_ms)
                 if len(rows) < len(page):
@@ -178,6 +214,9 @@ class BackgroundFetcher:
         st.last_sync_ms, st.latest, st.last_error = self.clock.now_ms(), result.latest, None
         st.syncs += 1
         st.stored += result.stored
+        self.replaced += result.replaced
+        if result.fresh_added and self.reconciler is not None:
+            self.reconciler.suspect(series)
         async with self._synced:
             self.syncs += 1
             self._synced.notify_all()
@@ -188,86 +227,242 @@ class BackgroundFetcher:
         async with self._synced:
             await self._synced.wait_for(lambda: self.syncs >= n)
 
-    # -- scheduling -----------------------------------------------------------------------
+    # -- series ---------------------------------------------------------------------------
+
+    @property
+    def series(self) -> list[SeriesKey]:
+        """The series followed, in order of addition."""
+        return list(self._followed)
 
     def add_series(self, series: SeriesKey) -> None:
-        """Follow ``series`` (a new listing); its ``run_series`` is started by the caller."""
-        if series not in self._wake:
-            self.series.append(series)
-            self._wake[series] = asyncio.Event()
-            self.status.setdefault(series, SeriesStatus())
-        self.unknown_symbols.discard(series.symbol)
+        """Follow ``series`` (its first sync is due at once)."""
+        self.unknown_symbols.discard(series.symbol)  # listed (again)
+        if series in self._followed:
+            return
+        self._followed[series] = None
+        self.status.setdefault(series, SeriesStatus())
+        self._dropped[series] = asyncio.Event()
+        self._due.schedule(series, 0)
+        if self.reconciler is not None:
+            self.reconciler.add(series)
 
     def remove_series(self, series: SeriesKey) -> None:
-        """Stop following ``series`` (its symbol left TRADING); the caller cancels its
-        ``run_series``. What is stored stays."""
-        if series in self._wake:
-            self.series.remove(series)
-            del self._wake[series]
-        self.status.pop(series, None)
+        """Stop following ``series`` (its data stays)."""
+        self._followed.pop(series, None)
+        self._due.cancel(series)
+        if self.reconciler is not None:
+            self.reconciler.remove(series)
+        dropped = self._dropped.get(series)
+        if dropped is not None:
+            dropped.set()
 
-    def request(self, series: SeriesKey) -> None:
-        """Fetch ``series`` now (a candle just closed)."""
-        event = self._wake.get(series)
-        if event is not None:
-            event.set()
+    # -- scheduling -----------------------------------------------------------------------
 
-    def _due_ms(self, series: SeriesKey, latest_ms: int | None) -> int:
-        """When the next unstored candle will have closed."""
+    def request(self, series: SeriesKey, open_ms: int | None = None) -> None:
+        """A candle of ``series`` closed (the live stream says so): look for it once the
+        stream's final kline had time to be stored, and fetch it if it is missing."""
+        if series not in self._followed or series in self._busy:
+            return
+        due_ms = self.clock.now_ms() + self.settle_ms
+        if open_ms is not None:
+            closed_ms = series.interval.next_open(series.interval.open_of(open_ms))
+            due_ms = max(due_ms, closed_ms + self.stream_grace_ms)
+        current_ms = self._due.due_ms(series)
+        if current_ms is None or due_ms < current_ms:
+            self._due.schedule(series, due_ms)
+
+    def _after_close_ms(self, series: SeriesKey, filled_ms: int) -> int:
+        """When the stream's final kline of the candle after ``filled_ms`` will have had
+        its grace."""
         interval = series.interval
-        if latest_ms is None:
-            return self.clock.now_ms() + self.retry_cap_ms
-        return interval.next_open(interval.next_open(latest_ms)) + self.settle_ms
+        return interval.next_open(interval.next_open(filled_ms)) + self.stream_grace_ms
+
+    async def run(self) -> None:
+        """Keep every series current until cancelled: one scheduler, ``concurrency``
+        workers sending the REST requests, and the reconciler."""
+        async with asyncio.TaskGroup() as tasks:
+            for n in range(self.concurrency):
+                tasks.create_task(self._worker(), name=f"fetch-worker-{n}")
+            if self.reconciler is not None:
+                tasks.create_task(self.reconciler.run(), name="fetch-reconciler")
+            tasks.create_task(self._scheduler(), name="fetch-scheduler")
 
     async def run_series(self, series: SeriesKey) -> None:
-        """Keep one series current until cancelled; errors are recorded and retried."""
-        wake = self._wake.setdefault(series, asyncio.Event())
-        retry_ms = 250
-        backoff = Backoff(RETRY_BASE_S, RETRY_CAP_S)
+        """Keep ``series`` current with the shared scheduler (started by the first
+        caller, stopped when the last one is cancelled); returns if the series is
+        dropped (a symbol the exchange does not know)."""
+        self.add_series(series)
+        self._users += 1
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self.run(), name="fetcher")
+        dropped = asyncio.ensure_future(self._dropped[series].wait())
+        try:
+            await asyncio.wait({self._runner, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            if self._runner.done() and not dropped.done():
+                await self._runner  # raises what stopped it
+        finally:
+            dropped.cancel()
+            self._users -= 1
+            if self._users == 0 and self._runner is not None:
+                self._runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._runner
+                self._runner = None
+
+    async def _scheduler(self) -> None:
         while True:
-            wake.clear()
-            latest_before_ms = self.status[series].latest
-            try:
-                result = await self.sync(series)
-                backoff.reset()
-                self.storage_error = None
-                await self.store.set_error(series, None)
-            except StoreError as e:  # Redis down, paused or full: transient, like the exchange's
-                self.storage_error = f"Redis: {type(e).__name__}: {e}"[:300]
-                await self._record(series, self.storage_error)
-                await backoff.sleep()
-                continue
-            except BinanceBanned as e:
-                await self._record(series, str(e))
-                ban_s = max(1.0, (e.until_ms - self.clock.now_ms()) / 1000)
-                await asyncio.sleep(ban_s)
-                continue
-            except BinanceError as e:
-                await self._record(series, str(e))
-                if e.code == -1121:
-                    self.unknown_symbols.add(series.symbol)
-                    log.error("%s: %s; not fetching it again", series, e)
-                    return
-                await backoff.sleep()
-                continue
-            except BinanceUnavailable as e:
-                await self._record(series, str(e))
-                await backoff.sleep()
-                continue
             now_ms = self.clock.now_ms()
-            due_ms = self._due_ms(series, result.latest)
-            if result.latest is not None and result.latest == latest_before_ms and due_ms <= now_ms:
-                # the candle has closed but the exchange does not show it final yet
-                wait_ms = retry_ms
-                retry_ms = min(self.retry_cap_ms, retry_ms * 2)
+            due = [s for s in self._due.pop_due(now_ms) if s not in self._busy]
+            if due:
+                await self._dispatch(due)
             else:
-                retry_ms = 250
-                wait_ms = max(self.min_gap_ms, due_ms - now_ms)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_ms / 1000):  # not wait_for: 3.11 can
-                    await wake.wait()  # swallow a cancel that races the event
-            if wake.is_set():
-                await asyncio.sleep(self.min_gap_ms / 1000 * 0.1)
+                await self._due.wait(now_ms, 3600.0)
+
+    async def _dispatch(self, due: list[SeriesKey]) -> None:
+        """Queue a REST job for each due series still missing candles: pipelined store
+        reads, ``CHECK_BATCH`` series a round trip."""
+        now_ms = self.clock.now_ms()
+        checks: list[tuple[SeriesKey, int, int]] = []
+        for series in due:
+            filled_ms = self.status[series].filled_ms
+            if filled_ms is None:
+                self._queue(_Job(series, None, None, Priority.HISTORY))
+            else:  # up to the newest candle whose stream final had its grace
+                interval = series.interval
+                newest_ms = interval.shift(interval.open_of(now_ms - self.stream_grace_ms), -1)
+                checks.append((series, filled_ms, newest_ms))
+        for n in range(0, len(checks), CHECK_BATCH):
+            batch = checks[n : n + CHECK_BATCH]
+            try:
+                await self._check(batch)
+            except StoreError as e:
+                self.storage_error = f"Redis: {type(e).__name__}: {e}"[:300]
+                for series, _, _ in batch:
+                    st = self.status[series]
+                    if st.last_error is None:
+                        log.warning("%s: %s", series, self.storage_error)
+                    st.last_error = self.storage_error
+                    self._due.schedule(series, now_ms + int(st.backoff.next_s() * 1000))
+
+    async def _check(self, checks: list[tuple[SeriesKey, int, int]]) -> None:
+        present = await self.store.present_opens(checks)
+        self.checks += len(checks)
+        # open times not stored: inside a recorded exchange gap, or missing (rare: read
+        # the gaps of those series only)
+        holes = [
+            (c, p)
+            for c, p in zip(checks, present, strict=True)
+            if first_missing(c[0].interval, c[1], c[2], p, ()) is not None
+        ]
+        gaps = await self.store.gaps_between([c for c, _ in holes]) if holes else []
+        missing = {
+            c[0]: first_missing(c[0].interval, c[1], c[2], p, g)
+            for (c, p), g in zip(holes, gaps, strict=True)
+        }
+        self.storage_error = None
+        for (series, filled_ms, newest_ms), found in zip(checks, present, strict=True):
+            st = self.status[series]
+            missing_ms = missing.get(series)
+            if missing_ms is None:
+                if st.last_error is not None:  # the stream stored what REST failed to get
+                    st.last_error = None
+                    await self.store.set_error(series, None)
+                st.filled_ms = max(filled_ms, newest_ms)
+                if found:
+                    st.latest = max(st.latest or 0, found[-1])
+                self._due.schedule(series, self._after_close_ms(series, st.filled_ms))
+                continue
+            recent_ms = series.interval.shift(newest_ms, -CLOSED_CANDLES)
+            priority = Priority.CLOSED if missing_ms > recent_ms else Priority.HISTORY
+            prev_ms = series.interval.shift(missing_ms, -1)
+            self._queue(_Job(series, missing_ms, max(prev_ms, filled_ms), priority))
+
+    def _queue(self, job: _Job) -> None:
+        self._busy.add(job.series)
+        self._jobs.put_nowait(job)
+
+    async def _worker(self) -> None:
+        while True:
+            job = await self._jobs.get()
+            try:
+                due_ms = await self._run_job(job)
+            finally:
+                self._busy.discard(job.series)
+            if due_ms is not None and job.series in self._followed:
+                self._due.schedule(job.series, due_ms)
+
+    async def _start_of(self, series: SeriesKey) -> tuple[int | None, int | None]:
+        """Where the first sync of a series starts: a backfill while the stored history is
+        shorter than ``backfill_candles`` (the stream may have stored its first finals
+        already); else the first hole among the newest stored candles (a stream may have
+        stored later ones), else after the newest."""
+        meta = await self.store.meta(series)
+        interval = series.interval
+        backfill_ms = interval.shift(interval.open_of(self.clock.now_ms()), -self.backfill_candles)
+        if meta.latest is None or meta.earliest is None or meta.earliest > backfill_ms:
+            return backfill_ms, None
+        after_ms = max(
+            interval.shift(meta.latest, -START_CHECK_CANDLES), interval.shift(meta.earliest, -1)
+        )
+        check = [(series, after_ms, meta.latest)]
+        ((present,), (gaps,)) = (
+            await self.store.present_opens(check),
+            await self.store.gaps_between(check),
+        )
+        missing_ms = first_missing(interval, after_ms, meta.latest, present, gaps)
+        if missing_ms is None:
+            return meta.latest + 1, meta.latest
+        return missing_ms, interval.shift(missing_ms, -1)
+
+    async def _run_job(self, job: _Job) -> int | None:
+        """One REST sync; returns when the series is due again (None: never)."""
+        series = job.series
+        st = self.status[series]
+        try:
+            start_ms, prev_ms = job.start_ms, job.prev_open_ms
+            if start_ms is None:
+                start_ms, prev_ms = await self._start_of(series)
+            had_error = st.last_error is not None or job.start_ms is None
+            result = await self.sync(series, start_ms, None, None, job.priority, prev_ms)
+            st.backoff.reset()
+            self.storage_error = None
+            if had_error:  # (and on start: an error a previous run left in meta)
+                await self.store.set_error(series, None)
+        except StoreError as e:  # Redis down, paused or full: transient, like the exchange's
+            self.storage_error = f"Redis: {type(e).__name__}: {e}"[:300]
+            await self._record(series, self.storage_error)
+            return self.clock.now_ms() + int(st.backoff.next_s() * 1000)
+        except BinanceBanned as e:
+            await self._record(series, str(e))
+            return max(e.until_ms, self.clock.now_ms() + 1000)
+        except BinanceError as e:
+            await self._record(series, str(e))
+            if e.code == -1121:
+                self.unknown_symbols.add(series.symbol)
+                log.error("%s: %s; not fetching it again", series, e)
+                self.remove_series(series)
+                return None
+            return self.clock.now_ms() + int(st.backoff.next_s() * 1000)
+        except BinanceUnavailable as e:
+            await self._record(series, str(e))
+            return self.clock.now_ms() + int(st.backoff.next_s() * 1000)
+        interval = series.interval
+        now_ms = self.clock.now_ms()
+        newest_ms = interval.shift(interval.open_of(now_ms), -1)
+        reached_ms = result.newest_open_ms
+        if result.gaps:
+            reached_ms = max(reached_ms or 0, interval.shift(result.gaps[-1][1], -1))
+        if reached_ms is not None:
+            st.filled_ms = max(st.filled_ms or reached_ms, reached_ms)
+        elif st.filled_ms is None and result.latest is not None:
+            st.filled_ms = result.latest
+        if st.filled_ms is not None and st.filled_ms >= newest_ms:
+            st.retry_ms = 250
+            return max(self._after_close_ms(series, st.filled_ms), now_ms + self.min_gap_ms)
+        # the candle has closed but the exchange does not show it final yet
+        wait_ms = st.retry_ms
+        st.retry_ms = min(self.retry_cap_ms, st.retry_ms * 2)
+        return now_ms + wait_ms
 
     async def _record(self, series: SeriesKey, error: str) -> None:
         st = self.status.setdefault(series, SeriesStatus())
@@ -280,8 +475,8 @@ class BackgroundFetcher:
             await self.store.set_error(series, error)
 
     async def listen_closed(self) -> None:
-        """Turn ``candle_closed`` messages into immediate fetches; ``listening`` is set
-        once Redis has confirmed the subscription."""
+        """Turn ``candle_closed`` messages into checks of the store; ``listening`` is
+        set once Redis has confirmed the subscription."""
         self.listening.clear()
         async for _, data in self.store.listen(
             self.store.keys.closed_channel, subscribed=self.listening.set
@@ -289,9 +484,10 @@ class BackgroundFetcher:
             try:
                 message = msgspec.json.decode(data)
                 series = SeriesKey.of(message["symbol"], message["interval"])
-            except (msgspec.DecodeError, KeyError, ValueError, TypeError):
+                open_ms = message.get("open_ms")
+            except (msgspec.DecodeError, KeyError, ValueError, TypeError, AttributeError):
                 continue
-            self.request(series)
+            self.request(series, open_ms if isinstance(open_ms, int) else None)
 
     async def prepare(self) -> None:
         """Server clock and rate limits from the exchange; unknown symbols reported."""
@@ -301,6 +497,8 @@ class BackgroundFetcher:
         for s in {k.symbol for k in self.series} - listed:
             self.unknown_symbols.add(s)
             log.error("symbol %s is not listed by the exchange; it will not be fetched", s)
+        for series in [k for k in self.series if k.symbol in self.unknown_symbols]:
+            self.remove_series(series)
 
     async def keep_clock(self, period_s: float = 600.0) -> None:
         while True:
@@ -314,6 +512,7 @@ class BackgroundFetcher:
                 "last_sync_ms": st.last_sync_ms,
                 "last_error": st.last_error,
                 "syncs": st.syncs,
+                "filled_ms": st.filled_ms,
             }
             for s, st in self.status.items()
         }

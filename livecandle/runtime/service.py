@@ -142,11 +142,11 @@ class Service:
         sup.spawn("universe", universe.run)
         if self.fetcher is not None:
             fetcher = self.fetcher
-            for series in self.settings.series:  # the universe's listener did the others
-                if series.symbol not in fetcher.unknown_symbols and series.symbol in (
-                    universe.following
-                ):
-                    self._spawn_series(series)
+            for series in fetcher.series:  # explicit names the exchange does not trade
+                if series.symbol not in universe.following:
+                    fetcher.remove_series(series)
+            # one scheduler and a few workers for every series (the universe adds more)
+            sup.spawn("fetch:scheduler", fetcher.run)
             sup.spawn("fetch:closed-listener", fetcher.listen_closed)
             sup.spawn("fetch:clock", fetcher.keep_clock)
         if self.stream is not None and self.feed is not None and self.writer is not None:
@@ -162,12 +162,6 @@ class Service:
 
     # -- the universe: symbols followed and stopped at run time -------------------------
 
-    def _spawn_series(self, series: SeriesKey) -> None:
-        assert self.fetcher is not None
-        name = f"fetch:{series}"
-        if name not in self.supervisor.infos:
-            self.supervisor.spawn(name, functools.partial(self.fetcher.run_series, series))
-
     def _follow(self, change: Change) -> None:
         """Start and stop following symbols: fetcher series (history first, then kept
         current), live state and streams. A stopped symbol keeps everything stored."""
@@ -175,9 +169,7 @@ class Service:
         for symbol in change.stop:
             if self.fetcher is not None:
                 for interval in intervals:
-                    series = SeriesKey(symbol, interval)
-                    self.supervisor.cancel(f"fetch:{series}")
-                    self.fetcher.remove_series(series)
+                    self.fetcher.remove_series(SeriesKey(symbol, interval))
             if self.feed is not None:
                 self.feed.remove_symbol(symbol)
         if self.stream is not None and change.stop:
@@ -185,9 +177,7 @@ class Service:
         for symbol in change.follow:
             if self.fetcher is not None:
                 for interval in intervals:
-                    series = SeriesKey(symbol, interval)
-                    self.fetcher.add_series(series)
-                    self._spawn_series(series)
+                    self.fetcher.add_series(SeriesKey(symbol, interval))
             if self.feed is not None:
                 self.feed.add_symbol(symbol)
         if self.stream is not None and change.follow:
@@ -296,8 +286,9 @@ class Service:
             wait_s = (budget.blocked_until_ms - now_ms) / 1000
             out.append(f"REST requests paused for {wait_s:.0f} s more: {budget.block_reason}")
         if self.fetcher is not None:
+            followed = set(self.fetcher.series)
             for series, st in self.fetcher.status.items():
-                if st.last_error is not None:
+                if st.last_error is not None and series in followed:
                     out.append(f"fetching {series} fails: {st.last_error}")
         if self.feed is not None:
             for symbol, sym in self.feed.stats()["symbols"].items():
@@ -460,4 +451,14 @@ class Service:
             for series, s in self.fetcher.status.items():
                 if s.latest is not None:
                     lines.append(f'livecandle_official_latest_ms{{series="{series}"}} {s.latest}')
+        # official rows that replaced a different stored one, by who found the difference
+        replaced = {"stream": self.writer.finals_replaced} if self.writer is not None else {}
+        if self.fetcher is not None:
+            replaced["rest"] = self.fetcher.replaced
+            reconciler = self.fetcher.reconciler
+            replaced["reconcile"] = reconciler.replaced if reconciler is not None else 0
+        if replaced:
+            lines.append("# TYPE livecandle_official_replaced_total counter")
+            for source, n in replaced.items():
+                lines.append(f'livecandle_official_replaced_total{{source="{source}"}} {n}')
         return lines

@@ -28,15 +28,22 @@ WRITE_CANDLES: Final = (
 -- KEYS[1] klines_z   KEYS[2] klines_meta   KEYS[3] klines_gaps
 -- ARGV[1] updated_ms   ARGV[2] notification channel   ARGV[3] symbol   ARGV[4] interval
 -- ARGV[5] n candles    ARGV[6] n gaps
+-- ARGV[7], ARGV[8] the open times a row may replace a different stored row in
+--   ('-inf'/'+inf' allowed); outside them a row only fills a missing open time (a REST
+--   row of a candle that closed just now may be stale; a late stream row is not trusted
+--   over a reconciled one)
 -- then n pairs (open_ms, member JSON), then n-gaps pairs (first missing open, next open)
--- Returns {added, replaced, unchanged, latest or false, count}.
+-- Returns {added, replaced, unchanged, latest or false, count, kept, replaced opens}:
+-- kept = rows that differ from the stored one but were not allowed to replace it.
 -- ZADD NX would compare members, not scores: a changed official row would be added
 -- beside the old one. Here an equal member is a no-op; any other member at that score
 -- (including duplicates left by older code) is removed before the new one is added.
 local z, meta, gaps = KEYS[1], KEYS[2], KEYS[3]
 local n, ng = tonumber(ARGV[5]), tonumber(ARGV[6])
-local base = 7
-local added, replaced, unchanged = 0, 0, 0
+local rfrom, runtil = tonumber(ARGV[7]), tonumber(ARGV[8])
+local base = 9
+local added, replaced, unchanged, kept = 0, 0, 0, 0
+local replaced_opens = {}
 if n > 0 then
   local lo, hi = math.huge, -math.huge
   for i = 0, n - 1 do
@@ -57,10 +64,13 @@ if n > 0 then
     local old = have[s]
     if old == member and not many[s] then
       unchanged = unchanged + 1
+    elseif old ~= nil and not many[s] and (s < rfrom or s > runtil) then
+      kept = kept + 1
     else
       if old ~= nil then
         redis.call('ZREMRANGEBYSCORE', z, s, s)
         replaced = replaced + 1
+        replaced_opens[#replaced_opens + 1] = ARGV[base + 2 * i]
       else
         added = added + 1
       end
@@ -89,7 +99,7 @@ end
     .. '","latest":' .. (latest or 'null') .. ',"count":' .. count
     .. ',"added":' .. added .. ',"replaced":' .. replaced .. '}')
 end
-return {added, replaced, unchanged, latest, count}
+return {added, replaced, unchanged, latest, count, kept, replaced_opens}
 """
 )
 

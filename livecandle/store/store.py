@@ -53,6 +53,10 @@ class Meta:
         )
 
 
+# the open times a row may replace a stored one in, by default: all of them
+ANY_OPEN_MS = 1 << 62
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     added: int
@@ -60,6 +64,33 @@ class WriteResult:
     unchanged: int
     latest: int | None
     count: int
+    kept: int = 0  # rows that differ from the stored one and were not let replace it
+    replaced_opens: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialWrite:
+    """Official rows of one series for ``Store.write_officials``: ``(open_ms, member)``
+    pairs; a row replaces a different stored one only if its open time is in
+    ``[replace_from_ms, replace_until_ms]``, else it only fills a missing open time."""
+
+    series: SeriesKey
+    rows: Sequence[tuple[int, bytes]]
+    replace_from_ms: int = -ANY_OPEN_MS
+    replace_until_ms: int = ANY_OPEN_MS
+
+
+def _write_result(res: Sequence[Any]) -> WriteResult:
+    latest = int(float(res[3])) if res[3] else None
+    return WriteResult(
+        int(res[0]),
+        int(res[1]),
+        int(res[2]),
+        latest,
+        int(res[4]),
+        int(res[5]),
+        tuple(int(o) for o in res[6]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,20 +143,57 @@ class Store:
         rows: Sequence[tuple[int, bytes]],
         now_ms: int,
         gaps: Sequence[tuple[int, int]] = (),
+        replace_from_ms: int = -ANY_OPEN_MS,
+        replace_until_ms: int = ANY_OPEN_MS,
     ) -> WriteResult:
         """Atomically store ``(open_ms, kline JSON)`` rows and known exchange gaps.
 
         One member per open time: equal rows are no-ops, changed rows replace the old
-        member; ``klines_meta`` is updated and ``klines_updated`` published on change.
+        member if their open time is in ``[replace_from_ms, replace_until_ms]`` (else the
+        stored one is kept: the row only fills a missing open time); ``klines_meta`` is
+        updated and ``klines_updated`` published on change.
         """
+        args = self._write_args(series, rows, now_ms, gaps, replace_from_ms, replace_until_ms)
+        res = await self._write(keys=self._write_keys(series), args=args)
+        return _write_result(res)
+
+    async def write_officials(
+        self, writes: Sequence[OfficialWrite], now_ms: int
+    ) -> list[WriteResult]:
+        """``write_candles`` of many series in one pipelined round trip (the final
+        candles of every followed series close together at 00:00 UTC)."""
+        if not writes:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:  # reset if cancelled
+            for w in writes:
+                args = self._write_args(
+                    w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
+                )
+                await self._write(keys=self._write_keys(w.series), args=args, client=pipe)
+            return [_write_result(res) for res in await pipe.execute()]
+
+    def _write_keys(self, series: SeriesKey) -> list[str]:
         k = self.keys
+        return [k.klines(series), k.meta(series), k.gaps(series)]
+
+    def _write_args(
+        self,
+        series: SeriesKey,
+        rows: Sequence[tuple[int, bytes]],
+        now_ms: int,
+        gaps: Sequence[tuple[int, int]],
+        replace_from_ms: int,
+        replace_until_ms: int,
+    ) -> list[Any]:
         args: list[Any] = [
             now_ms,
-            k.klines_updated_channel,
+            self.keys.klines_updated_channel,
             series.symbol,
             series.interval.name,
             len(rows),
             len(gaps),
+            replace_from_ms,
+            replace_until_ms,
         ]
         for open_ms, member in rows:
             args.append(open_ms)
@@ -133,9 +201,43 @@ class Store:
         for first, nxt in gaps:
             args.append(first)
             args.append(nxt)
-        res = await self._write(keys=[k.klines(series), k.meta(series), k.gaps(series)], args=args)
-        latest = int(float(res[3])) if res[3] else None
-        return WriteResult(int(res[0]), int(res[1]), int(res[2]), latest, int(res[4]))
+        return args
+
+    async def present_opens(self, ranges: Sequence[tuple[SeriesKey, int, int]]) -> list[list[int]]:
+        """For each ``(series, after_ms, until_ms)``: the open times stored in
+        ``(after_ms, until_ms]``, ascending, in one pipelined round trip."""
+        if not ranges:
+            return []
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for series, after_ms, until_ms in ranges:
+                pipe.zrange(
+                    k.klines(series), f"({after_ms}", until_ms, byscore=True, withscores=True
+                )
+            found = await pipe.execute()
+        return [[int(score) for _, score in opens] for opens in found]
+
+    async def gaps_between(
+        self, ranges: Sequence[tuple[SeriesKey, int, int]]
+    ) -> list[list[tuple[int, int]]]:
+        """For each ``(series, after_ms, until_ms)``: the recorded exchange gaps
+        ``(first missing, next present)`` reaching into ``(after_ms, until_ms]``."""
+        if not ranges:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for series, _, until_ms in ranges:
+                # a gap member is "first:next"; its score is the first missing open time
+                pipe.zrange(self.keys.gaps(series), "-inf", until_ms, byscore=True)
+            found = await pipe.execute()
+        out = []
+        for (_, after_ms, _), members in zip(ranges, found, strict=True):
+            gaps = []
+            for member in members:
+                first, _, nxt = member.decode().partition(":")
+                if int(nxt) > after_ms:
+                    gaps.append((int(first), int(nxt)))
+            out.append(gaps)
+        return out
 
     async def remove_members(self, series: SeriesKey, members: Sequence[bytes], now_ms: int) -> int:
         """Remove members that break an invariant (``verify --repair``); fixes meta."""

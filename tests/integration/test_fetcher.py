@@ -20,6 +20,7 @@ from livecandle.runtime.redis_server import RedisServer
 from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store
 from tests.helpers import EmulatorProcess
+from tests.integration.live_support import official
 from tests.integration.redis_support import client, full, own_server
 
 MIN = 60_000
@@ -87,21 +88,50 @@ async def test_exchange_gaps_are_recorded_and_never_refetched(store: Store) -> N
             assert report.ok, report.text()
 
 
-async def test_a_closed_candle_message_triggers_an_immediate_fetch(
+async def test_a_candle_no_stream_stored_is_fetched_over_rest_a_grace_after_its_close(
     store: Store, emulator: EmulatorProcess
 ) -> None:
-    series = SeriesKey.of("BTCUSDT", "1h")  # next scheduled fetch is up to an hour away
+    series = SeriesKey.of("BTCUSDT", "1s")
     async with BinanceRest(emulator.rest_url) as rest:
-        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=5, min_gap_ms=50)
+        fetcher = BackgroundFetcher(
+            store, rest, [series], backfill_candles=5, stream_grace_ms=300, reconcile=False
+        )
+        await rest.server_time()
+        runner = asyncio.create_task(fetcher.run_series(series))
+        try:
+            async with asyncio.timeout(10):  # the backfill, then what is filled is known
+                while (first := fetcher.status[series].filled_ms) is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            await asyncio.wait_for(fetcher.wait_syncs(4), 10)  # one per close, no stream
+            now_ms = rest.clock.now_ms()
+            latest = (await store.meta(series)).latest
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+    assert latest is not None and latest >= first + 3000
+    assert now_ms - (latest + 1000) < 300 + 1500  # the newest closed within grace + a round trip
+    report = await verify(store, [series], now_ms)
+    assert report.ok, report.text()
+
+
+async def test_a_closed_candle_message_before_its_check_is_due_changes_nothing(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    series = SeriesKey.of("BTCUSDT", "1h")  # the next check is up to an hour away
+    async with BinanceRest(emulator.rest_url) as rest:
+        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=5, reconcile=False)
         await rest.server_time()
         runner = asyncio.create_task(fetcher.run_series(series))
         listener = asyncio.create_task(fetcher.listen_closed())
         try:
             await asyncio.wait_for(fetcher.wait_syncs(1), 10)
             await asyncio.wait_for(fetcher.listening.wait(), 5)
+            before = emulator.state()["requests_by_endpoint"]["klines"]
+            # a stray message for a candle long stored: no request for it
             message = msgspec.json.encode({"symbol": "BTCUSDT", "interval": "1h", "open_ms": 0})
             await store.redis.publish(store.keys.closed_channel, message)
-            await asyncio.wait_for(fetcher.wait_syncs(2), 5)
+            await asyncio.sleep(1.0)  # nothing to await: the point is that nothing happens
+            assert emulator.state()["requests_by_endpoint"]["klines"] == before
         finally:
             runner.cancel()
             listener.cancel()
@@ -193,3 +223,26 @@ async def test_a_full_redis_is_retried_like_the_exchange_without_restarting_the_
             await supervisor.stop()
     said = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(said) == 1 and "maxmemory" in said[0].getMessage()
+
+
+async def test_the_first_start_backfills_even_when_the_stream_stored_finals_first(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    series = SeriesKey.of("ETHUSDT", "1m")
+    async with BinanceRest(emulator.rest_url) as rest:
+        await rest.server_time()
+        newest = series.interval.shift(series.interval.open_of(rest.clock.now_ms()), -1)
+        for open_ms in (series.interval.shift(newest, -1), newest):  # as the stream stores them
+            row = await official(emulator, "ETHUSDT", "1m", open_ms)
+            await store.write_candles(series, [(open_ms, msgspec.json.encode(row))], 1)
+        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=20, reconcile=False)
+        runner = asyncio.create_task(fetcher.run_series(series))
+        try:
+            await asyncio.wait_for(fetcher.wait_syncs(1), 10)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        now_ms = rest.clock.now_ms()
+    assert await store.count(series) >= 20
+    report = await verify(store, [series], now_ms)
+    assert report.ok, report.text()

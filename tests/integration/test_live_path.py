@@ -103,7 +103,8 @@ async def test_a_web_process_apart_reports_the_stream_and_fetcher_health(
 async def test_without_official_data_every_closed_live_candle_stays_served(
     redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
 ) -> None:
-    """No fetcher: nothing confirms the closed live candles, and still no hole."""
+    """No fetcher: only the stream's final klines confirm closed candles (official), the
+    live ones after them are served unconfirmed, and still no hole."""
     import httpx
 
     async with (
@@ -119,17 +120,21 @@ async def test_without_official_data_every_closed_live_candle_stays_served(
                 await web.get("/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "1s"})
             ).json()
     rows = body["candles"]
-    assert body["latest"] is None
+    latest = body["latest"]
+    assert latest is not None  # the stream's finals, with no fetcher
     times = [r[0] for r in rows]
     assert len(rows) >= 5
+    assert {r[12] for r in rows if r[0] <= latest} == {"official"}
     # the forming one last, unless the read fell in the (at most one write period) after a
     # close and before the next live_candle write: then the closed one is the newest
-    assert {r[12] for r in rows[:-1]} == {"unconfirmed"}
-    assert rows[-1][12] in ("forming", "unconfirmed")
+    # (already official if its final was stored)
+    assert {r[12] for r in rows[:-1] if r[0] > latest} <= {"unconfirmed"}
+    assert rows[-1][12] in ("forming", "unconfirmed", "official")
     assert times == list(range(times[0], times[-1] + 1, 1000))  # every second, no hole
     assert [r[0] for r in binance][-len(times) :] == times
-    # each closed one is the final version the live path published
+    # each unconfirmed one is the final version the live path published; each official one
+    # equals it too where the live candle saw the whole period (not the first, partial one)
     for r in rows[:-1]:
         seen = rec.closed.get(("BTCUSDT", "1s", r[0]))
-        if seen is not None:
+        if seen is not None and (r[12] == "unconfirmed" or seen["complete"]):
             assert r[:11] == live_row(seen)[:11]

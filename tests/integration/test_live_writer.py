@@ -20,9 +20,10 @@ from livecandle.domain.aggregator import LiveCandleBuilder
 from livecandle.domain.clock import ManualClock
 from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import SCALE, SeriesKey
-from livecandle.live.writer import LiveWriter, SymbolLive
+from livecandle.live.writer import FinalCandle, LiveWriter, SymbolLive
 from livecandle.runtime.redis_server import RedisServer, free_port
 from livecandle.store import Keys, Store
+from tests.builders import kline_member
 from tests.integration.redis_support import client, command_stats, full, own_server
 
 T0 = 1_700_000_100_000
@@ -276,3 +277,34 @@ async def test_while_redis_is_full_the_writer_backs_off_says_so_once_and_publish
 
 async def drain(queue: Messages) -> list[tuple[str, bytes]]:
     return [queue.get_nowait() for _ in range(queue.qsize())]
+
+
+async def test_a_final_candle_is_stored_as_official_and_replaces_a_stale_rest_row(
+    store: Store,
+) -> None:
+    live = symbol_live()
+    now_ms = OPEN0 + 60_000 + 1_000  # one second after the close
+    writer = LiveWriter(store, {"BTCUSDT": live}, lambda: now_ms, rest_lag_ms=30_000)
+    stale, final = kline_member(OPEN0, close="99.00000000"), kline_member(OPEN0)
+    await store.write_candles(BTC_1M, [(OPEN0, stale)], 1)  # REST, read while it lagged
+    live.finals.append(FinalCandle(M1, OPEN0, OPEN0 + 59_999, final))
+    await writer.flush()
+    assert await store.members(BTC_1M) == [(final, float(OPEN0))]
+    assert (writer.finals_stored, writer.finals_replaced) == (0, 1)
+    nxt = OPEN0 + 60_000
+    live.finals.append(FinalCandle(M1, nxt, nxt + 59_999, kline_member(nxt)))
+    await writer.flush()
+    assert (writer.finals_stored, writer.finals_replaced) == (1, 1)
+    assert (await store.meta(BTC_1M)).latest == nxt
+
+
+async def test_a_late_final_candle_does_not_replace_a_reconciled_row(store: Store) -> None:
+    live = symbol_live()
+    now_ms = OPEN0 + 60_000 + 31_000  # past the 30 s REST lag window
+    writer = LiveWriter(store, {"BTCUSDT": live}, lambda: now_ms, rest_lag_ms=30_000)
+    settled = kline_member(OPEN0, close="99.00000000")
+    await store.write_candles(BTC_1M, [(OPEN0, settled)], 1)
+    live.finals.append(FinalCandle(M1, OPEN0, OPEN0 + 59_999, kline_member(OPEN0)))
+    await writer.flush()
+    assert await store.members(BTC_1M) == [(settled, float(OPEN0))]
+    assert (writer.finals_replaced, writer.finals_kept) == (0, 1)

@@ -16,6 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from livecandle.domain.model import SeriesKey
 from livecandle.runtime.redis_server import find_redis_server, free_port
 from livecandle.store import ClosedLive, Keys, Meta, Store, connect
+from livecandle.store.store import OfficialWrite
 from tests.builders import kline_member
 
 S = SeriesKey.of("BTCUSDT", "1m")
@@ -297,3 +298,33 @@ async def test_cancelling_a_task_mid_command_really_cancels_it(redis: aioredis.R
         done, _ = await asyncio.wait({task}, timeout=5)
         assert done, "the cancelled task kept running"
         assert task.cancelled()
+
+
+async def test_a_row_outside_its_replace_window_only_fills_a_missing_open_time(
+    store: Store,
+) -> None:
+    """A REST row of a candle that closed just now may be stale: it must not replace the
+    stored (stream) row, though it may fill a missing one beside it."""
+    good, stale = kline_member(T0, close="100.50000000"), kline_member(T0, close="100.00000000")
+    await store.write_candles(S, [(T0, good)], 1)
+    later = T0 + 60_000
+    res = await store.write_candles(
+        S, [(T0, stale), (later, kline_member(later))], 2, replace_until_ms=T0 - 1
+    )
+    assert (res.added, res.replaced, res.kept, res.replaced_opens) == (1, 0, 1, ())
+    assert [m for m, _ in await store.members(S)] == [good, kline_member(later)]
+    res = await store.write_candles(S, [(T0, stale)], 3, replace_until_ms=T0)
+    assert (res.replaced, res.kept, res.replaced_opens) == (1, 0, (T0,))
+    assert [m for m, _ in await store.members(S)] == [stale, kline_member(later)]
+
+
+async def test_official_writes_of_many_series_go_in_one_round_trip(store: Store) -> None:
+    series = [SeriesKey.of(f"S{n}USDT", "1m") for n in range(300)]
+    writes = [OfficialWrite(s, [(T0, kline_member(T0))]) for s in series]
+    results = await store.write_officials(writes, 5)
+    assert [r.added for r in results] == [1] * 300
+    assert [(await store.meta(s)).latest for s in series[:5]] == [T0] * 5
+    again = await store.write_officials(writes, 6)
+    assert [r.unchanged for r in again] == [1] * 300
+    present = await store.present_opens([(s, T0 - 1, T0 + 60_000) for s in series[:3]])
+    assert present == [[T0]] * 3

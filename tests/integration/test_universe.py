@@ -166,7 +166,7 @@ async def test_an_explicit_symbol_not_trading_is_reported_not_followed(
         assert svc.universe is not None and svc.feed is not None and svc.fetcher is not None
         assert svc.universe.following == {"BTCUSDT"}
         assert set(svc.feed.states) == {"BTCUSDT"}
-        assert "fetch:ETHUSDT:1m" not in svc.supervisor.infos
+        assert SeriesKey.of("ETHUSDT", "1m") not in svc.fetcher.series
         assert "symbol ETHUSDT is HALT on the exchange: not followed" in svc.problems()
 
 
@@ -188,7 +188,7 @@ async def test_listing_break_delisting_and_relisting_at_run_time(
         # a new listing: history and live candles without a restart
         listing.set("ETHUSDT", "TRADING")
         await universe.refresh()
-        assert "ETHUSDT" in feed.states and "fetch:ETHUSDT:1m" in svc.supervisor.infos
+        assert "ETHUSDT" in feed.states and SeriesKey.of("ETHUSDT", "1m") in fetcher.series
         assert "ethusdt@aggTrade" in streams_of(svc)
         await until(lambda: store.count(eth), 30)
         await redis.delete(store.keys.live_price("ETHUSDT"))
@@ -201,8 +201,8 @@ async def test_listing_break_delisting_and_relisting_at_run_time(
         await universe.refresh()
         kept = await store.count(eth)
         assert "ETHUSDT" not in feed.states and "ETHUSDT" not in feed.live_states()
-        assert "fetch:ETHUSDT:1m" not in svc.supervisor.infos
-        assert eth not in fetcher.status
+        assert SeriesKey.of("ETHUSDT", "1m") not in svc.fetcher.series
+        assert eth not in fetcher.series
         assert not any(s.startswith("ethusdt@") for s in streams_of(svc))
         body = (await web.get("/api/symbols")).json()
         eth_status = next(e for e in body["status"] if e["symbol"] == "ETHUSDT")
@@ -226,7 +226,7 @@ async def test_listing_break_delisting_and_relisting_at_run_time(
         # re-listed: followed again, from where its data stops
         listing.set("ETHUSDT", "TRADING")
         await universe.refresh()
-        assert "ETHUSDT" in feed.states and "fetch:ETHUSDT:1m" in svc.supervisor.infos
+        assert "ETHUSDT" in feed.states and SeriesKey.of("ETHUSDT", "1m") in fetcher.series
         assert "ethusdt@aggTrade" in streams_of(svc)
         await redis.delete(store.keys.live_price("ETHUSDT"))
         await until(lambda: store.live_price("ETHUSDT"), 30)

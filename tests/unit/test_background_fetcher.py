@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from livecandle.domain.intervals import INTERVALS
 from livecandle.exchange.binance.parse import KlineRow
-from livecandle.official.background_fetcher import FORMING_GRACE_MS, closed_rows, find_gaps
+from livecandle.official.rows import (
+    FORMING_GRACE_MS,
+    closed_rows,
+    find_gaps,
+    first_missing,
+)
 
 MIN = 60_000
 T0 = 28_333_334 * MIN
@@ -86,3 +91,12 @@ def test_gaps_follow_the_calendar_grid() -> None:
     feb = month.next_open(jan)
     apr = month.next_open(month.next_open(feb))
     assert find_gaps(month, jan, [row(apr, 30 * 86_400_000)]) == [(feb, apr)]
+
+
+def test_the_first_missing_candle_skips_stored_ones_and_recorded_gaps() -> None:
+    present = [T0 + MIN, T0 + 2 * MIN, T0 + 5 * MIN]
+    assert first_missing(ONE_MINUTE, T0, T0 + 2 * MIN, present, []) is None
+    assert first_missing(ONE_MINUTE, T0, T0 + 5 * MIN, present, []) == T0 + 3 * MIN
+    gap = (T0 + 3 * MIN, T0 + 5 * MIN)  # the exchange has no bar there
+    assert first_missing(ONE_MINUTE, T0, T0 + 5 * MIN, present, [gap]) is None
+    assert first_missing(ONE_MINUTE, T0, T0 + 6 * MIN, present, [gap]) == T0 + 6 * MIN

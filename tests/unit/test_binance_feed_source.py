@@ -218,3 +218,20 @@ def test_streams_carry_the_trades_and_a_kline_per_interval_of_each_symbol() -> N
         "ethusdt@kline_1s",
         "ethusdt@kline_1h",
     ]
+
+
+def test_a_final_kline_carries_its_rest_row_built_from_the_streams_own_strings() -> None:
+    event = decode_frame(combined("bnbbtc@kline_1m", with_kline(x=True)))
+    assert isinstance(event, CandleSnapshot) and event.row is not None
+    # the 12 fields of /api/v3/klines, strings untouched (no re-formatting to 8 decimals)
+    assert event.row == (
+        b'[1672515780000,"0.0010","0.0025","0.0005","0.0020","1000",1672515839999,'
+        b'"1.0000",100,"500","0.500","0"]'
+    )
+
+
+def test_only_a_readable_final_kline_carries_a_row() -> None:
+    forming = decode_frame(combined("bnbbtc@kline_1m", KLINE))
+    unreadable = decode_frame(combined("bnbbtc@kline_1m", with_kline(x=True, o="abc")))
+    assert isinstance(forming, CandleSnapshot) and forming.row is None
+    assert isinstance(unreadable, CandleSnapshot) and unreadable.row is None

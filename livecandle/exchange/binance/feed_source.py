@@ -91,6 +91,7 @@ def _snapshot(event: parse.KlineEvent) -> CandleSnapshot:
         final=k.x,
         event_ms=event.E,
         candle=candle,
+        row=parse.stream_kline_member(k) if k.x and candle is not None else None,
     )
 
 

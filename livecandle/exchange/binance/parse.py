@@ -194,3 +194,12 @@ member_encoder = msgspec.json.Encoder()
 def kline_member(row: KlineRow) -> bytes:
     """The stored form of a kline: Binance's 12-field array as compact JSON."""
     return member_encoder.encode(row)
+
+
+def stream_kline_member(k: KlinePayload) -> bytes:
+    """The stored form of a stream's kline: the 12-field ``/api/v3/klines`` array built
+    from the stream's own strings (never re-formatted), so a final kline and the REST row
+    of the same candle are the same bytes."""
+    return member_encoder.encode(
+        KlineRow(k.t, k.o, k.h, k.l, k.c, k.v, k.T, k.q, k.n, k.V, k.Q, "0")
+    )

@@ -1,0 +1,177 @@
+"""Reconciler: recent closed candles re-read over REST, stored rows that differ replaced.
+
+Binance's REST klines can lag just after a close (the just-closed candle changes between
+two calls), and archives have been corrected after the fact. So each series is re-read
+once its newest candles closed more than ``rest_lag_ms`` ago (one request covers every
+candle since the last re-read, plus a little overlap), and the REST row then replaces a
+different stored one, whatever wrote it. Reading only costs spare weight: a re-read waits
+while the fetcher has work or the window's weight is above ``spare_share`` of the budget,
+except for a series the fetcher filled over REST within the lag window (a row that may be
+stale): that one is re-read as soon as its candle has settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from livecandle.domain.clock import Clock
+from livecandle.domain.model import SeriesKey
+from livecandle.exchange.binance.parse import kline_member
+from livecandle.exchange.binance.rest import KLINES_LIMIT, BinanceBanned, BinanceRest
+from livecandle.exchange.binance.weights import Priority
+from livecandle.official.due import DueHeap
+from livecandle.store import Store
+
+log = logging.getLogger(__name__)
+
+KLINES_WEIGHT = 2  # of one klines request of up to 1000 rows
+IDLE_POLL_S = 0.2  # how often a waiting re-read looks for spare weight again
+NOT_READY_WAIT_MS = 5_000  # a series not yet synced by the fetcher is looked at again
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: Store,
+        rest: BinanceRest,
+        clock: Clock,
+        rest_lag_ms: int = 30_000,
+        lookback_candles: int = 3,
+        overlap_candles: int = 2,
+        spare_share: float = 0.5,
+        busy: Callable[[], bool] = lambda: False,
+        ready: Callable[[SeriesKey], bool] = lambda series: True,
+    ) -> None:
+        self.store = store
+        self.rest = rest
+        self.clock = clock
+        self.rest_lag_ms = rest_lag_ms
+        self.lookback_candles = lookback_candles  # re-read on start, per series
+        self.overlap_candles = overlap_candles  # re-read again each time
+        self.spare_share = spare_share
+        self.busy = busy  # the fetcher has work of higher priority
+        self.ready = ready  # the fetcher has synced the series (a backfill goes first)
+        self._from: dict[SeriesKey, int] = {}  # open time the next re-read starts at
+        self._due: DueHeap[SeriesKey] = DueHeap()
+        self._suspect: set[SeriesKey] = set()
+        self.reads = 0
+        self.rows_checked = 0
+        self.replaced = 0  # stored rows that differed from the settled REST row
+        self.added = 0  # rows that were missing
+        self.errors = 0
+
+    # -- series -------------------------------------------------------------------------
+
+    def add(self, series: SeriesKey) -> None:
+        if series in self._from:
+            return
+        interval = series.interval
+        self._from[series] = interval.shift(
+            interval.open_of(self.clock.now_ms()), -self.lookback_candles
+        )
+        self._due.schedule(series, self._settled_ms(series))
+
+    def remove(self, series: SeriesKey) -> None:
+        self._from.pop(series, None)
+        self._due.cancel(series)
+        self._suspect.discard(series)
+
+    def suspect(self, series: SeriesKey) -> None:
+        """A row of ``series`` was stored from REST within the lag window: re-read it as
+        soon as it has settled, spare weight or not."""
+        if series in self._from:
+            self._suspect.add(series)
+
+    def _settled_ms(self, series: SeriesKey) -> int:
+        """When the candle the next re-read starts at will have settled."""
+        return series.interval.next_open(self._from[series]) + self.rest_lag_ms
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _spare(self) -> bool:
+        budget = self.rest.budget
+        budget.observe(0, accepted=False)  # rolls the window over if a new one began
+        return (
+            not self.busy()
+            and budget.blocked_until_ms <= self.clock.now_ms()
+            and budget.used + KLINES_WEIGHT <= budget.budget * self.spare_share
+        )
+
+    async def run(self) -> None:
+        while True:
+            series = await self._next_due()
+            if series not in self._from:
+                continue  # removed while a re-read of it failed
+            if not self.ready(series):
+                self._due.schedule(series, self.clock.now_ms() + NOT_READY_WAIT_MS)
+                continue
+            try:
+                await self.reconcile(series)
+            except asyncio.CancelledError:
+                raise
+            except BinanceBanned as e:
+                self.errors += 1
+                self._due.schedule(series, e.until_ms)
+                continue
+            except Exception as e:  # the exchange or Redis: try this series again later
+                self.errors += 1
+                log.debug("reconciling %s failed: %s", series, e)
+                self._due.schedule(series, self.clock.now_ms() + 10_000)
+                continue
+            if series in self._from:
+                self._due.schedule(series, self._settled_ms(series))
+
+    async def _next_due(self) -> SeriesKey:
+        due = self._due
+        while True:
+            now_ms = self.clock.now_ms()
+            first_ms = due.next_ms()
+            if first_ms is not None and first_ms <= now_ms:
+                # a suspect series that is due goes first, spare weight or not
+                for s in self._suspect:
+                    due_ms = due.due_ms(s)
+                    if due_ms is not None and due_ms <= now_ms:
+                        due.pop(s)
+                        return s
+                if self._spare():
+                    series = due.pop_first(now_ms)
+                    assert series is not None
+                    return series
+                await due.wait(now_ms, IDLE_POLL_S)
+            else:
+                await due.wait(now_ms)
+
+    async def reconcile(self, series: SeriesKey) -> int:
+        """Re-read the settled candles of ``series`` since the last re-read (and a few
+        before) and store them, replacing any stored row that differs. Returns the rows
+        replaced."""
+        interval = series.interval
+        start_ms = interval.shift(self._from[series], -self.overlap_candles)
+        rows = await self.rest.klines(
+            series.symbol, interval.name, start_ms, None, KLINES_LIMIT, Priority.RECONCILE
+        )
+        self.reads += 1
+        now_ms = self.clock.now_ms()
+        settled = [r for r in rows if r.close_ms < now_ms - self.rest_lag_ms]
+        self._suspect.discard(series)
+        if not settled:
+            return 0
+        result = await self.store.write_candles(
+            series, [(r.open_ms, kline_member(r)) for r in settled], now_ms
+        )
+        self.rows_checked += len(settled)
+        self.added += result.added
+        self.replaced += result.replaced
+        if result.replaced:
+            log.warning(
+                "%s: reconciliation replaced %d stored row(s) that differed from the "
+                "exchange's settled candle (open times %s)",
+                series,
+                result.replaced,
+                ",".join(map(str, result.replaced_opens[:5])),
+            )
+        if series in self._from:
+            self._from[series] = interval.next_open(settled[-1].open_ms)
+        return result.replaced

@@ -1,0 +1,64 @@
+"""Which rows of an exchange's klines answer are final, and which open times are
+missing: between rows (exchange gaps) or from the store (candles no source stored yet)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from livecandle.domain.intervals import Interval
+from livecandle.exchange.binance.parse import KlineRow
+
+# The last row of an answer reaching "now" is kept only if it closed this long ago
+# (guards against clock skew: the exchange may still be filling it).
+FORMING_GRACE_MS = 5_000
+# walking more missing open times than this at once: fetch from the first
+MAX_WALK = 100_000
+
+
+def closed_rows(page: Sequence[KlineRow], now_ms: int, reaches_now: bool) -> list[KlineRow]:
+    """The rows of ``page`` that are final: closed by ``now_ms``, and not the trailing
+    (forming) row of an answer that reaches now unless it closed well before."""
+    rows = [r for r in page if r.close_ms < now_ms]
+    if (
+        reaches_now
+        and rows
+        and rows[-1] is page[-1]
+        and rows[-1].close_ms >= now_ms - FORMING_GRACE_MS
+    ):
+        rows.pop()
+    return rows
+
+
+def find_gaps(
+    interval: Interval, prev_open_ms: int | None, rows: Sequence[KlineRow]
+) -> list[tuple[int, int]]:
+    """``(first missing open, next present open)`` for each hole between ``prev_open_ms``
+    (the newest stored candle, if any) and the rows, and between consecutive rows."""
+    gaps = []
+    for r in rows:
+        if prev_open_ms is not None:
+            expected_ms = interval.next_open(prev_open_ms)
+            if r.open_ms > expected_ms:
+                gaps.append((expected_ms, r.open_ms))
+        prev_open_ms = r.open_ms
+    return gaps
+
+
+def first_missing(
+    interval: Interval,
+    after_ms: int,
+    until_ms: int,
+    present: Sequence[int],
+    gaps: Sequence[tuple[int, int]],
+) -> int | None:
+    """The first open time in ``(after_ms, until_ms]`` that is neither stored
+    (``present``) nor inside a recorded exchange gap ``[first, next)``; None if none."""
+    have = set(present)
+    o = interval.next_open(interval.open_of(after_ms))
+    for _ in range(MAX_WALK):
+        if o > until_ms:
+            return None
+        if o not in have and not any(first <= o < nxt for first, nxt in gaps):
+            return o
+        o = interval.next_open(o)
+    return o

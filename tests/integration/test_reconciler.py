@@ -1,0 +1,104 @@
+"""Official rows that differ: the REST lag window, the reconciler, the emulator's
+stale-klines switch (Binance's REST lagging just after a close)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from livecandle.domain.model import SeriesKey
+from livecandle.exchange.binance.rest import BinanceRest
+from livecandle.official.background_fetcher import BackgroundFetcher
+from livecandle.official.integrity import verify
+from livecandle.official.reconciler import Reconciler
+from livecandle.store import Store
+from tests.helpers import EmulatorProcess
+from tests.integration.live_support import official
+
+
+async def _rows(store: Store, series: SeriesKey) -> dict[int, bytes]:
+    return {int(score): m for m, score in await store.members(series)}
+
+
+async def test_a_reconciled_row_that_differs_replaces_the_stored_one_and_is_counted(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    series = SeriesKey.of("ETHUSDT", "1m")
+    async with BinanceRest(emulator.rest_url) as rest:
+        await rest.server_time()
+        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=10, reconcile=False)
+        await fetcher.sync(series)
+        stored = await _rows(store, series)
+        open_ms = sorted(stored)[-3]
+        good = msgspec.json.decode(stored[open_ms])
+        wrong = [*good[:4], "1.00000000", *good[5:]]  # another close
+        await store.write_candles(series, [(open_ms, msgspec.json.encode(wrong))], 1)
+        reconciler = Reconciler(store, rest, rest.clock, rest_lag_ms=0, lookback_candles=5)
+        reconciler.add(series)
+        assert await reconciler.reconcile(series) == 1
+        again = await reconciler.reconcile(series)  # nothing differs any more
+        now_ms = rest.clock.now_ms()
+    assert reconciler.replaced == 1 and again == 0
+    assert msgspec.json.decode((await _rows(store, series))[open_ms]) == good
+    assert good == await official(emulator, "ETHUSDT", "1m", open_ms)
+    assert (await verify(store, [series], now_ms)).ok
+
+
+async def test_a_stale_rest_row_never_replaces_a_stored_row_within_the_lag_window(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    series = SeriesKey.of("BTCUSDT", "1s")
+    async with BinanceRest(emulator.rest_url) as rest:
+        await rest.server_time()
+        fetcher = BackgroundFetcher(
+            store, rest, [series], backfill_candles=30, rest_lag_ms=25_000, reconcile=False
+        )
+        await fetcher.sync(series)  # good rows (the switch is off), as a stream stores them
+        good = await _rows(store, series)
+        emulator.control(stale_klines_ms=20_000, stale_cut_ms=500)
+        try:
+            first = min(good)
+            result = await fetcher.sync(series, first, max(good), prev_open_ms=first - 1000)
+            assert emulator.state()["stale_rows"] > 0
+            assert result.replaced == 0 and result.kept > 0
+            assert {o: m for o, m in (await _rows(store, series)).items() if o in good} == good
+            # without the window the same answer would have replaced good rows: the
+            # window is what keeps them
+            careless = BackgroundFetcher(store, rest, [series], rest_lag_ms=0, reconcile=False)
+            spoilt = await careless.sync(series, first, max(good), prev_open_ms=first - 1000)
+            assert spoilt.replaced > 0
+        finally:
+            emulator.control(stale_klines_ms=0)
+        # once settled, the reconciler puts the exchange's final rows back, counted
+        reconciler = Reconciler(store, rest, rest.clock, rest_lag_ms=0, lookback_candles=40)
+        reconciler.add(series)
+        await reconciler.reconcile(series)
+        assert reconciler.replaced == spoilt.replaced
+    after = await _rows(store, series)
+    assert {o: after[o] for o in good} == good
+
+
+async def test_without_spare_weight_only_a_suspect_series_is_re_read(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    """A row filled over REST within the lag window may be stale: it is re-read once
+    settled even while the fetcher is busy; other series wait for spare weight."""
+    suspect, other = SeriesKey.of("BTCUSDT", "1m"), SeriesKey.of("ETHUSDT", "1m")
+    async with BinanceRest(emulator.rest_url) as rest:
+        await rest.server_time()
+        reconciler = Reconciler(store, rest, rest.clock, rest_lag_ms=0, busy=lambda: True)
+        reconciler.add(suspect)
+        reconciler.add(other)
+        reconciler.suspect(suspect)
+        runner = asyncio.create_task(reconciler.run())
+        try:
+            async with asyncio.timeout(5):
+                while reconciler.reads == 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # nothing to await: the other one must stay unread
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+    assert reconciler.reads == 1
+    assert await store.count(suspect) > 0 and await store.count(other) == 0
