@@ -304,7 +304,7 @@ export class ChartView {
       if (o.on && o.values[i] !== null && o.values[i] !== undefined) {
         const label = `${OVERLAYS[kind].label}${o.period ? ` ${o.period}` : ""}`;
         const v = kind === "vma" ? formatVolume(o.values[i]) : o.values[i].toFixed(d);
-        parts.push(`<span style="color:${OVERLAYS[kind].color}">${label} ${v}</span>`);
+        parts.push(`<span class="ov-${kind}">${label} ${v}</span>`);
       }
     }
     if (b.state !== "official") parts.push(`<i class="state ${b.state}">${b.state}</i>`);

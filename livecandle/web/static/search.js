@@ -87,9 +87,14 @@ export class Search {
         <b>${s}</b><span class="num">${t.last ? trimPrice(t.last) : "–"}</span>
         <span class="num ${cls}">${formatPct(t.change_pct)}</span></li>`;
     });
-    this.list.innerHTML = rows.join("") || `<li class="empty">no symbol matches “${this.input.value}”</li>`;
+    this.list.innerHTML = rows.join("") || `<li class="empty">no symbol matches “${escapeHtml(this.input.value)}”</li>`;
     this.list.hidden = false;
     const sel = this.list.querySelector(".selected");
     if (sel) sel.scrollIntoView({ block: "nearest" });
   }
+}
+
+/** Text for innerHTML: what the user typed is never markup. */
+function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
