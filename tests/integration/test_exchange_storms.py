@@ -50,6 +50,12 @@ async def whole_service(
         yield svc, web, store
 
 
+async def stall_one(emulator: EmulatorProcess) -> None:
+    """The stream's final candles are official: with a symbol's stream stalled, its
+    candles (and missed trades) must come over REST, which the storm answers."""
+    await asyncio.to_thread(emulator.control, stall={"symbol": "ETHUSDT", "seconds": 5})
+
+
 async def shown(web: httpx.AsyncClient, text: str) -> bool:
     _, body = await health(web)
     return body["status"] == "degraded" and any(text in p for p in body["problems"])
@@ -66,7 +72,13 @@ async def recovered(web: httpx.AsyncClient, store: Store) -> dict[str, Any]:
     await until(ok, 20)
     _, body = await health(web)
     assert not_crash_looping(body) == [], body["tasks"]
-    assert await contiguous(store) == {str(s): 0 for s in SERIES}
+    started = time.monotonic()
+
+    async def whole() -> bool:
+        return await contiguous(store) == {str(s): 0 for s in SERIES}
+
+    await until(whole, 30)  # holes the storm left are filled over REST
+    print(f"holes filled {time.monotonic() - started:.1f} s after /healthz said ok")
     report = await verify(store, SERIES, now_ms())
     assert report.ok, report.text()
     return body
@@ -77,8 +89,9 @@ async def test_a_5xx_storm_is_shown_then_recovered_with_no_row_lost(
 ) -> None:
     async with whole_service(redis_url, redis, emulator) as (_, web, store):
         await asyncio.to_thread(emulator.control, fail_rate=1.0)
-        await until(lambda: shown(web, "HTTP 502"), 10)
-        await asyncio.sleep(5)  # five 1s candles close while every REST call fails
+        await stall_one(emulator)  # so that candles must come over REST
+        await until(lambda: shown(web, "HTTP 502"), 15)
+        await asyncio.sleep(5)  # 1s candles close while every REST call fails
         await asyncio.to_thread(emulator.control, fail_rate=0.0)
         ended = time.monotonic()
         await recovered(web, store)
@@ -92,11 +105,12 @@ async def test_a_429_storm_is_waited_out_as_told_and_never_becomes_a_ban(
 ) -> None:
     async with whole_service(redis_url, redis, emulator) as (svc, web, store):
         limit_before = svc.rest.budget.limit
+        ended = time.monotonic() + 5  # the storm's end
         await asyncio.to_thread(emulator.control, storm_429_s=5)
+        await stall_one(emulator)  # so that candles must come over REST
         await until(lambda: shown(web, "HTTP 429"), 10)
         _, body = await health(web)
         assert body["exchange"]["blocked"] is not None
-        ended = time.monotonic() + 5
         await recovered(web, store)
         state = await asyncio.to_thread(emulator.state)
         # the 429 answers the requests in flight got (two at most in flight), then silence
@@ -115,9 +129,10 @@ async def test_a_418_ban_stops_every_request_until_it_ends_then_recovers(
     redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
 ) -> None:
     async with whole_service(redis_url, redis, emulator) as (_, web, store):
+        ended = time.monotonic() + 5  # the ban's end
         await asyncio.to_thread(emulator.control, ban_s=5)
+        await stall_one(emulator)  # so that candles must come over REST
         await until(lambda: shown(web, "HTTP 418"), 10)
-        ended = time.monotonic() + 5
         await recovered(web, store)
         state = await asyncio.to_thread(emulator.state)
         assert 1 <= state["rejected_418"] <= 2, state  # only the requests in flight
