@@ -17,16 +17,29 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from livecandle.emulator.schedule import MarketError
+from livecandle.emulator.faults import Faults
+from livecandle.emulator.limits import WeightLimiter
+from livecandle.emulator.schedule import Market, MarketError
+from livecandle.emulator.streams import StreamHub
 
-if TYPE_CHECKING:
-    from livecandle.emulator.server import Emulator
+
+class Emulator(Protocol):
+    """What the controls reach: the emulator's parts and counters."""
+
+    market: Market
+    faults: Faults
+    limiter: WeightLimiter
+    hub: StreamHub | None
+    requests: int
+    failed: int
+
+    def now_ms(self) -> int: ...
 
 _json = msgspec.json.Encoder()
 

@@ -11,6 +11,7 @@ the candle had no trade, as Binance sends it.
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,9 +37,10 @@ class KlineSeries:
 class KlineFeed:
     """Which kline series are subscribed, and what each should be sent now."""
 
-    def __init__(self, market: Market, period_s: float = 2.0) -> None:
+    def __init__(self, market: Market, period_s: float = 2.0, budget_s: float = 0.02) -> None:
         self.market = market
         self.period_s = period_s
+        self.budget_s = budget_s  # per tick: the rest waits (keeps the server answering)
         self.series: dict[str, KlineSeries] = {}
         self.by_symbol: dict[str, list[KlineSeries]] = {}
         self.by_interval: dict[str, dict[str, KlineSeries]] = {}
@@ -56,6 +58,9 @@ class KlineFeed:
         self.series[stream] = s
         self.by_symbol.setdefault(s.symbol, []).append(s)
         self.by_interval.setdefault(name, {})[stream] = s
+        # due now: its candle's history is computed soon, under the ticker's time budget,
+        # not all at once at the first close
+        self.traded(s.symbol, time.monotonic())
 
     def remove(self, stream: str) -> None:
         s = self.series.pop(stream, None)
@@ -81,7 +86,8 @@ class KlineFeed:
     ) -> None:
         """Send the forming candle of every due symbol's series that changed."""
         due = self._due
-        while due and due[0][0] <= now_s:
+        deadline = time.monotonic() + self.budget_s
+        while due and due[0][0] <= now_s and time.monotonic() < deadline:
             _, symbol = heapq.heappop(due)
             self._waiting.discard(symbol)
             self._last_push[symbol] = now_s

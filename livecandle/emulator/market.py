@@ -3,7 +3,8 @@
 History (before the emulator started) is random-access: it is cut into blocks whose
 trades are a pure function of (seed, symbol, block), so years of klines are computed on
 demand without generating every trade. The block size grows with age (1 s blocks for the
-last two hours, 1 min for three days, 1 h before that) so deep history stays cheap.
+last thirty minutes, 1 min for a day, 1 h for thirty days, 1 day before that) so a
+symbol's whole history costs a few thousand trades to compute, however deep.
 Live trades (after the start) are placed by the market's one schedule (``schedule``); a
 live trade is stored as (time, price, first trade id) in flat arrays (24 bytes) and its
 quantity, side and size are a pure function of (symbol, aggregate id). Trade and
@@ -81,13 +82,15 @@ class SymbolMarket:
         self._fair = 0.0
         L = self.live_start_ms
         a_end = L
-        a_start = L - 2 * HOUR_MS
-        b_start = (L - 3 * DAY_MS) // HOUR_MS * HOUR_MS
+        a_start = L - 30 * MINUTE_MS
+        b_start = (L - DAY_MS) // HOUR_MS * HOUR_MS
         self.listing_ms = (L - self.history_days * DAY_MS) // DAY_MS * DAY_MS
         if self.listed_ms is not None:
             self.listing_ms = self.listed_ms
+        d_start = max(self.listing_ms, (L - 30 * DAY_MS) // DAY_MS * DAY_MS)
         specs = [
-            (self.listing_ms, b_start, HOUR_MS, 6, 12),
+            (self.listing_ms, d_start, DAY_MS, 12, 24),
+            (d_start, b_start, HOUR_MS, 6, 12),
             (b_start, a_start, MINUTE_MS, 4, 8),
             (a_start, a_end, SECOND_MS, 1, 2),
         ]
@@ -145,25 +148,23 @@ class SymbolMarket:
 
     def path(self, t_ms: int, scales: int = 6) -> float:
         """The market's fair price at ``t_ms``: smooth value noise over up to six time
-        scales (deep history, cut in hour blocks, skips the finest ones)."""
+        scales (deep history, cut in hour blocks, skips the finest ones). Lattice points
+        are kept: each is shared by every trade near it (bounded, then started over)."""
         x = 0.0
         lattice = self._lattice
+        if len(lattice) > 20_000:
+            lattice.clear()
         for k in range(scales):
             period, amp = self._noise[k]
-            key = self._noise_keys[k]
             i, r = divmod(t_ms, period)
             f = r / period
             f = f * f * (3 - 2 * f)
-            if k < 4:  # coarse scales: few lattice points, reused by many trades
-                a = lattice.get((k, i))
-                if a is None:
-                    a = lattice[(k, i)] = _mix64(key ^ i) / 2**63 - 1
-                b = lattice.get((k, i + 1))
-                if b is None:
-                    b = lattice[(k, i + 1)] = _mix64(key ^ (i + 1)) / 2**63 - 1
-            else:
-                a = _mix64(key ^ i) / 2**63 - 1
-                b = _mix64(key ^ (i + 1)) / 2**63 - 1
+            a = lattice.get((k, i))
+            if a is None:
+                a = lattice[(k, i)] = _mix64(self._noise_keys[k] ^ i) / 2**63 - 1
+            b = lattice.get((k, i + 1))
+            if b is None:
+                b = lattice[(k, i + 1)] = _mix64(self._noise_keys[k] ^ (i + 1)) / 2**63 - 1
             x += amp * (a + (b - a) * f)
         return self.base_price * math.exp(x)
 
@@ -187,25 +188,32 @@ class SymbolMarket:
         if tier.is_dead(b):
             trades: list[TradeTuple] = []
         else:
-            # counter-based randomness: draw k of block b is mix64(block_key + k)
+            # counter-based randomness: draw k of block b is mix64(block_key + k); one
+            # draw gives a trade its offset (low 32 bits), quantity, price jitter and side
             bkey = _mix64(self._key ^ (ti << 48) ^ b)
             start = tier.start_ms + b * tier.block_ms
             rank = b - tier.dead_before(b)
             a0 = tier.first_agg + rank * tier.aggs
             t0 = tier.first_trade + rank * tier.trades
             n = tier.aggs
-            scales = 4 if tier.block_ms >= HOUR_MS else 6
-            offsets = sorted(_mix64(bkey + j) % tier.block_ms for j in range(n))
+            draws = sorted(
+                ((r & 0xFFFFFFFF) % tier.block_ms, r) for r in (_mix64(bkey + j) for j in range(n))
+            )
             counts = [1] * n
+            spread = _mix64(bkey + 100)  # 4 bits per extra trade: which aggregate gets it
             for j in range(tier.trades - n):
-                counts[_mix64(bkey + 100 + j) % n] += 1
+                counts[(spread >> (4 * j)) % n] += 1
+            # blocks of an hour or more follow the fair price trade by trade; shorter ones
+            # take it once (a minute's drift is below the jitter)
+            coarse = tier.block_ms >= HOUR_MS
+            fair = 0.0 if coarse else self.path(start + tier.block_ms // 2)
             trades = []
-            for j in range(n):
-                r = _mix64(bkey + 200 + j)
-                ts = start + offsets[j]
-                qty = (1 + r % 50_000) * STEP
-                jitter = ((r >> 20) % 1_000_001) / 1_000_000 - 0.5
-                fair = self.path(ts, scales)
+            for j, (offset, r) in enumerate(draws):
+                ts = start + offset
+                qty = (1 + (r >> 32) % 50_000) * STEP
+                jitter = ((r >> 48) % 32_768) / 32_768 - 0.5
+                if coarse:
+                    fair = self.path(ts, 4)
                 price = max(1, round(fair * (1 + jitter * 0.0008) * 100)) * TICK
                 trades.append((a0 + j, price, qty, t0, t0 + counts[j] - 1, ts, bool(r >> 63)))
                 t0 += counts[j]
