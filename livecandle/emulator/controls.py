@@ -41,6 +41,7 @@ class Emulator(Protocol):
 
     def now_ms(self) -> int: ...
 
+
 _json = msgspec.json.Encoder()
 
 

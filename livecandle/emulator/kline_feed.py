@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ class KlineSeries:
     prefix_until: int = -1
     sent_last_id: int = -2  # the last trade id of the last update sent
     last_close: int | None = None  # the close of the previous final (empty candles)
+    warm: bool = False  # its first candle (reaching into history) has been computed
+    final_pending: int = 0  # finals queued, not sent yet
 
 
 class KlineFeed:
@@ -45,7 +48,8 @@ class KlineFeed:
         self.by_symbol: dict[str, list[KlineSeries]] = {}
         self.by_interval: dict[str, dict[str, KlineSeries]] = {}
         self.next_close: dict[str, int] = {}
-        self._due: list[tuple[float, str]] = []
+        self.due: list[tuple[float, str]] = []
+        self.finals: deque[tuple[KlineSeries, int, int]] = deque()
         self._waiting: set[str] = set()
         self._last_push: dict[str, float] = {}
 
@@ -73,20 +77,29 @@ class KlineFeed:
 
     # -- what to send -------------------------------------------------------------------
 
+    def cold(self) -> int:
+        """Series whose first candle is still to be computed (after subscribing)."""
+        return sum(not s.warm for s in self.series.values())
+
     def traded(self, symbol: str, now_s: float) -> None:
         """``symbol`` has new trades: its series are due within ``period_s``."""
         if symbol in self._waiting or symbol not in self.by_symbol:
             return
         self._waiting.add(symbol)
         due = max(now_s, self._last_push.get(symbol, 0.0) + self.period_s)
-        heapq.heappush(self._due, (due, symbol))
+        heapq.heappush(self.due, (due, symbol))
 
     def updates(
         self, now_ms: int, now_s: float, emit: Callable[[str, str], None], silent: set[str]
     ) -> None:
         """Send the forming candle of every due symbol's series that changed."""
-        due = self._due
+        due = self.due
         deadline = time.monotonic() + self.budget_s
+        while self.finals and time.monotonic() < deadline:
+            # finals first, oldest first; a series with one pending gets no update
+            s, opened, closed = self.finals.popleft()
+            s.final_pending -= 1
+            self._final(s, opened, closed, now_ms, emit, silent)
         while due and due[0][0] <= now_s and time.monotonic() < deadline:
             _, symbol = heapq.heappop(due)
             self._waiting.discard(symbol)
@@ -95,14 +108,19 @@ class KlineFeed:
                 continue
             sm = self.market.symbols[symbol]
             for s in self.by_symbol.get(symbol, ()):
+                if s.final_pending:  # its final goes first: come back to this symbol
+                    self.traded(symbol, now_s)
+                    continue
                 agg = self._agg(s, sm, now_ms, sm.revealed_ms + 1)
                 if agg is not None and agg[10] != s.sent_last_id:
                     s.sent_last_id = agg[10]
                     opened = s.interval.open_of(now_ms)
                     emit(s.stream, kline_payload(s, sm, agg, opened, now_ms, final=False))
 
-    def closes(self, now_ms: int, emit: Callable[[str, str], None], silent: set[str]) -> None:
-        """The final kline of every subscribed series whose candle closed by ``now_ms``."""
+    def closes(self, now_ms: int) -> None:
+        """Queue the final kline of every subscribed series whose candle closed by
+        ``now_ms``; ``updates`` sends them (within its time budget: a series whose first
+        candle reaches into history costs more than the tick)."""
         for name, streams in self.by_interval.items():
             if not streams:
                 continue
@@ -113,8 +131,9 @@ class KlineFeed:
                 continue
             while nxt <= now_ms:
                 opened = interval.shift(nxt, -1)
-                for s in list(streams.values()):
-                    self._final(s, opened, nxt, now_ms, emit, silent)
+                for s in streams.values():
+                    s.final_pending += 1
+                    self.finals.append((s, opened, nxt))
                 nxt = interval.next_open(nxt)
             self.next_close[name] = nxt
 
@@ -128,7 +147,12 @@ class KlineFeed:
         silent: set[str],
     ) -> None:
         listing = self.market.listings.get(s.symbol)
-        if listing is None or listing.status == "BREAK" or s.symbol in silent:
+        if (
+            self.series.get(s.stream) is not s
+            or listing is None
+            or listing.status == "BREAK"
+            or s.symbol in silent
+        ):
             s.open_ms = -1  # no market data: start over after it
             return
         sm = self.market.symbols[s.symbol]
@@ -151,6 +175,7 @@ class KlineFeed:
         end = min(until, interval.next_open(open_ms))
         if interval.length_ms and interval.length_ms < MINUTE_MS:
             return sm.range_agg(open_ms, end)
+        s.warm = True
         if s.open_ms != open_ms:
             s.open_ms, s.prefix, s.prefix_until = open_ms, None, open_ms
         minute = max(open_ms, end // MINUTE_MS * MINUTE_MS)

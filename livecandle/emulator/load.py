@@ -100,7 +100,18 @@ async def measure(
         for g, r in zip(groups, readies, strict=True)
     ]
     await asyncio.gather(*(r.wait() for r in readies))
-    await asyncio.sleep(2.0)  # settle after the subscriptions
+    # warm-up: each series' first candle reaches back into history (computed once)
+    warm0 = time.monotonic()
+    cpu_warm0 = _cpu_s(pid) if pid else 0.0
+    async with httpx.AsyncClient(timeout=30) as http:
+        while time.monotonic() - warm0 < 600:
+            stats = (await http.get(rest_url + "/_emulator/stats")).json()
+            if stats["streams"]["kline_series_cold"] == 0:
+                break
+            await asyncio.sleep(1.0)
+    warmup_s = time.monotonic() - warm0
+    warmup_cpu_s = (_cpu_s(pid) - cpu_warm0) if pid else None
+    await asyncio.sleep(2.0)  # settle
     cpu0 = _cpu_s(pid) if pid else 0.0
     own0 = time.process_time()
     t0 = time.monotonic()
@@ -122,6 +133,8 @@ async def measure(
         "symbols": len(symbols),
         "streams": len(streams),
         "connections": len(groups),
+        "warmup_s": round(warmup_s, 1),
+        "warmup_emulator_cpu_s": None if warmup_cpu_s is None else round(warmup_cpu_s, 1),
         "seconds": round(elapsed, 1),
         "emulator_cpu_core_pct": None if cpu is None else round(100 * cpu, 1),
         "emulator_rss_mb_max": round(rss_max, 1) if pid else None,

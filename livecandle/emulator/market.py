@@ -3,8 +3,9 @@
 History (before the emulator started) is random-access: it is cut into blocks whose
 trades are a pure function of (seed, symbol, block), so years of klines are computed on
 demand without generating every trade. The block size grows with age (1 s blocks for the
-last thirty minutes, 1 min for a day, 1 h for thirty days, 1 day before that) so a
-symbol's whole history costs a few thousand trades to compute, however deep.
+last two minutes, 5 min for a day, 1 h for thirty days, 1 day before that) so a symbol's
+whole history costs a few thousand trades to compute, however deep (the cost that
+matters when the whole market's history is asked for).
 Live trades (after the start) are placed by the market's one schedule (``schedule``); a
 live trade is stored as (time, price, first trade id) in flat arrays (24 bytes) and its
 quantity, side and size are a pure function of (symbol, aggregate id). Trade and
@@ -82,16 +83,16 @@ class SymbolMarket:
         self._fair = 0.0
         L = self.live_start_ms
         a_end = L
-        a_start = L - 30 * MINUTE_MS
+        a_start = L - 2 * MINUTE_MS
         b_start = (L - DAY_MS) // HOUR_MS * HOUR_MS
         self.listing_ms = (L - self.history_days * DAY_MS) // DAY_MS * DAY_MS
         if self.listed_ms is not None:
             self.listing_ms = self.listed_ms
         d_start = max(self.listing_ms, (L - 30 * DAY_MS) // DAY_MS * DAY_MS)
         specs = [
-            (self.listing_ms, d_start, DAY_MS, 12, 24),
+            (self.listing_ms, d_start, DAY_MS, 6, 12),
             (d_start, b_start, HOUR_MS, 6, 12),
-            (b_start, a_start, MINUTE_MS, 4, 8),
+            (b_start, a_start, 5 * MINUTE_MS, 10, 20),
             (a_start, a_end, SECOND_MS, 1, 2),
         ]
         self.tiers = []
@@ -119,10 +120,11 @@ class SymbolMarket:
         self._block_aggs: OrderedDict[tuple[int, int], Agg | None] = OrderedDict()
         self.rows: OrderedDict[tuple[str, int], Candle | None] = OrderedDict()
         share = self.cache_share
-        self._max_blocks = max(64, int(4096 * share))
-        self._max_block_aggs = max(2048, int(200_000 * share))
-        self._max_rows = max(2048, int(200_000 * share))
-        self._max_history_aggs = max(1024, int(100_000 * share))
+        # bounded per symbol so that the whole market stays within a few hundred MB
+        self._max_blocks = max(16, int(4096 * share))
+        self._max_block_aggs = max(64, int(200_000 * share))
+        self._max_rows = max(256, int(200_000 * share))
+        self._max_history_aggs = max(64, int(100_000 * share))
 
     @property
     def revealed_ms(self) -> int:

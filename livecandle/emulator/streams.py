@@ -117,6 +117,8 @@ class StreamHub:
             "sent": self.sent,
             "skipped": self.skipped,
             "dropped_connections": self.dropped_connections,
+            "kline_series": len(self.klines.series),
+            "kline_series_cold": self.klines.cold(),
             "limits": dict(vars(self.limits)),
             "violations": dict(self.violations),
         }
@@ -185,7 +187,7 @@ class StreamHub:
                 now, new = self.venue.advance()
                 self.publish(new)
                 silent = self._silent()
-                self.klines.closes(now, self._send, silent)
+                self.klines.closes(now)
                 self.klines.updates(now, time.monotonic(), self._send, silent)
                 max_age = self.venue.faults.max_connection_age_s
                 mono = time.monotonic()

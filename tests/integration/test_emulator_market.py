@@ -121,9 +121,9 @@ def test_a_listing_appears_trades_and_its_klines_start_at_the_listing(
     wait_for(lambda: market.state()["symbols"]["NEWUSDT"]["live_trades"] >= 5)
     rows = get(market, "/api/v3/klines", symbol="NEWUSDT", interval="1m", startTime=0).json()
     assert rows[0][0] == listed_ms // MIN * MIN  # the first kline is the listing's
+    now = market.state()["now_ms"]  # every trade up to now is in the answer below
     trades = get(market, "/api/v3/aggTrades", symbol="NEWUSDT", fromId=0, limit=1000).json()
     assert trades[0]["a"] == 0 and trades[0]["T"] >= listed_ms
-    now = market.state()["now_ms"]
     seconds = get(
         market, "/api/v3/klines", symbol="NEWUSDT", interval="1s", startTime=0, endTime=now - 1000
     ).json()
