@@ -124,7 +124,9 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     async def run(stop: asyncio.Event) -> None:
         from livecandle.runtime import http_server
 
-        config = uvicorn_config(emulator, args.host, args.port)
+        config = uvicorn_config(
+            emulator, args.host, args.port, ws_per_message_deflate=not args.no_ws_compression
+        )
         server, task, port = await http_server.start(config)
         print(
             f"emulator listening on http://{args.host}:{port} (ws://{args.host}:{port}/stream)"
@@ -340,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-connection-age", type=float, default=86_400.0, help="seconds")
     e.add_argument("--ping-interval", type=float, default=20.0, help="seconds")
     e.add_argument("--outage", action="append", help="START/END without trades or klines")
+    e.add_argument(
+        "--no-ws-compression",
+        action="store_true",
+        help="refuse permessage-deflate on websockets (default: accept it when offered)",
+    )
     e.set_defaults(fn=cmd_emulator)
 
     b = sub.add_parser("backfill", help="fetch official history into Redis")

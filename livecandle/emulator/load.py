@@ -156,6 +156,7 @@ def main() -> None:
     p.add_argument("--history-days", type=int, default=1100)
     p.add_argument("--url", help="an emulator already running (http://host:port)")
     p.add_argument("--pid", type=int, help="its process id (for CPU and RSS)")
+    p.add_argument("--emulator-arg", action="append", default=[], help="passed to the emulator")
     args = p.parse_args()
     intervals = args.intervals.split(",")
     if args.url:
@@ -171,6 +172,7 @@ def main() -> None:
         str(args.total_rate),
         "--history-days",
         str(args.history_days),
+        *args.emulator_arg,
         symbols="",
     ).start(timeout_s=120)
     startup = time.monotonic() - t0
@@ -185,6 +187,7 @@ def main() -> None:
         "startup_s": round(startup, 2),
         "emulator_rss_mb_at_start": round(rss_start, 1),
         "total_rate": args.total_rate,
+        "emulator_args": args.emulator_arg,
         **result,
     }
     print(json.dumps(result, indent=1))

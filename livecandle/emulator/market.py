@@ -122,7 +122,7 @@ class SymbolMarket:
         share = self.cache_share
         # bounded per symbol so that the whole market stays within a few hundred MB
         self._max_blocks = max(16, int(4096 * share))
-        self._max_block_aggs = max(64, int(200_000 * share))
+        self._max_block_aggs = max(32, int(50_000 * share))
         self._max_rows = max(256, int(200_000 * share))
         self._max_history_aggs = max(64, int(100_000 * share))
 
@@ -150,23 +150,27 @@ class SymbolMarket:
 
     def path(self, t_ms: int, scales: int = 6) -> float:
         """The market's fair price at ``t_ms``: smooth value noise over up to six time
-        scales (deep history, cut in hour blocks, skips the finest ones). Lattice points
-        are kept: each is shared by every trade near it (bounded, then started over)."""
+        scales (deep history, cut in hour blocks, skips the finest ones). Coarse lattice
+        points are kept: each is shared by many trades (bounded, then started over)."""
         x = 0.0
         lattice = self._lattice
-        if len(lattice) > 20_000:
+        if len(lattice) > 2_000:  # bounded: a symbol's lattice stays a few hundred KB
             lattice.clear()
         for k in range(scales):
             period, amp = self._noise[k]
             i, r = divmod(t_ms, period)
             f = r / period
             f = f * f * (3 - 2 * f)
-            a = lattice.get((k, i))
-            if a is None:
-                a = lattice[(k, i)] = _mix64(self._noise_keys[k] ^ i) / 2**63 - 1
-            b = lattice.get((k, i + 1))
-            if b is None:
-                b = lattice[(k, i + 1)] = _mix64(self._noise_keys[k] ^ (i + 1)) / 2**63 - 1
+            if k < 4:  # coarse scales: few lattice points, reused by many trades
+                a = lattice.get((k, i))
+                if a is None:
+                    a = lattice[(k, i)] = _mix64(self._noise_keys[k] ^ i) / 2**63 - 1
+                b = lattice.get((k, i + 1))
+                if b is None:
+                    b = lattice[(k, i + 1)] = _mix64(self._noise_keys[k] ^ (i + 1)) / 2**63 - 1
+            else:
+                a = _mix64(self._noise_keys[k] ^ i) / 2**63 - 1
+                b = _mix64(self._noise_keys[k] ^ (i + 1)) / 2**63 - 1
             x += amp * (a + (b - a) * f)
         return self.base_price * math.exp(x)
 
