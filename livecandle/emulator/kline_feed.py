@@ -173,9 +173,9 @@ class KlineFeed:
         interval = s.interval
         open_ms = interval.open_of(at_ms)
         end = min(until, interval.next_open(open_ms))
+        s.warm = True
         if interval.length_ms and interval.length_ms < MINUTE_MS:
             return sm.range_agg(open_ms, end)
-        s.warm = True
         if s.open_ms != open_ms:
             s.open_ms, s.prefix, s.prefix_until = open_ms, None, open_ms
         minute = max(open_ms, end // MINUTE_MS * MINUTE_MS)

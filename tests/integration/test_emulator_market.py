@@ -118,7 +118,12 @@ def test_a_listing_appears_trades_and_its_klines_start_at_the_listing(
     assert abs(listed_ms - state["now_ms"]) < 1000
     [info] = get(market, "/api/v3/exchangeInfo", symbol="NEWUSDT").json()["symbols"]
     assert info["status"] == "TRADING"
-    wait_for(lambda: market.state()["symbols"]["NEWUSDT"]["live_trades"] >= 5)
+    wait_for(
+        lambda: (
+            (st := market.state())["symbols"]["NEWUSDT"]["live_trades"] >= 5
+            and st["now_ms"] > listed_ms + 3000
+        )
+    )
     rows = get(market, "/api/v3/klines", symbol="NEWUSDT", interval="1m", startTime=0).json()
     assert rows[0][0] == listed_ms // MIN * MIN  # the first kline is the listing's
     now = market.state()["now_ms"]  # every trade up to now is in the answer below
@@ -170,6 +175,7 @@ async def test_an_idle_series_gets_a_final_kline_at_every_close(market: Emulator
     """A halted symbol (no trades) still closes its candles; no update in between."""
     symbol = list(market.state()["symbols"])[20]
     market.control(status={"symbol": symbol, "status": "HALT"})
+    await asyncio.sleep(1.2)  # the second it halted in may hold trades from before
     try:
         async with websockets.connect(f"{market.ws_url}/ws/{symbol.lower()}@kline_1s") as ws:
             events = []
