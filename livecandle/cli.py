@@ -93,11 +93,25 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     offset = args.clock_offset_ms
     if args.start_time is not None:
         offset = parse_date(args.start_time, "--start-time") - SystemClock().now_ms()
-    symbols = parse_symbols(args.symbols, "--symbols") if args.symbols else settings.symbols
+    from livecandle.emulator.universe import synthetic_symbols
+
+    if args.synthetic is not None and args.synthetic < 0:
+        raise UsageError("--synthetic must be >= 0")
+    if args.total_rate is not None and args.total_rate < 0:
+        raise UsageError("--total-rate must be >= 0")
+    if args.symbols:
+        symbols = parse_symbols(args.symbols, "--symbols")
+    elif args.synthetic:  # the synthetic universe alone
+        symbols = ()
+    else:
+        symbols = settings.symbols
+    if args.synthetic:
+        symbols = (*symbols, *synthetic_symbols(args.synthetic, args.seed, exclude=symbols))
     config = EmulatorConfig(
         symbols=symbols,
         seed=args.seed,
         rate_per_s=args.rate,
+        total_rate=args.total_rate,
         history_days=args.history_days,
         clock_offset_ms=offset,
         weight_limit=args.weight_limit,
@@ -116,11 +130,14 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     async def run(stop: asyncio.Event) -> None:
         from livecandle.runtime import http_server
 
-        config = uvicorn_config(emulator, args.host, args.port)
+        config = uvicorn_config(
+            emulator, args.host, args.port, ws_per_message_deflate=not args.no_ws_compression
+        )
         server, task, port = await http_server.start(config)
         print(
             f"emulator listening on http://{args.host}:{port} (ws://{args.host}:{port}/stream)"
-            f" symbols={','.join(symbols)} seed={args.seed}",
+            f" symbols={','.join(symbols) if len(symbols) <= 20 else f'{len(symbols)} symbols'}"
+            f" seed={args.seed}",
             flush=True,
         )
         await stop.wait()
@@ -308,6 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--port", type=int, default=9400)
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--rate", type=float, default=5.0, help="live aggTrades/s per symbol")
+    e.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        help="N more symbols with realistic names (seeded), after any --symbols",
+    )
+    e.add_argument(
+        "--total-rate",
+        type=float,
+        metavar="T",
+        help="aggTrades/s of the whole market, skewed across symbols (replaces --rate)",
+    )
     e.add_argument("--history-days", type=int, default=1100)
     e.add_argument("--clock-offset-ms", type=int, default=0)
     e.add_argument("--start-time", help="emulated clock at start (UTC date/time)")
@@ -319,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-connection-age", type=float, default=86_400.0, help="seconds")
     e.add_argument("--ping-interval", type=float, default=20.0, help="seconds")
     e.add_argument("--outage", action="append", help="START/END without trades or klines")
+    e.add_argument(
+        "--no-ws-compression",
+        action="store_true",
+        help="refuse permessage-deflate on websockets (default: accept it when offered)",
+    )
     e.set_defaults(fn=cmd_emulator)
 
     b = sub.add_parser("backfill", help="fetch official history into Redis")

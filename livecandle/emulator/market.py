@@ -3,9 +3,14 @@
 History (before the emulator started) is random-access: it is cut into blocks whose
 trades are a pure function of (seed, symbol, block), so years of klines are computed on
 demand without generating every trade. The block size grows with age (1 s blocks for the
-last two hours, 1 min for three days, 1 h before that) so deep history stays cheap.
-Live trades (after the start) come from a seeded Poisson process, revealed as the clock
-passes them. Trade and aggregate-trade ids are contiguous over the whole life of a symbol.
+last two minutes, 5 min for a day, 1 h for thirty days, 1 day before that) so a symbol's
+whole history costs a few thousand trades to compute, however deep (the cost that
+matters when the whole market's history is asked for).
+Live trades (after the start) are placed by the market's one schedule (``schedule``); a
+live trade is stored as (time, price, first trade id) in flat arrays (24 bytes) and its
+quantity, side and size are a pure function of (symbol, aggregate id). Trade and
+aggregate-trade ids are contiguous over the whole life of a symbol. A symbol listed while
+the emulator runs has no history: its first kline is the one it was listed in.
 
 Prices lie on a 0.01 tick and quantities on a 0.00001 step, so every price x quantity is
 exact at 8 decimals, the precision Binance prints.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,17 +45,24 @@ STEP = SCALE // 100_000  # 0.00001
 _BASE_PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 500.0, "SOLUSDT": 150.0}
 
 
+@dataclass(slots=True)
+class Revealed:
+    """The time up to which the market's trades are revealed (shared by every symbol)."""
+
+    ms: int
+
+
 @dataclass
 class SymbolMarket:
     symbol: str
     seed: int
     live_start_ms: int
     history_days: int = 1100
-    rate_per_s: float = 5.0
     outages_ms: tuple[tuple[int, int], ...] = ()
+    clock: Revealed = field(default_factory=lambda: Revealed(-1))
+    listed_ms: int | None = None  # set for a listing at run time: no history before it
+    cache_share: float = 1.0  # this symbol's share of the market's cache budget
     tiers: list[Tier] = field(init=False)
-    trades: list[TradeTuple] = field(init=False, default_factory=list)
-    times: list[int] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self._key = _hash64(self.seed, self.symbol)
@@ -70,17 +83,23 @@ class SymbolMarket:
         self._fair = 0.0
         L = self.live_start_ms
         a_end = L
-        a_start = L - 2 * HOUR_MS
-        b_start = (L - 3 * DAY_MS) // HOUR_MS * HOUR_MS
+        a_start = L - 2 * MINUTE_MS
+        b_start = (L - DAY_MS) // HOUR_MS * HOUR_MS
         self.listing_ms = (L - self.history_days * DAY_MS) // DAY_MS * DAY_MS
+        if self.listed_ms is not None:
+            self.listing_ms = self.listed_ms
+        d_start = max(self.listing_ms, (L - 30 * DAY_MS) // DAY_MS * DAY_MS)
         specs = [
-            (self.listing_ms, b_start, HOUR_MS, 6, 12),
-            (b_start, a_start, MINUTE_MS, 4, 8),
+            (self.listing_ms, d_start, DAY_MS, 6, 12),
+            (d_start, b_start, HOUR_MS, 6, 12),
+            (b_start, a_start, 5 * MINUTE_MS, 10, 20),
             (a_start, a_end, SECOND_MS, 1, 2),
         ]
         self.tiers = []
         agg_id = trade_id = 0
         for start, end, block_ms, aggs, trades in specs:
+            if self.listed_ms is not None:
+                start = max(start, self.listed_ms)
             if end <= start:
                 continue
             outages = self._outage_blocks(start, end, block_ms)
@@ -90,18 +109,26 @@ class SymbolMarket:
             trade_id += tier.live_blocks * trades
         self.live_first_agg = agg_id
         self.live_first_trade = trade_id
-        self._live_rng = random.Random(_hash64(self._key, "live"))
-        self._next_time = (
-            float(L) + self._live_rng.expovariate(self.rate_per_s / 1000)
-            if self.rate_per_s > 0
-            else math.inf
-        )
-        self.revealed_ms = L - 1
+        self._live_key = _hash64(self._key, "live")
+        # live trades: flat arrays, the rest of a trade derives from its id (see _trade)
+        self.times = array("q")
+        self._prices = array("q")
+        self._firsts = array("q")
+        self._next_trade = trade_id
         self.minute_aggs: dict[int, Agg] = {}
-        self.second_aggs: dict[int, Agg] = {}
         self._block_trades: OrderedDict[tuple[int, int], list[TradeTuple]] = OrderedDict()
-        self._block_aggs: dict[tuple[int, int], Agg | None] = {}
+        self._block_aggs: OrderedDict[tuple[int, int], Agg | None] = OrderedDict()
         self.rows: OrderedDict[tuple[str, int], Candle | None] = OrderedDict()
+        share = self.cache_share
+        # bounded per symbol so that the whole market stays within a few hundred MB
+        self._max_blocks = max(16, int(4096 * share))
+        self._max_block_aggs = max(32, int(50_000 * share))
+        self._max_rows = max(256, int(200_000 * share))
+        self._max_history_aggs = max(64, int(100_000 * share))
+
+    @property
+    def revealed_ms(self) -> int:
+        return self.clock.ms
 
     def _outage_blocks(self, start: int, end: int, block_ms: int) -> tuple[tuple[int, int], ...]:
         out = []
@@ -123,25 +150,27 @@ class SymbolMarket:
 
     def path(self, t_ms: int, scales: int = 6) -> float:
         """The market's fair price at ``t_ms``: smooth value noise over up to six time
-        scales (deep history, cut in hour blocks, skips the finest ones)."""
+        scales (deep history, cut in hour blocks, skips the finest ones). Coarse lattice
+        points are kept: each is shared by many trades (bounded, then started over)."""
         x = 0.0
         lattice = self._lattice
+        if len(lattice) > 2_000:  # bounded: a symbol's lattice stays a few hundred KB
+            lattice.clear()
         for k in range(scales):
             period, amp = self._noise[k]
-            key = self._noise_keys[k]
             i, r = divmod(t_ms, period)
             f = r / period
             f = f * f * (3 - 2 * f)
             if k < 4:  # coarse scales: few lattice points, reused by many trades
                 a = lattice.get((k, i))
                 if a is None:
-                    a = lattice[(k, i)] = _mix64(key ^ i) / 2**63 - 1
+                    a = lattice[(k, i)] = _mix64(self._noise_keys[k] ^ i) / 2**63 - 1
                 b = lattice.get((k, i + 1))
                 if b is None:
-                    b = lattice[(k, i + 1)] = _mix64(key ^ (i + 1)) / 2**63 - 1
+                    b = lattice[(k, i + 1)] = _mix64(self._noise_keys[k] ^ (i + 1)) / 2**63 - 1
             else:
-                a = _mix64(key ^ i) / 2**63 - 1
-                b = _mix64(key ^ (i + 1)) / 2**63 - 1
+                a = _mix64(self._noise_keys[k] ^ i) / 2**63 - 1
+                b = _mix64(self._noise_keys[k] ^ (i + 1)) / 2**63 - 1
             x += amp * (a + (b - a) * f)
         return self.base_price * math.exp(x)
 
@@ -165,41 +194,51 @@ class SymbolMarket:
         if tier.is_dead(b):
             trades: list[TradeTuple] = []
         else:
-            # counter-based randomness: draw k of block b is mix64(block_key + k)
+            # counter-based randomness: draw k of block b is mix64(block_key + k); one
+            # draw gives a trade its offset (low 32 bits), quantity, price jitter and side
             bkey = _mix64(self._key ^ (ti << 48) ^ b)
             start = tier.start_ms + b * tier.block_ms
             rank = b - tier.dead_before(b)
             a0 = tier.first_agg + rank * tier.aggs
             t0 = tier.first_trade + rank * tier.trades
             n = tier.aggs
-            scales = 4 if tier.block_ms >= HOUR_MS else 6
-            offsets = sorted(_mix64(bkey + j) % tier.block_ms for j in range(n))
+            draws = sorted(
+                ((r & 0xFFFFFFFF) % tier.block_ms, r) for r in (_mix64(bkey + j) for j in range(n))
+            )
             counts = [1] * n
+            spread = _mix64(bkey + 100)  # 4 bits per extra trade: which aggregate gets it
             for j in range(tier.trades - n):
-                counts[_mix64(bkey + 100 + j) % n] += 1
+                counts[(spread >> (4 * j)) % n] += 1
+            # blocks of an hour or more follow the fair price trade by trade; shorter ones
+            # take it once (a minute's drift is below the jitter)
+            coarse = tier.block_ms >= HOUR_MS
+            fair = 0.0 if coarse else self.path(start + tier.block_ms // 2)
             trades = []
-            for j in range(n):
-                r = _mix64(bkey + 200 + j)
-                ts = start + offsets[j]
-                qty = (1 + r % 50_000) * STEP
-                jitter = ((r >> 20) % 1_000_001) / 1_000_000 - 0.5
-                fair = self.path(ts, scales)
+            for j, (offset, r) in enumerate(draws):
+                ts = start + offset
+                qty = (1 + (r >> 32) % 50_000) * STEP
+                jitter = ((r >> 48) % 32_768) / 32_768 - 0.5
+                if coarse:
+                    fair = self.path(ts, 4)
                 price = max(1, round(fair * (1 + jitter * 0.0008) * 100)) * TICK
                 trades.append((a0 + j, price, qty, t0, t0 + counts[j] - 1, ts, bool(r >> 63)))
                 t0 += counts[j]
         self._block_trades[key] = trades
-        if len(self._block_trades) > 4096:
+        if len(self._block_trades) > self._max_blocks:
             self._block_trades.popitem(last=False)
         return trades
 
     def _block_agg(self, ti: int, b: int) -> Agg | None:
         key = (ti, b)
         if key in self._block_aggs:
+            self._block_aggs.move_to_end(key)
             return self._block_aggs[key]
         agg: Agg | None = None
         for t in self.block_trades(ti, b):
             agg = agg_add(agg, t)
         self._block_aggs[key] = agg
+        if len(self._block_aggs) > self._max_block_aggs:
+            self._block_aggs.popitem(last=False)
         return agg
 
     def _history_range(self, a: int, b: int) -> Agg | None:
@@ -222,43 +261,42 @@ class SymbolMarket:
 
     # -- live ---------------------------------------------------------------------------
 
-    def advance(self, now_ms: int) -> list[TradeTuple]:
-        """Reveal every live trade with time <= ``now_ms``; returns the new ones."""
-        if now_ms <= self.revealed_ms:
-            return []
-        new: list[TradeTuple] = []
-        rng = self._live_rng
-        lam = self.rate_per_s / 1000
-        n_agg = self.live_first_agg + len(self.trades)
-        n_trade = self.trades[-1][4] + 1 if self.trades else self.live_first_trade
-        while self._next_time <= now_ms:
-            ts = int(self._next_time)
-            count = 1 if rng.random() < 0.7 else rng.randint(2, 5)
-            qty = rng.randint(1, 20_000) * STEP
-            t = (
-                n_agg,
-                self._price(ts, rng),
-                qty,
-                n_trade,
-                n_trade + count - 1,
-                ts,
-                rng.random() < 0.5,
-            )
-            n_agg += 1
-            n_trade += count
-            new.append(t)
-            self._next_time += rng.expovariate(lam)
-        if new:
-            self.trades.extend(new)
-            self.times.extend(t[5] for t in new)
-            aggs, secs = self.minute_aggs, self.second_aggs
-            for t in new:
-                m = t[5] // MINUTE_MS
-                aggs[m] = agg_add(aggs.get(m), t)
-                sec = t[5] // SECOND_MS
-                secs[sec] = agg_add(secs.get(sec), t)
-        self.revealed_ms = now_ms
-        return new
+    def add_trade(self, ts: int) -> TradeTuple:
+        """Append the next live trade, at ``ts`` (never before the previous one)."""
+        i = len(self.times)
+        agg_id = self.live_first_agg + i
+        h = _mix64(self._live_key + agg_id)
+        second = ts // SECOND_MS
+        if second != self._fair_bucket:  # the fair price moves in 1 s steps
+            self._fair_bucket = second
+            self._fair = self.path(second * SECOND_MS)
+        jitter = ((h >> 32) % 1_000_001) / 1_000_000 - 0.5
+        price = max(1, round(self._fair * (1 + jitter * 0.0008) * 100)) * TICK
+        first = self._next_trade
+        last = first + (0 if h & 1023 < 717 else 1 + (h >> 10) % 4)
+        self._next_trade = last + 1
+        self.times.append(ts)
+        self._prices.append(price)
+        self._firsts.append(first)
+        t = (agg_id, price, (1 + (h >> 12) % 20_000) * STEP, first, last, ts, bool(h >> 63))
+        m = ts // MINUTE_MS
+        aggs = self.minute_aggs
+        aggs[m] = agg_add(aggs.get(m), t)
+        return t
+
+    def _trade(self, i: int) -> TradeTuple:
+        """The i-th live trade: quantity, size and side from a hash of its id."""
+        agg_id = self.live_first_agg + i
+        h = _mix64(self._live_key + agg_id)
+        count = 1 if h & 1023 < 717 else 2 + (h >> 10) % 4
+        qty = (1 + (h >> 12) % 20_000) * STEP
+        first = self._firsts[i]
+        last = first + count - 1
+        return (agg_id, self._prices[i], qty, first, last, self.times[i], bool(h >> 63))
+
+    @property
+    def live_trades(self) -> int:
+        return len(self.times)
 
     def _live_range(self, a: int, b: int) -> Agg | None:
         a = max(a, self.live_start_ms)
@@ -268,21 +306,19 @@ class SymbolMarket:
         return self._live_span(a, b, 0)
 
     def _live_span(self, a: int, b: int, level: int) -> Agg | None:
-        """``[a, b)`` from whole minutes, then whole seconds, then single trades: the
-        cost of a candle does not grow with the number of trades in it."""
+        """``[a, b)`` from whole minutes, and the trades of the partial minutes at its
+        ends: a closed candle costs a lookup per minute, whatever its trades."""
         if b <= a:
             return None
-        if level == 2:
-            return self._live_trades_range(a, b)
-        size, aggs = ((MINUTE_MS, self.minute_aggs), (SECOND_MS, self.second_aggs))[level]
-        first = -(-a // size)
-        last = b // size  # units [first, last) lie whole inside [a, b)
+        first = -(-a // MINUTE_MS)
+        last = b // MINUTE_MS  # minutes [first, last) lie whole inside [a, b)
         if last <= first:
-            return self._live_span(a, b, level + 1)
-        agg = self._live_span(a, first * size, level + 1)
+            return self._live_trades_range(a, b)
+        agg = self._live_trades_range(a, first * MINUTE_MS)
+        aggs = self.minute_aggs
         for u in range(first, last):
             agg = agg_merge(agg, aggs.get(u))
-        return agg_merge(agg, self._live_span(last * size, b, level + 1))
+        return agg_merge(agg, self._live_trades_range(last * MINUTE_MS, b))
 
     def _live_trades_range(self, a: int, b: int) -> Agg | None:
         if b <= a:
@@ -290,8 +326,9 @@ class SymbolMarket:
         i = bisect.bisect_left(self.times, a)
         j = bisect.bisect_left(self.times, b)
         agg: Agg | None = None
-        for t in self.trades[i:j]:
-            agg = agg_add(agg, t)
+        trade = self._trade
+        for k in range(i, j):
+            agg = agg_add(agg, trade(k))
         return agg
 
     # -- queries ------------------------------------------------------------------------
@@ -305,7 +342,7 @@ class SymbolMarket:
                 agg = self._history_aggs[key]
             else:
                 agg = self._history_aggs[key] = self._history_range(*key)
-                if len(self._history_aggs) > 100_000:
+                if len(self._history_aggs) > self._max_history_aggs:
                     self._history_aggs.clear()
             agg = None if agg is None else list(agg)
         if b > self.live_start_ms:
@@ -316,7 +353,7 @@ class SymbolMarket:
         if t_ms > self.live_start_ms and self.times:
             i = bisect.bisect_left(self.times, t_ms)
             if i > 0:
-                return self.trades[i - 1][1]
+                return self._prices[i - 1]
         t = min(t_ms, self.live_start_ms)
         for ti in range(len(self.tiers) - 1, -1, -1):
             tier = self.tiers[ti]
@@ -356,7 +393,7 @@ class SymbolMarket:
             candle = Candle.empty(open_ms, nxt - 1, price)
         if closed:
             self.rows[key] = candle
-            if len(self.rows) > 200_000:
+            if len(self.rows) > self._max_rows:
                 self.rows.popitem(last=False)
         return candle
 
@@ -364,7 +401,7 @@ class SymbolMarket:
 
     @property
     def last_agg_id(self) -> int:
-        return self.live_first_agg + len(self.trades) - 1
+        return self.live_first_agg + len(self.times) - 1
 
     def trades_from_id(self, from_id: int) -> Iterator[TradeTuple]:
         if from_id < self.live_first_agg:
@@ -378,8 +415,8 @@ class SymbolMarket:
                         if t[0] >= from_id:
                             yield t
                     k += 1
-        i = max(0, from_id - self.live_first_agg)
-        yield from self.trades[i:]
+        for i in range(max(0, from_id - self.live_first_agg), len(self.times)):
+            yield self._trade(i)
 
     def trades_from_time(self, start_ms: int) -> Iterator[TradeTuple]:
         if start_ms < self.live_start_ms:
@@ -392,28 +429,5 @@ class SymbolMarket:
                         if t[5] >= start_ms:
                             yield t
                     blk += 1
-        yield from self.trades[bisect.bisect_left(self.times, start_ms) :]
-
-
-class Market:
-    """Every symbol of the emulator, sharing one clock."""
-
-    def __init__(
-        self,
-        symbols: tuple[str, ...],
-        seed: int,
-        start_ms: int,
-        rate_per_s: float = 5.0,
-        history_days: int = 1100,
-        outages_ms: tuple[tuple[int, int], ...] = (),
-    ) -> None:
-        self.seed = seed
-        self.start_ms = start_ms
-        live_start = start_ms // MINUTE_MS * MINUTE_MS
-        self.symbols = {
-            s: SymbolMarket(s, seed, live_start, history_days, rate_per_s, outages_ms)
-            for s in symbols
-        }
-
-    def advance(self, now_ms: int) -> dict[str, list[TradeTuple]]:
-        return {s: m.advance(now_ms) for s, m in self.symbols.items()}
+        for i in range(bisect.bisect_left(self.times, start_ms), len(self.times)):
+            yield self._trade(i)

@@ -25,13 +25,13 @@ class EmulatorProcess:
     """``livecandle emulator`` in a child process, reachable at ``rest_url``/``ws_url``."""
 
     def __init__(self, *args: str, symbols: str = "BTCUSDT,ETHUSDT") -> None:
+        """``symbols=""``: no ``--symbols`` (e.g. a ``--synthetic`` universe alone)."""
         self.port = _free_port()
         self.args = [
             sys.executable,
             "-m",
             "livecandle",
-            "--symbols",
-            symbols,
+            *(["--symbols", symbols] if symbols else []),
             "emulator",
             "--port",
             str(self.port),

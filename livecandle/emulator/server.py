@@ -2,18 +2,18 @@
 
 REST: ``/api/v3/{ping,time,exchangeInfo,klines,uiKlines,aggTrades}`` with Binance's
 parameters, weights, headers and error bodies. Websocket streams live in ``streams``.
-Test-only controls (fault switches, counters) are under ``/_emulator/``.
+Test-only controls (fault switches, counters, listings and statuses) are under
+``/_emulator/`` (``controls``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -23,12 +23,16 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from livecandle.domain.model import Candle, format_quote, format_units
+from livecandle.emulator import controls
+from livecandle.emulator.exchange_info import ExchangeInfo
 from livecandle.emulator.faults import Faults
 from livecandle.emulator.klines import klines
 from livecandle.emulator.limits import WeightLimiter
-from livecandle.emulator.market import Market, SymbolMarket
-from livecandle.emulator.streams import StreamHub
+from livecandle.emulator.market import SymbolMarket
+from livecandle.emulator.schedule import Market
+from livecandle.emulator.streams import StreamHub, WsLimits
 from livecandle.emulator.tape import TradeTuple, agg_candle
+from livecandle.emulator.universe import QUOTES
 from livecandle.exchange.binance import params as bp
 
 log = logging.getLogger(__name__)
@@ -60,7 +64,8 @@ def _kline_row(c: Candle) -> list[Any]:
 class EmulatorConfig:
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     seed: int = 1
-    rate_per_s: float = 5.0
+    rate_per_s: float = 5.0  # each symbol's trades/s, unless total_rate is set
+    total_rate: float | None = None  # trades/s of the whole market, shared with a skew
     history_days: int = 1100
     clock_offset_ms: int = 0
     weight_limit: int = 6000
@@ -68,6 +73,7 @@ class EmulatorConfig:
     enforce_weights: bool = True
     outages_ms: tuple[tuple[int, int], ...] = ()
     tick_ms: int = 10
+    ws_limits: WsLimits = field(default_factory=WsLimits)
 
 
 class Emulator:
@@ -81,7 +87,10 @@ class Emulator:
             config.rate_per_s,
             config.history_days,
             config.outages_ms,
+            config.total_rate,
         )
+        quotes = tuple(dict.fromkeys((*QUOTES, "BUSD", "TUSD", "DAI", "AUD", "GBP")))
+        self.exchange_info = ExchangeInfo(quotes)
         self.limiter = WeightLimiter(
             limit=config.weight_limit,
             window_ms=config.weight_window_ms,
@@ -224,20 +233,20 @@ class Emulator:
             self._rows[key] = encoded
         return encoded
 
-    def _exchange_info(self, q: dict[str, str], now: int) -> Any:
-        bp.only(q, ("symbol", "symbols", "permissions", "showPermissionSets", "symbolStatus"))
-        names = bp.symbols_param(q, list(self.market.symbols))
-        return {
+    def _exchange_info(self, q: dict[str, str], now: int) -> bytes:
+        num, unit = self._window_spec
+        head = {
             "timezone": "UTC",
             "serverTime": now,
             "rateLimits": [
                 {
                     "rateLimitType": "REQUEST_WEIGHT",
-                    "interval": self._window_spec[1],
-                    "intervalNum": self._window_spec[0],
+                    "interval": unit,
+                    "intervalNum": num,
                     "limit": self.limiter.limit,
                 },
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+                {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
                 {
                     "rateLimitType": "RAW_REQUESTS",
                     "interval": "MINUTE",
@@ -246,39 +255,9 @@ class Emulator:
                 },
             ],
             "exchangeFilters": [],
-            "symbols": [self._symbol_info(s) for s in names],
         }
-
-    @staticmethod
-    def _symbol_info(symbol: str) -> dict[str, Any]:
-        quote = next((q for q in ("USDT", "BTC", "ETH", "BNB") if symbol.endswith(q)), "USDT")
-        return {
-            "symbol": symbol,
-            "status": "TRADING",
-            "baseAsset": symbol[: -len(quote)] or symbol,
-            "baseAssetPrecision": 8,
-            "quoteAsset": quote,
-            "quotePrecision": 8,
-            "quoteAssetPrecision": 8,
-            "orderTypes": ["LIMIT", "MARKET"],
-            "isSpotTradingAllowed": True,
-            "filters": [
-                {
-                    "filterType": "PRICE_FILTER",
-                    "minPrice": "0.01000000",
-                    "maxPrice": "1000000.00000000",
-                    "tickSize": "0.01000000",
-                },
-                {
-                    "filterType": "LOT_SIZE",
-                    "minQty": "0.00001000",
-                    "maxQty": "9000.00000000",
-                    "stepSize": "0.00001000",
-                },
-            ],
-            "permissions": [],
-            "permissionSets": [["SPOT"]],
-        }
+        statuses = {s: x.status for s, x in self.market.listings.items()}
+        return self.exchange_info.body(q, statuses, head)
 
     def _agg_trades(self, q: dict[str, str]) -> Any:
         bp.only(q, ("symbol", "fromId", "startTime", "endTime", "limit"))
@@ -329,61 +308,13 @@ class Emulator:
     # -- controls -----------------------------------------------------------------------
 
     async def controls(self, request: Request) -> Response:
-        if request.method == "POST":
-            changes = msgspec.json.decode(await request.body(), type=dict[str, Any])
-            for name, value in changes.items():
-                if name == "weight_limit":
-                    self.limiter.limit = int(value)
-                elif name == "enforce_weights":
-                    self.limiter.enforce = bool(value)
-                elif name == "reset_limits":
-                    self.limiter.reset()
-                elif name == "stall":  # {"symbol": "BTCUSDT", "seconds": 5}
-                    loop = asyncio.get_running_loop()
-                    self.faults.stalled[value["symbol"]] = loop.time() + float(value["seconds"])
-                elif name == "storm_429_s":  # every request a 429 for that long (issue 13)
-                    self.limiter.storm_until_ms = self.now_ms() + int(float(value) * 1000)
-                elif name == "ban_s":  # every IP banned (418) for that long
-                    self.limiter.ban_until_ms = self.now_ms() + int(float(value) * 1000)
-                elif name == "drop_connections":
-                    if self.hub is not None:
-                        await self.hub.drop_all()
-                elif hasattr(self.faults, name) and name != "stalled":
-                    setattr(self.faults, name, type(getattr(self.faults, name))(value))
-                else:
-                    return Response(
-                        _json.encode({"error": f"unknown switch {name!r}"}),
-                        400,
-                        media_type="application/json",
-                    )
-        state = {
-            "faults": {k: v for k, v in asdict(self.faults).items() if k != "stalled"},
-            "stalled": sorted(self.faults.stalled),
-            "weight_limit": self.limiter.limit,
-            "enforce_weights": self.limiter.enforce,
-            "requests": self.requests,
-            "requests_by_endpoint": dict(self.by_endpoint),
-            "stale_rows": self.stale_rows,
-            "failed": self.failed,
-            "rejected_429": self.limiter.rejected_429,
-            "rejected_418": self.limiter.rejected_418,
-            "accepted_weight": self.limiter.accepted_weight,
-            "now_ms": self.now_ms(),
-            "symbols": {
-                s: {
-                    "last_agg_id": m.last_agg_id,
-                    "listing_ms": m.listing_ms,
-                    "live_start_ms": m.live_start_ms,
-                }
-                for s, m in self.market.symbols.items()
-            },
-            "streams": self.hub.stats() if self.hub is not None else {},
-        }
-        return Response(_json.encode(state), media_type="application/json")
+        return await controls.handle(self, request)
 
 
 def build_app(emulator: Emulator) -> Starlette:
-    hub = StreamHub(emulator, emulator.config.seed, emulator.config.tick_ms)
+    hub = StreamHub(
+        emulator, emulator.config.seed, emulator.config.tick_ms, emulator.config.ws_limits
+    )
     emulator.hub = hub
 
     @contextlib.asynccontextmanager
@@ -399,6 +330,7 @@ def build_app(emulator: Emulator) -> Starlette:
         routes=[
             *rest,
             Route("/_emulator/state", emulator.controls, methods=["GET", "POST"]),
+            Route("/_emulator/stats", emulator.controls),
             WebSocketRoute("/ws/{streams:path}", hub.raw_endpoint),
             WebSocketRoute("/ws", hub.raw_endpoint),
             WebSocketRoute("/stream", hub.combined_endpoint),

@@ -1,11 +1,15 @@
 """The emulator's websocket market streams, as Binance serves them.
 
 ``/ws/<stream>`` (raw payloads) and ``/stream?streams=a/b`` (``{"stream","data"}``
-wrapper); ``<symbol>@aggTrade`` and ``<symbol>@kline_<interval>`` payloads; live
-SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY; at most
-5 incoming messages per second and 1024 streams per connection. Server pings come from
-the HTTP server (uvicorn's ``ws_ping_interval``). Fault switches: drop every
-connection, stall a symbol, skip messages, cut connections before 24 h.
+wrapper); ``<symbol>@aggTrade`` (one event per trade) and ``<symbol>@kline_<interval>``
+(``kline_feed``: updates when the candle changed, the final at each close) payloads; live
+SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY. Binance's
+limits (``WsLimits``), each violation counted: at most 1024 streams per connection (an
+error answer), 5 incoming messages a second (disconnect), a message over about 4 KB
+ignored without an answer, 300 connection attempts per 5 minutes per IP (HTTP 429).
+Each payload is encoded once whoever reads it. Server pings come from the HTTP server
+(uvicorn's ``ws_ping_interval``). Fault switches: drop every connection, stall a symbol,
+skip messages, cut connections before 24 h.
 """
 
 from __future__ import annotations
@@ -16,23 +20,35 @@ import logging
 import random
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from livecandle.domain.intervals import INTERVALS, Interval
-from livecandle.domain.model import format_quote, format_units
+from livecandle.domain.intervals import INTERVALS
+from livecandle.domain.model import format_units
 from livecandle.emulator.faults import Faults
-from livecandle.emulator.market import Market, SymbolMarket
+from livecandle.emulator.kline_feed import KlineFeed
+from livecandle.emulator.schedule import Market
 from livecandle.emulator.tape import TradeTuple
 
 log = logging.getLogger(__name__)
 
-MAX_STREAMS = 1024
-MAX_INCOMING_PER_S = 5
 QUEUE_LIMIT = 200_000
 _json = msgspec.json.Encoder()
+
+
+@dataclass
+class WsLimits:
+    """Binance's websocket limits (its defaults); counters of each violation."""
+
+    max_streams: int = 1024  # per connection
+    max_incoming_per_s: int = 5  # per connection; more: disconnected
+    max_message_bytes: int = 4096  # a larger incoming message is ignored, unanswered
+    max_attempts: int = 300  # connection attempts per IP per window; more: HTTP 429
+    attempts_window_s: float = 300.0
 
 
 class Conn:
@@ -61,15 +77,25 @@ class Venue(Protocol):
 
 
 class StreamHub:
-    def __init__(self, venue: Venue, seed: int, tick_ms: int) -> None:
+    def __init__(
+        self, venue: Venue, seed: int, tick_ms: int, limits: WsLimits | None = None
+    ) -> None:
         self.venue = venue
         self.tick_ms = tick_ms
+        self.limits = limits or WsLimits()
         self.conns: set[Conn] = set()
         self.subs: dict[str, set[Conn]] = {}
-        self.kline_state: dict[str, tuple[int, float]] = {}
+        self.klines = KlineFeed(venue.market)
+        self.attempts: dict[str, deque[float]] = {}
         self.sent = 0
         self.skipped = 0
         self.dropped_connections = 0
+        self.violations = {
+            "too_many_streams": 0,
+            "rate_disconnects": 0,
+            "oversized_ignored": 0,
+            "attempts_refused": 0,
+        }
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random(seed + 7)
 
@@ -87,10 +113,20 @@ class StreamHub:
     def stats(self) -> dict[str, Any]:
         return {
             "connections": len(self.conns),
+            "streams": len(self.subs),
             "sent": self.sent,
             "skipped": self.skipped,
             "dropped_connections": self.dropped_connections,
+            "kline_series": len(self.klines.series),
+            "kline_series_cold": self.klines.cold(),
+            "limits": dict(vars(self.limits)),
+            "violations": dict(self.violations),
         }
+
+    def reset_limits(self) -> None:
+        self.attempts.clear()
+        for name in self.violations:
+            self.violations[name] = 0
 
     # -- fan-out ------------------------------------------------------------------------
 
@@ -113,67 +149,46 @@ class StreamHub:
                 conn.queue.put_nowait(None)
             self.sent += 1
 
+    def _silent(self) -> set[str]:
+        """Symbols whose streams are stalled now (a fault switch)."""
+        stalled = self.venue.faults.stalled
+        if not stalled:
+            return set()
+        loop_now = asyncio.get_running_loop().time()
+        for symbol in [s for s, until in stalled.items() if until <= loop_now]:
+            del stalled[symbol]
+        return set(stalled)
+
     def publish(self, new: dict[str, list[TradeTuple]]) -> None:
         now = self.venue.now_ms()
-        faults = self.venue.faults
-        loop_now = asyncio.get_running_loop().time()
+        skip = self.venue.faults.skip_rate
+        silent = self._silent()
+        now_s = time.monotonic()
+        subs = self.subs
         for symbol, trades in new.items():
-            if not trades:
-                continue
+            self.klines.traded(symbol, now_s)
             stream = f"{symbol.lower()}@aggTrade"
-            if stream not in self.subs:
+            if stream not in subs:
                 continue
-            stalled_until = faults.stalled.get(symbol)
-            if stalled_until is not None:
-                if loop_now < stalled_until:
-                    self.skipped += len(trades)
-                    continue
-                del faults.stalled[symbol]
-            skip = faults.skip_rate
+            if symbol in silent:
+                self.skipped += len(trades)
+                continue
             for t in trades:
                 if skip and self._rng.random() < skip:
                     self.skipped += 1
                     continue
                 self._send(stream, agg_trade_payload(symbol, t, now))
 
-    def _klines(self) -> None:
-        now = self.venue.now_ms()
-        mono = time.monotonic()
-        loop_now = asyncio.get_running_loop().time()
-        for stream, conns in self.subs.items():
-            if not conns or "@kline_" not in stream:
-                continue
-            sym_l, _, iname = stream.partition("@kline_")
-            symbol = sym_l.upper()
-            sm = self.venue.market.symbols.get(symbol)
-            interval = INTERVALS.get(iname)
-            if sm is None or interval is None:
-                continue
-            stalled_until = self.venue.faults.stalled.get(symbol)
-            if stalled_until is not None and loop_now < stalled_until:
-                continue
-            open_ms = interval.open_of(now)
-            period = 1.0 if interval.name == "1s" else 2.0
-            state = self.kline_state.get(stream)
-            if state is not None and state[0] != open_ms:
-                # the tracked candle closed: its final update, x = true
-                self._send(stream, kline_payload(sm, interval, state[0], now, final=True))
-                state = None
-            if state is None or mono - state[1] >= period:
-                self._send(stream, kline_payload(sm, interval, open_ms, now, final=False))
-                # a random phase after a (re)start spreads the streams' updates over the
-                # period instead of computing them all in one tick
-                phase = self._rng.uniform(0, period) if state is None else 0.0
-                self.kline_state[stream] = (open_ms, mono - phase)
-
     async def _run(self) -> None:
         tick_s = self.tick_ms / 1000
         while True:
             await asyncio.sleep(tick_s)
             try:
-                _, new = self.venue.advance()
+                now, new = self.venue.advance()
                 self.publish(new)
-                self._klines()
+                silent = self._silent()
+                self.klines.closes(now)
+                self.klines.updates(now, time.monotonic(), self._send, silent)
                 max_age = self.venue.faults.max_connection_age_s
                 mono = time.monotonic()
                 for conn in list(self.conns):
@@ -202,7 +217,12 @@ class StreamHub:
     def _subscribe(self, conn: Conn, streams: list[str]) -> None:
         for s in streams:
             conn.streams.add(s)
-            self.subs.setdefault(s, set()).add(conn)
+            subs = self.subs.get(s)
+            if subs is None:
+                subs = self.subs[s] = set()
+                if "@kline_" in s:
+                    self.klines.add(s)
+            subs.add(conn)
 
     def _unsubscribe(self, conn: Conn, streams: list[str] | set[str]) -> None:
         for s in list(streams):
@@ -212,10 +232,35 @@ class StreamHub:
                 subs.discard(conn)
                 if not subs:
                     del self.subs[s]
-                    self.kline_state.pop(s, None)
+                    self.klines.remove(s)
+
+    def _attempt(self, ws: WebSocket) -> bool:
+        """Count a connection attempt; False when the IP made too many lately."""
+        ip = ws.client.host if ws.client else "?"
+        now = time.monotonic()
+        seen = self.attempts.setdefault(ip, deque())
+        while seen and now - seen[0] > self.limits.attempts_window_s:
+            seen.popleft()
+        seen.append(now)
+        return len(seen) <= self.limits.max_attempts
 
     async def _serve(self, ws: WebSocket, streams: list[str], combined: bool) -> None:
-        if len(streams) > MAX_STREAMS or any(not valid_stream(s) for s in streams):
+        if not self._attempt(ws):
+            self.violations["attempts_refused"] += 1
+            await ws.send_denial_response(
+                Response(
+                    b'{"code":-1003,"msg":"Too many connection attempts."}',
+                    429,
+                    {"Retry-After": str(int(self.limits.attempts_window_s))},
+                    media_type="application/json",
+                )
+            )
+            return
+        if len(streams) > self.limits.max_streams:
+            self.violations["too_many_streams"] += 1
+            await ws.close(code=1008)
+            return
+        if any(not valid_stream(s) for s in streams):
             await ws.close(code=1008)
             return
         await ws.accept()
@@ -230,9 +275,13 @@ class StreamHub:
                 conn.incoming.append(now)
                 while conn.incoming and now - conn.incoming[0] > 1.0:
                     conn.incoming.popleft()
-                if len(conn.incoming) > MAX_INCOMING_PER_S:
+                if len(conn.incoming) > self.limits.max_incoming_per_s:
+                    self.violations["rate_disconnects"] += 1
                     log.info("closing a connection that sent more than 5 messages/s")
                     break
+                if len(text.encode()) > self.limits.max_message_bytes:
+                    self.violations["oversized_ignored"] += 1  # Binance does not answer
+                    continue
                 reply = self._control(conn, text)
                 if reply is not None:
                     conn.queue.put_nowait(reply)
@@ -287,7 +336,8 @@ class StreamHub:
                     {"code": 2, "msg": "Invalid request: invalid stream name", "id": rid}
                 ).decode()
             if method == "SUBSCRIBE":
-                if len(conn.streams | set(params)) > MAX_STREAMS:
+                if len(conn.streams | set(params)) > self.limits.max_streams:
+                    self.violations["too_many_streams"] += 1
                     return _json.encode(
                         {"code": 2, "msg": "Invalid request: too many streams", "id": rid}
                     ).decode()
@@ -330,33 +380,3 @@ def agg_trade_payload(symbol: str, t: TradeTuple, now_ms: int) -> str:
         f'{{"e":"aggTrade","E":{now_ms},"s":"{symbol}","a":{t[0]},"p":"{format_units(t[1])}",'
         f'"q":"{format_units(t[2])}","f":{t[3]},"l":{t[4]},"T":{t[5]},"m":{m},"M":true}}'
     )
-
-
-def kline_payload(
-    sm: SymbolMarket, interval: Interval, open_ms: int, now_ms: int, final: bool
-) -> str:
-    nxt = interval.next_open(open_ms)
-    agg = sm.range_agg(open_ms, nxt)
-    if agg is None:
-        price = sm.last_price_before(open_ms) or 0
-        agg = [price, price, price, price, 0, 0, 0, 0, 0, -1, -1]
-    k = {
-        "t": open_ms,
-        "T": nxt - 1,
-        "s": sm.symbol,
-        "i": interval.name,
-        "f": agg[9],
-        "L": agg[10],
-        "o": format_units(agg[0]),
-        "c": format_units(agg[3]),
-        "h": format_units(agg[1]),
-        "l": format_units(agg[2]),
-        "v": format_units(agg[4]),
-        "n": agg[6],
-        "x": final,
-        "q": format_quote(agg[5]),
-        "V": format_units(agg[7]),
-        "Q": format_quote(agg[8]),
-        "B": "0",
-    }
-    return _json.encode({"e": "kline", "E": now_ms, "s": sm.symbol, "k": k}).decode()
