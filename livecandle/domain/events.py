@@ -99,11 +99,16 @@ class EventDecoder(Protocol[Frame_contra]):
 class TradeHistory(Protocol):
     """The exchange's record of past trades, for the trades a stream lost."""
 
-    async def trades_after(self, symbol: str, agg_id: int, limit: int) -> list[Trade]:
+    async def trades_after(
+        self, symbol: str, agg_id: int, limit: int, speculative: bool = False
+    ) -> list[Trade]:
         """Up to ``limit`` trades of ``symbol`` following aggregate trade ``agg_id``,
-        oldest first."""
+        oldest first. ``speculative``: asked to find out whether any were missed (a
+        silence), not to fill a known hole: it may wait behind everything urgent."""
         ...
 
-    async def latest_trades(self, symbol: str, limit: int) -> list[Trade]:
+    async def latest_trades(
+        self, symbol: str, limit: int, speculative: bool = False
+    ) -> list[Trade]:
         """The newest ``limit`` trades of ``symbol``, oldest first."""
         ...

@@ -48,6 +48,11 @@ FILL_GIVE_UP_S = 60.0  # a hole not fetched by then is abandoned: the symbol goe
 FILL_RETRY_BASE_S = 1.0
 FILL_EMPTY_BASE_S = 0.4
 FILL_RETRY_CAP_S = 10.0
+# a snapshot ahead of our trades asks the exchange for the missing ones after this long
+BEHIND_S = 2.0
+# after a silence, trades this much younger than the newest message handled may still be
+# on another connection's way: not counted as missed
+IN_FLIGHT_MS = 1_000
 
 Frame = TypeVar("Frame")  # a raw stream message: opaque here, only the decoder reads it
 
@@ -89,6 +94,9 @@ class LiveFeed:
         self._fills: set[asyncio.Task[object]] = set()
         for s in symbols:
             self.add_symbol(s, close_grace_ms)
+        # the newest exchange time of any message handled: trades of a symbol older than
+        # this (less a margin between connections) should have reached us by now
+        self.newest_ms = 0
         self.messages = 0
         self.bad_messages = 0
         self.unknown_events = 0
@@ -179,6 +187,9 @@ class LiveFeed:
         if st is None:
             return
         st.heard_from_stream()
+        st.traded()
+        if ev.event_ms > self.newest_ms:
+            self.newest_ms = ev.event_ms
         seq = st.sequencer
         last = seq.last_id
         if last is not None and ev.agg_id == last + 1 and seq.gap is None:
@@ -303,6 +314,8 @@ class LiveFeed:
         if st is None:
             return
         st.heard_from_stream()
+        if ev.event_ms > self.newest_ms:
+            self.newest_ms = ev.event_ms
         i = st.index.get(ev.interval)
         if i is None:
             return
@@ -380,18 +393,23 @@ class LiveFeed:
         candle then closes exactly when its trades arrive). Also the stall watchdog."""
         now = self.clock.now_ms()
         mono = time.monotonic()
+        longest_s, silence_s = self.quiet_s, self.silence_s
         for st in self.states.values():
-            if st.heard and mono - st.heard > self.silence_s and not st.checking_silence:
+            if (
+                st.heard
+                and mono - st.heard > st.quiet_s(silence_s, longest_s)
+                and not st.checking_silence
+            ):
                 st.checking_silence = True
                 self._spawn(self._check_silence(st), f"silence:{st.symbol}")
             if st.sequencer.gap is not None:
                 continue
             if (
                 st.behind_since
-                and mono - st.behind_since > 1.0
+                and mono - st.behind_since > BEHIND_S
                 and st.sequencer.last_id is not None
             ):
-                st.behind_since = mono  # once a second at most
+                st.behind_since = mono  # once every BEHIND_S at most
                 self._spawn(self._tail_fetch(st), f"tail:{st.symbol}")
             live = st.live
             closed = live.builder.advance(min(now, st.safe_ms + live.builder.close_grace_ms))
@@ -399,20 +417,34 @@ class LiveFeed:
                 live.closed.extend(closed)
                 live.dirty = True
 
+    @property
+    def quiet_s(self) -> float:
+        """The longest a symbol may be silent before the exchange is asked whether its
+        stream lost trades: ``silence_s`` beyond the shortest interval (up to a minute),
+        since every candle stream sends its final kline at each close, trades or not: a
+        quiet market is never silent that long, so thousands of rarely traded symbols
+        cost no request. A busy symbol is asked sooner (``SymbolState.quiet_s``)."""
+        shortest_ms = min((i.length_ms for i in self.intervals if i.length_ms), default=0)
+        return self.silence_s + min(shortest_ms, 60_000) / 1000
+
     async def _check_silence(self, st: SymbolState) -> None:
-        """A symbol silent for ``silence_s``: a quiet market, or did its stream stop? The
-        exchange tells: trades after our newest mean the stream lost them (they are
-        applied, and the streams reconnect); none mean the market is just quiet."""
+        """A symbol silent for ``quiet_s``: a quiet market, or did its stream stop? The
+        exchange tells (a speculative request, spare weight only): trades after our
+        newest that are older than the newest message handled (less a second between
+        connections) mean the stream lost them (they are applied, and the streams
+        reconnect); none mean the market is just quiet; newer ones may still be in the
+        queue (a busy consumer) or on the wire."""
+        before_ms = (self.newest_ms or self.clock.now_ms()) - IN_FLIGHT_MS
         try:
             last = st.sequencer.last_id
             if last is None:
-                newest = await self.history.latest_trades(st.symbol, 1)
-                missed = any(st.since_ms <= t.time_ms for t in newest)
+                newest = await self.history.latest_trades(st.symbol, 1, speculative=True)
+                missed = any(st.since_ms <= t.time_ms < before_ms for t in newest)
             else:
-                missed = (await self._tail_fetch(st)) != 0
-        except Exception as e:  # cannot tell: reconnect to be safe
+                missed = await self._tail_fetch(st, speculative=True, before_ms=before_ms) > 0
+        except Exception as e:  # cannot tell: the next silence asks again
             log.warning("%s: silent, and the exchange cannot be asked (%s)", st.symbol, e)
-            missed = True
+            missed = False
         finally:
             st.checking_silence = False
             st.heard = time.monotonic()  # look again after another silence
@@ -425,7 +457,7 @@ class LiveFeed:
             log.warning(
                 "%s: silent for %.0f s while the exchange has trades: reconnecting",
                 st.symbol,
-                self.silence_s,
+                mono - st.streamed,
             )
             self._spawn(self.on_stall(), "stall-reconnect")
 
@@ -434,15 +466,18 @@ class LiveFeed:
         self._fills.add(task)
         task.add_done_callback(self._fills.discard)
 
-    async def _tail_fetch(self, st: SymbolState) -> int:
+    async def _tail_fetch(
+        self, st: SymbolState, speculative: bool = False, before_ms: int | None = None
+    ) -> int:
         """A snapshot showed trades newer than any we received, and none followed (the last
         messages were lost): fetch them over REST. Returns how many the exchange had
-        after our newest (-1: it could not be asked)."""
+        after our newest (those before ``before_ms`` if given; -1: it could not be
+        asked)."""
         last = st.sequencer.last_id
         if last is None:
             return 0
         try:
-            trades = await self.history.trades_after(st.symbol, last, 1000)
+            trades = await self.history.trades_after(st.symbol, last, 1000, speculative)
         except Exception as e:  # the next snapshot or silence asks again
             log.warning("%s: cannot fetch trades after %d (%s)", st.symbol, last, e)
             return -1
@@ -451,6 +486,8 @@ class LiveFeed:
         for trade in trades:
             if self._offer(st, trade):
                 st.sequencer.recovered += 1
+        if before_ms is not None:
+            return sum(1 for t in trades if t.time_ms < before_ms)
         return len(trades)
 
     async def run_ticker(self, period_s: float = 0.1) -> None:

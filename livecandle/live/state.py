@@ -48,6 +48,10 @@ class SymbolState:
     behind_since: float = 0.0  # a snapshot showed trades we lack, since then
     checking_silence: bool = False  # asking the exchange whether a silence lost trades
     since_ms: int = 0  # exchange time the symbol was added
+    # moving average of the seconds between trades (0.0: none seen yet), so that a
+    # busy symbol's silence is noticed in seconds and a rarely traded one costs nothing
+    trade_gap_s: float = 0.0
+    last_trade_mono: float = 0.0
     index: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -58,6 +62,20 @@ class SymbolState:
         """A message about this symbol arrived: it is neither silent nor stalled."""
         self.heard = self.streamed = time.monotonic()
         self.stalled_since = 0.0
+
+    def traded(self) -> None:
+        """A trade arrived (after ``heard_from_stream``): the gap average moves."""
+        if self.last_trade_mono:
+            self.trade_gap_s += (self.heard - self.last_trade_mono - self.trade_gap_s) * 0.1
+        self.last_trade_mono = self.heard
+
+    def quiet_s(self, silence_s: float, longest_s: float) -> float:
+        """How long this symbol may be silent before the exchange is asked whether its
+        stream lost trades: ``silence_s`` for a busy symbol, ten of its usual gaps
+        between trades for a quieter one, at most ``longest_s``."""
+        if not self.trade_gap_s:
+            return longest_s
+        return min(longest_s, max(silence_s, 10 * self.trade_gap_s))
 
     def remember(self, trade: Trade) -> None:
         """Keep ``trade`` for seeding: the oldest goes when this symbol has

@@ -37,11 +37,15 @@ class MemoryHistory:
         self.failure = failure
         self.asked = 0
 
-    async def trades_after(self, symbol: str, agg_id: int, limit: int) -> list[Trade]:
+    async def trades_after(
+        self, symbol: str, agg_id: int, limit: int, speculative: bool = False
+    ) -> list[Trade]:
         self._ask()
         return [t for t in self.trades if t.agg_id > agg_id][:limit]
 
-    async def latest_trades(self, symbol: str, limit: int) -> list[Trade]:
+    async def latest_trades(
+        self, symbol: str, limit: int, speculative: bool = False
+    ) -> list[Trade]:
         self._ask()
         return self.trades[-limit:]
 
@@ -266,19 +270,28 @@ async def test_a_quiet_symbol_does_not_reconnect_but_lost_trades_do() -> None:
     async def on_stall() -> None:
         stalls.append(1)
 
-    for trades, expected in (([], 0), ([agg(2).trade()], 1)):
+    for trades, expected in (([], 0), ([agg(2, t=T0 + 1000).trade()], 1)):
         stalls.clear()
+        clock = ManualClock(T0)
         f = LiveFeed(
-            ["BTCUSDT"],
+            ["BTCUSDT", "ETHUSDT"],
             [INTERVALS["1m"]],
             MemoryHistory(trades),
-            ManualClock(T0),
+            clock,
             silence_s=5,
             on_stall=on_stall,
         )
         f.handle(agg(1))
         st = f.states["BTCUSDT"]
-        st.heard -= 6  # silent for longer than silence_s
+        st.heard -= 6  # silent for longer than silence_s, not than the 1m final's period
+        f.tick()
+        assert not f._fills  # a quiet market: a final kline comes every minute
+        # silent past silence_s beyond the shortest interval: asked (the missed trade is
+        # older than the last seconds, which may still be on their way)
+        assert f.quiet_s == 5 + 60
+        clock.advance(70_000)
+        f.handle(trade_of("ETHUSDT", 69_000))  # the stream goes on for other symbols
+        st.heard -= 60
         f.tick()
         await asyncio.wait_for(asyncio.gather(*f._fills), 30)
         await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect, if any
@@ -298,11 +311,11 @@ async def test_a_silent_symbol_without_trades_reconnects_if_the_exchange_traded_
         stalls.append(1)
 
     history = MemoryHistory([agg(9, t=traded_ms).trade()])
-    f = LiveFeed(
-        ["BTCUSDT"], [INTERVALS["1m"]], history, ManualClock(T0), silence_s=5, on_stall=on_stall
-    )
+    clock = ManualClock(T0)
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], history, clock, silence_s=5, on_stall=on_stall)
     st = f.states["BTCUSDT"]  # added at T0, heard once (a snapshot) and never again
-    st.heard = time.monotonic() - 6
+    clock.advance(70_000)
+    st.heard = time.monotonic() - f.quiet_s - 1
     f.tick()
     await asyncio.wait_for(asyncio.gather(*f._fills), 30)
     await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect, if any
@@ -378,3 +391,62 @@ def test_a_symbol_added_at_run_time_reaches_the_writer_and_a_removed_one_leaves_
     assert f.remove_symbol("ETHUSDT") and "ETHUSDT" not in lives
     f.handle(TradeEvent("ETHUSDT", 2, 100 * SCALE, SCALE, 2, 2, T0, False, T0))
     assert "ETHUSDT" not in f.states  # no longer followed: ignored
+
+
+async def test_a_trade_newer_than_the_messages_handled_is_not_yet_missed() -> None:
+    """After a long silence the exchange has a trade newer than anything the feed has
+    handled (the consumer is behind): it may be in our queue: applied, no reconnect."""
+    stalls: list[int] = []
+
+    async def on_stall() -> None:
+        stalls.append(1)
+
+    clock = ManualClock(T0)
+    f = LiveFeed(
+        ["BTCUSDT"],
+        [INTERVALS["1m"]],
+        MemoryHistory([agg(2, t=T0 + 30_000).trade()]),
+        clock,
+        silence_s=5,
+        on_stall=on_stall,
+    )
+    f.handle(agg(1))
+    st = f.states["BTCUSDT"]
+    clock.advance(70_000)
+    st.heard = time.monotonic() - f.quiet_s - 1
+    f.tick()
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    assert stalls == [] and st.sequencer.last_id == 2
+
+
+async def test_silence_checks_are_speculative_requests() -> None:
+    """At market scale thousands of quiet symbols must not crowd out real gap fills:
+    the look after a silence is asked as speculative (spare weight only)."""
+    asked: list[bool] = []
+
+    class Recording(MemoryHistory):
+        async def trades_after(
+            self, symbol: str, agg_id: int, limit: int, speculative: bool = False
+        ) -> list[Trade]:
+            asked.append(speculative)
+            return await super().trades_after(symbol, agg_id, limit)
+
+    clock = ManualClock(T0)
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], Recording([]), clock, silence_s=5)
+    f.handle(agg(1))
+    clock.advance(70_000)
+    f.states["BTCUSDT"].heard = time.monotonic() - f.quiet_s - 1
+    f.tick()
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    assert asked == [True]
+
+
+def test_a_busy_symbol_is_asked_after_silence_s_a_quiet_one_after_its_usual_gaps() -> None:
+    f = LiveFeed(["BTCUSDT", "ETHUSDT"], [INTERVALS["1m"]], MemoryHistory([]), ManualClock(T0))
+    busy, quiet = f.states["BTCUSDT"], f.states["ETHUSDT"]
+    assert busy.quiet_s(10, f.quiet_s) == f.quiet_s == 70  # no trade seen: the longest
+    busy.trade_gap_s, quiet.trade_gap_s = 0.2, 4.0
+    assert busy.quiet_s(10, f.quiet_s) == 10
+    assert quiet.quiet_s(10, f.quiet_s) == 40
+    quiet.trade_gap_s = 30.0
+    assert quiet.quiet_s(10, f.quiet_s) == 70

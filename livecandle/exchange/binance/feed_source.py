@@ -24,6 +24,7 @@ from livecandle.domain.intervals import Interval
 from livecandle.domain.model import Trade, to_units
 from livecandle.exchange.binance import parse
 from livecandle.exchange.binance.rest import BinanceRest
+from livecandle.exchange.binance.weights import Priority
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,23 @@ class RestTradeHistory:
     def __init__(self, rest: BinanceRest) -> None:
         self.rest = rest
 
-    async def trades_after(self, symbol: str, agg_id: int, limit: int) -> list[Trade]:
-        rows = await self.rest.agg_trades(symbol, from_id=agg_id + 1, limit=limit)
+    async def trades_after(
+        self, symbol: str, agg_id: int, limit: int, speculative: bool = False
+    ) -> list[Trade]:
+        rows = await self.rest.agg_trades(
+            symbol, from_id=agg_id + 1, limit=limit, priority=_priority(speculative)
+        )
         return [r.trade() for r in rows]
 
-    async def latest_trades(self, symbol: str, limit: int) -> list[Trade]:
-        return [r.trade() for r in await self.rest.agg_trades(symbol, limit=limit)]
+    async def latest_trades(
+        self, symbol: str, limit: int, speculative: bool = False
+    ) -> list[Trade]:
+        rows = await self.rest.agg_trades(symbol, limit=limit, priority=_priority(speculative))
+        return [r.trade() for r in rows]
+
+
+def _priority(speculative: bool) -> Priority:
+    """A known hole is the most urgent request there is; a look after a silence only
+    uses spare weight (at market scale thousands of quiet symbols would otherwise
+    crowd out everything else)."""
+    return Priority.RECONCILE if speculative else Priority.GAP_FILL
