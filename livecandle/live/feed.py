@@ -48,8 +48,10 @@ FILL_GIVE_UP_S = 60.0  # a hole not fetched by then is abandoned: the symbol goe
 FILL_RETRY_BASE_S = 1.0
 FILL_EMPTY_BASE_S = 0.4
 FILL_RETRY_CAP_S = 10.0
-# a snapshot ahead of our trades asks the exchange for the missing ones after this long
-BEHIND_S = 2.0
+# a snapshot ahead of our trades asks the exchange for the missing ones once the stream
+# has gone this far past it (exchange time of the messages handled, not the wall clock:
+# a consumer behind its queue must not mistake queued trades for lost ones)
+BEHIND_MS = 2_000
 # after a silence, trades this much younger than the newest message handled may still be
 # on another connection's way: not counted as missed
 IN_FLIGHT_MS = 1_000
@@ -326,9 +328,9 @@ class LiveFeed:
             # without any trade, id -1, says nothing about trades before its own open)
             if st.safe_ms < ev.event_ms:
                 st.safe_ms = ev.event_ms
-            st.behind_since = 0.0
-        elif not st.behind_since:
-            st.behind_since = st.heard
+            st.behind_ms = 0
+        elif not st.behind_ms:
+            st.behind_ms = ev.event_ms
         if ev.final:
             self._final(st, i, ev)
         elif not b.is_complete(i) and b.open_of(i) == ev.open_ms:
@@ -405,11 +407,11 @@ class LiveFeed:
             if st.sequencer.gap is not None:
                 continue
             if (
-                st.behind_since
-                and mono - st.behind_since > BEHIND_S
+                st.behind_ms
+                and self.newest_ms - st.behind_ms > BEHIND_MS
                 and st.sequencer.last_id is not None
             ):
-                st.behind_since = mono  # once every BEHIND_S at most
+                st.behind_ms = self.newest_ms  # once every BEHIND_MS at most
                 self._spawn(self._tail_fetch(st), f"tail:{st.symbol}")
             live = st.live
             closed = live.builder.advance(min(now, st.safe_ms + live.builder.close_grace_ms))

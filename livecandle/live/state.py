@@ -45,7 +45,7 @@ class SymbolState:
     # exchange time up to which every trade is known to be in: candles ending before it
     # may be closed by the clock
     safe_ms: int = 0
-    behind_since: float = 0.0  # a snapshot showed trades we lack, since then
+    behind_ms: int = 0  # exchange time of a snapshot that showed trades we lack
     checking_silence: bool = False  # asking the exchange whether a silence lost trades
     since_ms: int = 0  # exchange time the symbol was added
     # moving average of the seconds between trades (0.0: none seen yet), so that a
