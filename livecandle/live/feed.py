@@ -48,9 +48,10 @@ FILL_GIVE_UP_S = 60.0  # a hole not fetched by then is abandoned: the symbol goe
 FILL_RETRY_BASE_S = 1.0
 FILL_EMPTY_BASE_S = 0.4
 FILL_RETRY_CAP_S = 10.0
-# a snapshot ahead of our trades asks the exchange for the missing ones once the stream
-# has gone this far past it (exchange time of the messages handled, not the wall clock:
-# a consumer behind its queue must not mistake queued trades for lost ones)
+# a snapshot ahead of our trades asks the exchange for the missing ones once the symbol's
+# own stream has gone this far past it (exchange time of its messages handled, not the
+# wall clock: a consumer behind its queue, or a connection behind the others, must not
+# mistake queued trades for lost ones)
 BEHIND_MS = 2_000
 # after a silence, trades this much younger than the newest message handled may still be
 # on another connection's way: not counted as missed
@@ -190,8 +191,10 @@ class LiveFeed:
             return
         st.heard_from_stream()
         st.traded()
-        if ev.event_ms > self.newest_ms:
-            self.newest_ms = ev.event_ms
+        if ev.event_ms > st.stream_ms:
+            st.stream_ms = ev.event_ms
+            if ev.event_ms > self.newest_ms:
+                self.newest_ms = ev.event_ms
         seq = st.sequencer
         last = seq.last_id
         if last is not None and ev.agg_id == last + 1 and seq.gap is None:
@@ -316,8 +319,10 @@ class LiveFeed:
         if st is None:
             return
         st.heard_from_stream()
-        if ev.event_ms > self.newest_ms:
-            self.newest_ms = ev.event_ms
+        if ev.event_ms > st.stream_ms:
+            st.stream_ms = ev.event_ms
+            if ev.event_ms > self.newest_ms:
+                self.newest_ms = ev.event_ms
         i = st.index.get(ev.interval)
         if i is None:
             return
@@ -408,10 +413,10 @@ class LiveFeed:
                 continue
             if (
                 st.behind_ms
-                and self.newest_ms - st.behind_ms > BEHIND_MS
+                and st.stream_ms - st.behind_ms > BEHIND_MS
                 and st.sequencer.last_id is not None
             ):
-                st.behind_ms = self.newest_ms  # once every BEHIND_MS at most
+                st.behind_ms = st.stream_ms  # once every BEHIND_MS at most
                 self._spawn(self._tail_fetch(st), f"tail:{st.symbol}")
             live = st.live
             closed = live.builder.advance(min(now, st.safe_ms + live.builder.close_grace_ms))

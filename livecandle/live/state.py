@@ -46,6 +46,7 @@ class SymbolState:
     # may be closed by the clock
     safe_ms: int = 0
     behind_ms: int = 0  # exchange time of a snapshot that showed trades we lack
+    stream_ms: int = 0  # exchange time of the newest message about this symbol handled
     checking_silence: bool = False  # asking the exchange whether a silence lost trades
     since_ms: int = 0  # exchange time the symbol was added
     # moving average of the seconds between trades (0.0: none seen yet), so that a

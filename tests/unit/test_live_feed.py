@@ -454,8 +454,9 @@ def test_a_busy_symbol_is_asked_after_silence_s_a_quiet_one_after_its_usual_gaps
 
 async def test_a_snapshot_ahead_of_our_trades_is_fetched_once_the_stream_has_moved_on() -> None:
     """A snapshot shows trade 20 while our newest is 10 (aggTrade 1): the missing trade
-    is asked of the exchange once the stream has gone 2 s past the snapshot (the lost
-    message would have come by then), not while the consumer is behind its queue."""
+    is asked of the exchange once the symbol's stream has gone 2 s past the snapshot
+    (the lost message would have come by then), not while the consumer or the symbol's
+    connection is behind (other symbols' messages do not count)."""
     history = MemoryHistory([agg(2, t=T0 + 500, f=20).trade()])
     f = LiveFeed(["BTCUSDT", "ETHUSDT"], [INTERVALS["1m"]], history, ManualClock(T0 + 60_000))
     f.handle(agg(1, t=T0, f=10))
@@ -463,7 +464,10 @@ async def test_a_snapshot_ahead_of_our_trades_is_fetched_once_the_stream_has_mov
     f.handle(snapshot(open_ms, T0 + 1000, 10, 20))
     f.tick()
     assert history.asked == 0  # wall time has passed, the stream has not: no question
-    f.handle(trade_of("ETHUSDT", 3_500))  # the stream moves on, past the snapshot by 2.5 s
+    f.handle(trade_of("ETHUSDT", 3_500))  # another connection moves on: no question
+    f.tick()
+    assert history.asked == 0
+    f.handle(snapshot(open_ms, T0 + 3500, 10, 20))  # the symbol's own stream moves on
     f.tick()
     await asyncio.wait_for(asyncio.gather(*f._fills), 30)
     assert history.asked == 1
