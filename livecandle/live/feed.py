@@ -53,6 +53,7 @@ FILL_RETRY_CAP_S = 10.0
 # wall clock: a consumer behind its queue, or a connection behind the others, must not
 # mistake queued trades for lost ones)
 BEHIND_MS = 2_000
+BEHIND_URGENT_MS = 10_000
 # after a silence, trades this much younger than the newest message handled may still be
 # on another connection's way: not counted as missed
 IN_FLIGHT_MS = 1_000
@@ -333,9 +334,9 @@ class LiveFeed:
             # without any trade, id -1, says nothing about trades before its own open)
             if st.safe_ms < ev.event_ms:
                 st.safe_ms = ev.event_ms
-            st.behind_ms = 0
+            st.behind_ms = st.behind_first_ms = 0
         elif not st.behind_ms:
-            st.behind_ms = ev.event_ms
+            st.behind_ms = st.behind_first_ms = ev.event_ms
         if ev.final:
             self._final(st, i, ev)
         elif not b.is_complete(i) and b.open_of(i) == ev.open_ms:
@@ -417,7 +418,10 @@ class LiveFeed:
                 and st.sequencer.last_id is not None
             ):
                 st.behind_ms = st.stream_ms  # once every BEHIND_MS at most
-                self._spawn(self._tail_fetch(st), f"tail:{st.symbol}")
+                # a look at first (a connection running late looks the same), urgent
+                # when the stream has gone on for long without the trades
+                urgent = st.stream_ms - st.behind_first_ms > BEHIND_URGENT_MS
+                self._spawn(self._tail_fetch(st, speculative=not urgent), f"tail:{st.symbol}")
             live = st.live
             closed = live.builder.advance(min(now, st.safe_ms + live.builder.close_grace_ms))
             if closed:

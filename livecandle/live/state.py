@@ -46,6 +46,7 @@ class SymbolState:
     # may be closed by the clock
     safe_ms: int = 0
     behind_ms: int = 0  # exchange time of a snapshot that showed trades we lack
+    behind_first_ms: int = 0  # ... the first of them, while we still lack them
     stream_ms: int = 0  # exchange time of the newest message about this symbol handled
     checking_silence: bool = False  # asking the exchange whether a silence lost trades
     since_ms: int = 0  # exchange time the symbol was added

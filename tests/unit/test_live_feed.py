@@ -472,3 +472,26 @@ async def test_a_snapshot_ahead_of_our_trades_is_fetched_once_the_stream_has_mov
     await asyncio.wait_for(asyncio.gather(*f._fills), 30)
     assert history.asked == 1
     assert f.states["BTCUSDT"].sequencer.last_id == 2
+
+
+async def test_a_snapshot_ahead_is_looked_at_speculatively_then_urgently() -> None:
+    """A late connection looks like a lost message: the first question uses spare
+    weight; one still behind after 10 s of the symbol's stream is urgent (a gap fill)."""
+    asked: list[bool] = []
+
+    class Recording(MemoryHistory):
+        async def trades_after(
+            self, symbol: str, agg_id: int, limit: int, speculative: bool = False
+        ) -> list[Trade]:
+            asked.append(speculative)
+            return []  # the exchange has nothing for us yet
+
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], Recording([]), ManualClock(T0 + 60_000))
+    f.handle(agg(1, t=T0, f=10))
+    open_ms = INTERVALS["1m"].open_of(T0)
+    f.handle(snapshot(open_ms, T0 + 1000, 10, 20))
+    for event_ms in (T0 + 3500, T0 + 12_000):
+        f.handle(snapshot(open_ms, event_ms, 10, 20))
+        f.tick()
+        await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    assert asked == [True, False]
