@@ -210,8 +210,9 @@ def run() -> list[dict[str, Any]]:
         watcher.close()
         state = emu.state()
         redis_mb = redis.Redis.from_url(redis_url).info("memory")["used_memory"] / 2**20
+        exchange_now_ms = int(time.time() * 1000) + offset_ms  # the emulator's clock
         verify = subprocess.run(
-            [sys.executable, "-m", "livecandle", "verify"],
+            [sys.executable, "-m", "livecandle", "verify", "--now-ms", str(exchange_now_ms)],
             env=dict(os.environ, LIVECANDLE_REDIS_URL=redis_url, **env),
             cwd=ROOT,
             capture_output=True,

@@ -259,7 +259,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             ]
             if not chosen and symbol and interval:
                 chosen = [SeriesKey(symbol, interval)]
-            report = await verify(store, chosen, SystemClock().now_ms(), repair=args.repair)
+            now_ms = args.now_ms if args.now_ms is not None else SystemClock().now_ms()
+            report = await verify(store, chosen, now_ms, repair=args.repair)
             if args.json:
                 sys.stdout.write(msgspec.json.encode(report.as_json()).decode() + "\n")
             else:
@@ -367,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--interval")
     v.add_argument("--json", action="store_true")
     v.add_argument("--repair", action="store_true", help="fix same-score duplicates and meta")
+    v.add_argument(
+        "--now-ms",
+        type=int,
+        help="judge what has closed at this exchange time (an emulator's clock), not now",
+    )
     v.set_defaults(fn=cmd_verify)
 
     a = sub.add_parser("aggregate", help="aggTrades CSV -> klines CSV (data.binance.vision)")

@@ -107,6 +107,24 @@ def test_verify_reports_each_breach_and_repair_fixes_duplicates(
     assert run(["verify"], env).returncode == 0
 
 
+def test_verify_judges_closed_candles_at_the_exchange_time_it_is_given(
+    redis_url: str, emulator: EmulatorProcess
+) -> None:
+    """Against an emulator whose clock runs ahead of the machine's, its closed candles
+    lie in the machine's future: ``--now-ms`` judges them at the exchange's time."""
+    r = syncredis.Redis.from_url(redis_url)
+    r.flushall()
+    env = env_for(redis_url, emulator)
+    since = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(time.time() - 3600))
+    assert run(["backfill", "BTCUSDT", "5m", "--since", since], env).returncode == 0
+    newest = int(r.zrange("klines_z:BTCUSDT:5m", -1, -1, withscores=True)[0][1])
+    before_close = newest + 5 * MIN - 2  # its close time not yet passed
+    early = run(["verify", "--symbol", "BTCUSDT", "--now-ms", str(before_close)], env)
+    assert early.returncode == 1 and "closed" in early.stdout
+    late = run(["verify", "--symbol", "BTCUSDT", "--now-ms", str(newest + 5 * MIN)], env)
+    assert late.returncode == 0, late.stdout
+
+
 def test_bad_input_is_one_readable_line_and_a_non_zero_exit(
     redis_url: str, emulator: EmulatorProcess
 ) -> None:
