@@ -41,7 +41,7 @@ test: setup
 	$(BIN)/pytest
 
 bench: setup
-	./scripts/ensure-system-deps --bench
+	./scripts/ensure-system-deps --bench --browser
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 
