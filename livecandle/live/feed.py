@@ -460,6 +460,8 @@ class LiveFeed:
             st.checking_silence = False
             st.heard = time.monotonic()  # look again after another silence
         mono = time.monotonic()
+        if not missed:
+            st.found_quiet(self.silence_s, self.quiet_s)
         if missed and not st.stalled_since:
             st.stalled_since = mono
         if missed and self.on_stall is not None and mono - self._last_stall > self.silence_s:

@@ -73,11 +73,17 @@ class SymbolState:
 
     def quiet_s(self, silence_s: float, longest_s: float) -> float:
         """How long this symbol may be silent before the exchange is asked whether its
-        stream lost trades: ``silence_s`` for a busy symbol, ten of its usual gaps
-        between trades for a quieter one, at most ``longest_s``."""
+        stream lost trades: ``silence_s`` for a busy symbol (or one whose rate is not
+        known yet), ten of its usual gaps between trades for a quieter one, at most
+        ``longest_s``. A look that found nothing doubles it (``found_quiet``)."""
         if not self.trade_gap_s:
-            return longest_s
+            return silence_s
         return min(longest_s, max(silence_s, 10 * self.trade_gap_s))
+
+    def found_quiet(self, silence_s: float, longest_s: float) -> None:
+        """The exchange had nothing after a silence: a quiet market. Wait twice as long
+        before the next look (the usual gap moves back down as trades come)."""
+        self.trade_gap_s = min(longest_s, 2 * self.quiet_s(silence_s, longest_s)) / 10
 
     def remember(self, trade: Trade) -> None:
         """Keep ``trade`` for seeding: the oldest goes when this symbol has

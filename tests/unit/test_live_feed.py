@@ -283,15 +283,9 @@ async def test_a_quiet_symbol_does_not_reconnect_but_lost_trades_do() -> None:
         )
         f.handle(agg(1))
         st = f.states["BTCUSDT"]
-        st.heard -= 6  # silent for longer than silence_s, not than the 1m final's period
-        f.tick()
-        assert not f._fills  # a quiet market: a final kline comes every minute
-        # silent past silence_s beyond the shortest interval: asked (the missed trade is
-        # older than the last seconds, which may still be on their way)
-        assert f.quiet_s == 5 + 60
         clock.advance(70_000)
         f.handle(trade_of("ETHUSDT", 69_000))  # the stream goes on for other symbols
-        st.heard -= 60
+        st.heard -= 6  # silent for longer than silence_s (its rate is not known yet)
         f.tick()
         await asyncio.wait_for(asyncio.gather(*f._fills), 30)
         await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect, if any
@@ -444,7 +438,8 @@ async def test_silence_checks_are_speculative_requests() -> None:
 def test_a_busy_symbol_is_asked_after_silence_s_a_quiet_one_after_its_usual_gaps() -> None:
     f = LiveFeed(["BTCUSDT", "ETHUSDT"], [INTERVALS["1m"]], MemoryHistory([]), ManualClock(T0))
     busy, quiet = f.states["BTCUSDT"], f.states["ETHUSDT"]
-    assert busy.quiet_s(10, f.quiet_s) == f.quiet_s == 70  # no trade seen: the longest
+    assert f.quiet_s == 70  # silence_s beyond the 1m final's period
+    assert busy.quiet_s(10, f.quiet_s) == 10  # rate not known yet: as a busy one
     busy.trade_gap_s, quiet.trade_gap_s = 0.2, 4.0
     assert busy.quiet_s(10, f.quiet_s) == 10
     assert quiet.quiet_s(10, f.quiet_s) == 40
@@ -495,3 +490,18 @@ async def test_a_snapshot_ahead_is_looked_at_speculatively_then_urgently() -> No
         f.tick()
         await asyncio.wait_for(asyncio.gather(*f._fills), 30)
     assert asked == [True, False]
+
+
+async def test_a_look_that_finds_nothing_doubles_the_symbols_quiet_time() -> None:
+    """Thousands of rarely traded symbols: each look after a silence that finds the
+    market quiet doubles the wait before the next, up to the longest."""
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], MemoryHistory([]), ManualClock(T0), silence_s=5)
+    f.handle(agg(1))
+    st = f.states["BTCUSDT"]
+    waits = []
+    for _ in range(5):
+        waits.append(st.quiet_s(f.silence_s, f.quiet_s))
+        st.heard = time.monotonic() - waits[-1] - 1
+        f.tick()
+        await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    assert waits == [5, 10, 20, 40, 65]
