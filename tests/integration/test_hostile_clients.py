@@ -222,7 +222,8 @@ async def test_malformed_packets_do_not_crash_or_stop_serving(
     await fill(redis)
     rss = web.rss_mb()
     async with normal_client(web, redis) as normal, attacker_http(web.url) as http:
-        for packet in MALFORMED:
+        # five rounds: one is over within two of the normal client's reads (50 ms apart)
+        for packet in MALFORMED * 5:
             ws = await attacker_socket(web)
             await ws.send(packet)
             await ws.send(b"\x00\xff\xfe")  # a binary frame: no binary event is expected
