@@ -3,7 +3,6 @@ against the whole service fed by the emulator. Screenshots go to test-artifacts/
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,12 @@ from playwright.async_api import Page, async_playwright
 
 from livecandle.runtime.service import Service
 from tests.builders import flat_kline_member
+from tests.e2e.browser import ARGS, CHROMIUM
 from tests.helpers import EmulatorProcess, Endpoints
 from tests.integration.live_support import running_service
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 STATE = """() => {
   const lc = window.livecandle;
