@@ -63,7 +63,8 @@ Frame = TypeVar("Frame")  # a raw stream message: opaque here, only the decoder 
 
 class LiveFeed:
     """Live candles of ``symbols`` in ``intervals`` from an exchange's market events;
-    ``history`` answers for trades the stream lost, ``on_stall`` reconnects the stream."""
+    ``history`` answers for trades the stream lost, ``on_stall(symbol)`` reconnects the
+    stream carrying that symbol."""
 
     def __init__(
         self,
@@ -73,7 +74,7 @@ class LiveFeed:
         clock: Clock,
         close_grace_ms: int = 2_000,
         silence_s: float = 10.0,
-        on_stall: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        on_stall: Callable[[str], Coroutine[Any, Any, None]] | None = None,
         fill_give_up_s: float = FILL_GIVE_UP_S,
         max_held: int = MAX_HELD,
         max_held_total: int = MAX_HELD_TOTAL,
@@ -472,7 +473,7 @@ class LiveFeed:
                 st.symbol,
                 mono - st.streamed,
             )
-            self._spawn(self.on_stall(), "stall-reconnect")
+            self._spawn(self.on_stall(st.symbol), "stall-reconnect")
 
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -208,6 +208,8 @@ class BackgroundFetcher:
                     progress(result, page[-1].open_ms)
                 if len(rows) < len(page):
                     break  # reached the forming candle
+                if rows and interval.next_open(interval.next_open(rows[-1].open_ms)) > now_ms:
+                    break  # the next candle is still forming: a request would bring no row
         if result.latest is None:
             result.latest = (await self.store.meta(series)).latest
         st = self.status.setdefault(series, SeriesStatus())

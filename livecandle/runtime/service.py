@@ -71,7 +71,9 @@ class Service:
                 self.rest,
                 settings.series,
                 settings.backfill_candles,
-                settings.fetch_concurrency,
+                # a worker per request the plan may have in flight, and as many parsing
+                # and storing the answers before: fewer would leave the budget unspent
+                max(settings.fetch_concurrency, 2 * settings.rest_max_in_flight),
             )
         if "stream" in roles:
             self.queue: asyncio.Queue[str | bytes] = asyncio.Queue()

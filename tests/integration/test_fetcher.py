@@ -50,6 +50,23 @@ async def test_first_start_backfills_the_last_n_closed_candles(
     assert (await verify(store, [series], now_ms)).ok
 
 
+async def test_a_backfill_of_a_full_page_takes_one_request(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    # a page ending at the newest closed candle is the last: asking on would bring
+    # only the forming one (9,600 wasted calls when the whole market starts)
+    series = SeriesKey.of("ETHUSDT", "1m")
+    async with BinanceRest(emulator.rest_url) as rest:
+        fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=1000)
+        await rest.server_time()
+        before_ms = rest.clock.now_ms()
+        result = await fetcher.sync(series)
+        now_ms = rest.clock.now_ms()
+    assert result.stored == 1000
+    turned = series.interval.open_of(before_ms) != series.interval.open_of(now_ms)
+    assert result.requests == 1 or turned
+
+
 async def test_refetch_is_a_no_op_and_a_later_sync_fills_the_downtime(
     store: Store, emulator: EmulatorProcess
 ) -> None:

@@ -209,3 +209,24 @@ async def test_unsubscribe_closes_an_emptied_connection_and_subscribe_after_it_w
             assert stream.groups == []
             stream.subscribe([b[2]])  # and the stream still runs: a new one opens
             await v.until(lambda: [c.streams for c in v.open()] == [{b[2]}])
+
+
+async def test_a_stalled_symbol_reconnects_only_the_connection_carrying_it() -> None:
+    # every symbol of a dropped connection needs its missed trades fetched over REST:
+    # a stall of one must not cost the whole market a gap fill
+    streams = [f"s{i}usdt@{kind}" for i in range(3) for kind in ("aggTrade", "kline_1m")]
+    async with venue(ping_interval_s=5) as (v, url):
+        stream = BinanceStream(url, streams, asyncio.Queue(), max_streams=2, silence_s=60)
+        async with running(stream):
+            await v.until(lambda: len(v.open()) == 3)
+            # the client's side of each is open too (it has no event per connection)
+            async with asyncio.timeout(30):
+                while not all(g.ws is not None for g in stream.groups):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            before = {frozenset(c.streams): c for c in v.open()}
+            await stream.drop("S1USDT")
+            await v.until(lambda: len(v.conns) == 4 and len(v.open()) == 3)
+            after = {frozenset(c.streams): c for c in v.open()}
+    s1 = frozenset({"s1usdt@aggTrade", "s1usdt@kline_1m"})
+    assert after[s1] is not before[s1]  # its connection was replaced
+    assert all(after[k] is before[k] for k in before if k != s1)  # the others kept

@@ -233,10 +233,13 @@ class BinanceStream:
         """The connection-attempt budget's state."""
         return self.attempts.stats()
 
-    async def drop(self) -> None:
-        """Close every socket (they reconnect): for a resync after a detected loss."""
+    async def drop(self, symbol: str | None = None) -> None:
+        """Close the sockets carrying ``symbol``'s streams (every socket without one);
+        they reconnect: a resync after a detected loss. Only those: every symbol of a
+        dropped connection needs its missed trades fetched again."""
+        prefix = f"{symbol.lower()}@" if symbol is not None else ""
         for g in self.groups:
-            if g.ws is not None:
+            if g.ws is not None and any(s.startswith(prefix) for s in g.streams):
                 await g.ws.close()
 
     # -- one connection -----------------------------------------------------------------
