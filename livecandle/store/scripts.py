@@ -32,7 +32,10 @@ WRITE_CANDLES: Final = (
 --   ('-inf'/'+inf' allowed); outside them a row only fills a missing open time (a REST
 --   row of a candle that closed just now may be stale; a late stream row is not trusted
 --   over a reconciled one)
--- then n pairs (open_ms, member JSON), then n-gaps pairs (first missing open, next open)
+-- ARGV[9] the n open times, space-separated; ARGV[10] the n members (compact JSON, never
+--   a raw newline), newline-separated: two arguments, not 2n (the client packs and Redis
+--   parses a thousand arguments a row at a time: several times the cost of one blob)
+-- then n-gaps pairs (first missing open, next open)
 -- Returns {added, replaced, unchanged, latest or false, count, kept, replaced opens}:
 -- kept = rows that differ from the stored one but were not allowed to replace it.
 -- ZADD NX would compare members, not scores: a changed official row would be added
@@ -41,13 +44,19 @@ WRITE_CANDLES: Final = (
 local z, meta, gaps = KEYS[1], KEYS[2], KEYS[3]
 local n, ng = tonumber(ARGV[5]), tonumber(ARGV[6])
 local rfrom, runtil = tonumber(ARGV[7]), tonumber(ARGV[8])
-local base = 9
+local opens, members = {}, {}
+for o in string.gmatch(ARGV[9], '%S+') do opens[#opens + 1] = o end
+for m in string.gmatch(ARGV[10], '[^\n]+') do members[#members + 1] = m end
+if #opens ~= n or #members ~= n then
+  return redis.error_reply('ERR ' .. n .. ' candles announced, ' .. #opens .. ' open times and '
+    .. #members .. ' members given')
+end
 local added, replaced, unchanged, kept = 0, 0, 0, 0
 local replaced_opens = {}
 if n > 0 then
   local lo, hi = math.huge, -math.huge
-  for i = 0, n - 1 do
-    local s = tonumber(ARGV[base + 2 * i])
+  for i = 1, n do
+    local s = tonumber(opens[i])
     if s < lo then lo = s end
     if s > hi then hi = s end
   end
@@ -58,9 +67,9 @@ if n > 0 then
     if have[s] == nil then have[s] = existing[i] else many[s] = true end
   end
   local args, k = {}, 0
-  for i = 0, n - 1 do
-    local s = tonumber(ARGV[base + 2 * i])
-    local member = ARGV[base + 2 * i + 1]
+  for i = 1, n do
+    local s = tonumber(opens[i])
+    local member = members[i]
     local old = have[s]
     if old == member and not many[s] then
       unchanged = unchanged + 1
@@ -70,13 +79,13 @@ if n > 0 then
       if old ~= nil then
         redis.call('ZREMRANGEBYSCORE', z, s, s)
         replaced = replaced + 1
-        replaced_opens[#replaced_opens + 1] = ARGV[base + 2 * i]
+        replaced_opens[#replaced_opens + 1] = opens[i]
       else
         added = added + 1
       end
       have[s] = member
       many[s] = nil
-      args[k + 1] = ARGV[base + 2 * i]
+      args[k + 1] = opens[i]
       args[k + 2] = member
       k = k + 2
       if k >= 2000 then
@@ -87,7 +96,7 @@ if n > 0 then
   end
   if k > 0 then redis.call('ZADD', z, unpack(args, 1, k)) end
 end
-local gbase = base + 2 * n
+local gbase = 11
 for i = 0, ng - 1 do
   local first, nxt = ARGV[gbase + 2 * i], ARGV[gbase + 2 * i + 1]
   redis.call('ZADD', gaps, first, first .. ':' .. nxt)

@@ -195,9 +195,8 @@ class Store:
             replace_from_ms,
             replace_until_ms,
         ]
-        for open_ms, member in rows:
-            args.append(open_ms)
-            args.append(member)
+        args.append(" ".join(str(open_ms) for open_ms, _ in rows))
+        args.append(b"\n".join(member for _, member in rows))
         for first, nxt in gaps:
             args.append(first)
             args.append(nxt)
