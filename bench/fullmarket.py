@@ -41,7 +41,14 @@ from typing import Any
 import httpx
 import redis
 
-from bench.common import ROOT, pid_cpu_seconds, redis_server, rss_mb, service
+from bench.common import (
+    ROOT,
+    exchange_offset_ms,
+    pid_cpu_seconds,
+    redis_server,
+    rss_mb,
+    service,
+)
 from livecandle.domain.intervals import parse_interval
 from livecandle.emulator.process import EmulatorProcess
 
@@ -186,8 +193,8 @@ def run() -> list[dict[str, Any]]:
         ) as emu,
     ):
         assert emu.proc is not None
-        server_ms = httpx.get(emu.rest_url + "/api/v3/time").json()["serverTime"]
-        offset_ms = server_ms - int(time.time() * 1000)
+        offset_ms = exchange_offset_ms(emu.rest_url)
+        server_ms = int(time.time() * 1000) + offset_ms
         midnight_ms = (server_ms // 86_400_000 + 1) * 86_400_000
         info = httpx.get(emu.rest_url + "/api/v3/exchangeInfo", timeout=60).json()
         symbols = [s["symbol"] for s in info["symbols"] if s["status"] == "TRADING"]
