@@ -1,0 +1,111 @@
+"""What the Store does differently on a Redis Cluster (``LIVECANDLE_REDIS_CLUSTER=1``).
+
+- Pipelines: redis-py's cluster pipeline sends each command to the master of its key's
+  slot, so commands of many series (many slots) go in one call. Scripts are run by SHA:
+  a master that never saw one (a replica just promoted, a restarted node: the script
+  cache is neither replicated nor persisted) answers NOSCRIPT, and only those commands
+  are sent again once every master has loaded the scripts (nothing runs twice).
+- Pub/sub: PUBLISH on a cluster reaches every node, so a plain connection to any
+  reachable node subscribes; when that node goes away the subscription fails (the
+  caller's supervisor listens again) and the next one starts from the next node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+
+# one operation of a pipeline: queues its command(s) on the pipeline it is given (sync)
+Op = Callable[[Any], Any]
+
+_next_node = itertools.count()
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+async def pipelined(
+    client: RedisCluster, ops: Sequence[Op], scripts: Sequence[AsyncScript]
+) -> list[Any]:
+    """Results of ``ops`` run in one cluster pipeline (one batch per master); raises the
+    first error, as a plain pipeline does."""
+    results = await _run(client, ops)
+    missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+    if missing:
+        for script in scripts:  # SCRIPT LOAD goes to every master
+            script.sha = await client.script_load(script.script)
+        again = await _run(client, [ops[i] for i in missing])
+        for i, r in zip(missing, again, strict=True):
+            results[i] = r
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return results
+
+
+async def _run(client: RedisCluster, ops: Sequence[Op]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    try:
+        for op in ops:
+            op(pipe)  # queues (a cluster pipeline is awaitable: awaiting it would reset)
+        return list(await pipe.execute(raise_on_error=False))
+    finally:
+        await pipe.reset()  # type: ignore[no-untyped-call]
+
+
+async def subscribe(
+    client: RedisCluster, channels: Sequence[str]
+) -> tuple[aioredis.Redis, aioredis.client.PubSub]:
+    """A plain client to one reachable node of the cluster and its pub/sub subscribed to
+    ``channels`` (the subscription is not confirmed yet: read the replies)."""
+    await client.initialize()
+    nodes = client.get_nodes()
+    if not nodes:
+        raise redis.exceptions.ConnectionError("no Redis Cluster node known")
+    start = next(_next_node)
+    error: Exception | None = None
+    for i in range(len(nodes)):
+        node = nodes[(start + i) % len(nodes)]
+        kwargs = {
+            k: v
+            for k, v in node.connection_kwargs.items()
+            if k not in ("retry", "redis_connect_func", "response_callbacks")
+        }
+        pool = aioredis.ConnectionPool(
+            connection_class=node.connection_class, max_connections=1, **kwargs
+        )
+        plain = aioredis.Redis.from_pool(pool)
+        pubsub = plain.pubsub()
+        try:
+            await pubsub.subscribe(*channels)
+            return plain, pubsub
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as e:
+            error = e
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                await plain.aclose()
+    assert error is not None
+    raise error
+
+
+@contextlib.asynccontextmanager
+async def subscribed(
+    client: RedisCluster, channels: Sequence[str]
+) -> AsyncIterator[aioredis.client.PubSub]:
+    plain, pubsub = await subscribe(client, channels)
+    try:
+        yield pubsub
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(Exception):
+            await plain.aclose()
