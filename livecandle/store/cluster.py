@@ -40,8 +40,7 @@ async def pipelined(
     results = await _run(client, ops)
     missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
     if missing:
-        for script in scripts:  # SCRIPT LOAD goes to every master
-            script.sha = await client.script_load(script.script)
+        await load_scripts(client, scripts)
         again = await _run(client, [ops[i] for i in missing])
         for i, r in zip(missing, again, strict=True):
             results[i] = r
@@ -49,6 +48,32 @@ async def pipelined(
         if isinstance(r, Exception):
             raise r
     return results
+
+
+async def load_scripts(client: RedisCluster, scripts: Sequence[AsyncScript]) -> None:
+    """Load ``scripts`` on every node the client knows, one by one: redis-py's own
+    SCRIPT LOAD goes to the nodes it calls primaries, and a replica promoted meanwhile
+    may still be known as a replica (its NOSCRIPT would then never end). A node that
+    does not answer (the dead master) is skipped."""
+    for node in client.get_nodes():
+        for script in scripts:
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                await client.execute_command("SCRIPT LOAD", script.script, target_nodes=node)
+
+
+async def evalsha(
+    client: RedisCluster,
+    script: AsyncScript,
+    keys: Sequence[str],
+    args: Sequence[Any],
+    scripts: Sequence[AsyncScript],
+) -> Any:
+    """``script`` run by SHA on its keys' master, loaded first where it is missing."""
+    try:
+        return await client.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]
+    except redis.exceptions.NoScriptError:
+        await load_scripts(client, scripts)
+        return await client.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]
 
 
 async def _run(client: RedisCluster, ops: Sequence[Op]) -> list[Any]:

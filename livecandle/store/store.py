@@ -156,7 +156,7 @@ class Store:
         updated and ``klines_updated`` published on change.
         """
         args = self._write_args(series, rows, now_ms, gaps, replace_from_ms, replace_until_ms)
-        res = await self._write(keys=self._write_keys(series), args=args)
+        res = await self._script(self._write, self._write_keys(series), args)
         return _write_result(res)
 
     async def write_officials(
@@ -257,7 +257,9 @@ class Store:
     async def remove_members(self, series: SeriesKey, members: Sequence[bytes], now_ms: int) -> int:
         """Remove members that break an invariant (``verify --repair``); fixes meta."""
         k = self.keys
-        res = await self._remove(keys=[k.klines(series), k.meta(series)], args=[now_ms, *members])
+        res = await self._script(
+            self._remove, [k.klines(series), k.meta(series)], [now_ms, *members]
+        )
         return int(res[0])
 
     async def meta(self, series: SeriesKey) -> Meta:
@@ -286,9 +288,10 @@ class Store:
         lo = "-inf" if start_ms is None else str(start_ms)
         hi = "+inf" if end_ms is None else str(end_ms)
         mode = "first" if start_ms is not None else "last"
-        members, latest, live, version, closed = await self._read(
-            keys=[k.klines(series), k.meta(series), k.live_candle(series), k.live_closed(series)],
-            args=[lo, hi, limit, mode, cached_version],
+        members, latest, live, version, closed = await self._script(
+            self._read,
+            [k.klines(series), k.meta(series), k.live_candle(series), k.live_closed(series)],
+            [lo, hi, limit, mode, cached_version],
         )
         return ChartRead(
             None if members is None else list(members),
@@ -502,9 +505,19 @@ class Store:
 
     # -- Redis Cluster (store/cluster.py) -------------------------------------------------
 
+    @property
+    def _scripts(self) -> list[Any]:
+        return [self._write, self._read, self._remove, self._write_closed]
+
+    async def _script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """``script`` on ``keys`` (redis-py's Script, or on a cluster ours: see
+        ``cluster.load_scripts``)."""
+        if self._cluster:
+            return await cluster.evalsha(self.redis, script, keys, args, self._scripts)  # type: ignore[arg-type]
+        return await script(keys=keys, args=args)
+
     async def _pipelined_on_cluster(self, ops: Sequence[cluster.Op]) -> list[Any]:
-        scripts_ = [self._write, self._read, self._remove, self._write_closed]
-        return await cluster.pipelined(self.redis, ops, scripts_)  # type: ignore[arg-type]
+        return await cluster.pipelined(self.redis, ops, self._scripts)  # type: ignore[arg-type]
 
     async def _write_live_on_cluster(
         self,

@@ -35,9 +35,18 @@ from tests.integration.live_support import LiveRecorder, official, running_servi
 from tests.integration.test_redis_trouble import health, not_crash_looping, now_ms, until
 
 T0 = 1_700_000_040_000  # a minute boundary
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"]
-SERIES = [SeriesKey.of(s, i) for s in SYMBOLS for i in ("1s", "1m")]
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]  # the session emulator's
+# 1s, 1m and 3m: the series' slots are on each of the three masters
+SERIES = [SeriesKey.of(s, i) for s in SYMBOLS for i in ("1s", "1m", "3m")]
 SECONDS = [s for s in SERIES if s.interval.name == "1s"]
+
+# redis-py 7.4's cluster client drops the ClusterNode of a failed master (and connections
+# that were in use as the topology changed) without closing them: their sockets are
+# closed by the garbage collector, which warns. Not ours to fix here, and not a growing
+# leak (once per topology change), so those warnings are not errors in the failover tests.
+redis_py_leaks_on_failover = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning"
+)
 
 
 @pytest.fixture
@@ -61,6 +70,7 @@ def masters_holding(c: Cluster, series: list[SeriesKey]) -> set[int]:
     return {c.master_of(keys.klines(s)).port for s in series}
 
 
+@redis_py_leaks_on_failover
 async def test_every_store_method_works_on_three_masters_and_after_a_failover(
     three_masters: Cluster,
 ) -> None:
@@ -167,7 +177,7 @@ async def service_on(
         running_service(
             c.url,
             emulator,
-            "1s,1m",
+            "1s,1m,3m",
             roles=("fetcher", "stream", "web"),
             symbols=",".join(SYMBOLS),
             port=0,
@@ -202,7 +212,7 @@ async def missing_rows(store: Store) -> dict[str, int]:
 async def test_the_whole_service_runs_on_three_masters(
     three_masters: Cluster, emulator: EmulatorProcess
 ) -> None:
-    assert len(masters_holding(three_masters, SERIES)) >= 2
+    assert len(masters_holding(three_masters, SERIES)) == 3
     node = aioredis.Redis(port=three_masters.nodes[1].port)  # PUBLISH reaches every node
     sio = socketio.AsyncClient(reconnection=False)
     candles: list[dict[str, Any]] = []
@@ -234,8 +244,14 @@ async def test_the_whole_service_runs_on_three_masters(
             for symbol, interval, open_ms in complete()[:8]:
                 candle = rec.closed[(symbol, interval, open_ms)]
                 assert live_row(candle) == await official(emulator, symbol, interval, open_ms)
-            r = await web.get("/api/candles", params={"symbol": "SOLUSDT", "interval": "1s"})
-            assert r.status_code == 200, r.text
+            for s in SERIES:  # web reads of every master
+                r = await web.get(
+                    "/api/klines", params={"symbol": s.symbol, "interval": s.interval.name}
+                )
+                assert r.status_code == 200 and r.json(), (s, r.text)
+            for path in ("/api/tickers", "/api/v3/ticker/price"):  # live prices of two slots
+                r = await web.get(path)
+                assert r.status_code == 200 and len(r.json()) >= 2, (path, r.text)
             code, body = await health(web)
             assert code == 200 and body["status"] == "ok", body
             report = await verify(store, SERIES, now_ms())
@@ -246,6 +262,7 @@ async def test_the_whole_service_runs_on_three_masters(
         await node.aclose()
 
 
+@redis_py_leaks_on_failover
 async def test_a_killed_master_fails_over_and_rejoins_without_losing_a_row(
     three_masters: Cluster, emulator: EmulatorProcess
 ) -> None:
@@ -266,14 +283,18 @@ async def test_a_killed_master_fails_over_and_rejoins_without_losing_a_row(
 
         watcher = asyncio.create_task(watch())
         try:
-            failover_s = await asyncio.to_thread(three_masters.wait_failover, dead)
 
             async def written_again() -> bool:  # the live writer reaches the victim's slot
-                raw = await store.live_candle(victim)
-                return raw is not None and msgspec.json.decode(raw)["time"] >= now_ms() - 2000
+                with contextlib.suppress(redis.exceptions.RedisError):
+                    raw = await store.live_candle(victim)
+                    written = raw is not None and msgspec.json.decode(raw)["time"]
+                    return bool(written) and written > now_ms() - 1000
+                return False
 
-            await until(written_again, 30)
-            writes_s = time.monotonic() - killed
+            # both measured from the kill: the promotion, and the first live write after
+            failover_s, writes_s = await asyncio.gather(
+                asyncio.to_thread(three_masters.wait_failover, dead), until(written_again, 30)
+            )
             await until(lambda: caught_up(store), 30)
 
             async def healthy() -> bool:
