@@ -13,14 +13,22 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+
+# how long an official write waits for its master's replica to have it, and how long a
+# master whose replica did not answer is written to without waiting
+REPLICA_WAIT_MS = 500
+REPLICA_RECHECK_S = 10.0
 
 # one operation of a pipeline: queues its command(s) on the pipeline it is given (sync)
 Op = Callable[[Any], Any]
@@ -32,18 +40,72 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
+@dataclass
+class Replication:
+    """Official writes are answered once the master of their slot has passed them to a
+    replica (WAIT 1): a failover promotes that replica, so it keeps what was answered.
+    A master that has no replica (its replica died or was promoted) would make every
+    WAIT last its whole timeout: after one WAIT that no replica answered, that master's
+    writes go without waiting for ``recheck_s``, then it is asked again."""
+
+    wait_ms: int = REPLICA_WAIT_MS
+    recheck_s: float = REPLICA_RECHECK_S
+    _alone_until: dict[str, float] = field(default_factory=dict)  # node name -> monotonic
+
+    async def waits(self, client: RedisCluster, keys: Sequence[str]) -> list[tuple[str, Op]]:
+        """A WAIT per master of ``keys`` (covering the writes sent before it on its
+        connection: a pipeline sends a master's commands on one connection, in order)."""
+        if not keys:
+            return []
+        await client.initialize()
+        now_s = time.monotonic()
+        masters: dict[str, Any] = {}
+        for key in keys:
+            with contextlib.suppress(redis.exceptions.RedisClusterException):
+                node = client.get_node_from_key(key)
+                if node is not None and self._alone_until.get(node.name, 0.0) <= now_s:
+                    masters[node.name] = node
+        return [
+            (name, functools.partial(_wait, node=node, timeout_ms=self.wait_ms))
+            for name, node in masters.items()
+        ]
+
+    def answered(self, names: Sequence[str], results: Sequence[Any]) -> None:
+        for name, acked in zip(names, results, strict=False):
+            if isinstance(acked, int) and acked < 1:
+                self._alone_until[name] = time.monotonic() + self.recheck_s
+            elif isinstance(acked, int):
+                self._alone_until.pop(name, None)
+
+
+def _wait(pipe: Any, node: Any, timeout_ms: int) -> None:
+    pipe.execute_command("WAIT", 1, timeout_ms, target_nodes=node)
+
+
 async def pipelined(
-    client: RedisCluster, ops: Sequence[Op], scripts: Sequence[AsyncScript]
+    client: RedisCluster,
+    ops: Sequence[Op],
+    scripts: Sequence[AsyncScript],
+    replicated: Sequence[str] = (),
+    replication: Replication | None = None,
 ) -> list[Any]:
     """Results of ``ops`` run in one cluster pipeline (one batch per master); raises the
-    first error, as a plain pipeline does."""
-    results = await _run(client, ops)
+    first error, as a plain pipeline does. With ``replicated`` keys and a
+    ``replication``, the call returns once each key's master passed the writes to a
+    replica (see ``Replication``)."""
+    waits = await replication.waits(client, replicated) if replication is not None else []
+    names, wait_ops = [n for n, _ in waits], [op for _, op in waits]
+    done = await _run(client, [*ops, *wait_ops])
+    results, acked = done[: len(ops)], done[len(ops) :]
     missing = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
     if missing:
         await load_scripts(client, scripts)
-        again = await _run(client, [ops[i] for i in missing])
-        for i, r in zip(missing, again, strict=True):
+        again = await _run(client, [*(ops[i] for i in missing), *wait_ops])
+        for i, r in zip(missing, again, strict=False):
             results[i] = r
+        acked = again[len(missing) :]
+    if replication is not None:
+        replication.answered(names, acked)
     for r in results:
         if isinstance(r, Exception):
             raise r

@@ -133,6 +133,7 @@ class Store:
         self._remove = redis.register_script(scripts.REMOVE_MEMBERS)
         self._write_closed = redis.register_script(scripts.WRITE_LIVE_CLOSED)
         self._cluster = cluster.is_cluster(redis)
+        self.replication = cluster.Replication()  # used on a cluster only
         self._probe: RedisProbe | Literal[False] | None = None  # False: none possible
         self._pinging: asyncio.Future[float] | None = None
         self._last_ping: tuple[float, asyncio.Future[float]] | None = None
@@ -156,7 +157,11 @@ class Store:
         updated and ``klines_updated`` published on change.
         """
         args = self._write_args(series, rows, now_ms, gaps, replace_from_ms, replace_until_ms)
-        res = await self._script(self._write, self._write_keys(series), args)
+        keys = self._write_keys(series)
+        if self._cluster:  # answered once a replica has it too (cluster.pipelined)
+            op = _script_op(self._write, keys, args)
+            return _write_result((await self._pipelined_on_cluster([op], keys[:1]))[0])
+        res = await self._write(keys=keys, args=args)
         return _write_result(res)
 
     async def write_officials(
@@ -177,7 +182,8 @@ class Store:
                 )
                 for w in writes
             ]
-            done = await self._pipelined_on_cluster(ops)
+            replicated = [self.keys.klines(w.series) for w in writes]
+            done = await self._pipelined_on_cluster(ops, replicated)
             return [_write_result(res) for res in done]
         async with self.redis.pipeline(transaction=False) as pipe:  # reset if cancelled
             for w in writes:
@@ -516,8 +522,16 @@ class Store:
             return await cluster.evalsha(self.redis, script, keys, args, self._scripts)  # type: ignore[arg-type]
         return await script(keys=keys, args=args)
 
-    async def _pipelined_on_cluster(self, ops: Sequence[cluster.Op]) -> list[Any]:
-        return await cluster.pipelined(self.redis, ops, self._scripts)  # type: ignore[arg-type]
+    async def _pipelined_on_cluster(
+        self, ops: Sequence[cluster.Op], replicated: Sequence[str] = ()
+    ) -> list[Any]:
+        return await cluster.pipelined(
+            self.redis,  # type: ignore[arg-type]
+            ops,
+            self._scripts,
+            replicated,
+            self.replication,
+        )
 
     async def _write_live_on_cluster(
         self,

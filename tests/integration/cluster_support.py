@@ -269,6 +269,16 @@ class Cluster:
             break
         raise AssertionError(f"no master serves slot {slot}")
 
+    def replica_of(self, master: Node) -> Node:
+        """A running replica of ``master``."""
+        lines = [line.split() for line in redis_cli(master.port, "cluster", "nodes").splitlines()]
+        me = next(p[0] for p in lines if "myself" in p[2])
+        for p in lines:
+            if "slave" in p[2] and p[3] == me:
+                port = int(p[1].split("@")[0].rsplit(":", 1)[1])
+                return next(n for n in self.running() if n.port == port)
+        raise AssertionError(f"port {master.port} has no replica")
+
     def kill_master(self, key: str | None = None) -> Node:
         node = self.master() if key is None else self.master_of(key)
         node.kill()

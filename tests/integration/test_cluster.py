@@ -26,11 +26,12 @@ from livecandle.domain.universe import SymbolEntry
 from livecandle.official.integrity import verify
 from livecandle.runtime.service import Service
 from livecandle.store import ClosedLive, Keys, LiveWrite, Store, connect
+from livecandle.store.cluster import REPLICA_WAIT_MS
 from livecandle.store.codec import live_row
 from livecandle.store.store import OfficialWrite
 from tests.builders import kline_member
 from tests.helpers import EmulatorProcess
-from tests.integration.cluster_support import Cluster, cluster
+from tests.integration.cluster_support import Cluster, Node, cluster
 from tests.integration.live_support import LiveRecorder, official, running_service
 from tests.integration.test_cli import env_for, run
 from tests.integration.test_redis_trouble import health, not_crash_looping, now_ms, until
@@ -165,6 +166,44 @@ async def test_every_store_method_works_on_three_masters_and_after_a_failover(
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+
+async def test_an_official_write_is_answered_once_the_masters_replica_has_it(
+    three_masters: Cluster,
+) -> None:
+    """A failover promotes the replica: what it had not received when its master died is
+    lost, so an official write waits for it (WAIT 1); a master left without a replica
+    costs one such wait, then its writes go without waiting for a while."""
+    series = SeriesKey.of("BTCUSDT", "1m")
+    async with cluster_store(three_masters.url) as store:
+        await store.write_candles(series, [(T0, kline_member(T0))], 1)
+        started = time.monotonic()
+        await store.write_candles(series, [(T0 + 60_000, kline_member(T0 + 60_000))], 2)
+        assert time.monotonic() - started < 0.4  # the replica answers at once
+        master = three_masters.master_of(Keys(cluster=True).klines(series))
+        replica = three_masters.replica_of(master)
+        replica.pause()
+        try:
+            started = time.monotonic()
+            opens = T0 + 120_000
+            await store.write_officials([OfficialWrite(series, [(opens, kline_member(opens))])], 3)
+            assert time.monotonic() - started >= REPLICA_WAIT_MS / 1000
+            started = time.monotonic()
+            opens = T0 + 180_000
+            await store.write_candles(series, [(opens, kline_member(opens))], 4)
+            assert time.monotonic() - started < 0.4  # no replica: not waited for again
+        finally:
+            replica.resume()
+        store.replication.recheck_s = 0  # asked again: the replica is back
+        store.replication.answered([master_name(master)], [1])
+        started = time.monotonic()
+        await store.write_candles(series, [(T0 + 240_000, kline_member(T0 + 240_000))], 5)
+        assert time.monotonic() - started < 0.4
+        assert await store.count(series) == 5
+
+
+def master_name(node: Node) -> str:
+    return f"127.0.0.1:{node.port}"
 
 
 # -- the whole service ----------------------------------------------------------------------
