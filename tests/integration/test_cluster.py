@@ -31,7 +31,7 @@ from livecandle.store.codec import live_row
 from livecandle.store.store import OfficialWrite
 from tests.builders import kline_member
 from tests.helpers import EmulatorProcess
-from tests.integration.cluster_support import Cluster, Node, cluster
+from tests.integration.cluster_support import Cluster, Node, cluster, redis_cli
 from tests.integration.live_support import LiveRecorder, official, running_service
 from tests.integration.test_cli import env_for, run
 from tests.integration.test_redis_trouble import health, not_crash_looping, now_ms, until
@@ -204,6 +204,57 @@ async def test_an_official_write_is_answered_once_the_masters_replica_has_it(
 
 def master_name(node: Node) -> str:
     return f"127.0.0.1:{node.port}"
+
+
+@redis_py_leaks_on_failover
+async def test_a_subscription_whose_node_dies_fails_and_the_next_one_hears_every_node(
+    three_masters: Cluster,
+) -> None:
+    """PUBLISH reaches every node of a cluster: a subscription on any node hears writes
+    to every master. When its node is killed the subscription raises (the supervisor
+    listens again) and the next one subscribes on a node that is up."""
+    async with cluster_store(three_masters.url) as store:
+        heard: list[bytes] = []
+        listening, more = asyncio.Event(), asyncio.Event()
+
+        async def listen() -> None:
+            async for _, data in store.listen("live_updates", subscribed=listening.set):
+                heard.append(data)
+                more.set()
+
+        async def hear(message: bytes, within_s: float) -> None:
+            async with asyncio.timeout(within_s):
+                while message not in heard:
+                    with contextlib.suppress(redis.exceptions.RedisError):
+                        await store.write_live([], publish=message)
+                    more.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(more.wait(), 0.5)
+
+        listener = asyncio.create_task(listen())
+        await asyncio.wait_for(listening.wait(), 10)
+        await hear(b"before", 5)
+        # PUBSUB NUMSUB counts the node's own subscribers: the one the listener is on
+        (doomed,) = [
+            n
+            for n in three_masters.nodes
+            if redis_cli(n.port, "pubsub", "numsub", "live_updates").split()[1] == "1"
+        ]
+        was_master = doomed in three_masters.masters_now()
+        doomed.kill()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await asyncio.wait_for(listener, 10)
+        if was_master:
+            await asyncio.to_thread(three_masters.wait_failover, doomed)
+        listening.clear()
+        listener = asyncio.create_task(listen())
+        try:
+            await asyncio.wait_for(listening.wait(), 10)
+            await hear(b"after", 20)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
 
 # -- the whole service ----------------------------------------------------------------------
