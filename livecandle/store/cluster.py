@@ -16,7 +16,7 @@ import contextlib
 import functools
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ from redis.commands.core import AsyncScript
 # master whose replica did not answer is written to without waiting
 REPLICA_WAIT_MS = 500
 REPLICA_RECHECK_S = 10.0
+# a subscription's node that answers nothing (not even a PING) for this long is left
+SILENT_NODE_S = 3.0
 
 # one operation of a pipeline: queues its command(s) on the pipeline it is given (sync)
 Op = Callable[[Any], Any]
@@ -184,15 +186,17 @@ async def subscribe(
     raise error
 
 
-@contextlib.asynccontextmanager
-async def subscribed(
-    client: RedisCluster, channels: Sequence[str]
-) -> AsyncIterator[aioredis.client.PubSub]:
-    plain, pubsub = await subscribe(client, channels)
-    try:
-        yield pubsub
-    finally:
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-        with contextlib.suppress(Exception):
-            await plain.aclose()
+async def check_node(pubsub: aioredis.client.PubSub, heard_s: float, heard: bool) -> float:
+    """When a subscription was last heard from (monotonic s), given a poll's outcome: after
+    a silent poll the node is PINGed (its PONG is heard like a message); silent for
+    ``SILENT_NODE_S`` it is given up (TimeoutError): a stopped node (SIGSTOP, a hung
+    host) keeps its socket open, and another node would deliver every message."""
+    now_s = time.monotonic()
+    if heard:
+        return now_s
+    if now_s - heard_s > SILENT_NODE_S:
+        raise redis.exceptions.TimeoutError(
+            f"the Redis Cluster node of the subscription was silent for {SILENT_NODE_S:.0f} s"
+        )
+    await pubsub.ping()
+    return heard_s

@@ -26,9 +26,9 @@ from livecandle.domain.universe import SymbolEntry
 from livecandle.official.integrity import verify
 from livecandle.runtime.service import Service
 from livecandle.store import ClosedLive, Keys, LiveWrite, Store, connect
-from livecandle.store.cluster import REPLICA_WAIT_MS
+from livecandle.store.cluster import REPLICA_WAIT_MS, SILENT_NODE_S
 from livecandle.store.codec import live_row
-from livecandle.store.store import OfficialWrite
+from livecandle.store.store import LISTEN_POLL_S, OfficialWrite
 from tests.builders import kline_member
 from tests.helpers import EmulatorProcess
 from tests.integration.cluster_support import Cluster, Node, cluster, redis_cli
@@ -255,6 +255,35 @@ async def test_a_subscription_whose_node_dies_fails_and_the_next_one_hears_every
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+
+async def test_a_subscription_whose_node_stops_answering_is_given_up(
+    three_masters: Cluster,
+) -> None:
+    """A stopped node (SIGSTOP) keeps its socket open and sends nothing: without a
+    question the subscription would wait forever while the other nodes deliver."""
+    async with cluster_store(three_masters.url) as store:
+        listening = asyncio.Event()
+
+        async def listen() -> None:
+            async for _ in store.listen("live_updates", subscribed=listening.set):
+                pass
+
+        listener = asyncio.create_task(listen())
+        await asyncio.wait_for(listening.wait(), 10)
+        (stopped,) = [
+            n
+            for n in three_masters.nodes
+            if redis_cli(n.port, "pubsub", "numsub", "live_updates").split()[1] == "1"
+        ]
+        stopped.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await asyncio.wait_for(listener, 10)
+            assert time.monotonic() - started <= SILENT_NODE_S + 2 * LISTEN_POLL_S
+        finally:
+            stopped.resume()
 
 
 # -- the whole service ----------------------------------------------------------------------
