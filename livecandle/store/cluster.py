@@ -186,17 +186,24 @@ async def subscribe(
     raise error
 
 
-async def check_node(pubsub: aioredis.client.PubSub, heard_s: float, heard: bool) -> float:
-    """When a subscription was last heard from (monotonic s), given a poll's outcome: after
-    a silent poll the node is PINGed (its PONG is heard like a message); silent for
-    ``SILENT_NODE_S`` it is given up (TimeoutError): a stopped node (SIGSTOP, a hung
-    host) keeps its socket open, and another node would deliver every message."""
-    now_s = time.monotonic()
-    if heard:
-        return now_s
-    if now_s - heard_s > SILENT_NODE_S:
-        raise redis.exceptions.TimeoutError(
-            f"the Redis Cluster node of the subscription was silent for {SILENT_NODE_S:.0f} s"
-        )
-    await pubsub.ping()
-    return heard_s
+@dataclass
+class NodeWatch:
+    """A subscription's node must answer: after a silent poll it is PINGed (its PONG is
+    heard like a message), and with the PING unanswered for ``SILENT_NODE_S`` it is
+    given up (TimeoutError). A stopped node (SIGSTOP, a hung host) keeps its socket
+    open and sends nothing, while any other node would deliver every message. Only an
+    unanswered question counts: an event loop busy for a while gives up nothing."""
+
+    asked_s: float | None = None
+
+    async def polled(self, pubsub: aioredis.client.PubSub, heard: bool) -> None:
+        if heard:
+            self.asked_s = None
+        elif self.asked_s is None:
+            await pubsub.ping()
+            self.asked_s = time.monotonic()
+        elif time.monotonic() - self.asked_s > SILENT_NODE_S:
+            raise redis.exceptions.TimeoutError(
+                f"the Redis Cluster node of the subscription did not answer a PING within "
+                f"{SILENT_NODE_S:.0f} s"
+            )

@@ -435,11 +435,11 @@ class Store:
             if on_node is None:
                 await pubsub.subscribe(*channels)
             confirmations = 0
-            heard_s = time.monotonic()
+            watch = cluster.NodeWatch()
             while True:
                 m = await pubsub.get_message(timeout=LISTEN_POLL_S)
                 if on_node is not None:  # a paused node holds no socket error: ask it
-                    heard_s = await cluster.check_node(pubsub, heard_s, m is not None)
+                    await watch.polled(pubsub, m is not None)
                 if m is None:
                     continue  # silence (or the health check's PONG)
                 kind = m.get("type")
