@@ -100,16 +100,24 @@ def connect(
     is not retried (it would only double the wait).
     """
     if cluster:
-        # the cluster client picks its own connection classes (see the module's note):
-        # no read timeout there; its node pools raise MaxConnectionsError (a
-        # ConnectionError) when full rather than waiting: still bounded, still a 503
+        # its node pools raise MaxConnectionsError (a ConnectionError) when full rather
+        # than waiting: still bounded, still a 503
         client: Any = RedisCluster.from_url(
             url,
             max_connections=max_connections,
+            socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=HEALTH_CHECK_INTERVAL_S,
             **kw,
         )
+        # the cluster client takes no connection class: its nodes (those known now and
+        # those it discovers, made from these kwargs) get ours, which send cancellably
+        kwargs = client.connection_kwargs
+        kwargs["connection_class"] = _CANCELLABLE.get(
+            kwargs["connection_class"], kwargs["connection_class"]
+        )
+        for node in client.nodes_manager.startup_nodes.values():
+            node.connection_class = kwargs["connection_class"]
         return client  # type: ignore[no-any-return]
     pool = aioredis.BlockingConnectionPool.from_url(
         url,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import redis.asyncio as aioredis
 from livecandle.domain.intervals import parse_interval
 from livecandle.domain.model import SeriesKey
 from livecandle.domain.universe import SymbolEntry
-from livecandle.store import scripts
+from livecandle.store import cluster, scripts
 from livecandle.store.keys import LIVE_CLOSED_MAX, LIVE_PRICE_TTL_MS, Keys, live_candle_ttl_ms
 from livecandle.store.probe import RedisProbe
 
@@ -131,6 +132,8 @@ class Store:
         self._read = redis.register_script(scripts.READ_WITH_LIVE)
         self._remove = redis.register_script(scripts.REMOVE_MEMBERS)
         self._write_closed = redis.register_script(scripts.WRITE_LIVE_CLOSED)
+        self._cluster = cluster.is_cluster(redis)
+        self.replication = cluster.Replication()  # used on a cluster only
         self._probe: RedisProbe | Literal[False] | None = None  # False: none possible
         self._pinging: asyncio.Future[float] | None = None
         self._last_ping: tuple[float, asyncio.Future[float]] | None = None
@@ -154,7 +157,11 @@ class Store:
         updated and ``klines_updated`` published on change.
         """
         args = self._write_args(series, rows, now_ms, gaps, replace_from_ms, replace_until_ms)
-        res = await self._write(keys=self._write_keys(series), args=args)
+        keys = self._write_keys(series)
+        if self._cluster:  # answered once a replica has it too (cluster.pipelined)
+            op = _script_op(self._write, keys, args)
+            return _write_result((await self._pipelined_on_cluster([op], keys[:1]))[0])
+        res = await self._write(keys=keys, args=args)
         return _write_result(res)
 
     async def write_officials(
@@ -164,6 +171,20 @@ class Store:
         candles of every followed series close together at 00:00 UTC)."""
         if not writes:
             return []
+        if self._cluster:  # the series' keys are in many slots: a batch per master
+            ops = [
+                _script_op(
+                    self._write,
+                    self._write_keys(w.series),
+                    self._write_args(
+                        w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
+                    ),
+                )
+                for w in writes
+            ]
+            replicated = [self.keys.klines(w.series) for w in writes]
+            done = await self._pipelined_on_cluster(ops, replicated)
+            return [_write_result(res) for res in done]
         async with self.redis.pipeline(transaction=False) as pipe:  # reset if cancelled
             for w in writes:
                 args = self._write_args(
@@ -241,7 +262,9 @@ class Store:
     async def remove_members(self, series: SeriesKey, members: Sequence[bytes], now_ms: int) -> int:
         """Remove members that break an invariant (``verify --repair``); fixes meta."""
         k = self.keys
-        res = await self._remove(keys=[k.klines(series), k.meta(series)], args=[now_ms, *members])
+        res = await self._script(
+            self._remove, [k.klines(series), k.meta(series)], [now_ms, *members]
+        )
         return int(res[0])
 
     async def meta(self, series: SeriesKey) -> Meta:
@@ -270,9 +293,10 @@ class Store:
         lo = "-inf" if start_ms is None else str(start_ms)
         hi = "+inf" if end_ms is None else str(end_ms)
         mode = "first" if start_ms is not None else "last"
-        members, latest, live, version, closed = await self._read(
-            keys=[k.klines(series), k.meta(series), k.live_candle(series), k.live_closed(series)],
-            args=[lo, hi, limit, mode, cached_version],
+        members, latest, live, version, closed = await self._script(
+            self._read,
+            [k.klines(series), k.meta(series), k.live_candle(series), k.live_closed(series)],
+            [lo, hi, limit, mode, cached_version],
         )
         return ChartRead(
             None if members is None else list(members),
@@ -326,6 +350,9 @@ class Store:
         """One pipelined round trip: live candles, live prices, closed live candles kept
         until confirmed, the batch message for the web app and ``candle_closed``
         notifications for the fetcher."""
+        if self._cluster:
+            await self._write_live_on_cluster(candles, prices, publish, closed, closed_candles)
+            return
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
         by_series: dict[SeriesKey, list[ClosedLive]] = {}
@@ -362,6 +389,11 @@ class Store:
     async def live_prices(self, symbols: Sequence[str]) -> list[bytes | None]:
         if not symbols:
             return []
+        if self._cluster:  # one MGET per slot
+            found = await self.redis.mget_nonatomic(  # type: ignore[attr-defined]
+                [self.keys.live_price(s) for s in symbols]
+            )
+            return cast(list[bytes | None], found)
         values = await self.redis.mget([self.keys.live_price(s) for s in symbols])
         return cast(list[bytes | None], values)
 
@@ -393,12 +425,20 @@ class Store:
         bounds every command's reply): the subscription polls for a message with a
         timeout of its own, so silence is not an error and the subscription is kept.
         A lost connection raises (the caller's supervisor starts it again)."""
-        pubsub = self.redis.pubsub()
+        on_node = None
+        if self._cluster:  # a plain connection to any node: PUBLISH reaches them all
+            on_node, pubsub = await cluster.subscribe(self.redis, channels)  # type: ignore[arg-type]
+        else:
+            pubsub = self.redis.pubsub()
         try:
-            await pubsub.subscribe(*channels)
+            if on_node is None:
+                await pubsub.subscribe(*channels)
             confirmations = 0
+            watch = cluster.NodeWatch()
             while True:
                 m = await pubsub.get_message(timeout=LISTEN_POLL_S)
+                if on_node is not None:  # a paused node holds no socket error: ask it
+                    await watch.polled(pubsub, m is not None)
                 if m is None:
                     continue  # silence (or the health check's PONG)
                 kind = m.get("type")
@@ -414,6 +454,9 @@ class Store:
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if on_node is not None:
+                with contextlib.suppress(Exception):
+                    await on_node.aclose()
 
     # -- health -------------------------------------------------------------------------
 
@@ -424,9 +467,9 @@ class Store:
         when Redis does not answer. Checks asked for while one runs share its answer."""
         if self._probe is None:
             self._probe = RedisProbe.for_client(self.redis) or False
-        if self._probe is False:  # a cluster: PING through the client
+        if self._probe is False:  # a cluster: PING every master through the client
             started_s = time.perf_counter()
-            await cast(Awaitable[bool], self.redis.ping())
+            await cast(Awaitable[bool], self.redis.ping(target_nodes="primaries"))
             return (time.perf_counter() - started_s) * 1000
         last = self._last_ping
         if last is not None and time.monotonic() - last[0] < PING_REUSE_S:
@@ -467,3 +510,74 @@ class Store:
                 entry = SymbolEntry.from_dict(msgspec.json.decode(value))
                 out[entry.symbol] = entry
         return out
+
+    # -- Redis Cluster (store/cluster.py) -------------------------------------------------
+
+    @property
+    def _scripts(self) -> list[Any]:
+        return [self._write, self._read, self._remove, self._write_closed]
+
+    async def _script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """``script`` on ``keys`` (redis-py's Script, or on a cluster ours: see
+        ``cluster.load_scripts``)."""
+        if self._cluster:
+            return await cluster.evalsha(self.redis, script, keys, args, self._scripts)  # type: ignore[arg-type]
+        return await script(keys=keys, args=args)
+
+    async def _pipelined_on_cluster(
+        self, ops: Sequence[cluster.Op], replicated: Sequence[str] = ()
+    ) -> list[Any]:
+        return await cluster.pipelined(
+            self.redis,  # type: ignore[arg-type]
+            ops,
+            self._scripts,
+            replicated,
+            self.replication,
+        )
+
+    async def _write_live_on_cluster(
+        self,
+        candles: Iterable[LiveWrite],
+        prices: Iterable[tuple[str, bytes]],
+        publish: bytes | None,
+        closed: Iterable[bytes],
+        closed_candles: Iterable[ClosedLive],
+    ) -> None:
+        """``write_live`` on a cluster: the same commands, each sent to its slot's master."""
+        k = self.keys
+        ops: list[cluster.Op] = []
+        by_series: dict[SeriesKey, list[ClosedLive]] = {}
+        for c in closed_candles:
+            by_series.setdefault(c.series, []).append(c)
+        for series, items in by_series.items():
+            args: list[Any] = [live_candle_ttl_ms(series.interval), LIVE_CLOSED_MAX]
+            for c in items:
+                args += [c.open_ms, c.value]
+            keys = [k.live_closed(series), k.meta(series)]
+            ops.append(_script_op(self._write_closed, keys, args))
+        for w in candles:
+            key, ttl_ms = k.live_candle(w.series), live_candle_ttl_ms(w.series.interval)
+            ops.append(functools.partial(_set, key=key, value=w.value, px=ttl_ms))
+        for symbol, value in prices:
+            ops.append(
+                functools.partial(_set, key=k.live_price(symbol), value=value, px=LIVE_PRICE_TTL_MS)
+            )
+        if publish is not None:
+            ops.append(functools.partial(_publish, channel=k.live_channel, message=publish))
+        for message in closed:
+            ops.append(functools.partial(_publish, channel=k.closed_channel, message=message))
+        if ops:
+            await self._pipelined_on_cluster(ops)
+
+
+def _set(pipe: Any, key: str, value: bytes, px: int) -> None:
+    pipe.set(key, value, px=px)
+
+
+def _publish(pipe: Any, channel: str, message: bytes) -> None:
+    pipe.execute_command("PUBLISH", channel, message)  # by name: the method is refused
+
+
+def _script_op(script: Any, keys: list[str], args: list[Any]) -> cluster.Op:
+    # by SHA (redis-py's cluster pipeline refuses Script calls and EVALSHA by name)
+    return lambda pipe: pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)

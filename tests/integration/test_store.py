@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -14,10 +13,10 @@ import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
 from livecandle.domain.model import SeriesKey
-from livecandle.runtime.redis_server import find_redis_server, free_port
 from livecandle.store import ClosedLive, Keys, Meta, Store, connect
 from livecandle.store.store import OfficialWrite
 from tests.builders import kline_member
+from tests.integration.cluster_support import cluster
 
 S = SeriesKey.of("BTCUSDT", "1m")
 T0 = 1_700_000_040_000  # a minute boundary
@@ -183,63 +182,10 @@ def test_keys_keep_the_seed_names_and_hash_tag_for_cluster() -> None:
 
 
 @pytest.fixture
-def cluster_url(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A one-node Redis Cluster (all 16384 slots) on a free port.
-
-    The cluster bus gets its own free port: the default (port + 10000) is out of
-    range for any port above 55535, which the kernel hands out often enough."""
-    port, bus_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            find_redis_server(),
-            "--port",
-            str(port),
-            "--cluster-port",
-            str(bus_port),
-            "--bind",
-            "127.0.0.1",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            str(tmp_path / "nodes.conf"),
-            "--dir",
-            str(tmp_path),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-    def cli(*args: str) -> bytes:
-        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True).stdout
-
-    try:
-        for _ in range(200):
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                pytest.fail(f"redis-server (cluster) exited with {proc.returncode}:\n{out}")
-            if cli("ping").strip() == b"PONG":
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("redis-server (cluster) did not answer PING within 4 s")
-        added = cli("cluster", "addslotsrange", "0", "16383")
-        assert added.strip() == b"OK", added
-        for _ in range(200):
-            if b"cluster_state:ok" in cli("cluster", "info"):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the one-node cluster did not reach cluster_state:ok within 10 s")
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+def cluster_url(tmp_path: Path) -> Iterator[str]:
+    """A one-node Redis Cluster (all 16384 slots) on a free port (cluster_support)."""
+    with cluster(tmp_path / "cluster", masters=1, replicas_per_master=0) as c:
+        yield c.url
 
 
 async def test_writes_work_on_redis_cluster_with_hash_tagged_keys(cluster_url: str) -> None:
