@@ -110,7 +110,10 @@ class Universe:
             log.warning(
                 "stopping %d symbols that left TRADING: %s",
                 len(change.stop),
-                ", ".join(f"{s} ({entries[s].status})" for s in change.stop[:20]),
+                ", ".join(
+                    f"{s} ({entries[s].status if s in entries else 'delisted'})"
+                    for s in change.stop[:20]
+                ),
             )
         if change:
             for listener in self._listeners:

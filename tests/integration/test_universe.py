@@ -170,6 +170,18 @@ async def test_an_explicit_symbol_not_trading_is_reported_not_followed(
         assert "symbol ETHUSDT is HALT on the exchange: not followed" in svc.problems()
 
 
+async def test_an_explicit_symbol_the_exchange_does_not_list_is_reported_not_followed(
+    redis_url: str, redis: aioredis.Redis, market: EmulatorProcess
+) -> None:
+    listing = Listings(BTCUSDT="TRADING")
+    async with running(redis_url, market, "BTCUSDT,NEVERUSDT", listing) as svc:
+        assert svc.universe is not None and svc.feed is not None
+        assert svc.universe.following == {"BTCUSDT"}
+        assert set(svc.feed.states) == {"BTCUSDT"}
+        assert svc.universe.last_error is None
+        assert any("NEVERUSDT" in p for p in svc.problems())
+
+
 async def test_listing_break_delisting_and_relisting_at_run_time(
     redis_url: str, redis: aioredis.Redis, market: EmulatorProcess
 ) -> None:
