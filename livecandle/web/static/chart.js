@@ -5,7 +5,8 @@
 import {
   createChart, CandlestickSeries, HistogramSeries, LineSeries,
 } from "/vendor/lightweight-charts.mjs";
-import { formatPrice, formatTime, formatVolume, tickMark } from "./format.js";
+import { formatTime, tickMark } from "./format.js";
+import { legendHtml } from "./legend.js";
 import { OVERLAYS, compute, haAt, heikinAshi, nums, valueAt } from "./overlays.js";
 import { changeOf, prepend } from "./history.js";
 import { frames } from "./frames.js";
@@ -380,30 +381,13 @@ export class ChartView {
 
   showLegend() {
     const i = this.barAt(this.hovered);
-    const b = this.bars[i];
-    if (!b) { this.legend.textContent = this.bars.length ? "" : "no data yet"; return; }
-    const d = this.decimals;
-    const p = (x) => formatPrice(x, d);
-    const prev = i > 0 ? this.n[i - 1].c : this.n[i].o;
-    const change = this.n[i].c - prev;
-    const pct = prev ? (change / prev) * 100 : 0;
-    const cls = change >= 0 ? "up" : "down";
-    const parts = [
-      `<span>${formatTime(b.time, this.utc)} ${this.utc ? "UTC" : ""}</span>`,
-      `O <b>${p(b.open)}</b>`, `H <b>${p(b.high)}</b>`, `L <b>${p(b.low)}</b>`,
-      `C <b>${p(b.close)}</b>`,
-      `<b class="${cls}">${change >= 0 ? "+" : ""}${change.toFixed(d)} (${pct >= 0 ? "+" : ""}${pct.toFixed(2)}%)</b>`,
-      `V <b>${formatVolume(b.volume)}</b>`,
-    ];
-    for (const [kind, o] of Object.entries(this.overlays)) {
-      if (o.on && o.values[i] !== null && o.values[i] !== undefined) {
-        const label = `${OVERLAYS[kind].label}${o.period ? ` ${o.period}` : ""}`;
-        const v = kind === "vma" ? formatVolume(o.values[i]) : o.values[i].toFixed(d);
-        parts.push(`<span class="ov-${kind}">${label} ${v}</span>`);
-      }
-    }
-    if (b.state !== "official") parts.push(`<i class="state ${b.state}">${b.state}</i>`);
-    if (b.complete === false) parts.push(`<i class="state incomplete" title="trades were lost to a gap in the stream; the official candle will replace it">incomplete</i>`);
-    this.legend.innerHTML = parts.join(" ");
+    this.setLegend(this.bars[i] ? legendHtml(this, i) : this.bars.length ? "" : "no data yet");
+  }
+
+  /** The legend's HTML, written only when it changed (each write is a layout). */
+  setLegend(html) {
+    if (html === this.legendHtml) return;
+    this.legendHtml = html;
+    this.legend.innerHTML = html;
   }
 }
