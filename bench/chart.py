@@ -4,10 +4,15 @@ load (Long Tasks API: a PerformanceObserver of ``longtask``, which reports every
 over 50 ms) and the share of animation frames over 50 ms. Goal: no task over 50 ms.
 
 BENCH_CHART_SECONDS and BENCH_CHART_RATE (trades/s per symbol) change the run.
+BENCH_CHART_TRACE=FILE also records a Chromium trace of the window (timeline categories:
+it costs the page some time, so figures of such a run are not the benchmark's) and
+reports the main thread's longest task in thread CPU time beside its wall time: on a
+shared machine a task preempted for others is long in wall time only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +28,7 @@ from livecandle.emulator.process import EmulatorProcess
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"]
 SECONDS = float(os.environ.get("BENCH_CHART_SECONDS", "30"))
 RATE = float(os.environ.get("BENCH_CHART_RATE", "100"))
+TRACE = os.environ.get("BENCH_CHART_TRACE")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 
@@ -66,12 +72,41 @@ def measure(url: str) -> dict[str, Any]:
             )
             page.wait_for_timeout(2_000)  # the initial load is over
             page.evaluate(OBSERVE)
+            if TRACE:
+                browser.start_tracing(
+                    page=page, path=TRACE, categories=["devtools.timeline", "toplevel"]
+                )
             page.wait_for_timeout(SECONDS * 1000)
             got: dict[str, Any] = page.evaluate(RESULT)
+            if TRACE:
+                browser.stop_tracing()
+                got["trace"] = traced_tasks(Path(TRACE))
             got["errors"] = errors
             return got
         finally:
             browser.close()
+
+
+def traced_tasks(path: Path) -> dict[str, Any]:
+    """The page's main-thread tasks in a trace: the longest in wall and in thread time."""
+    events = json.loads(path.read_text())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    mains = {
+        (e["pid"], e["tid"])
+        for e in events
+        if e.get("ph") == "M" and e.get("args", {}).get("name") == "CrRendererMain"
+    }
+    tasks: dict[tuple[int, int], list[tuple[float, float]]] = {m: [] for m in mains}
+    for e in events:
+        key = (e.get("pid"), e.get("tid"))
+        if e.get("name") == "ThreadControllerImpl::RunTask" and key in tasks:
+            tasks[key].append((e.get("dur", 0) / 1000, e.get("tdur", 0) / 1000))
+    page = max(tasks.values(), key=len, default=[])  # the page's renderer: the busiest
+    return {
+        "longest_task_wall_ms": round(max((w for w, _ in page), default=0.0), 1),
+        "longest_task_cpu_ms": round(max((c for _, c in page), default=0.0), 1),
+        "tasks_over_50ms_cpu": sum(1 for _, c in page if c > 50),
+    }
 
 
 def run() -> list[dict[str, Any]]:
@@ -128,5 +163,6 @@ def run() -> list[dict[str, Any]]:
             "cpu_service": cpu,
             "console_errors": len(got["errors"]),
             "load_avg_1m": f"{load0:.1f}->{load1:.1f}",  # the machine is shared: noisy?
+            **got.get("trace", {}),
         }
     ]
