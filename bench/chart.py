@@ -4,10 +4,15 @@ load (Long Tasks API: a PerformanceObserver of ``longtask``, which reports every
 over 50 ms) and the share of animation frames over 50 ms. Goal: no task over 50 ms.
 
 BENCH_CHART_SECONDS and BENCH_CHART_RATE (trades/s per symbol) change the run.
+BENCH_CHART_TRACE=FILE also records a Chromium trace of the window (timeline categories:
+it costs the page some time, so figures of such a run are not the benchmark's) and
+reports the main thread's longest task in thread CPU time beside its wall time: on a
+shared machine a task preempted for others is long in wall time only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -23,14 +28,15 @@ from livecandle.emulator.process import EmulatorProcess
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"]
 SECONDS = float(os.environ.get("BENCH_CHART_SECONDS", "30"))
 RATE = float(os.environ.get("BENCH_CHART_RATE", "100"))
+TRACE = os.environ.get("BENCH_CHART_TRACE")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 
 OBSERVE = """() => {
-  const perf = {tasks: [], frames: []};
+  const perf = {tasks: [], frames: [], start: performance.now(), startMs: Date.now()};
   window.__perf = perf;
   new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) perf.tasks.push(e.duration);
+    for (const e of list.getEntries()) perf.tasks.push([e.duration, e.startTime - perf.start]);
   }).observe({type: "longtask"});
   let last = performance.now();
   const frame = (t) => { perf.frames.push(t - last); last = t; requestAnimationFrame(frame); };
@@ -40,7 +46,8 @@ OBSERVE = """() => {
 
 RESULT = """() => {
   const p = window.__perf;
-  return {tasks: p.tasks, frames: p.frames,
+  return {tasks: p.tasks.map(t => t[0]), at_s: p.tasks.map(t => t[1] / 1000),
+          start_ms: p.startMs, end_ms: Date.now(), frames: p.frames,
           updates: window.livecandle.layout.panes.map((x, i) => x.view.updates - p.updates0[i]),
           bars: window.livecandle.layout.panes.map(x => x.view.bars.length)};
 }"""
@@ -65,12 +72,41 @@ def measure(url: str) -> dict[str, Any]:
             )
             page.wait_for_timeout(2_000)  # the initial load is over
             page.evaluate(OBSERVE)
+            if TRACE:
+                browser.start_tracing(
+                    page=page, path=TRACE, categories=["devtools.timeline", "toplevel"]
+                )
             page.wait_for_timeout(SECONDS * 1000)
             got: dict[str, Any] = page.evaluate(RESULT)
+            if TRACE:
+                browser.stop_tracing()
+                got["trace"] = traced_tasks(Path(TRACE))
             got["errors"] = errors
             return got
         finally:
             browser.close()
+
+
+def traced_tasks(path: Path) -> dict[str, Any]:
+    """The page's main-thread tasks in a trace: the longest in wall and in thread time."""
+    events = json.loads(path.read_text())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    mains = {
+        (e["pid"], e["tid"])
+        for e in events
+        if e.get("ph") == "M" and e.get("args", {}).get("name") == "CrRendererMain"
+    }
+    tasks: dict[tuple[int, int], list[tuple[float, float]]] = {m: [] for m in mains}
+    for e in events:
+        key = (e.get("pid"), e.get("tid"))
+        if e.get("name") == "ThreadControllerImpl::RunTask" and key in tasks:
+            tasks[key].append((e.get("dur", 0) / 1000, e.get("tdur", 0) / 1000))
+    page = max(tasks.values(), key=len, default=[])  # the page's renderer: the busiest
+    return {
+        "longest_task_wall_ms": round(max((w for w, _ in page), default=0.0), 1),
+        "longest_task_cpu_ms": round(max((c for _, c in page), default=0.0), 1),
+        "tasks_over_50ms_cpu": sum(1 for _, c in page if c > 50),
+    }
 
 
 def run() -> list[dict[str, Any]]:
@@ -99,8 +135,10 @@ def run() -> list[dict[str, Any]]:
             time.sleep(3)  # backfill and the stream's first candles
             c0 = pid_cpu_seconds(svc.pid)
             t0 = time.monotonic()
+            load0 = os.getloadavg()[0]
             got = measure(svc.url)
             cpu = (pid_cpu_seconds(svc.pid) - c0) / (time.monotonic() - t0)
+            load1 = os.getloadavg()[0]
     frames = got["frames"]
     slow = [f for f in frames if f > 50]
     longest = max(got["tasks"], default=0.0)
@@ -110,6 +148,13 @@ def run() -> list[dict[str, Any]]:
             "name": f"4 x 1m charts, {RATE:g} trades/s each, {SECONDS:g} s",
             "longest_task_ms": round(longest, 1),
             "tasks_over_50ms": len(got["tasks"]),
+            # the longest ones and when (s into the window): a minute close is the busy
+            # moment (new bars, the closed candles' final values, official reloads)
+            "longest_tasks": " ".join(
+                f"{d:.0f}@{t:.1f}s"
+                for d, t in sorted(zip(got["tasks"], got["at_s"], strict=True), reverse=True)[:3]
+            ),
+            "minute_closes": got["end_ms"] // 60_000 - got["start_ms"] // 60_000,
             "goal": "no task over 50 ms",
             "met": "yes" if longest <= 50 else "NO",
             "frames": len(frames),
@@ -117,5 +162,7 @@ def run() -> list[dict[str, Any]]:
             "updates": sum(got["updates"]),
             "cpu_service": cpu,
             "console_errors": len(got["errors"]),
+            "load_avg_1m": f"{load0:.1f}->{load1:.1f}",  # the machine is shared: noisy?
+            **got.get("trace", {}),
         }
     ]

@@ -239,7 +239,7 @@ async def test_an_unreachable_exchange_is_said_once_and_cached_data_is_served(
             assert text is not None and "Exchange unreachable" in text
             # the socket is up but nothing is live: the pill must not say "live"
             await pg.wait_for_function(
-                "document.getElementById('status').dataset.state === 'stale'", timeout=10_000
+                "() => document.getElementById('status').dataset.state === 'stale'", timeout=10_000
             )
             pill = await pg.text_content("#status")
             assert pill is not None and "exchange offline" in pill
@@ -322,7 +322,7 @@ async def test_closed_candle_gets_final_values_and_a_switch_never_mixes_pairs(
             await pg.route("**/api/klines?symbol=ETHUSDT*", fail, times=1)
             await choose_symbol(pg, "ETHUSDT")
             await pg.wait_for_function(
-                "document.getElementById('status').dataset.state === 'offline'"
+                "() => document.getElementById('status').dataset.state === 'offline'"
             )
             during = await pg.evaluate(
                 f"""() => {{

@@ -5,12 +5,16 @@
 import {
   createChart, CandlestickSeries, HistogramSeries, LineSeries,
 } from "/vendor/lightweight-charts.mjs";
-import { formatPrice, formatTime, formatVolume, tickMark } from "./format.js";
+import { formatTime, tickMark } from "./format.js";
+import { legendHtml } from "./legend.js";
 import { OVERLAYS, compute, haAt, heikinAshi, nums, valueAt } from "./overlays.js";
-import { prepend } from "./history.js";
+import { changeOf, prepend } from "./history.js";
+import { frames } from "./frames.js";
 
 const COLORS = { up: "#26a69a", down: "#ef5350", unconfirmed: "#8b7cf6", forming: "#f59e0b" };
 const S = (ms) => Math.floor(ms / 1000);
+// a reload changing more bars than this is drawn with setData (an update each is slower)
+const MAX_REDRAWN = 200;
 
 export const THEMES = {
   dark: { bg: "#0f1419", fg: "#d1d4dc", grid: "#1c232c" },
@@ -44,7 +48,7 @@ export class ChartView {
     this.hovered = null;
     this.overlays = {};
     for (const [kind, o] of Object.entries(OVERLAYS)) {
-      this.overlays[kind] = { on: false, period: o.period, series: null, values: [] };
+      this.overlays[kind] = { on: false, period: o.period, series: null, values: [], full: false };
     }
     this.chart = createChart(el, {
       autoSize: true,
@@ -64,9 +68,13 @@ export class ChartView {
     this.n = []; // numbers of each bar (with t), parallel to bars
     this.haBars = [];
     this.updates = 0;
-    this.drawn = 0; // redraws of live bars
+    this.drawn = 0; // draws of the chart's data
     this.drawTimer = 0;
-    this.dirtyFrom = null;
+    this.pending = false; // a draw waits for this chart's frame
+    this.dirtyFrom = null; // the oldest bar changed since the last draw
+    this.full = false; // the next draw is a setData of every bar
+    this.drawnLen = 0;
+    this.popTo = null; // drawn bars from this index on are removed at the next draw
     // live bars are drawn at most every drawPeriodMs (a repaint of the chart each time);
     // charts start at different phases so their repaints do not share one frame
     this.drawPeriodMs = drawPeriodMs;
@@ -83,6 +91,7 @@ export class ChartView {
   dispose() {
     this.closed = true;
     clearTimeout(this.drawTimer);
+    frames.forget(this);
     this.chart.remove();
   }
 
@@ -113,16 +122,22 @@ export class ChartView {
   }
 
   // -- data ------------------------------------------------------------------------------
+  //
+  // The model (bars, their numbers, Heikin-Ashi and overlay values) changes at once; the
+  // drawing follows: a full setData for a new selection, older pages and display modes,
+  // else series.update() of the bars that changed since the last draw, in a frame no
+  // other chart draws in (frames.js). `drawnLen` bars are in the series.
 
   /** Replace the newest bars: official then live, ascending and unique by time. A reload
-   * (not `fresh`) keeps the older pages loaded before the official ones. */
+   * (not `fresh`) keeps the older pages loaded before the official ones and redraws only
+   * the bars it changed. */
   setAll(official, live, fresh = true) {
     const byTime = new Map();
     for (const b of official) byTime.set(b.time, b);
     for (const b of live) if (!byTime.has(b.time)) byTime.set(b.time, b);
-    let bars = [...byTime.values()].sort((a, b) => a.time - b.time);
-    if (!fresh && bars.length) bars = prepend(this.bars, bars);
-    this.replace(bars);
+    const bars = [...byTime.values()].sort((a, b) => a.time - b.time);
+    if (!fresh && bars.length) this.reload(prepend(this.bars, bars));
+    else this.replace(bars);
   }
 
   /** Older bars before the first one, keeping what the user looks at in place. */
@@ -137,99 +152,179 @@ export class ChartView {
     return added;
   }
 
+  /** New bars, drawn now (setData): a selection, older pages, a display mode. */
   replace(bars) {
     if (this.closed) return;
-    clearTimeout(this.drawTimer);
-    this.drawTimer = 0;
-    this.dirtyFrom = null; // setData draws everything
+    this.model(bars);
+    this.drawAll();
+  }
+
+  /** The same series reloaded (official candles arrived, a reconnect): drawn in this
+   * chart's next frame, by updating the bars from the first one that changed (bars the
+   * reload no longer has, live ones it is behind, are removed from the end); a reload
+   * that changed many bars is drawn whole. */
+  reload(bars) {
+    if (this.closed) return;
+    const { kept, from } = changeOf(this.bars, bars);
+    if (from === bars.length && kept === this.bars.length) return; // nothing new
+    if (bars.length - from > MAX_REDRAWN) {
+      this.model(bars);
+      this.full = true;
+      this.drawNow();
+      return;
+    }
+    if (kept < this.drawnLen) {
+      this.popTo = Math.min(this.popTo ?? kept, kept);
+      for (const o of Object.values(this.overlays)) if (o.on) o.full = true;
+    }
+    this.bars = bars;
+    this.n.length = from;
+    for (let i = from; i < bars.length; i++) this.n.push({ ...nums(bars[i]), t: bars[i].time });
+    this.derive(from);
+    this.dirty(from);
+    this.drawNow();
+  }
+
+  /** All derived values of `bars`, computed whole. */
+  model(bars) {
     this.bars = bars;
     this.n = bars.map((b) => ({ ...nums(b), t: b.time }));
     this.haBars = this.ha ? heikinAshi(this.n) : [];
-    this.candles.setData(bars.map((b, i) => candleOf(b, this.shown(i))));
-    this.volume.setData(bars.map((b, i) => volumeOf(b, this.n[i])));
-    for (const kind of Object.keys(this.overlays)) this.drawOverlay(kind);
-    this.showLegend();
+    for (const [kind, o] of Object.entries(this.overlays)) {
+      o.values = o.on ? compute(kind, o.period, this.n) : [];
+    }
+  }
+
+  /** Heikin-Ashi and overlay values from bar `from` on (each depends on the ones before).
+   * A drawn bar that gains or loses its overlay value cannot be updated in place: that
+   * overlay is drawn whole. */
+  derive(from) {
+    if (this.ha) {
+      this.haBars.length = this.n.length;
+      for (let k = from; k < this.n.length; k++) this.haBars[k] = haAt(this.n, this.haBars, k);
+    }
+    for (const [kind, o] of Object.entries(this.overlays)) {
+      if (!o.on) continue;
+      for (let k = from; k < this.n.length; k++) {
+        const had = o.values[k] !== null && o.values[k] !== undefined;
+        o.values[k] = valueAt(kind, o.period, this.n, o.values, k);
+        if (k < this.drawnLen - 1 && had !== (o.values[k] !== null)) o.full = true;
+      }
+      o.values.length = this.n.length;
+    }
   }
 
   shown(i) { return this.ha ? this.haBars[i] : this.n[i]; }
 
-  /** Apply live bars (oldest first). The bars and overlay values change at once; the
-   * drawing waits up to drawPeriodMs, so a burst of ticks costs one redraw. An older bar
-   * is only redrawn in place: the just-closed candle gets its final values after a tick
-   * has started the next one. */
+  /** Apply live bars (oldest first). The model changes at once; the newest bar is drawn
+   * at most every drawPeriodMs (a burst of ticks costs one redraw). An older bar is
+   * updated in place: the just-closed candle gets its final values after a tick has
+   * started the next one. */
   update(bars) {
     if (this.closed) return;
+    let older = false;
     for (const b of bars) {
       const last = this.bars[this.bars.length - 1];
-      if (last && b.time < last.time) {
-        let i = this.bars.length - 2;
+      let i;
+      const inPlace = Boolean(last && b.time < last.time);
+      if (inPlace) {
+        i = this.bars.length - 2;
         while (i >= 0 && this.bars[i].time > b.time) i -= 1;
         if (i < 0 || this.bars[i].time !== b.time || this.bars[i].state === "official") continue;
-        this.bars[i] = { ...b };
-        this.n[i] = { ...nums(b), t: b.time };
-        this.redrawFrom(i);
-        this.updates += 1;
-        continue;
-      }
-      let i;
-      if (last && b.time === last.time) {
+        older = true;
+      } else if (last && b.time === last.time) {
         if (last.state === "official") continue; // official always wins
         i = this.bars.length - 1;
-        this.bars[i] = { ...b };
-        this.n[i] = { ...nums(b), t: b.time };
       } else {
-        this.bars.push({ ...b });
-        this.n.push({ ...nums(b), t: b.time });
-        i = this.bars.length - 1;
+        i = this.bars.length;
       }
-      if (this.ha) this.haBars[i] = haAt(this.n, this.haBars, i);
-      for (const [kind, o] of Object.entries(this.overlays)) {
-        if (o.on) o.values[i] = valueAt(kind, o.period, this.n, o.values, i);
+      this.bars[i] = { ...b };
+      this.n[i] = { ...nums(b), t: b.time };
+      if (inPlace) {
+        this.derive(i);
+      } else {
+        if (this.ha) this.haBars[i] = haAt(this.n, this.haBars, i);
+        for (const [kind, o] of Object.entries(this.overlays)) {
+          if (o.on) o.values[i] = valueAt(kind, o.period, this.n, o.values, i);
+        }
       }
-      if (this.dirtyFrom === null || i < this.dirtyFrom) this.dirtyFrom = i;
+      this.dirty(i);
       this.updates += 1;
     }
-    if (bars.length && !this.drawTimer) {
-      const wait = Math.max(0, this.drawPeriodMs - (performance.now() - this.lastDraw));
-      this.drawTimer = setTimeout(() => this.flush(), wait);
-    }
+    if (older) this.drawNow();
+    else if (bars.length) this.drawSoon();
   }
 
-  /** Draw the bars changed since the last frame (ascending: the chart's update order). */
-  flush() {
-    if (this.closed) return;
+  dirty(i) {
+    if (this.dirtyFrom === null || i < this.dirtyFrom) this.dirtyFrom = i;
+  }
+
+  /** Draw within drawPeriodMs of the last draw (live ticks). */
+  drawSoon() {
+    if (this.pending || this.drawTimer) return;
+    const wait = Math.max(0, this.drawPeriodMs - (performance.now() - this.lastDraw));
+    this.drawTimer = setTimeout(() => { this.drawTimer = 0; this.drawNow(); }, wait);
+  }
+
+  /** Draw in this chart's next frame: now if no other chart drew in this one. */
+  drawNow() {
     clearTimeout(this.drawTimer);
     this.drawTimer = 0;
-    this.lastDraw = performance.now();
+    if (this.pending) return;
+    this.pending = true;
+    frames.run(this, () => this.flush());
+  }
+
+  /** Draw what changed since the last draw (ascending: the chart's update order). */
+  flush() {
+    this.pending = false;
+    if (this.closed) return;
+    if (this.full) { this.drawAll(); return; }
     const from = this.dirtyFrom;
-    this.dirtyFrom = null;
     if (from === null) return;
+    this.dirtyFrom = null;
+    this.lastDraw = performance.now();
+    if (this.popTo !== null) { // bars the last reload no longer has
+      const k = this.drawnLen - this.popTo;
+      if (k > 0) { this.candles.pop(k); this.volume.pop(k); }
+      this.drawnLen = this.popTo;
+      this.popTo = null;
+    }
     for (let i = from; i < this.bars.length; i++) {
       const b = this.bars[i];
-      this.candles.update(candleOf(b, this.shown(i)));
-      this.volume.update(volumeOf(b, this.n[i]));
+      const historical = i < this.drawnLen - 1; // not the newest drawn bar: in place
+      this.candles.update(candleOf(b, this.shown(i)), historical);
+      this.volume.update(volumeOf(b, this.n[i]), historical);
       for (const o of Object.values(this.overlays)) {
-        if (o.on && o.values[i] !== null) o.series.update({ time: S(b.time), value: o.values[i] });
+        if (o.on && o.series && !o.full && o.values[i] !== null) {
+          o.series.update({ time: S(b.time), value: o.values[i] }, historical);
+        }
       }
     }
+    this.drawnLen = this.bars.length;
+    for (const kind of Object.keys(this.overlays)) if (this.overlays[kind].full) this.drawOverlay(kind);
     this.drawn += 1;
     this.showLegend();
   }
 
-  /** Bar `i` (not the last) changed: redraw it and what depends on it (rare). */
-  redrawFrom(i) {
-    this.flush(); // the chart must hold every bar before one is redrawn in place
-    if (this.ha) for (let k = i; k < this.n.length; k++) this.haBars[k] = haAt(this.n, this.haBars, k);
-    for (let k = i; k < this.bars.length; k++) {
-      this.candles.update(candleOf(this.bars[k], this.shown(k)), true);
-    }
-    this.volume.update(volumeOf(this.bars[i], this.n[i]), true);
+  /** Every bar and overlay value drawn with setData. */
+  drawAll() {
+    this.full = false;
+    this.dirtyFrom = null;
+    this.popTo = null;
+    this.lastDraw = performance.now();
+    this.candles.setData(this.bars.map((b, i) => candleOf(b, this.shown(i))));
+    this.volume.setData(this.bars.map((b, i) => volumeOf(b, this.n[i])));
+    this.drawnLen = this.bars.length;
     for (const kind of Object.keys(this.overlays)) this.drawOverlay(kind);
+    this.drawn += 1;
+    this.showLegend();
   }
 
   // -- overlays and display modes ---------------------------------------------------------
 
   setOverlay(kind, on, period) {
+    this.flush(); // the bars waiting to be drawn first: an overlay never leads the candles
     const o = this.overlays[kind];
     o.on = on;
     if (period) o.period = period;
@@ -246,16 +341,17 @@ export class ChartView {
     if (!on && o.series) {
       this.chart.removeSeries(o.series);
       o.series = null;
-      o.values = [];
     }
+    o.values = on ? compute(kind, o.period, this.n) : [];
     this.drawOverlay(kind);
     this.showLegend();
   }
 
+  /** The overlay's values drawn whole (setData). */
   drawOverlay(kind) {
     const o = this.overlays[kind];
+    o.full = false;
     if (!o.on || !o.series) return;
-    o.values = compute(kind, o.period, this.n);
     const data = [];
     for (let i = 0; i < this.bars.length; i++) {
       if (o.values[i] !== null) data.push({ time: S(this.bars[i].time), value: o.values[i] });
@@ -285,30 +381,13 @@ export class ChartView {
 
   showLegend() {
     const i = this.barAt(this.hovered);
-    const b = this.bars[i];
-    if (!b) { this.legend.textContent = this.bars.length ? "" : "no data yet"; return; }
-    const d = this.decimals;
-    const p = (x) => formatPrice(x, d);
-    const prev = i > 0 ? this.n[i - 1].c : this.n[i].o;
-    const change = this.n[i].c - prev;
-    const pct = prev ? (change / prev) * 100 : 0;
-    const cls = change >= 0 ? "up" : "down";
-    const parts = [
-      `<span>${formatTime(b.time, this.utc)} ${this.utc ? "UTC" : ""}</span>`,
-      `O <b>${p(b.open)}</b>`, `H <b>${p(b.high)}</b>`, `L <b>${p(b.low)}</b>`,
-      `C <b>${p(b.close)}</b>`,
-      `<b class="${cls}">${change >= 0 ? "+" : ""}${change.toFixed(d)} (${pct >= 0 ? "+" : ""}${pct.toFixed(2)}%)</b>`,
-      `V <b>${formatVolume(b.volume)}</b>`,
-    ];
-    for (const [kind, o] of Object.entries(this.overlays)) {
-      if (o.on && o.values[i] !== null && o.values[i] !== undefined) {
-        const label = `${OVERLAYS[kind].label}${o.period ? ` ${o.period}` : ""}`;
-        const v = kind === "vma" ? formatVolume(o.values[i]) : o.values[i].toFixed(d);
-        parts.push(`<span class="ov-${kind}">${label} ${v}</span>`);
-      }
-    }
-    if (b.state !== "official") parts.push(`<i class="state ${b.state}">${b.state}</i>`);
-    if (b.complete === false) parts.push(`<i class="state incomplete" title="trades were lost to a gap in the stream; the official candle will replace it">incomplete</i>`);
-    this.legend.innerHTML = parts.join(" ");
+    this.setLegend(this.bars[i] ? legendHtml(this, i) : this.bars.length ? "" : "no data yet");
+  }
+
+  /** The legend's HTML, written only when it changed (each write is a layout). */
+  setLegend(html) {
+    if (html === this.legendHtml) return;
+    this.legendHtml = html;
+    this.legend.innerHTML = html;
   }
 }

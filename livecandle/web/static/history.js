@@ -34,3 +34,20 @@ export function prepend(older, bars) {
   }
   return head.concat(bars);
 }
+
+const SAME = ["open", "high", "low", "close", "volume", "state", "complete"];
+
+/** How `bars` differs from `old` (both ascending): `kept`, the leading bars at the same
+ * times; `from`, the first bar that changed (its values, or `kept` when none did). The
+ * chart keeps the first `from` bars, updates the others up to `kept` in place, removes
+ * the rest of `old` and appends the rest of `bars`. */
+export function changeOf(old, bars) {
+  const n = Math.min(old.length, bars.length);
+  let from = -1;
+  let kept = 0;
+  while (kept < n && old[kept].time === bars[kept].time) {
+    if (from < 0 && SAME.some((k) => old[kept][k] !== bars[kept][k])) from = kept;
+    kept += 1;
+  }
+  return { kept, from: from < 0 ? kept : from };
+}

@@ -22,6 +22,9 @@ export class Layout {
     while (this.panes.length > n) this.panes.pop().close();
     while (this.panes.length < n) this.add();
     this.el.className = `layout layout-${n}`;
+    // the page draws about 20 live updates a second in all: each chart's drawing costs a
+    // frame of the main thread, which a busy machine stretches
+    for (const p of this.panes) p.view.drawPeriodMs = Math.max(100, 50 * n);
     if (!this.panes.includes(this.active)) this.active = this.panes[0];
     this.focus(this.active);
     await Promise.all(charts.map((c, i) => this.panes[i].select(c.symbol, c.interval)));

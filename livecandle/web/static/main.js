@@ -39,6 +39,20 @@ async function main() {
     el.title = stale ? "The server cannot reach the exchange: no new candles until it can." : "";
   };
 
+  // the last trade's price, written once per animation frame (ticks come faster: each
+  // write is a layout of the page)
+  let price = null;
+  let priceFrame = 0;
+  const showPrice = (p) => {
+    price = p;
+    if (priceFrame) return;
+    priceFrame = requestAnimationFrame(() => {
+      priceFrame = 0;
+      const text = price === null ? "–" : trimPrice(price);
+      if ($("price").textContent !== text) $("price").textContent = text;
+    });
+  };
+
   let state = readState(location.search, meta.symbols, meta.intervals);
   const layout = new Layout($("charts"), conn, {
     intervals: meta.intervals, utc, theme,
@@ -52,7 +66,7 @@ async function main() {
       socketStatus = { state: s, text };
       renderStatus();
     },
-    onTick: (pane, tick) => { if (pane === layout.active) $("price").textContent = trimPrice(tick.price); },
+    onTick: (pane, tick) => { if (pane === layout.active) showPrice(tick.price); },
   });
   const commit = (replace = false) => {
     state = { view: state.view, charts: layout.charts() };
@@ -65,6 +79,7 @@ async function main() {
     const pane = layout.active || layout.panes[0];
     state.view = "chart";
     showView();
+    price = null;
     $("price").textContent = "–";
     pane.select(symbol, pane.interval);
     commit();
