@@ -31,9 +31,10 @@ import msgspec
 from livecandle.backoff import Backoff
 from livecandle.domain.aggregator import ClosedCandle, LiveCandleBuilder
 from livecandle.domain.intervals import Interval
-from livecandle.domain.model import Candle, SeriesKey, format_units
+from livecandle.domain.model import SeriesKey, format_units
+from livecandle.live.values import LiveValues
 from livecandle.store import ClosedLive, LiveWrite, Store
-from livecandle.store.codec import closed_value, encode_closed, encode_live
+from livecandle.store.codec import closed_value
 from livecandle.store.store import ANY_OPEN_MS, OfficialWrite
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,10 @@ class SymbolLive:
         "closed",
         "finals",
         "last_trade_ms",
-        "previous_values",
         "symbol",
         "unwritten",
         "unwritten_price",
+        "values",
     )
 
     def __init__(
@@ -93,11 +94,7 @@ class SymbolLive:
         self.unwritten: list[LiveWrite] = []  # newest values, keys not set
         self.unwritten_price: bytes | None = None
         self.finals: list[FinalCandle] = []  # official, not yet stored; add_final
-        # the encoded just-closed candle of each interval, kept while it stays the same
-        # (it changes at a close or a correction, not with every trade)
-        self.previous_values: list[tuple[Candle | None, bool, msgspec.Raw | None]] = [
-            (None, False, None)
-        ] * len(builder.intervals)
+        self.values = LiveValues(symbol, builder)  # the last live_candle values
 
     @property
     def dirty(self) -> bool:
@@ -260,7 +257,7 @@ class LiveWriter:
                 self._held.add(name)
                 continue
             st._dirty = False
-            st.unwritten = self._values(st, now)
+            st.unwritten = st.values.encode(st.builder, now)
             batch_candles.extend(msgspec.Raw(w.value) for w in st.unwritten)
             unwritten[name] = st
         writes: list[LiveWrite] = []
@@ -339,29 +336,6 @@ class LiveWriter:
         st.closed.clear()
         if len(self._announced) > 100_000:
             self._announced.clear()
-
-    @staticmethod
-    def _values(st: SymbolLive, now_ms: int) -> list[LiveWrite]:
-        """The ``live_candle`` values of the symbol's intervals, encoded; the just-closed
-        candle inside each is encoded once per close, not once per write."""
-        b = st.builder
-        symbol = st.symbol
-        cache = st.previous_values
-        out = []
-        for i, interval in enumerate(b.intervals):
-            forming = b.forming(i)
-            if forming is None:
-                continue
-            prev, prev_complete = b.previous[i], b.previous_complete(i)
-            kept = cache[i]
-            if kept[0] is prev and kept[1] == prev_complete:
-                raw = kept[2]
-            else:
-                raw = None if prev is None else msgspec.Raw(encode_closed(prev, prev_complete))
-                cache[i] = (prev, prev_complete, raw)
-            value = encode_live(symbol, interval.name, forming, b.is_complete(i), raw, now_ms)
-            out.append(LiveWrite(SeriesKey(symbol, interval), value))
-        return out
 
     async def _store_finals(self, now_ms: int) -> None:
         """The exchange's final candles as official rows, one round trip for all."""
