@@ -401,9 +401,11 @@ class LiveFeed:
         mono = time.monotonic()
         longest_s, silence_s = self.quiet_s, self.silence_s
         for st in self.states.values():
+            silent_s = mono - st.heard
             if (
                 st.heard
-                and mono - st.heard > st.quiet_s(silence_s, longest_s)
+                and silent_s > silence_s  # the least quiet_s: most symbols stop here
+                and silent_s > st.quiet_s(silence_s, longest_s)
                 and not st.checking_silence
             ):
                 st.checking_silence = True
