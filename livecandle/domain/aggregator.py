@@ -281,6 +281,23 @@ class LiveCandleBuilder:
             return None
         return Candle.empty(self._opens[i], self._nexts[i] - 1, self.last_price)
 
+    def forming_sums(self, i: int) -> Ohlcv | None:
+        """``forming(i)`` without its times (``open_of``, ``close_of``) and without a
+        copy: the result may be the builder's own, read it before the next trade and
+        never change it (the live writer reads thousands a second)."""
+        if self._boundary < 0:
+            return None
+        c, b = self._candles[i], self._bucket
+        if c is None:
+            if b is not None:
+                return b
+            last = self.last_price
+            return None if last is None else Ohlcv(last, last, last, last)
+        return c if b is None else c.then(b)
+
+    def close_of(self, i: int) -> int:
+        return self._nexts[i] - 1
+
     def is_complete(self, i: int) -> bool:
         return self._complete[i]
 

@@ -43,7 +43,11 @@ def to_units(text: str) -> int:
 
 def format_units(units: int) -> str:
     """6075960000000 -> ``"60759.60000000"``."""
-    sign = "-" if units < 0 else ""
+    if units >= 0:  # the common case, about a third faster than divmod (the live path
+        # formats ~10 amounts per candle per write); %-format beats the f-string here
+        digits = "%09d" % units  # noqa: UP031
+        return digits[:-8] + "." + digits[-8:]
+    sign = "-"
     whole, frac = divmod(abs(units), SCALE)
     return f"{sign}{whole}.{frac:08d}"
 

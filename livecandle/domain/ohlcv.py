@@ -104,6 +104,20 @@ class Ohlcv:
         self.taker_buy_volume += later.taker_buy_volume
         self.taker_buy_quote_volume += later.taker_buy_quote_volume
 
+    def then(self, later: Ohlcv) -> Ohlcv:
+        """A new Ohlcv of these trades and then ``later``'s (neither changes)."""
+        return Ohlcv(
+            self.open,
+            later.high if later.high > self.high else self.high,
+            later.low if later.low < self.low else self.low,
+            later.close,
+            self.volume + later.volume,
+            self.quote_volume + later.quote_volume,
+            self.trades + later.trades,
+            self.taker_buy_volume + later.taker_buy_volume,
+            self.taker_buy_quote_volume + later.taker_buy_quote_volume,
+        )
+
     def copy(self) -> Ohlcv:
         return Ohlcv(*self._fields())
 

@@ -33,7 +33,7 @@ from livecandle.domain.intervals import Interval
 from livecandle.domain.model import Trade
 from livecandle.domain.sequencer import MAX_HELD, MAX_HELD_TOTAL, Offer, TradePool
 from livecandle.live.state import RECENT_TRADES, RECENT_TRADES_TOTAL, SymbolState
-from livecandle.live.writer import FinalCandle, SymbolLive
+from livecandle.live.writer import FinalCandle, LiveStates, SymbolLive
 from livecandle.store.codec import to_row
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class LiveFeed:
         self._last_stall = 0.0
         self.intervals = tuple(intervals)
         self.states: dict[str, SymbolState] = {}
-        self._lives: dict[str, SymbolLive] = {}  # the writer's view: kept, not rebuilt
+        self._lives = LiveStates()  # the writer's view: kept, not rebuilt
         self._fills: set[asyncio.Task[object]] = set()
         for s in symbols:
             self.add_symbol(s, close_grace_ms)
@@ -115,7 +115,7 @@ class LiveFeed:
         grace = self.close_grace_ms if close_grace_ms is None else close_grace_ms
         builder = LiveCandleBuilder(self.intervals, self.clock, grace)
         st = SymbolState(
-            SymbolLive(symbol, builder),
+            self._lives.adopt(SymbolLive(symbol, builder)),
             recent_cap=self.recent_trades,
             recent_pool=self.recent_pool,
         )
@@ -140,7 +140,7 @@ class LiveFeed:
                 task.cancel()
         return True
 
-    def live_states(self) -> dict[str, SymbolLive]:
+    def live_states(self) -> LiveStates:
         """What the ``LiveWriter`` reads, by symbol (the same dict as symbols come and
         go)."""
         return self._lives
@@ -227,12 +227,11 @@ class LiveFeed:
         live = st.live
         closed = live.builder.add(time_ms, t.price, t.quantity, last - first + 1, t.buyer_is_maker)
         st.last_trade_id = last
-        live.last_trade_ms = time_ms
+        live.traded(time_ms)
         if time_ms > st.safe_ms:
             st.safe_ms = time_ms
-        live.dirty = live.price_dirty = True
         if closed:
-            live.closed.extend(closed)
+            live.add_closed(closed)
         if st.pending_seeds or not live.builder.all_complete:
             st.remember(t if isinstance(t, Trade) else t.trade())
             if st.pending_seeds:
@@ -349,15 +348,14 @@ class LiveFeed:
         writer); close ours now if every trade of it is in, and compare the two."""
         live = st.live
         if ev.row is not None:
-            live.finals.append(FinalCandle(self.intervals[i], ev.open_ms, ev.close_ms, ev.row))
+            live.add_final(FinalCandle(self.intervals[i], ev.open_ms, ev.close_ms, ev.row))
         b = live.builder
         if st.last_trade_id < ev.last_trade_id or st.sequencer.gap is not None:
             return  # trades of that candle are still on their way
         if b.open_of(i) == ev.open_ms:
             closed = b.roll_to(ev.close_ms + 1)
             if closed:
-                live.closed.extend(closed)
-                live.dirty = True
+                live.add_closed(closed)
         prev = b.previous[i]
         if prev is None or prev.open_ms != ev.open_ms or not b.previous_complete(i):
             return
@@ -404,9 +402,11 @@ class LiveFeed:
         mono = time.monotonic()
         longest_s, silence_s = self.quiet_s, self.silence_s
         for st in self.states.values():
+            silent_s = mono - st.heard
             if (
                 st.heard
-                and mono - st.heard > st.quiet_s(silence_s, longest_s)
+                and silent_s > silence_s  # the least quiet_s: most symbols stop here
+                and silent_s > st.quiet_s(silence_s, longest_s)
                 and not st.checking_silence
             ):
                 st.checking_silence = True
@@ -426,8 +426,7 @@ class LiveFeed:
             live = st.live
             closed = live.builder.advance(min(now, st.safe_ms + live.builder.close_grace_ms))
             if closed:
-                live.closed.extend(closed)
-                live.dirty = True
+                live.add_closed(closed)
 
     @property
     def quiet_s(self) -> float:

@@ -23,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import msgspec
 
@@ -33,8 +32,9 @@ from livecandle.backoff import Backoff
 from livecandle.domain.aggregator import ClosedCandle, LiveCandleBuilder
 from livecandle.domain.intervals import Interval
 from livecandle.domain.model import SeriesKey, format_units
+from livecandle.live.values import LiveValues
 from livecandle.store import ClosedLive, LiveWrite, Store
-from livecandle.store.codec import closed_value, live_value
+from livecandle.store.codec import closed_value
 from livecandle.store.store import ANY_OPEN_MS, OfficialWrite
 
 log = logging.getLogger(__name__)
@@ -60,20 +60,94 @@ class FinalCandle:
     row: bytes
 
 
-@dataclass
 class SymbolLive:
     """What the writer needs from one symbol's live state. The feed owns it (each of its
-    symbol states holds one) and sets the flags; the writer reads them and clears them."""
+    symbol states holds one) and marks what changed (``traded``, ``add_closed``,
+    ``add_final``, or setting ``dirty``/``price_dirty``); each mark also names the symbol in
+    ``changed``, the set shared by every symbol of a ``LiveStates``, so a flush looks at the
+    symbols that changed, not at the whole market."""
 
-    symbol: str
-    builder: LiveCandleBuilder
-    dirty: bool = False  # changed since the last publish
-    last_trade_ms: int = 0
-    price_dirty: bool = False
-    closed: list[ClosedCandle] = field(default_factory=list)
-    unwritten: list[LiveWrite] = field(default_factory=list)  # newest values, keys not set
-    unwritten_price: bytes | None = None
-    finals: list[FinalCandle] = field(default_factory=list)  # official, not yet stored
+    __slots__ = (
+        "_dirty",
+        "_price_dirty",
+        "builder",
+        "changed",
+        "closed",
+        "finals",
+        "last_trade_ms",
+        "symbol",
+        "unwritten",
+        "unwritten_price",
+        "values",
+    )
+
+    def __init__(
+        self, symbol: str, builder: LiveCandleBuilder, changed: set[str] | None = None
+    ) -> None:
+        self.symbol = symbol
+        self.builder = builder
+        self.changed: set[str] = set() if changed is None else changed
+        self._dirty = False  # candles changed since the last publish
+        self._price_dirty = False
+        self.last_trade_ms = 0
+        self.closed: list[ClosedCandle] = []  # append through add_closed
+        self.unwritten: list[LiveWrite] = []  # newest values, keys not set
+        self.unwritten_price: bytes | None = None
+        self.finals: list[FinalCandle] = []  # official, not yet stored; add_final
+        self.values = LiveValues(symbol, builder)  # the last live_candle values
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        self._dirty = value
+        if value:
+            self.changed.add(self.symbol)
+
+    @property
+    def price_dirty(self) -> bool:
+        return self._price_dirty
+
+    @price_dirty.setter
+    def price_dirty(self, value: bool) -> None:
+        self._price_dirty = value
+        if value:
+            self.changed.add(self.symbol)
+
+    def traded(self, time_ms: int) -> None:
+        """A trade at ``time_ms`` moved the candles and the price."""
+        self.last_trade_ms = time_ms
+        self._dirty = self._price_dirty = True
+        self.changed.add(self.symbol)
+
+    def add_closed(self, closed: Iterable[ClosedCandle]) -> None:
+        self.closed.extend(closed)
+        self._dirty = True
+        self.changed.add(self.symbol)
+
+    def add_final(self, final: FinalCandle) -> None:
+        self.finals.append(final)
+        self.changed.add(self.symbol)
+
+
+class LiveStates(dict[str, SymbolLive]):
+    """Symbols' live states by symbol, and ``changed``: the symbols marked since the
+    writer last looked (each ``SymbolLive`` of it shares this set)."""
+
+    def __init__(self, states: Mapping[str, SymbolLive] | None = None) -> None:
+        super().__init__()
+        self.changed: set[str] = set()
+        for symbol, st in (states or {}).items():
+            self.adopt(st)
+            self[symbol] = st
+
+    def adopt(self, st: SymbolLive) -> SymbolLive:
+        """Have ``st`` mark its changes here; it starts as changed."""
+        st.changed = self.changed
+        self.changed.add(st.symbol)
+        return st
 
 
 class LiveWriter:
@@ -83,7 +157,7 @@ class LiveWriter:
     def __init__(
         self,
         store: Store,
-        symbols: dict[str, SymbolLive],
+        symbols: Mapping[str, SymbolLive],
         now_ms: Callable[[], int],
         write_period_ms: int = 100,
         publish_period_ms: int = 10,
@@ -92,7 +166,11 @@ class LiveWriter:
         rest_lag_ms: int = REST_LAG_MS,
     ) -> None:
         self.store = store
-        self.symbols = symbols
+        # the feed's LiveStates (the same dict as symbols come and go); a plain mapping
+        # is adopted once (its states then mark their changes here)
+        self.symbols = symbols if isinstance(symbols, LiveStates) else LiveStates(symbols)
+        self._held: set[str] = set()  # changed candles waiting for the next key write
+        self._unwritten: dict[str, SymbolLive] = {}  # values encoded, keys not set yet
         self.now_ms = now_ms
         self.write_period_ms = write_period_ms
         self.publish_period_ms = publish_period_ms
@@ -138,74 +216,57 @@ class LiveWriter:
         failing = self.failing_since_s is not None
         write_keys = write_keys or failing
         now = self.now_ms()
-        batch_candles: list[dict[str, Any]] = []
-        batch_prices: list[dict[str, Any]] = []
-        for st in self.symbols.values():
-            if st.price_dirty and st.builder.last_price is not None:
-                price = {
-                    "symbol": st.symbol,
-                    "price": format_units(st.builder.last_price),
-                    "time": st.last_trade_ms,
-                }
-                st.unwritten_price = _enc.encode(price)
-                batch_prices.append(price)
-                st.price_dirty = False
+        symbols = self.symbols
+        changed = symbols.changed
+        if write_keys and self._held:
+            changed |= self._held
+            self._held = set()
+        names = list(changed)
+        changed.clear()  # what changes while this flush awaits Redis goes in the next
+        # the batch is built from the values already encoded for the keys
+        batch_candles: list[msgspec.Raw] = []
+        batch_prices: list[msgspec.Raw] = []
+        unwritten = self._unwritten
+        for name in names:
+            st = symbols.get(name)
+            if st is None:  # no longer followed
+                continue
+            if st._price_dirty and st.builder.last_price is not None:
+                price = _enc.encode(
+                    {
+                        "symbol": name,
+                        "price": format_units(st.builder.last_price),
+                        "time": st.last_trade_ms,
+                    }
+                )
+                st.unwritten_price = price
+                batch_prices.append(msgspec.Raw(price))
+                st._price_dirty = False
+                unwritten[name] = st
             if st.finals:
-                self._finals.extend((SeriesKey(st.symbol, f.interval), f) for f in st.finals)
+                self._finals.extend((SeriesKey(name, f.interval), f) for f in st.finals)
                 st.finals.clear()
             closing = bool(st.closed)
             if closing:
-                for c in st.closed:
-                    self._closed.append(
-                        ClosedLive(
-                            SeriesKey(st.symbol, c.interval),
-                            c.candle.open_ms,
-                            _enc.encode(closed_value(c.candle, c.complete)),
-                        )
-                    )
-                    key = (st.symbol, c.interval.name, c.candle.open_ms)
-                    if not c.correction and key not in self._announced:
-                        self._announced.add(key)
-                        self._closed_msgs.append(
-                            _enc.encode(
-                                {
-                                    "symbol": st.symbol,
-                                    "interval": c.interval.name,
-                                    "open_ms": c.candle.open_ms,
-                                    "complete": c.complete,
-                                }
-                            )
-                        )
-                st.closed.clear()
-                if len(self._announced) > 100_000:
-                    self._announced.clear()
-            if not st.dirty or not (write_keys or closing):
-                continue  # candles go out each write period, or at once on a close;
-                # live_price (every publish period) carries the trades in between
-            st.dirty = False
-            b = st.builder
-            st.unwritten = []
-            for i, interval in enumerate(b.intervals):
-                forming = b.forming(i)
-                if forming is None:
-                    continue
-                value = live_value(
-                    st.symbol,
-                    interval.name,
-                    forming,
-                    b.is_complete(i),
-                    b.previous[i],
-                    b.previous_complete(i),
-                    now,
-                )
-                st.unwritten.append(LiveWrite(SeriesKey(st.symbol, interval), _enc.encode(value)))
-                batch_candles.append(value)
+                self._take_closed(st)
+            if not st._dirty:
+                continue
+            if not (write_keys or closing):
+                # candles go out each write period, or at once on a close; live_price
+                # (every publish period) carries the trades in between
+                self._held.add(name)
+                continue
+            st._dirty = False
+            st.unwritten = st.values.encode(st.builder, now)
+            batch_candles.extend(msgspec.Raw(w.value) for w in st.unwritten)
+            unwritten[name] = st
         writes: list[LiveWrite] = []
         prices: list[tuple[str, bytes]] = []
+        written: list[SymbolLive] = []
         if write_keys:
-            for st in self.symbols.values():
-                if st.unwritten:
-                    writes.extend(st.unwritten)
+            written = list(unwritten.values())
+            for st in written:
+                writes.extend(st.unwritten)
                 if st.unwritten_price is not None:
                     prices.append((st.symbol, st.unwritten_price))
         closed, closed_msgs = self._closed, self._closed_msgs
@@ -237,9 +298,10 @@ class LiveWriter:
         self._closed, self._closed_msgs = [], []
         if write_keys:
             self._last_write = started
-            for st in self.symbols.values():
+            for st in written:
                 st.unwritten = []
                 st.unwritten_price = None
+            self._unwritten = {}
         self.last_flush_s = time.monotonic() - started
         self.flushes += 1
         self.published += message is not None
@@ -247,6 +309,33 @@ class LiveWriter:
         if failing:
             self._recovered()
         return len(writes) + len(prices)
+
+    def _take_closed(self, st: SymbolLive) -> None:
+        """The symbol's closed candles into the next write, each announced once."""
+        for c in st.closed:
+            self._closed.append(
+                ClosedLive(
+                    SeriesKey(st.symbol, c.interval),
+                    c.candle.open_ms,
+                    _enc.encode(closed_value(c.candle, c.complete)),
+                )
+            )
+            key = (st.symbol, c.interval.name, c.candle.open_ms)
+            if not c.correction and key not in self._announced:
+                self._announced.add(key)
+                self._closed_msgs.append(
+                    _enc.encode(
+                        {
+                            "symbol": st.symbol,
+                            "interval": c.interval.name,
+                            "open_ms": c.candle.open_ms,
+                            "complete": c.complete,
+                        }
+                    )
+                )
+        st.closed.clear()
+        if len(self._announced) > 100_000:
+            self._announced.clear()
 
     async def _store_finals(self, now_ms: int) -> None:
         """The exchange's final candles as official rows, one round trip for all."""

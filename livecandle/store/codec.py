@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from livecandle.domain.model import Candle, format_quote, format_units, quote_to_units, to_units
 
 ZERO = "0.00000000"
+_enc = msgspec.json.Encoder()
 
 
 def to_row(c: Candle) -> list[Any]:
@@ -134,3 +137,43 @@ def closed_value(candle: Candle, complete: bool) -> dict[str, Any]:
         "source": "live",
         "complete": complete,
     }
+
+
+def encode_live(
+    symbol: str,
+    interval: str,
+    forming: Candle,
+    complete: bool,
+    previous: msgspec.Raw | None,
+    now_ms: int,
+) -> bytes:
+    """``live_value`` as JSON bytes, its ``previous`` given already encoded (by
+    ``encode_closed``): the live writer encodes a just-closed candle once per close, not
+    once per write. The same bytes as encoding ``live_value``."""
+    return _enc.encode(
+        {
+            "symbol": symbol,
+            "interval": interval,
+            "time": forming.open_ms,
+            "close_time": forming.close_ms,
+            "open": format_units(forming.open),
+            "high": format_units(forming.high),
+            "low": format_units(forming.low),
+            "close": format_units(forming.close),
+            "volume": format_units(forming.volume),
+            "quote_volume": format_quote(forming.quote_volume),
+            "trades": forming.trades,
+            "taker_buy_volume": format_units(forming.taker_buy_volume),
+            "taker_buy_quote_volume": format_quote(forming.taker_buy_quote_volume),
+            "is_incomplete": True,
+            "source": "live",
+            "complete": complete,
+            "updated_ms": now_ms,
+            "previous": previous,
+        }
+    )
+
+
+def encode_closed(candle: Candle, complete: bool) -> bytes:
+    """``closed_value`` as JSON bytes."""
+    return _enc.encode(closed_value(candle, complete))

@@ -1,5 +1,6 @@
 """Lua scripts of the store. Each runs atomically and touches only keys of one series
-(one cluster slot when keys are hash-tagged)."""
+(one cluster slot when keys are hash-tagged), except ``SET_LIVE``, which a single Redis
+runs for the keys of many series at once (never sent to a cluster)."""
 
 from __future__ import annotations
 
@@ -178,3 +179,22 @@ end
     + r"""return {removed, count}
 """
 )
+
+SET_LIVE: Final = r"""
+-- Set the live keys of one write period in one command (the per-command cost of a
+-- pipeline of thousands of SETs is most of a whole-market live write).
+-- KEYS: the keys, grouped by TTL   ARGV: their values in the same order, then one
+-- (ttl_ms, count) pair per group of consecutive keys. Returns the number of keys set.
+local n = #KEYS
+local i = 1
+local g = n + 1
+while i <= n do
+  local ttl, last = ARGV[g], i + tonumber(ARGV[g + 1]) - 1
+  for j = i, last do
+    redis.call('SET', KEYS[j], ARGV[j], 'PX', ttl)
+  end
+  i = last + 1
+  g = g + 2
+end
+return n
+"""

@@ -365,10 +365,14 @@ class Store:
             await self._write_closed(
                 keys=[k.live_closed(series), k.meta(series)], args=args, client=pipe
             )
-        for w in candles:
-            pipe.set(k.live_candle(w.series), w.value, px=live_candle_ttl_ms(w.series.interval))
-        for symbol, value in prices:
-            pipe.set(k.live_price(symbol), value, px=LIVE_PRICE_TTL_MS)
+        if k.cluster:  # keys of many slots: one SET each
+            for w in candles:
+                ttl = live_candle_ttl_ms(w.series.interval)
+                pipe.set(k.live_candle(w.series), w.value, px=ttl)
+            for symbol, value in prices:
+                pipe.set(k.live_price(symbol), value, px=LIVE_PRICE_TTL_MS)
+        else:
+            self._set_live(pipe, candles, prices)
         if publish is not None:
             pipe.publish(k.live_channel, publish)
         for message in closed:
@@ -379,6 +383,37 @@ class Store:
             # a failed SCRIPT EXISTS comes before execute's own clean-up: give the
             # connection back now, not at garbage collection
             await pipe.reset()  # type: ignore[no-untyped-call]
+
+    def _set_live(
+        self,
+        pipe: Any,
+        candles: Iterable[LiveWrite],
+        prices: Iterable[tuple[str, bytes]],
+    ) -> None:
+        """Every live key in one ``SET_LIVE`` call, grouped by TTL."""
+        k = self.keys
+        groups: dict[Any, tuple[list[str], list[bytes]]] = {}
+        for w in candles:
+            group = groups.get(w.series.interval)
+            if group is None:
+                group = groups[w.series.interval] = ([], [])
+            group[0].append(k.live_candle(w.series))
+            group[1].append(w.value)
+        keys: list[str] = []
+        values: list[bytes] = []
+        tail: list[int] = []
+        for interval, (group_keys, group_values) in groups.items():
+            keys += group_keys
+            values += group_values
+            tail += [live_candle_ttl_ms(interval), len(group_keys)]
+        n = len(keys)
+        for symbol, value in prices:
+            keys.append(k.live_price(symbol))
+            values.append(value)
+        if len(keys) > n:
+            tail += [LIVE_PRICE_TTL_MS, len(keys) - n]
+        if keys:
+            pipe.eval(scripts.SET_LIVE, len(keys), *keys, *values, *tail)
 
     async def live_candle(self, series: SeriesKey) -> bytes | None:
         return cast(bytes | None, await self.redis.get(self.keys.live_candle(series)))

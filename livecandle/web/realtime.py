@@ -53,6 +53,24 @@ class TextPacket(socketio.packet.Packet):  # type: ignore[misc]
         return False
 
 
+class _Batch(msgspec.Struct):
+    """A live batch message (LiveWriter): its values left encoded."""
+
+    prices: list[msgspec.Raw] = []
+    candles: list[msgspec.Raw] = []
+
+
+class _Head(msgspec.Struct):
+    """What says whose a price or a candle is (the other fields are skipped)."""
+
+    symbol: str
+    interval: str = ""
+
+
+_batch = msgspec.json.Decoder(_Batch)
+_head = msgspec.json.Decoder(_Head)
+
+
 class Realtime:
     def __init__(
         self,
@@ -174,25 +192,42 @@ class Realtime:
         async for channel, raw in self.store.listen(live_channel, keys.klines_updated_channel):
             self.received += 1
             self.last_message_ms = self.clock.now_ms()
+            if channel == live_channel:
+                try:
+                    batch = _batch.decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                self._queue_batch(batch)
+                continue
             try:
                 data = msgspec.json.decode(raw)
             except msgspec.DecodeError:
                 continue
-            if channel == live_channel:
-                self._queue_batch(data)
             else:
                 room = self._series_rooms.get((data.get("symbol"), data.get("interval")))
                 if room is not None:  # another deployment's series: nobody is in its room
                     await self.emit("klines_updated", data, room)
 
-    def _queue_batch(self, batch: dict[str, Any]) -> None:
+    def _queue_batch(self, batch: _Batch) -> None:
+        """The batch's prices and candles of the series somebody watches. At market
+        scale a batch holds thousands of values, few of them watched: each is read for
+        its symbol and interval alone, and decoded whole only if watched."""
         rooms = self.sio.manager.rooms.get("/", {})  # only rooms somebody is in
-        for p in batch.get("prices", ()):
-            if p["symbol"] in rooms:
-                self._pending[("live_price", p["symbol"])] = p
-        for c in batch.get("candles", ()):
-            room = self._series_rooms.get((c["symbol"], c["interval"]))
-            if room is None or room not in rooms:
+        for raw in batch.prices:
+            try:
+                head = _head.decode(raw)
+                if head.symbol in rooms:
+                    self._pending[("live_price", head.symbol)] = msgspec.json.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+        for raw in batch.candles:
+            try:
+                head = _head.decode(raw)
+                room = self._series_rooms.get((head.symbol, head.interval))
+                if room is None or room not in rooms:
+                    continue
+                c = msgspec.json.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
             previous = c.get("previous")
             candle = {k: v for k, v in c.items() if k != "previous"}

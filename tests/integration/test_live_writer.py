@@ -138,6 +138,24 @@ async def test_keys_are_written_at_most_once_per_write_period(store: Store) -> N
     assert writer.published >= 2 * key_writes  # prices went out in between
 
 
+async def test_a_flush_writes_and_publishes_only_the_symbols_that_changed(store: Store) -> None:
+    lives = {s: symbol_live(s) for s in ("BTCUSDT", "ETHUSDT", "BNBUSDT")}
+    writer = LiveWriter(store, lives, lambda: T0)
+    for n, live in enumerate(lives.values()):
+        trade(live, T0, (100 + n) * SCALE)
+    assert await writer.flush() == 6  # 3 symbols x (1 candle + 1 price)
+    assert await writer.flush() == 0  # nothing changed: nothing written, nothing sent
+    trade(lives["ETHUSDT"], T0 + 1, 200 * SCALE)
+    channel = store.keys.live_channel
+    async with listening(store, channel) as queue:
+        assert await writer.flush() == 2
+        [batch] = await received(store, channel, queue)
+    assert [p["symbol"] for p in batch["prices"]] == ["ETHUSDT"]
+    assert [c["symbol"] for c in batch["candles"]] == ["ETHUSDT"]
+    value = await store.live_candle(SeriesKey("ETHUSDT", M1))
+    assert value is not None and msgspec.json.decode(value)["close"] == "200.00000000"
+
+
 async def test_one_message_per_flush_carries_every_changed_symbol(store: Store) -> None:
     intervals = (M1, INTERVALS["1h"])
     lives = {s: symbol_live(s, intervals) for s in ("BTCUSDT", "ETHUSDT")}
@@ -287,12 +305,12 @@ async def test_a_final_candle_is_stored_as_official_and_replaces_a_stale_rest_ro
     writer = LiveWriter(store, {"BTCUSDT": live}, lambda: now_ms, rest_lag_ms=30_000)
     stale, final = kline_member(OPEN0, close="99.00000000"), kline_member(OPEN0)
     await store.write_candles(BTC_1M, [(OPEN0, stale)], 1)  # REST, read while it lagged
-    live.finals.append(FinalCandle(M1, OPEN0, OPEN0 + 59_999, final))
+    live.add_final(FinalCandle(M1, OPEN0, OPEN0 + 59_999, final))
     await writer.flush()
     assert await store.members(BTC_1M) == [(final, float(OPEN0))]
     assert (writer.finals_stored, writer.finals_replaced) == (0, 1)
     nxt = OPEN0 + 60_000
-    live.finals.append(FinalCandle(M1, nxt, nxt + 59_999, kline_member(nxt)))
+    live.add_final(FinalCandle(M1, nxt, nxt + 59_999, kline_member(nxt)))
     await writer.flush()
     assert (writer.finals_stored, writer.finals_replaced) == (1, 1)
     assert (await store.meta(BTC_1M)).latest == nxt
@@ -304,7 +322,7 @@ async def test_a_late_final_candle_does_not_replace_a_reconciled_row(store: Stor
     writer = LiveWriter(store, {"BTCUSDT": live}, lambda: now_ms, rest_lag_ms=30_000)
     settled = kline_member(OPEN0, close="99.00000000")
     await store.write_candles(BTC_1M, [(OPEN0, settled)], 1)
-    live.finals.append(FinalCandle(M1, OPEN0, OPEN0 + 59_999, kline_member(OPEN0)))
+    live.add_final(FinalCandle(M1, OPEN0, OPEN0 + 59_999, kline_member(OPEN0)))
     await writer.flush()
     assert await store.members(BTC_1M) == [(settled, float(OPEN0))]
     assert (writer.finals_replaced, writer.finals_kept) == (0, 1)

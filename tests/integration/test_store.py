@@ -13,7 +13,7 @@ import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
 from livecandle.domain.model import SeriesKey
-from livecandle.store import ClosedLive, Keys, Meta, Store, connect
+from livecandle.store import ClosedLive, Keys, LiveWrite, Meta, Store, connect
 from livecandle.store.store import OfficialWrite
 from tests.builders import kline_member
 from tests.integration.cluster_support import cluster
@@ -134,6 +134,22 @@ async def test_live_candle_ttl_is_at_least_a_day_and_twice_the_interval(
     month = SeriesKey.of("BTCUSDT", "1M")
     await store.set_live_candle(month, b"{}")
     assert await redis.pttl(store.keys.live_candle(month)) > 61 * 86_400_000  # 2 x 31 days
+
+
+async def test_one_live_write_sets_every_candle_and_price_with_its_own_ttl(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    hour, month = SeriesKey.of("ETHUSDT", "1h"), SeriesKey.of("ETHUSDT", "1M")
+    writes = [LiveWrite(S, b"a"), LiveWrite(hour, b"b"), LiveWrite(month, b"c")]
+    writes.append(LiveWrite(SeriesKey.of("ETHUSDT", "1m"), b"d"))  # 1m again, apart
+    await store.write_live(writes, [("BTCUSDT", b"p1"), ("ETHUSDT", b"p2")])
+    for w in writes:
+        assert await redis.get(store.keys.live_candle(w.series)) == w.value
+    assert await store.live_prices(["BTCUSDT", "ETHUSDT"]) == [b"p1", b"p2"]
+    day = 86_400_000
+    assert day - 10_000 < await redis.pttl(store.keys.live_candle(S)) <= day
+    assert day - 10_000 < await redis.pttl(store.keys.live_price("ETHUSDT")) <= day
+    assert await redis.pttl(store.keys.live_candle(month)) > 61 * day  # 2 x 31 days
 
 
 async def test_remove_members_fixes_meta(store: Store) -> None:

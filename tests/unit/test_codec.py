@@ -8,6 +8,8 @@ import pytest
 from livecandle.domain.model import Candle
 from livecandle.store.codec import (
     closed_value,
+    encode_closed,
+    encode_live,
     from_live,
     from_row,
     live_row,
@@ -132,3 +134,12 @@ def test_the_live_value_without_a_closed_candle_has_previous_null() -> None:
     value = live_value("BTCUSDT", "1m", forming, False, None, False, 0)
     assert value["previous"] is None
     assert msgspec.json.encode(value).endswith(b'"updated_ms":0,"previous":null}')
+
+
+def test_the_live_value_encoded_with_its_closed_candle_encoded_apart_is_the_same_bytes() -> None:
+    previous = from_row(BINANCE_ROW)
+    forming = Candle(1634943840000, 1634943899999, 5, 9, 1, 7, 3, 10**9 + 1, 4, 2, 5 * 10**8)
+    for prev, complete in ((previous, True), (previous, False), (None, False)):
+        raw = None if prev is None else msgspec.Raw(encode_closed(prev, complete))
+        expected = msgspec.json.encode(live_value("X", "1m", forming, True, prev, complete, 7))
+        assert encode_live("X", "1m", forming, True, raw, 7) == expected

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from livecandle.domain.model import (
+    SCALE,
     Candle,
     DecimalError,
     SeriesKey,
@@ -75,3 +76,11 @@ def test_series_key_text_form() -> None:
     assert SeriesKey.parse("BTCUSDT:1m") == key
     with pytest.raises(ValueError, match="'btc'"):
         SeriesKey.of("btc", "1m")
+
+
+def test_amounts_format_with_8_decimals_at_every_width() -> None:
+    for units in (0, 1, 99_999_999, 100_000_000, 6075960000000, 10**30 + 7, -1, -150_000_000):
+        whole, frac = divmod(abs(units), SCALE)
+        sign = "-" if units < 0 else ""
+        assert format_units(units) == f"{sign}{whole}.{frac:08d}"
+        assert units < 0 or to_units(format_units(units)) == units

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import random
+
+import msgspec
+
+from livecandle.domain.aggregator import LiveCandleBuilder
+from livecandle.domain.clock import ManualClock
+from livecandle.domain.intervals import INTERVALS
+from livecandle.domain.model import SCALE
+from livecandle.live.values import LiveValues
+from livecandle.store.codec import encode_closed, encode_live
+
+T0 = 1_700_000_000_000
+
+
+def expected(b: LiveCandleBuilder, symbol: str, now_ms: int) -> list[bytes]:
+    """What ``encode_live`` makes of the builder's forming candles (the reference)."""
+    out = []
+    for i, interval in enumerate(b.intervals):
+        forming = b.forming(i)
+        if forming is None:
+            continue
+        prev = b.previous[i]
+        raw = None if prev is None else msgspec.Raw(encode_closed(prev, b.previous_complete(i)))
+        out.append(encode_live(symbol, interval.name, forming, b.is_complete(i), raw, now_ms))
+    return out
+
+
+def test_kept_values_are_the_bytes_of_encoding_each_value_anew() -> None:
+    rng = random.Random(7)
+    intervals = [INTERVALS[n] for n in ("1m", "5m", "1h")]
+    b = LiveCandleBuilder(intervals, ManualClock(T0), close_grace_ms=0)
+    values = LiveValues("BTCUSDT", b)
+    assert values.encode(b, T0) == []  # no trade yet: no value
+    t = T0
+    price = 100 * SCALE
+    for step in range(3_000):
+        t += rng.choice((1, 50, 700, 9_000, 61_000))  # within a period, or across some
+        price = max(1, price + rng.randint(-3, 3) * SCALE // 100)
+        if step % 97 == 0:  # a late trade corrects a closed candle
+            b.add(t - 70_000, price, rng.randint(1, 10**8), 1, rng.random() < 0.5)
+        b.add(t, price, rng.randint(1, 5 * 10**8), rng.randint(1, 3), rng.random() < 0.5)
+        if step % 13 == 0:
+            b.advance(t + 120_000)  # the clock closes periods without trades
+        if step % 3 == 0:  # values are written every few trades
+            got = [w.value for w in values.encode(b, t + 5)]
+            assert got == expected(b, "BTCUSDT", t + 5)
+            assert [w.series.interval for w in values.encode(b, t + 5)] == intervals
