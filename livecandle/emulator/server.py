@@ -26,6 +26,7 @@ from livecandle.domain.model import Candle, format_quote, format_units
 from livecandle.emulator import controls
 from livecandle.emulator.exchange_info import ExchangeInfo
 from livecandle.emulator.faults import Faults
+from livecandle.emulator.gauges import LoopLag, RestCost
 from livecandle.emulator.klines import klines
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.market import SymbolMarket
@@ -101,6 +102,8 @@ class Emulator:
         self.stale_rows = 0  # just-closed klines rows served stale (the stale switch)
         self.failed = 0
         self.hub: StreamHub | None = None  # attached by build_app
+        self.loop_lag = LoopLag()
+        self.rest_cost = RestCost()
         self._rng = random.Random(config.seed)
         self._rows: dict[tuple[str, str, int], bytes] = {}
 
@@ -137,12 +140,19 @@ class Emulator:
 
     async def handle(self, request: Request) -> Response:
         endpoint = request.url.path.rsplit("/", 1)[-1]
-        weight = WEIGHTS[endpoint]
         self.requests += 1
         self.by_endpoint[endpoint] = self.by_endpoint.get(endpoint, 0) + 1
-        now, new = self.advance()
+        now, new = self.advance()  # the answer holds every trade up to now
         if self.hub is not None and any(new.values()):
             self.hub.publish(new)
+        started = time.perf_counter()  # the answer's own cost (the trades are the ticker's)
+        try:
+            return self._handle(endpoint, request, now)
+        finally:
+            self.rest_cost.add(endpoint, started)
+
+    def _handle(self, endpoint: str, request: Request, now: int) -> Response:
+        weight = WEIGHTS[endpoint]
         ip = request.client.host if request.client else "?"
         verdict = self.limiter.charge(ip, weight, now)
         if verdict.status == 429:
@@ -320,9 +330,11 @@ def build_app(emulator: Emulator) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
+        emulator.loop_lag.start()
         try:
             yield
         finally:
+            await emulator.loop_lag.stop()
             await hub.stop()
 
     rest = [Route(f"/api/v3/{name}", emulator.handle) for name in WEIGHTS]
