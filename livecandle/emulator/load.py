@@ -75,7 +75,7 @@ class Counts:
 async def _consume(url: str, streams: list[str], counts: Counts, ready: asyncio.Event) -> None:
     # no permessage-deflate, as the service asks (compression costs more than the market)
     async with websockets.connect(
-        url + "/stream", max_size=None, max_queue=None, compression=None
+        url + "/stream", max_size=None, max_queue=None, compression=None, ping_interval=None
     ) as ws:
         for i, batch in enumerate(_batches(streams)):
             await ws.send(json.dumps({"method": "SUBSCRIBE", "params": batch, "id": i}))
@@ -212,7 +212,7 @@ async def measure(
     # warm-up: each series' first candle reaches back into history (computed once)
     warm0 = time.monotonic()
     cpu_warm0 = _cpu_s(pid) if pid else 0.0
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=600) as http:
         stats_warm0 = (await http.get(rest_url + "/_emulator/stats")).json()
         while time.monotonic() - warm0 < 600:
             stats = (await http.get(rest_url + "/_emulator/stats")).json()
@@ -222,7 +222,7 @@ async def measure(
     warmup_s = time.monotonic() - warm0
     warmup_cpu_s = (_cpu_s(pid) - cpu_warm0) if pid else None
     await asyncio.sleep(2.0)  # settle
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=600) as http:
         stats0 = (await http.get(rest_url + "/_emulator/stats")).json()
     ctx = multiprocessing.get_context("spawn")
     asked = ctx.Queue()
@@ -242,7 +242,7 @@ async def measure(
     elapsed = time.monotonic() - t0
     cpu = (_cpu_s(pid) - cpu0) / elapsed if pid else None
     own = (time.process_time() - own0) / elapsed
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=600) as http:  # a stalled emulator answers late
         stats = (await http.get(rest_url + "/_emulator/stats")).json()
     rest = await asyncio.to_thread(asked.get)
     rest_s = sum(
