@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from websockets.client import ClientProtocol
@@ -40,14 +42,14 @@ def market(listed_days: int = 60) -> SymbolMarket:
     return sm
 
 
-def trades_of(sm: SymbolMarket, open_ms: int, close_ms: int) -> list[dict[str, object]]:
+def trades_of(sm: SymbolMarket, open_ms: int, close_ms: int) -> list[Mapping[str, Any]]:
     """The aggTrades the emulator answers for ``[open_ms, close_ms]``, as JSON."""
     inside = []
     for t in sm.trades_from_time(open_ms):
         if t[5] > close_ms:
             break
         inside.append(t)
-    out: list[dict[str, object]] = json.loads(wire.agg_trades(inside))
+    out: list[Mapping[str, Any]] = json.loads(wire.agg_trades(inside))
     return out
 
 
