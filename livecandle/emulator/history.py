@@ -13,6 +13,7 @@ Chunks are kept in one LRU for the whole market (``ChunkCache``), bounded in tra
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from livecandle.domain.intervals import HOUR_MS
 from livecandle.emulator.tape import Agg, Tier, TradeTuple
 
-CHUNK = 64  # blocks per chunk
+CHUNK = 256  # blocks per chunk: a day of 5-minute blocks, ten of hour blocks
 TICK_UNITS = 1_000_000  # one price tick (0.01) in 1e-8 units
 STEP_UNITS = 1_000  # one quantity step (0.00001) in 1e-8 units
 
@@ -111,11 +112,20 @@ def make_chunk(key: int, ti: int, tier: Tier, c: int, path: PricePath) -> Chunk:
     extra individual trades (4 bits each)."""
     b0 = c * CHUNK
     b1 = min(tier.blocks, b0 + CHUNK)
-    blocks = [b for b in range(b0, b1) if not tier.is_dead(b)]
     n, extra = tier.aggs, tier.trades - tier.aggs
-    nb = len(blocks)
-    bs = np.array(blocks, np.int64)
-    ranks = np.array([b - tier.dead_before(b) for b in blocks], np.int64)
+    if tier.outages:
+        blocks = [b for b in range(b0, b1) if not tier.is_dead(b)]
+        bs = np.array(blocks, np.int64)
+        ranks = np.array([b - tier.dead_before(b) for b in blocks], np.int64)
+        live = set(blocks)
+        starts = list(
+            itertools.accumulate((n if b in live else 0 for b in range(b0, b1)), initial=0)
+        )
+    else:
+        bs = np.arange(b0, b1, dtype=np.int64)
+        ranks = bs
+        starts = list(range(0, (b1 - b0) * n + 1, n))
+    nb = len(bs)
     bkey = mix64(np.uint64(key ^ (ti << 48)) ^ bs.astype(np.uint64))
     draws = mix64(bkey[:, None] + np.arange(n, dtype=np.uint64)[None, :])  # (nb, n)
     offsets = (draws & np.uint64(0xFFFFFFFF)) % np.uint64(tier.block_ms)
@@ -140,14 +150,6 @@ def make_chunk(key: int, ti: int, tier: Tier, c: int, path: PricePath) -> Chunk:
     firsts = (tier.first_trade + ranks * tier.trades)[:, None] + np.cumsum(counts, -1) - counts
     lasts = firsts + counts - 1
     makers = (draws >> np.uint64(63)).astype(np.bool_)
-    starts = [0] * (b1 - b0 + 1)
-    at = 0
-    live = set(blocks)
-    for k, b in enumerate(range(b0, b1)):
-        starts[k] = at
-        if b in live:
-            at += n
-    starts[-1] = at
     return Chunk(
         b0,
         starts,

@@ -14,10 +14,25 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from websockets.protocol import OPEN, Protocol
 
 QUEUE_LIMIT = 200_000  # messages waiting; more: the connection is closed
+RAW_SEND = "emulator.raw_send"  # the scope key of the server's own ASGI send
+
+
+class RawSend:
+    """ASGI middleware keeping the server's own websocket ``send`` in the scope:
+    Starlette's routing wraps it in a closure, which hides uvicorn's protocol."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[RAW_SEND] = send
+        await self.app(scope, receive, send)
 
 
 def text_frame(data: bytes) -> bytes:
@@ -38,6 +53,7 @@ class Outbox:
         self.items: list[str] = []
         self.closing = False
         self.sent = 0
+        self.mode = ""  # how it writes: "frames" (made here), "protocol" or "asgi"
         self._wake = asyncio.Event()
 
     def put(self, msg: str) -> None:
@@ -66,13 +82,15 @@ class Outbox:
 
     async def run(self, ws: WebSocket) -> None:
         """Write until closed (by ``close`` or by the peer going away)."""
-        send = ws._send  # the raw ASGI send: Starlette's wrapper costs per message
+        send = ws.scope.get(RAW_SEND, ws._send)  # not Starlette's wrapper: it costs
         proto: Any = getattr(send, "__self__", None)
         conn = getattr(proto, "conn", None)
         transport = getattr(proto, "transport", None)
         if isinstance(conn, Protocol) and isinstance(transport, asyncio.WriteTransport):
+            self.mode = "protocol" if conn.extensions else "frames"
             await self._frames(proto, conn, transport)
             return
+        self.mode = "asgi"
         while (batch := await self._next()) is not None:
             for msg in batch:
                 await send({"type": "websocket.send", "text": msg})

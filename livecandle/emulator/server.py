@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -30,6 +31,7 @@ from livecandle.emulator.gauges import LoopLag, RestCost
 from livecandle.emulator.klines import klines
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.market import SymbolMarket
+from livecandle.emulator.outbox import RawSend
 from livecandle.emulator.schedule import Market
 from livecandle.emulator.streams import StreamHub, WsLimits
 from livecandle.emulator.tape import TradeTuple, agg_candle
@@ -303,5 +305,6 @@ def build_app(emulator: Emulator) -> Starlette:
             WebSocketRoute("/ws", hub.raw_endpoint),
             WebSocketRoute("/stream", hub.combined_endpoint),
         ],
+        middleware=[Middleware(RawSend)],
         lifespan=lifespan,
     )

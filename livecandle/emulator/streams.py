@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -119,6 +119,7 @@ class StreamHub:
     def stats(self) -> dict[str, Any]:
         return {
             "connections": len(self.conns),
+            "writers": dict(Counter(c.outbox.mode for c in self.conns)),
             "streams": len(self.subs),
             "sent": self.sent,
             "skipped": self.skipped,
