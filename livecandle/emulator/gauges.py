@@ -3,7 +3,8 @@
 A test bed that stalls measures itself, not the service it feeds. ``LoopLag`` is a task
 that asks to wake every ``period_s`` and counts how late it woke (a histogram in whole
 milliseconds since start: a reader takes the difference of two readings for a window).
-``RestCost`` adds up the time each REST answer took to compute, by endpoint.
+``RestCost`` adds up the CPU time each REST answer took to compute, by endpoint (CPU,
+not wall time: on a shared machine the process also waits for a core).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class LoopLag:
 
 
 class RestCost:
-    """Seconds spent computing REST answers, by endpoint (the synchronous part)."""
+    """CPU seconds spent computing REST answers, by endpoint (the synchronous part)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -62,7 +63,8 @@ class RestCost:
         self.max_s: dict[str, float] = {}
 
     def add(self, endpoint: str, started_s: float) -> None:
-        spent = time.perf_counter() - started_s
+        """``started_s``: ``time.thread_time()`` when the answer's work began."""
+        spent = time.thread_time() - started_s
         self.seconds[endpoint] = self.seconds.get(endpoint, 0.0) + spent
         self.count[endpoint] = self.count.get(endpoint, 0) + 1
         self.max_s[endpoint] = max(self.max_s.get(endpoint, 0.0), spent)
