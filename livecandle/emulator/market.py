@@ -29,6 +29,7 @@ from livecandle.domain.intervals import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, I
 from livecandle.domain.model import SCALE, Candle
 from livecandle.emulator.history import CHUNK, Chunk, ChunkCache, PricePath, aggregate
 from livecandle.emulator.tape import (
+    _M64,
     Agg,
     Tier,
     TradeTuple,
@@ -212,7 +213,10 @@ class SymbolMarket:
         """Append the next live trade, at ``ts`` (never before the previous one)."""
         i = len(self.times)
         agg_id = self.live_first_agg + i
-        h = _mix64(self._live_key + agg_id)
+        h = (self._live_key + agg_id + 0x9E3779B97F4A7C15) & _M64  # _mix64, inline
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+        h ^= h >> 31
         second = ts // SECOND_MS
         if second != self._fair_bucket:  # the fair price moves in 1 s steps
             self._fair_bucket = second
