@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from livecandle.emulator.faults import Faults
-from livecandle.emulator.gauges import LoopLag, RestCost
+from livecandle.emulator.gauges import GcPauses, LoopLag, RestCost
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.schedule import Market, MarketError
 from livecandle.emulator.streams import StreamHub
@@ -44,6 +44,7 @@ class Emulator(Protocol):
     stale_rows: int
     loop_lag: LoopLag
     rest_cost: RestCost
+    gc_pauses: GcPauses
 
     def now_ms(self) -> int: ...
 
@@ -118,6 +119,7 @@ def stats(emu: Emulator) -> dict[str, Any]:
         "streams": emu.hub.stats() if emu.hub is not None else {},
         "loop_lag": emu.loop_lag.stats(),
         "rest_cost": emu.rest_cost.stats(),
+        "gc": emu.gc_pauses.stats(),
     }
 
 

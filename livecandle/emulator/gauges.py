@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from typing import Any
 
@@ -51,6 +52,40 @@ class LoopLag:
             "period_ms": self.period_s * 1000,
             "max_ms": round(self.max_ms, 1),
             "hist_ms": {str(k): v for k, v in sorted(self.hist.items())},
+        }
+
+
+class GcPauses:
+    """Python's garbage collections: how many per generation and the longest pause."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.max_ms = [0.0, 0.0, 0.0]
+        self.total_s = 0.0
+        self._started = 0.0
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        spent = time.perf_counter() - self._started
+        g = info["generation"]
+        self.count[g] += 1
+        self.max_ms[g] = max(self.max_ms[g], spent * 1000)
+        self.total_s += spent
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "count": list(self.count),
+            "max_ms": [round(x, 1) for x in self.max_ms],
+            "seconds": round(self.total_s, 3),
         }
 
 

@@ -270,6 +270,7 @@ async def measure(
         "emulator_trades_total": stats["trades_total"],
         "loop_lag_warmup": _lag(stats0, stats_warm0),
         "loop_lag": _lag(stats, stats0),
+        "emulator_gc": stats.get("gc"),
         **rest,
         "emulator_rest_ms_per_request": _rest_cost(stats, stats0),
         "emulator_rest_core_pct": round(100 * rest_s / elapsed, 1),

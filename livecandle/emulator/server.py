@@ -27,7 +27,7 @@ from livecandle.domain.model import Candle
 from livecandle.emulator import controls, wire
 from livecandle.emulator.exchange_info import ExchangeInfo
 from livecandle.emulator.faults import Faults
-from livecandle.emulator.gauges import LoopLag, RestCost
+from livecandle.emulator.gauges import GcPauses, LoopLag, RestCost
 from livecandle.emulator.klines import klines
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.market import SymbolMarket
@@ -87,6 +87,7 @@ class Emulator:
         self.hub: StreamHub | None = None  # attached by build_app
         self.loop_lag = LoopLag()
         self.rest_cost = RestCost()
+        self.gc_pauses = GcPauses()
         self._rng = random.Random(config.seed)
 
     def now_ms(self) -> int:
@@ -289,9 +290,11 @@ def build_app(emulator: Emulator) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
         emulator.loop_lag.start()
+        emulator.gc_pauses.start()
         try:
             yield
         finally:
+            emulator.gc_pauses.stop()
             await emulator.loop_lag.stop()
             await hub.stop()
 
