@@ -44,6 +44,16 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _waited_s(pid: int) -> float:
+    """Seconds the process's threads waited for a core while runnable (a shared
+    machine's doing, not the emulator's: its loop lag includes it)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[1])
+    return total / 1e9
+
+
 def _rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -231,6 +241,7 @@ async def measure(
     )
     asker.start()
     cpu0 = _cpu_s(pid) if pid else 0.0
+    waited0 = _waited_s(pid) if pid else 0.0
     own0 = time.process_time()
     t0 = time.monotonic()
     base = (counts.agg_trades, counts.klines, counts.finals)
@@ -241,6 +252,7 @@ async def measure(
             rss_max = max(rss_max, _rss_mb(pid))
     elapsed = time.monotonic() - t0
     cpu = (_cpu_s(pid) - cpu0) / elapsed if pid else None
+    waited = (_waited_s(pid) - waited0) / elapsed if pid else None
     own = (time.process_time() - own0) / elapsed
     async with httpx.AsyncClient(timeout=600) as http:  # a stalled emulator answers late
         stats = (await http.get(rest_url + "/_emulator/stats")).json()
@@ -262,6 +274,7 @@ async def measure(
         "seconds": round(elapsed, 1),
         "emulator_cpu_core_pct": None if cpu is None else round(100 * cpu, 1),
         "emulator_rss_mb_max": round(rss_max, 1) if pid else None,
+        "emulator_waited_for_a_core_pct": None if waited is None else round(100 * waited, 1),
         "consumer_cpu_core_pct": round(100 * own, 1),
         "agg_trades_per_s": round((counts.agg_trades - base[0]) / elapsed),
         "klines_per_s": round((counts.klines - base[1]) / elapsed),
