@@ -12,6 +12,7 @@ slow for the stream is cut, as Binance cuts it: a full socket buffer stops the w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -100,8 +101,12 @@ class Outbox:
         raw = not conn.extensions  # compressed frames: websockets makes them
         writable = getattr(proto, "writable", None)  # uvicorn's flow control
         while (batch := await self._next()) is not None:
-            if isinstance(writable, asyncio.Event):
-                await writable.wait()  # the peer reads slowly: let the outbox grow
+            while isinstance(writable, asyncio.Event) and not writable.is_set():
+                if self.closing:  # over the limit and still not reading: cut it
+                    transport.abort()
+                    return
+                with contextlib.suppress(TimeoutError):  # the peer reads slowly: wait
+                    await asyncio.wait_for(writable.wait(), 1.0)
             if proto.close_sent or conn.state is not OPEN or transport.is_closing():
                 return
             if raw:
