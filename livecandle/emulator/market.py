@@ -5,7 +5,8 @@ trades are a pure function of (seed, symbol, block), so years of klines are comp
 demand without generating every trade. The block size grows with age (1 s blocks for the
 last two minutes, 5 min for a day, 1 h for thirty days, 1 day before that) so a symbol's
 whole history costs a few thousand trades to compute, however deep (the cost that
-matters when the whole market's history is asked for).
+matters when the whole market's history is asked for). Blocks are made a chunk at a
+time with numpy and runs of candles aggregated in one pass (``history``).
 Live trades (after the start) are placed by the market's one schedule (``schedule``); a
 live trade is stored as (time, price, first trade id) in flat arrays (24 bytes) and its
 quantity, side and size are a pure function of (symbol, aggregate id). Trade and
