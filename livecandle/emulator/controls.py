@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from livecandle.emulator.faults import Faults
+from livecandle.emulator.gauges import GcPauses, LoopLag, RestCost
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.schedule import Market, MarketError
 from livecandle.emulator.streams import StreamHub
@@ -41,6 +42,9 @@ class Emulator(Protocol):
     failed: int
     by_endpoint: dict[str, int]
     stale_rows: int
+    loop_lag: LoopLag
+    rest_cost: RestCost
+    gc_pauses: GcPauses
 
     def now_ms(self) -> int: ...
 
@@ -113,6 +117,9 @@ def stats(emu: Emulator) -> dict[str, Any]:
         "rejected_418": emu.limiter.rejected_418,
         "accepted_weight": emu.limiter.accepted_weight,
         "streams": emu.hub.stats() if emu.hub is not None else {},
+        "loop_lag": emu.loop_lag.stats(),
+        "rest_cost": emu.rest_cost.stats(),
+        "gc": emu.gc_pauses.stats(),
     }
 
 

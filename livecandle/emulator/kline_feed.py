@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from livecandle.domain.intervals import INTERVALS, MINUTE_MS, Interval
-from livecandle.domain.model import format_quote, format_units
+from livecandle.domain.model import format_quote
 from livecandle.emulator.market import SymbolMarket
 from livecandle.emulator.schedule import Market
 from livecandle.emulator.tape import Agg, agg_merge
+from livecandle.emulator.wire import units
 
 
 @dataclass(slots=True)
@@ -200,9 +201,9 @@ def kline_payload(
     return (
         f'{{"e":"kline","E":{now_ms},"s":"{symbol}","k":{{"t":{open_ms},"T":{close_ms},'
         f'"s":"{symbol}","i":"{s.interval.name}","f":{agg[9]},"L":{agg[10]},'
-        f'"o":"{format_units(agg[0])}","c":"{format_units(agg[3])}",'
-        f'"h":"{format_units(agg[1])}","l":"{format_units(agg[2])}",'
-        f'"v":"{format_units(agg[4])}","n":{agg[6]},"x":{"true" if final else "false"},'
-        f'"q":"{format_quote(agg[5])}","V":"{format_units(agg[7])}",'
+        f'"o":"{units(agg[0])}","c":"{units(agg[3])}",'
+        f'"h":"{units(agg[1])}","l":"{units(agg[2])}",'
+        f'"v":"{units(agg[4])}","n":{agg[6]},"x":{"true" if final else "false"},'
+        f'"q":"{format_quote(agg[5])}","V":"{units(agg[7])}",'
         f'"Q":"{format_quote(agg[8])}","B":"0"}}}}'
     )

@@ -7,6 +7,8 @@ from livecandle.domain.intervals import Interval
 from livecandle.domain.model import Candle
 from livecandle.emulator.market import SymbolMarket
 
+EXTRA = 64  # rows asked beyond the limit: outages have no rows
+
 
 def klines(
     sm: SymbolMarket,
@@ -19,30 +21,22 @@ def klines(
     ``limit`` rows from it, otherwise the newest ``limit`` up to ``end`` (or now)."""
     first = sm.first_open(interval)
     last = interval.open_of(min(sm.revealed_ms, end_ms if end_ms is not None else 2**62))
+    opens: list[int] = []
     if start_ms is not None:
         o = max(first, interval.open_of(start_ms))
         if o < start_ms:
             o = interval.next_open(o)
         out: list[Candle] = []
-        prev: int | None = None
-        while o <= last and len(out) < limit:
-            c = sm.candle(interval, o, prev)
-            if c is not None:
-                out.append(c)
-                prev = c.close
-            o = interval.next_open(o)
-        return out
-    opens: list[int] = []
+        while o <= last and len(out) < limit:  # a page at a time: outages have no rows
+            opens = []
+            while o <= last and len(opens) < limit - len(out) + EXTRA:
+                opens.append(o)
+                o = interval.next_open(o)
+            out += sm.candles(interval, opens)
+        return out[:limit]
     o = last
-    while o >= first and len(opens) < limit + 64:
+    while o >= first and len(opens) < limit + EXTRA:
         opens.append(o)
         o = interval.shift(o, -1)
     opens.reverse()
-    rows: list[Candle] = []
-    prev = None
-    for o in opens:
-        c = sm.candle(interval, o, prev)
-        if c is not None:
-            rows.append(c)
-            prev = c.close
-    return rows[-limit:]
+    return sm.candles(interval, opens)[-limit:]

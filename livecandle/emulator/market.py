@@ -5,7 +5,8 @@ trades are a pure function of (seed, symbol, block), so years of klines are comp
 demand without generating every trade. The block size grows with age (1 s blocks for the
 last two minutes, 5 min for a day, 1 h for thirty days, 1 day before that) so a symbol's
 whole history costs a few thousand trades to compute, however deep (the cost that
-matters when the whole market's history is asked for).
+matters when the whole market's history is asked for). Blocks are made a chunk at a
+time with numpy and runs of candles aggregated in one pass (``history``).
 Live trades (after the start) are placed by the market's one schedule (``schedule``); a
 live trade is stored as (time, price, first trade id) in flat arrays (24 bytes) and its
 quantity, side and size are a pure function of (symbol, aggregate id). Trade and
@@ -22,13 +23,14 @@ import bisect
 import math
 import random
 from array import array
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from livecandle.domain.intervals import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, Interval
 from livecandle.domain.model import SCALE, Candle
+from livecandle.emulator.history import CHUNK, Chunk, ChunkCache, PricePath, aggregate
 from livecandle.emulator.tape import (
+    _M64,
     Agg,
     Tier,
     TradeTuple,
@@ -62,6 +64,7 @@ class SymbolMarket:
     clock: Revealed = field(default_factory=lambda: Revealed(-1))
     listed_ms: int | None = None  # set for a listing at run time: no history before it
     cache_share: float = 1.0  # this symbol's share of the market's cache budget
+    chunks: ChunkCache = field(default_factory=ChunkCache)  # history, shared by the market
     tiers: list[Tier] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +80,7 @@ class SymbolMarket:
             (20 * SECOND_MS, 0.0012),
         ]
         self._noise_keys = [_hash64(self._key, i) for i in range(len(self._noise))]
+        self._path = PricePath(self.base_price, tuple(self._noise), tuple(self._noise_keys))
         self._lattice: dict[tuple[int, int], float] = {}
         self._history_aggs: dict[tuple[int, int], Agg | None] = {}
         self._fair_bucket = -1
@@ -116,15 +120,8 @@ class SymbolMarket:
         self._firsts = array("q")
         self._next_trade = trade_id
         self.minute_aggs: dict[int, Agg] = {}
-        self._block_trades: OrderedDict[tuple[int, int], list[TradeTuple]] = OrderedDict()
-        self._block_aggs: OrderedDict[tuple[int, int], Agg | None] = OrderedDict()
-        self.rows: OrderedDict[tuple[str, int], Candle | None] = OrderedDict()
-        share = self.cache_share
         # bounded per symbol so that the whole market stays within a few hundred MB
-        self._max_blocks = max(16, int(4096 * share))
-        self._max_block_aggs = max(32, int(50_000 * share))
-        self._max_rows = max(256, int(200_000 * share))
-        self._max_history_aggs = max(64, int(100_000 * share))
+        self._max_history_aggs = max(64, int(100_000 * self.cache_share))
 
     @property
     def revealed_ms(self) -> int:
@@ -184,80 +181,32 @@ class SymbolMarket:
 
     # -- history ------------------------------------------------------------------------
 
-    def block_trades(self, ti: int, b: int) -> list[TradeTuple]:
-        key = (ti, b)
-        cached = self._block_trades.get(key)
-        if cached is not None:
-            self._block_trades.move_to_end(key)
-            return cached
+    def _chunk(self, ti: int, c: int) -> Chunk:
         tier = self.tiers[ti]
-        if tier.is_dead(b):
-            trades: list[TradeTuple] = []
-        else:
-            # counter-based randomness: draw k of block b is mix64(block_key + k); one
-            # draw gives a trade its offset (low 32 bits), quantity, price jitter and side
-            bkey = _mix64(self._key ^ (ti << 48) ^ b)
-            start = tier.start_ms + b * tier.block_ms
-            rank = b - tier.dead_before(b)
-            a0 = tier.first_agg + rank * tier.aggs
-            t0 = tier.first_trade + rank * tier.trades
-            n = tier.aggs
-            draws = sorted(
-                ((r & 0xFFFFFFFF) % tier.block_ms, r) for r in (_mix64(bkey + j) for j in range(n))
-            )
-            counts = [1] * n
-            spread = _mix64(bkey + 100)  # 4 bits per extra trade: which aggregate gets it
-            for j in range(tier.trades - n):
-                counts[(spread >> (4 * j)) % n] += 1
-            # blocks of an hour or more follow the fair price trade by trade; shorter ones
-            # take it once (a minute's drift is below the jitter)
-            coarse = tier.block_ms >= HOUR_MS
-            fair = 0.0 if coarse else self.path(start + tier.block_ms // 2)
-            trades = []
-            for j, (offset, r) in enumerate(draws):
-                ts = start + offset
-                qty = (1 + (r >> 32) % 50_000) * STEP
-                jitter = ((r >> 48) % 32_768) / 32_768 - 0.5
-                if coarse:
-                    fair = self.path(ts, 4)
-                price = max(1, round(fair * (1 + jitter * 0.0008) * 100)) * TICK
-                trades.append((a0 + j, price, qty, t0, t0 + counts[j] - 1, ts, bool(r >> 63)))
-                t0 += counts[j]
-        self._block_trades[key] = trades
-        if len(self._block_trades) > self._max_blocks:
-            self._block_trades.popitem(last=False)
-        return trades
+        return self.chunks.get((self._key, ti, tier.start_ms, c), tier, self._path)
 
-    def _block_agg(self, ti: int, b: int) -> Agg | None:
-        key = (ti, b)
-        if key in self._block_aggs:
-            self._block_aggs.move_to_end(key)
-            return self._block_aggs[key]
-        agg: Agg | None = None
-        for t in self.block_trades(ti, b):
-            agg = agg_add(agg, t)
-        self._block_aggs[key] = agg
-        if len(self._block_aggs) > self._max_block_aggs:
-            self._block_aggs.popitem(last=False)
-        return agg
+    def block_trades(self, ti: int, b: int) -> list[TradeTuple]:
+        return self._chunk(ti, b // CHUNK).block_trades(b)
 
-    def _history_range(self, a: int, b: int) -> Agg | None:
-        agg: Agg | None = None
+    def history_aggs(self, bounds: list[int]) -> list[Agg | None]:
+        """The aggregate of the history trades in each ``[bounds[i], bounds[i + 1])``
+        (ascending bounds), tier by tier in one pass over their chunks."""
+        out: list[Agg | None] = [None] * (len(bounds) - 1)
         for ti, tier in enumerate(self.tiers):
-            lo, hi = max(a, tier.start_ms), min(b, tier.end_ms)
+            lo, hi = max(bounds[0], tier.start_ms), min(bounds[-1], tier.end_ms)
             if hi <= lo:
                 continue
-            first = (lo - tier.start_ms) // tier.block_ms
-            last = (hi - 1 - tier.start_ms) // tier.block_ms
-            for blk in range(first, last + 1):
-                bs = tier.start_ms + blk * tier.block_ms
-                if bs >= lo and bs + tier.block_ms <= hi:
-                    agg = agg_merge(agg, self._block_agg(ti, blk))
-                else:
-                    for t in self.block_trades(ti, blk):
-                        if lo <= t[5] < hi:
-                            agg = agg_add(agg, t)
-        return agg
+            first = (lo - tier.start_ms) // tier.block_ms // CHUNK
+            last = (hi - 1 - tier.start_ms) // tier.block_ms // CHUNK
+            chunks = [self._chunk(ti, c) for c in range(first, last + 1)]
+            for i, t in enumerate(aggregate(chunks, bounds)):
+                if t is not None:
+                    prev = out[i]
+                    out[i] = list(t) if prev is None else agg_merge(prev, list(t))
+        return out
+
+    def _history_range(self, a: int, b: int) -> Agg | None:
+        return self.history_aggs([a, b])[0]
 
     # -- live ---------------------------------------------------------------------------
 
@@ -265,7 +214,10 @@ class SymbolMarket:
         """Append the next live trade, at ``ts`` (never before the previous one)."""
         i = len(self.times)
         agg_id = self.live_first_agg + i
-        h = _mix64(self._live_key + agg_id)
+        h = (self._live_key + agg_id + 0x9E3779B97F4A7C15) & _M64  # _mix64, inline
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+        h ^= h >> 31
         second = ts // SECOND_MS
         if second != self._fair_bucket:  # the fair price moves in 1 s steps
             self._fair_bucket = second
@@ -370,32 +322,39 @@ class SymbolMarket:
     def first_open(self, interval: Interval) -> int:
         return interval.open_of(self.listing_ms)
 
-    def candle(self, interval: Interval, open_ms: int, prev_close: int | None) -> Candle | None:
-        """The kline opening at ``open_ms`` as the exchange shows it now; None when the
-        exchange shows no bar (before listing, after now, or inside an outage)."""
-        nxt = interval.next_open(open_ms)
-        if nxt <= self.listing_ms or open_ms > self.revealed_ms:
-            return None
-        closed = nxt <= self.revealed_ms
-        key = (interval.name, open_ms)
-        if closed and key in self.rows:
-            self.rows.move_to_end(key)
-            return self.rows[key]
-        agg = self.range_agg(open_ms, nxt)
-        if agg is not None:
-            candle: Candle | None = agg_candle(agg, open_ms, nxt - 1)
-        elif self.in_outage(open_ms, nxt):
-            candle = None
-        else:
-            price = prev_close if prev_close is not None else self.last_price_before(open_ms)
-            if price is None:
-                price = self._price(open_ms, random.Random(0))
-            candle = Candle.empty(open_ms, nxt - 1, price)
-        if closed:
-            self.rows[key] = candle
-            if len(self.rows) > self._max_rows:
-                self.rows.popitem(last=False)
-        return candle
+    def candles(self, interval: Interval, opens: list[int]) -> list[Candle]:
+        """The klines opening at ``opens`` (consecutive, ascending) as the exchange shows
+        them now; none before the listing, after now, or inside an outage. History rows
+        come from one pass over the history's chunks, live ones from minute aggregates."""
+        nexts = [interval.next_open(o) for o in opens]
+        keep = [
+            i for i, o in enumerate(opens) if nexts[i] > self.listing_ms and o <= self.revealed_ms
+        ]
+        if not keep:
+            return []
+        opens = [opens[i] for i in keep]
+        nexts = [nexts[i] for i in keep]
+        live = self.live_start_ms
+        aggs: list[Agg | None] = [None] * len(opens)
+        if opens[0] < live:
+            bounds = [min(o, live) for o in opens] + [min(nexts[-1], live)]
+            aggs = self.history_aggs(bounds)
+        out: list[Candle] = []
+        prev: int | None = None
+        for o, nxt, agg in zip(opens, nexts, aggs, strict=True):
+            if nxt > live:
+                agg = agg_merge(agg, self._live_range(o, nxt))
+            if agg is not None:
+                out.append(agg_candle(agg, o, nxt - 1))
+            elif not self.in_outage(o, nxt):
+                price = prev if prev is not None else self.last_price_before(o)
+                if price is None:
+                    price = self._price(o, random.Random(0))
+                out.append(Candle.empty(o, nxt - 1, price))
+            else:
+                continue
+            prev = out[-1].close
+        return out
 
     # -- aggTrades ----------------------------------------------------------------------
 

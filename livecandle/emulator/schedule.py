@@ -12,6 +12,7 @@ schedule is drawn again from now (a Poisson process is memoryless, so that is ex
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ class Market:
         heap = self._heap
         listings = self.listings
         made = self.symbols.made
-        expo = self._rng.expovariate
+        rand, log, replace = self._rng.random, math.log, heapq.heapreplace
         while heap and heap[0][0] <= now_ms:
             t, symbol = heap[0]
             sm = made.get(symbol)
@@ -132,7 +133,8 @@ class Market:
                 new[symbol] = [trade]
             else:
                 got.append(trade)
-            heapq.heapreplace(heap, (t + expo(listings[symbol].rate_per_s / 1000), symbol))
+            # random.expovariate inline (the same draws): one call less per trade
+            replace(heap, (t - log(1.0 - rand()) / (listings[symbol].rate_per_s / 1000), symbol))
         self.clock.ms = now_ms
         self.trades_total += sum(map(len, new.values())) - pending
         return new

@@ -18,17 +18,20 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from livecandle.domain.model import Candle, format_quote, format_units
-from livecandle.emulator import controls
+from livecandle.domain.model import Candle
+from livecandle.emulator import controls, wire
 from livecandle.emulator.exchange_info import ExchangeInfo
 from livecandle.emulator.faults import Faults
+from livecandle.emulator.gauges import GcPauses, LoopLag, RestCost
 from livecandle.emulator.klines import klines
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.market import SymbolMarket
+from livecandle.emulator.outbox import RawSend
 from livecandle.emulator.schedule import Market
 from livecandle.emulator.streams import StreamHub, WsLimits
 from livecandle.emulator.tape import TradeTuple, agg_candle
@@ -39,25 +42,6 @@ log = logging.getLogger(__name__)
 
 _json = msgspec.json.Encoder()
 WEIGHTS = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2, "uiKlines": 2, "aggTrades": 4}
-
-
-def _kline_row(c: Candle) -> list[Any]:
-    """Binance's 12-field kline array (the emulator formats its own rows: it is the
-    independent oracle the service's codec is tested against)."""
-    return [
-        c.open_ms,
-        format_units(c.open),
-        format_units(c.high),
-        format_units(c.low),
-        format_units(c.close),
-        format_units(c.volume),
-        c.close_ms,
-        format_quote(c.quote_volume),
-        c.trades,
-        format_units(c.taker_buy_volume),
-        format_quote(c.taker_buy_quote_volume),
-        "0",
-    ]
 
 
 @dataclass
@@ -101,8 +85,10 @@ class Emulator:
         self.stale_rows = 0  # just-closed klines rows served stale (the stale switch)
         self.failed = 0
         self.hub: StreamHub | None = None  # attached by build_app
+        self.loop_lag = LoopLag()
+        self.rest_cost = RestCost()
+        self.gc_pauses = GcPauses()
         self._rng = random.Random(config.seed)
-        self._rows: dict[tuple[str, str, int], bytes] = {}
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000 + self.config.clock_offset_ms
@@ -137,12 +123,19 @@ class Emulator:
 
     async def handle(self, request: Request) -> Response:
         endpoint = request.url.path.rsplit("/", 1)[-1]
-        weight = WEIGHTS[endpoint]
         self.requests += 1
         self.by_endpoint[endpoint] = self.by_endpoint.get(endpoint, 0) + 1
-        now, new = self.advance()
+        now, new = self.advance()  # the answer holds every trade up to now
         if self.hub is not None and any(new.values()):
             self.hub.publish(new)
+        started = time.thread_time()  # the answer's own cost (the trades are the ticker's)
+        try:
+            return self._handle(endpoint, request, now)
+        finally:
+            self.rest_cost.add(endpoint, started)
+
+    def _handle(self, endpoint: str, request: Request, now: int) -> Response:
+        weight = WEIGHTS[endpoint]
         ip = request.client.host if request.client else "?"
         verdict = self.limiter.charge(ip, weight, now)
         if verdict.status == 429:
@@ -197,7 +190,7 @@ class Emulator:
             stale_ms = self.faults.stale_klines_ms
             if stale_ms:
                 rows = [self._stale(symbols[kq.symbol], kq, r, now, stale_ms) for r in rows]
-            return b"[" + b",".join(self._row_json(kq, r, now) for r in rows) + b"]"
+            return wire.kline_rows(rows)
         if endpoint == "aggTrades":
             return self._agg_trades(q)
         raise bp.BinanceParamError(-1000, "An unknown error occurred while processing the request.")
@@ -219,19 +212,6 @@ class Emulator:
         if stale != c:
             self.stale_rows += 1
         return stale
-
-    def _row_json(self, kq: bp.KlinesQuery, c: Candle, now: int) -> bytes:
-        """A kline row as JSON; closed rows never change, so their bytes are kept."""
-        key = (kq.symbol, kq.interval.name, c.open_ms)
-        cached = self._rows.get(key)
-        if cached is not None and not self.faults.stale_klines_ms:
-            return cached
-        encoded = _json.encode(_kline_row(c))
-        if c.close_ms < now - self.faults.stale_klines_ms:
-            if len(self._rows) > 500_000:
-                self._rows.clear()
-            self._rows[key] = encoded
-        return encoded
 
     def _exchange_info(self, q: dict[str, str], now: int) -> bytes:
         num, unit = self._window_spec
@@ -259,7 +239,7 @@ class Emulator:
         statuses = {s: x.status for s, x in self.market.listings.items()}
         return self.exchange_info.body(q, statuses, head)
 
-    def _agg_trades(self, q: dict[str, str]) -> Any:
+    def _agg_trades(self, q: dict[str, str]) -> bytes:
         bp.only(q, ("symbol", "fromId", "startTime", "endTime", "limit"))
         sm = self.market.symbols[bp.symbol_param(q, self.market.symbols)]
         from_id = bp.optional_long(q, "fromId")
@@ -289,21 +269,10 @@ class Emulator:
         for t in it:
             if end is not None and t[5] > end:
                 break
-            out.append(
-                {
-                    "a": t[0],
-                    "p": format_units(t[1]),
-                    "q": format_units(t[2]),
-                    "f": t[3],
-                    "l": t[4],
-                    "T": t[5],
-                    "m": t[6],
-                    "M": True,
-                }
-            )
+            out.append(t)
             if len(out) >= limit:
                 break
-        return out
+        return wire.agg_trades(out)
 
     # -- controls -----------------------------------------------------------------------
 
@@ -320,9 +289,13 @@ def build_app(emulator: Emulator) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
+        emulator.loop_lag.start()
+        emulator.gc_pauses.start()
         try:
             yield
         finally:
+            emulator.gc_pauses.stop()
+            await emulator.loop_lag.stop()
             await hub.stop()
 
     rest = [Route(f"/api/v3/{name}", emulator.handle) for name in WEIGHTS]
@@ -335,5 +308,6 @@ def build_app(emulator: Emulator) -> Starlette:
             WebSocketRoute("/ws", hub.raw_endpoint),
             WebSocketRoute("/stream", hub.combined_endpoint),
         ],
+        middleware=[Middleware(RawSend)],
         lifespan=lifespan,
     )

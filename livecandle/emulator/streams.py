@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,15 +28,15 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from livecandle.domain.intervals import INTERVALS
-from livecandle.domain.model import format_units
 from livecandle.emulator.faults import Faults
 from livecandle.emulator.kline_feed import KlineFeed
+from livecandle.emulator.outbox import QUEUE_LIMIT, Outbox
 from livecandle.emulator.schedule import Market
 from livecandle.emulator.tape import TradeTuple
+from livecandle.emulator.wire import units
 
 log = logging.getLogger(__name__)
 
-QUEUE_LIMIT = 200_000
 _json = msgspec.json.Encoder()
 
 
@@ -57,10 +57,16 @@ class Conn:
         self.combined = combined
         self.streams: set[str] = set()
         self.opened = time.monotonic()
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.outbox = Outbox(QUEUE_LIMIT)
         self.incoming: deque[float] = deque()
-        self.sent = 0
-        self.closing = False
+
+    @property
+    def closing(self) -> bool:
+        return self.outbox.closing
+
+    def close(self) -> None:
+        """Send what is queued, then close."""
+        self.outbox.close()
 
 
 class Venue(Protocol):
@@ -108,11 +114,12 @@ class StreamHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for conn in list(self.conns):
-            conn.queue.put_nowait(None)
+            conn.close()
 
     def stats(self) -> dict[str, Any]:
         return {
             "connections": len(self.conns),
+            "writers": dict(Counter(c.outbox.mode for c in self.conns)),
             "streams": len(self.subs),
             "sent": self.sent,
             "skipped": self.skipped,
@@ -141,12 +148,9 @@ class StreamHub:
             if conn.combined:
                 if wrapped is None:
                     wrapped = f'{{"stream":"{stream}","data":{payload}}}'
-                conn.queue.put_nowait(wrapped)
+                conn.outbox.put(wrapped)
             else:
-                conn.queue.put_nowait(payload)
-            if conn.queue.qsize() > QUEUE_LIMIT:
-                conn.closing = True
-                conn.queue.put_nowait(None)
+                conn.outbox.put(payload)
             self.sent += 1
 
     def _silent(self) -> set[str]:
@@ -193,15 +197,13 @@ class StreamHub:
                 mono = time.monotonic()
                 for conn in list(self.conns):
                     if mono - conn.opened > max_age and not conn.closing:
-                        conn.closing = True
-                        conn.queue.put_nowait(None)
+                        conn.close()
             except Exception:  # keep the market ticking whatever one send did
                 log.exception("emulator ticker")
 
     async def drop_all(self) -> None:
         for conn in list(self.conns):
-            conn.closing = True
-            conn.queue.put_nowait(None)
+            conn.close()
             self.dropped_connections += 1
 
     # -- connections --------------------------------------------------------------------
@@ -284,31 +286,23 @@ class StreamHub:
                     continue
                 reply = self._control(conn, text)
                 if reply is not None:
-                    conn.queue.put_nowait(reply)
+                    conn.outbox.put(reply)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            conn.closing = True
+            conn.close()
             self._unsubscribe(conn, conn.streams)
             self.conns.discard(conn)
-            conn.queue.put_nowait(None)
             await writer
 
     async def _writer(self, conn: Conn) -> None:
         ws = conn.ws
-        send = ws._send  # the raw ASGI send: Starlette's wrapper costs per message
-        queue = conn.queue
         try:
-            while True:
-                msg = await queue.get()
-                if msg is None:
-                    break
-                await send({"type": "websocket.send", "text": msg})
-                conn.sent += 1
+            await conn.outbox.run(ws)
         except Exception:  # the peer went away; the reader side cleans up
             pass
         finally:
-            conn.closing = True
+            conn.close()
             if ws.application_state != WebSocketState.DISCONNECTED:
                 with contextlib.suppress(Exception):
                     await ws.close(code=1000)
@@ -377,6 +371,6 @@ def valid_stream(name: str) -> bool:
 def agg_trade_payload(symbol: str, t: TradeTuple, now_ms: int) -> str:
     m = "true" if t[6] else "false"
     return (
-        f'{{"e":"aggTrade","E":{now_ms},"s":"{symbol}","a":{t[0]},"p":"{format_units(t[1])}",'
-        f'"q":"{format_units(t[2])}","f":{t[3]},"l":{t[4]},"T":{t[5]},"m":{m},"M":true}}'
+        f'{{"e":"aggTrade","E":{now_ms},"s":"{symbol}","a":{t[0]},"p":"{units(t[1])}",'
+        f'"q":"{units(t[2])}","f":{t[3]},"l":{t[4]},"T":{t[5]},"m":{m},"M":true}}'
     )

@@ -98,3 +98,21 @@ async def test_the_301st_connection_attempt_in_5_minutes_gets_http_429(
     emulator.control(reset_limits=True)  # a new window
     async with websockets.connect(emulator.ws_url + "/ws/btcusdt@aggTrade") as ws:
         assert json.loads(await ws.recv())["e"] == "aggTrade"
+
+
+@pytest.mark.parametrize(("compression", "mode"), [(None, "frames"), ("deflate", "protocol")])
+async def test_messages_are_written_in_batches_of_frames_compressed_or_not(
+    emulator: EmulatorProcess, compression: str | None, mode: str
+) -> None:
+    """Uncompressed frames are made by the emulator itself (the cheap path the whole
+    market needs); compressed ones by websockets; both read back as Binance's events."""
+    url = emulator.ws_url + "/stream?streams=btcusdt@aggTrade/btcusdt@kline_1s"
+    async with websockets.connect(url, compression=compression) as ws:
+        events = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(20)]
+        writers = emulator.state()["streams"]["writers"]
+    assert writers == {mode: 1}
+    assert {e["stream"] for e in events} <= {"btcusdt@aggTrade", "btcusdt@kline_1s"}
+    trades = [e["data"] for e in events if e["stream"] == "btcusdt@aggTrade"]
+    assert trades and all(t["e"] == "aggTrade" and t["s"] == "BTCUSDT" for t in trades)
+    ids = [t["a"] for t in trades]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))  # none lost, none reordered
