@@ -124,6 +124,9 @@ class KlineFeed:
         candle reaches into history costs more than the tick)."""
         for name, streams in self.by_interval.items():
             if not streams:
+                # nobody listens: a later subscriber starts from the next close, not
+                # with a final of every candle that closed meanwhile
+                self.next_close.pop(name, None)
                 continue
             interval = INTERVALS[name]
             nxt = self.next_close.get(name)

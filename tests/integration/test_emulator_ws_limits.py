@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -116,3 +117,20 @@ async def test_messages_are_written_in_batches_of_frames_compressed_or_not(
     assert trades and all(t["e"] == "aggTrade" and t["s"] == "BTCUSDT" for t in trades)
     ids = [t["a"] for t in trades]
     assert ids == list(range(ids[0], ids[0] + len(ids)))  # none lost, none reordered
+
+
+async def test_a_new_subscriber_gets_no_finals_of_candles_closed_before_it_came(
+    emulator: EmulatorProcess,
+) -> None:
+    # the 1s candles of this stream had a subscriber once; while nobody listened,
+    # seconds closed; a new subscriber gets finals only from now on, as on Binance
+    url = emulator.ws_url + "/stream?streams=ethusdt@kline_1s"
+    async with websockets.connect(url) as ws:
+        await asyncio.wait_for(ws.recv(), 10)
+    await asyncio.sleep(3)  # candles close while nobody listens (real seconds)
+    async with websockets.connect(url) as ws:
+        async with httpx.AsyncClient() as client:
+            joined_ms = (await client.get(emulator.rest_url + "/api/v3/time")).json()["serverTime"]
+        events = [json.loads(await asyncio.wait_for(ws.recv(), 10))["data"] for _ in range(4)]
+    finals = [e["k"] for e in events if e["k"]["x"]]
+    assert all(k["T"] >= joined_ms - 1000 for k in finals), finals
