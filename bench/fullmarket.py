@@ -77,7 +77,7 @@ async def main():
     @sio.on("live_price")
     async def on_price(m):
         lat.append(time.time() * 1000 + offset_ms - m["time"])
-    await sio.connect(url, transports=["websocket"])
+    await sio.connect(url, transports=["websocket"], wait_timeout=30)
     for s in symbols:
         await sio.call("subscribe", {"symbol": s, "interval": "1m"})
     await asyncio.sleep(seconds)
