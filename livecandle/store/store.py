@@ -355,24 +355,9 @@ class Store:
             return
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
-        by_series: dict[SeriesKey, list[ClosedLive]] = {}
-        for c in closed_candles:
-            by_series.setdefault(c.series, []).append(c)
-        for series, items in by_series.items():
-            args: list[Any] = [live_candle_ttl_ms(series.interval), LIVE_CLOSED_MAX]
-            for c in items:
-                args += [c.open_ms, c.value]
-            await self._write_closed(
-                keys=[k.live_closed(series), k.meta(series)], args=args, client=pipe
-            )
-        if k.cluster:  # keys of many slots: one SET each
-            for w in candles:
-                ttl = live_candle_ttl_ms(w.series.interval)
-                pipe.set(k.live_candle(w.series), w.value, px=ttl)
-            for symbol, value in prices:
-                pipe.set(k.live_price(symbol), value, px=LIVE_PRICE_TTL_MS)
-        else:
-            self._set_live(pipe, candles, prices)
+        for keys, args in self._closed_writes(closed_candles):
+            await self._write_closed(keys=keys, args=args, client=pipe)
+        self._set_live(pipe, candles, prices)
         if publish is not None:
             pipe.publish(k.live_channel, publish)
         for message in closed:
@@ -383,6 +368,22 @@ class Store:
             # a failed SCRIPT EXISTS comes before execute's own clean-up: give the
             # connection back now, not at garbage collection
             await pipe.reset()  # type: ignore[no-untyped-call]
+
+    def _closed_writes(
+        self, closed_candles: Iterable[ClosedLive]
+    ) -> list[tuple[list[str], list[Any]]]:
+        """``(keys, args)`` of the ``WRITE_LIVE_CLOSED`` call of each series closing."""
+        k = self.keys
+        by_series: dict[SeriesKey, list[ClosedLive]] = {}
+        for c in closed_candles:
+            by_series.setdefault(c.series, []).append(c)
+        calls = []
+        for series, items in by_series.items():
+            args: list[Any] = [live_candle_ttl_ms(series.interval), LIVE_CLOSED_MAX]
+            for c in items:
+                args += [c.open_ms, c.value]
+            calls.append(([k.live_closed(series), k.meta(series)], args))
+        return calls
 
     def _set_live(
         self,
@@ -580,16 +581,10 @@ class Store:
     ) -> None:
         """``write_live`` on a cluster: the same commands, each sent to its slot's master."""
         k = self.keys
-        ops: list[cluster.Op] = []
-        by_series: dict[SeriesKey, list[ClosedLive]] = {}
-        for c in closed_candles:
-            by_series.setdefault(c.series, []).append(c)
-        for series, items in by_series.items():
-            args: list[Any] = [live_candle_ttl_ms(series.interval), LIVE_CLOSED_MAX]
-            for c in items:
-                args += [c.open_ms, c.value]
-            keys = [k.live_closed(series), k.meta(series)]
-            ops.append(_script_op(self._write_closed, keys, args))
+        ops: list[cluster.Op] = [
+            _script_op(self._write_closed, keys, args)
+            for keys, args in self._closed_writes(closed_candles)
+        ]
         for w in candles:
             key, ttl_ms = k.live_candle(w.series), live_candle_ttl_ms(w.series.interval)
             ops.append(functools.partial(_set, key=key, value=w.value, px=ttl_ms))
