@@ -11,6 +11,10 @@ from typing import Any
 
 from playwright.async_api import Page, async_playwright
 
+from livecandle.runtime.service import Service
+from tests.helpers import EmulatorProcess
+from tests.integration.live_support import running_service
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--headless",
@@ -22,6 +26,23 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@contextlib.asynccontextmanager
+async def chart_service(
+    redis_url: str, emulator: EmulatorProcess, intervals: str
+) -> AsyncIterator[Service]:
+    """The service a page drives: every role in one process on a free port, fed by the
+    session emulator, 300 candles of history per series."""
+    async with running_service(
+        redis_url,
+        emulator,
+        intervals,
+        roles=("fetcher", "stream", "web"),
+        port=0,
+        backfill_candles=300,
+    ) as svc:
+        yield svc
 
 
 @contextlib.asynccontextmanager

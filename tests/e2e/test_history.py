@@ -17,7 +17,7 @@ from livecandle.runtime.redis_server import free_port
 from livecandle.runtime.service import Service
 from livecandle.store import Store
 from tests.builders import flat_kline_member
-from tests.e2e.browser import browser_page, wait_panes_live
+from tests.e2e.browser import browser_page, chart_service, wait_panes_live
 from tests.helpers import EmulatorProcess, Endpoints
 from tests.integration.live_support import running_service
 
@@ -29,14 +29,7 @@ MIN = 60_000
 async def service(
     redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
 ) -> AsyncIterator[Service]:
-    async with running_service(
-        redis_url,
-        emulator,
-        "1m,1d",
-        roles=("fetcher", "stream", "web"),
-        port=0,
-        backfill_candles=300,
-    ) as svc:
+    async with chart_service(redis_url, emulator, "1m,1d") as svc:
         yield svc
 
 

@@ -13,7 +13,7 @@ from playwright.async_api import Page, async_playwright
 
 from livecandle.runtime.service import Service
 from tests.builders import flat_kline_member
-from tests.e2e.browser import ARGS, CHROMIUM
+from tests.e2e.browser import ARGS, CHROMIUM, chart_service
 from tests.helpers import EmulatorProcess, Endpoints
 from tests.integration.live_support import running_service
 
@@ -39,14 +39,7 @@ STATE = """() => {
 async def service(
     redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
 ) -> AsyncIterator[Service]:
-    async with running_service(
-        redis_url,
-        emulator,
-        "1s,1m",
-        roles=("fetcher", "stream", "web"),
-        port=0,
-        backfill_candles=300,
-    ) as svc:
+    async with chart_service(redis_url, emulator, "1s,1m") as svc:
         yield svc
 
 

@@ -15,9 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from livecandle.runtime.service import Service
-from tests.e2e.browser import browser_page, wait_panes_live
+from tests.e2e.browser import browser_page, chart_service, wait_panes_live
 from tests.helpers import EmulatorProcess
-from tests.integration.live_support import running_service
 
 pytestmark = pytest.mark.browser
 
@@ -85,14 +84,7 @@ BURST = """async () => {
 async def service(
     redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
 ) -> AsyncIterator[Service]:
-    async with running_service(
-        redis_url,
-        emulator,
-        "1m,1h",
-        roles=("fetcher", "stream", "web"),
-        port=0,
-        backfill_candles=300,
-    ) as svc:
+    async with chart_service(redis_url, emulator, "1m,1h") as svc:
         yield svc
 
 
