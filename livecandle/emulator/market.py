@@ -311,7 +311,8 @@ class SymbolMarket:
             tier = self.tiers[ti]
             if tier.start_ms >= t:
                 continue
-            blk = (min(t, tier.end_ms) - 1 - tier.start_ms) // tier.block_ms
+            # whole blocks only: a partial block past the tier's end holds no trade
+            blk = min((min(t, tier.end_ms) - 1 - tier.start_ms) // tier.block_ms, tier.blocks - 1)
             while blk >= 0:
                 for tr in reversed(self.block_trades(ti, blk)):
                     if tr[5] < t:

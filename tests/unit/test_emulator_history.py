@@ -125,3 +125,13 @@ def test_a_text_frame_reads_back_as_the_message(size: int) -> None:
         Frame(Opcode.TEXT, text, fin=True),
         Frame(Opcode.TEXT, b"next", fin=True),
     ]
+
+
+def test_the_last_price_before_a_tier_s_end_is_found_not_an_index_error() -> None:
+    # a tier's end need not fall on a block boundary: the partial block past its last
+    # whole block holds no trade (a 1s klines request there answered 500)
+    sm = market()
+    for tier in sm.tiers:
+        for back_ms in (1, tier.block_ms // 2, tier.block_ms + 1):
+            price = sm.last_price_before(tier.end_ms - back_ms)
+            assert price is None or price > 0
