@@ -47,6 +47,11 @@ class Keys:
         """ZSET of known exchange gaps: score = first missing open, member ``start:end``."""
         return self._series("klines_gaps", series)
 
+    def klines_scratch(self, series: SeriesKey) -> str:
+        """ZSET that exists only inside the official write script (many rows are merged
+        into a listpack-encoded ``klines_z`` through it); never left behind."""
+        return self._series("klines_scratch", series)
+
     def live_candle(self, series: SeriesKey) -> str:
         """STRING JSON of the forming candle (plus the unconfirmed previous one)."""
         return self._series("live_candle", series)

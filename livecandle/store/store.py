@@ -195,7 +195,7 @@ class Store:
 
     def _write_keys(self, series: SeriesKey) -> list[str]:
         k = self.keys
-        return [k.klines(series), k.meta(series), k.gaps(series)]
+        return [k.klines(series), k.meta(series), k.gaps(series), k.klines_scratch(series)]
 
     def _write_args(
         self,

@@ -290,3 +290,42 @@ async def test_official_writes_of_many_series_go_in_one_round_trip(store: Store)
     assert [r.unchanged for r in again] == [1] * 300
     present = await store.present_opens([(s, T0 - 1, T0 + 60_000) for s in series[:3]])
     assert present == [[T0]] * 3
+
+
+async def test_a_large_write_keeps_a_small_series_compact_and_leaves_no_scratch_key(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    """A thousand rows merged into a listpack series through the scratch key: one member
+    per open time (replaced, unchanged and new rows alike), the series still listpack-
+    encoded (~200 B a candle, not ~280), and the scratch key gone."""
+    first = [(T0 + i * 60_000, kline_member(T0 + i * 60_000)) for i in range(1000)]
+    res = await store.write_candles(S, first, 1)
+    assert (res.added, res.count) == (1000, 1000)
+    second = [
+        (o, kline_member(o, close="100.50000000") if o < T0 + 500 * 60_000 else kline_member(o))
+        for o in (T0 + i * 60_000 for i in range(250, 1250))
+    ]
+    res = await store.write_candles(S, second, 2)
+    assert (res.added, res.replaced, res.unchanged, res.count) == (250, 250, 500, 1250)
+    members = await store.members(S)
+    assert [score for _, score in members] == [float(T0 + i * 60_000) for i in range(1250)]
+    assert dict((score, m) for m, score in members)[float(T0 + 300 * 60_000)] == kline_member(
+        T0 + 300 * 60_000, close="100.50000000"
+    )
+    assert await redis.object("encoding", store.keys.klines(S)) == b"listpack"
+    assert await redis.exists(store.keys.klines_scratch(S)) == 0
+    assert (await store.meta(S)).count == 1250
+
+
+async def test_one_open_time_twice_in_a_batch_is_stored_once_the_later_row_winning(
+    store: Store,
+) -> None:
+    for n in (2, 500):  # the direct path and the scratch-key path
+        s = SeriesKey.of(f"DUP{n}USDT", "1m")
+        rows = [(T0 + i * 60_000, kline_member(T0 + i * 60_000)) for i in range(n)]
+        rows.append((T0, kline_member(T0, close="100.50000000")))
+        res = await store.write_candles(s, rows, 1)
+        assert (res.added, res.count) == (n, n)
+        members = await store.members(s)
+        assert len(members) == n
+        assert members[0] == (kline_member(T0, close="100.50000000"), float(T0))
