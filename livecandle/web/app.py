@@ -21,7 +21,9 @@ from livecandle.config import Settings
 from livecandle.exchange.binance import params as bp
 from livecandle.store import Store
 from livecandle.web.api import Api
+from livecandle.web.books import Books
 from livecandle.web.counting import Counting, RequestCounts
+from livecandle.web.depth import Depth
 from livecandle.web.errors import ApiError, redis_unavailable
 from livecandle.web.fast_reads import FastReads
 from livecandle.web.head import HeadAsGet
@@ -41,8 +43,11 @@ from livecandle.web.vendor import STATIC, Vendor
 log = logging.getLogger(__name__)
 
 
-def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Api, Realtime]:
-    """The ASGI app (socket.io around FastAPI), its Api and its Realtime."""
+def build_app(
+    status: Status, store: Store, settings: Settings, books: Books | None = None
+) -> tuple[Any, Api, Realtime]:
+    """The ASGI app (socket.io around FastAPI), its Api and its Realtime; with ``books``
+    (the local order books) the proxy's depth and bookTicker too."""
     api = Api(status, store, settings)
     mirror = Mirror(api, status)
     realtime = Realtime(
@@ -209,6 +214,11 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
         request: Request, symbol: str | None = None, symbols: str | None = None
     ) -> Response:
         return await mirror.ticker_price(request)
+
+    if books is not None:
+        depth = Depth(books)
+        app.get("/api/v3/depth", tags=["binance"])(depth.depth)
+        app.get("/api/v3/ticker/bookTicker", tags=["binance"])(depth.book_ticker)
 
     # with patterns the served symbols change at run time: no fixed list in the document
     listed = [] if settings.symbol_patterns else list(settings.symbols)
