@@ -86,13 +86,15 @@ class Books:
 
     # -- asking -------------------------------------------------------------------------
 
-    def book(self, symbol: str) -> LocalBook | None:
+    def book(self, symbol: str, start: bool = True) -> LocalBook | None:
         """The symbol's book if it is in sync and fed now; starts it (within the cap)
-        when there is none. Every call counts as a request: it keeps the book alive."""
+        when there is none, unless ``start`` is False. Every call counts as a request:
+        it keeps the book alive."""
         now = self.clock()
         entry = self.entries.get(symbol)
         if entry is None:
-            self._start(symbol, now)
+            if start:
+                self._start(symbol, now)
             return None
         entry.asked_s = now
         book = entry.book

@@ -5,8 +5,9 @@ one weight plan (``Priority.PROXY``), with Binance's parameters and error bodies
 ``depth`` up to ``local_limit`` levels (100) comes from an in-sync book, with its
 ``lastUpdateId``; a larger limit, a ``symbolStatus`` filter or a cold book is forwarded
 (and the first request starts the book). ``ticker/bookTicker`` of one symbol, or of a
-list whose books are all warm, is the books' best levels; every symbol (no parameter)
-is forwarded, not a book started for each. A symbol the exchange called invalid is
+list whose books are all warm, is the books' best levels; a list starts no book (a
+hundred symbols would be a hundred snapshots) and every symbol (no parameter) is
+forwarded. A symbol the exchange called invalid is
 answered ``-1121`` here for ``invalid_ttl_s`` without asking again.
 """
 
@@ -125,7 +126,8 @@ class Depth:
             raise bp.BinanceParamError(-1121, "Invalid symbol.")
         rows = []
         for name in names:
-            book = self.books.book(name)
+            # a list uses the books there are: 100 symbols must not start 100 snapshots
+            book = self.books.book(name, start="symbol" in q)
             best = book.best() if book is not None else None
             if best is not None:
                 rows.append(book_ticker_row(name, *best))
