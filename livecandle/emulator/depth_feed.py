@@ -9,7 +9,8 @@ watched for ``idle_s`` is dropped (its update-id sequence goes on if it comes ba
 book-less symbol's best prices (``ticker/bookTicker`` of every symbol) are the ones a book
 made now would show. Diff events carry the net change of every level since the previous
 event of that speed, ``U`` = previous ``u`` + 1, so Binance's documented sync algorithm
-works on them. Test controls (``/_emulator/book``): the book at a recent update id, and
+works on them; a book watched again after a pause has moved on meanwhile, so a consumer
+that was away (a cut connection) sees the gap it would see on Binance. Test controls (``/_emulator/book``): the book at a recent update id, and
 dropping the next diff events of a symbol (a gap the consumer must notice).
 """
 
@@ -108,6 +109,7 @@ class DepthFeed:
         self.asked_s: dict[str, float] = {}  # monotonic time a book was last asked for
         self.next_ids: dict[str, int] = {}  # update ids of a dropped book go on
         self.emitted: dict[tuple[str, bool], int] = {}  # (symbol, fast) -> last id sent
+        self.unwatched: dict[str, int] = {}  # symbol -> the slot its last stream ended in
         self.tops: dict[str, tuple[int, int, int, int]] = {}  # last bookTicker sent
         self.drop_next: dict[str, int] = {}  # diff events to drop, by symbol
         self.dropped = 0
@@ -169,6 +171,7 @@ class DepthFeed:
             if not watched:
                 del self.streams[ds.symbol]
                 self.asked_s[ds.symbol] = time.monotonic()  # idle from now
+                self.unwatched[ds.symbol] = self._slot
 
     # -- the ticker ---------------------------------------------------------------------
 
@@ -185,6 +188,13 @@ class DepthFeed:
             if symbol not in listings:
                 continue
             book = self.book(symbol, now_ms)
+            since = self.unwatched.pop(symbol, None)
+            if since is not None:  # watched again: the market moved on meanwhile
+                for _ in range(min(10, slot - since)):
+                    book.noise()
+                for fast in (False, True):
+                    self.emitted.pop((symbol, fast), None)
+            start = book.update_id
             book.noise()
             if symbol in silent:  # a stalled symbol: events are missed
                 for fast in (False, True):
@@ -192,7 +202,7 @@ class DepthFeed:
                 continue
             for ds in watched:
                 if ds.fast or second:
-                    self._emit(symbol, book, ds, now_ms, send)
+                    self._emit(symbol, book, ds, now_ms, send, start)
             for fast in (False, True):  # what was sent, or would have been
                 if fast or second:
                     self.emitted[(symbol, fast)] = book.update_id
@@ -200,6 +210,7 @@ class DepthFeed:
         for symbol in [s for s in self.books if s not in self.streams]:
             if mono - self.asked_s.get(symbol, 0.0) > self.idle_s or symbol not in listings:
                 self._drop_book(symbol)
+                self.unwatched.pop(symbol, None)
 
     def _emit(
         self,
@@ -208,13 +219,14 @@ class DepthFeed:
         ds: DepthStream,
         now_ms: int,
         send: Callable[[str, str], None],
+        start: int,
     ) -> None:
+        """Send ``ds``'s event; a diff covers the changes since the last one of its speed
+        (the first one of a newly watched book: this slot's, after ``start``)."""
         lower = symbol.lower()
         if ds.kind == "diff":
             name = f"{lower}@depth@100ms" if ds.fast else f"{lower}@depth"
-            after = self.emitted.get((symbol, ds.fast))
-            if after is None:  # first event of a new subscription: this slot's changes
-                after = self.emitted.get((symbol, not ds.fast), book.update_id - 1)
+            after = self.emitted.get((symbol, ds.fast), start)
             if book.update_id <= after:
                 return
             try:
