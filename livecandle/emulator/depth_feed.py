@@ -10,8 +10,9 @@ book-less symbol's best prices (``ticker/bookTicker`` of every symbol) are the o
 made now would show. Diff events carry the net change of every level since the previous
 event of that speed, ``U`` = previous ``u`` + 1, so Binance's documented sync algorithm
 works on them; a book watched again after a pause has moved on meanwhile, so a consumer
-that was away (a cut connection) sees the gap it would see on Binance. Test controls (``/_emulator/book``): the book at a recent update id, and
-dropping the next diff events of a symbol (a gap the consumer must notice).
+that was away (a cut connection) sees the gap it would see on Binance. Test controls
+(``/_emulator/book``): the book at a recent update id, and dropping the next diff events
+of a symbol (a gap the consumer must notice).
 """
 
 from __future__ import annotations

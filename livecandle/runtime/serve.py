@@ -86,7 +86,8 @@ async def run_web(service: Service, stop: asyncio.Event) -> None:
     """Serve HTTP + socket.io on the configured address until ``stop`` is set."""
     settings = service.settings
     # the proxy's order books: their snapshots go through the process's one weight plan
-    books = Books(service.rest, settings.binance_ws_url)
+    attempts = service.stream.attempts if service.stream is not None else None
+    books = Books(service.rest, settings.binance_ws_url, attempts=attempts)
     asgi, api, realtime = build_app(service, service.store, settings, books)
     service.supervisor.spawn("web:realtime-listen", realtime.listen)
     service.supervisor.spawn("web:realtime-flush", realtime.flush_loop)

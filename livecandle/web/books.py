@@ -33,6 +33,7 @@ from livecandle.exchange.binance.order_book import (
 )
 from livecandle.exchange.binance.rest import BinanceError, BinanceRest, BinanceUnavailable
 from livecandle.exchange.binance.stream import BinanceStream
+from livecandle.exchange.binance.stream_limits import ConnectionAttempts
 from livecandle.exchange.binance.weights import Priority
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ class Books:
         fresh_s: float = 10.0,
         first_event_wait_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        attempts: ConnectionAttempts | None = None,
     ) -> None:
+        """``attempts``: the process's websocket connection-attempt budget, when it has
+        one already (the stream role's), so the IP's limit is counted once."""
         self.rest = rest
         self.idle_s = idle_s
         self.max_books = max_books
@@ -77,7 +81,7 @@ class Books:
         self.first_event_wait_s = first_event_wait_s
         self.clock = clock
         self.queue: asyncio.Queue[str | bytes] = asyncio.Queue()
-        self.stream = BinanceStream(ws_url, [], self.queue)
+        self.stream = BinanceStream(ws_url, [], self.queue, attempts=attempts)
         self.entries: dict[str, _Entry] = {}
         self.started = 0
         self.stopped = 0
