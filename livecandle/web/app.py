@@ -168,9 +168,12 @@ def build_app(
         status, body = await health.body()
         return JSONResponse(body, status)
 
+    depth = Depth(books) if books is not None else None
+
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(health.metrics(), media_type="text/plain; version=0.0.4")
+        text = health.metrics() + ("".join(f"{m}\n" for m in depth.metrics()) if depth else "")
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/api/v3/ping", tags=["binance"])
     async def ping(request: Request) -> JSONResponse:
@@ -215,8 +218,7 @@ def build_app(
     ) -> Response:
         return await mirror.ticker_price(request)
 
-    if books is not None:
-        depth = Depth(books)
+    if depth is not None:
         app.get("/api/v3/depth", tags=["binance"])(depth.depth)
         app.get("/api/v3/ticker/bookTicker", tags=["binance"])(depth.book_ticker)
 

@@ -23,7 +23,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from livecandle.exchange.binance import params as bp
-from livecandle.exchange.binance.order_book import book_ticker_row, depth_body
+from livecandle.exchange.binance.order_book import LocalBook, book_ticker_row, depth_body
 from livecandle.exchange.binance.rest import BinanceError, BinanceUnavailable
 from livecandle.exchange.binance.weights import Priority
 from livecandle.web.books import DEPTH, Books, depth_weight
@@ -82,6 +82,9 @@ class Depth:
         self.invalid: dict[str, float] = {}  # symbol -> monotonic time the exchange said so
         self.served_local = 0
         self.forwarded = 0
+        # the last body of each (symbol, limit) and the update id it shows: pollers of a
+        # book that did not change since share one answer
+        self._bodies: dict[tuple[str, int], tuple[int, bytes]] = {}
 
     def _known_invalid(self, symbol: str) -> bool:
         said = self.invalid.get(symbol)
@@ -107,9 +110,38 @@ class Depth:
         book = self.books.book(symbol)  # started here if cold: the next request is local
         if book is not None and limit <= self.local_limit and "symbolStatus" not in q:
             self.served_local += 1
-            assert book.update_id is not None
-            return _json(depth_body(book.update_id, *book.top(limit)))
+            return _json(self._depth_body(symbol, limit, book))
         return await self._forward(DEPTH, q, depth_weight(limit), [symbol])
+
+    def _depth_body(self, symbol: str, limit: int, book: LocalBook) -> bytes:
+        update_id = book.update_id
+        assert update_id is not None
+        cached = self._bodies.get((symbol, limit))
+        if cached is not None and cached[0] == update_id:
+            return cached[1]
+        body = depth_body(update_id, *book.top(limit))
+        if len(self._bodies) >= 4 * self.books.max_books:  # bounded: odd limits are many
+            self._bodies.clear()
+        self._bodies[(symbol, limit)] = (update_id, body)
+        return body
+
+    def metrics(self) -> list[str]:
+        """Prometheus lines: the books and how their requests were answered."""
+        stats = self.books.stats()
+        return [
+            "# TYPE livecandle_order_books gauge",
+            f"livecandle_order_books {stats['books']}",
+            f'livecandle_order_books{{state="in_sync"}} {stats["in_sync"]}',
+            "# TYPE livecandle_order_books_started_total counter",
+            f"livecandle_order_books_started_total {stats['started']}",
+            "# TYPE livecandle_order_books_stopped_total counter",
+            f"livecandle_order_books_stopped_total {stats['stopped']}",
+            "# TYPE livecandle_order_books_refused_total counter",
+            f"livecandle_order_books_refused_total {stats['refused']}",
+            "# TYPE livecandle_depth_requests_total counter",
+            f'livecandle_depth_requests_total{{answer="local"}} {self.served_local}',
+            f'livecandle_depth_requests_total{{answer="forwarded"}} {self.forwarded}',
+        ]
 
     async def book_ticker(self, request: Request) -> Response:
         q = dict(request.query_params)

@@ -202,6 +202,11 @@ async def test_the_proxy_serves_depth_from_its_book_as_the_emulator_has_it(
         deep = (await web.get("/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 500})).json()
         assert len(deep["bids"]) == 500  # forwarded: beyond what is served locally
         assert (await emulator_stats(emulator))["requests_by_endpoint"]["depth"] == after + 1
+        metrics = (await web.get("/metrics")).text.splitlines()
+        assert "livecandle_order_books 1" in metrics
+        assert 'livecandle_order_books{state="in_sync"} 1' in metrics
+        local = next(m for m in metrics if 'depth_requests_total{answer="local"}' in m)
+        assert int(local.split()[-1]) >= 4
 
 
 async def test_the_proxys_book_ticker_is_the_top_of_its_book(
