@@ -1,7 +1,8 @@
 """The exchange emulator's ASGI app: Binance's REST market-data API over a seeded market.
 
 REST: ``/api/v3/{ping,time,exchangeInfo,klines,uiKlines,aggTrades}`` with Binance's
-parameters, weights, headers and error bodies. Websocket streams live in ``streams``.
+parameters, weights, headers and error bodies; ``depth`` and ``ticker/bookTicker`` from
+``depth_feed``. Websocket streams live in ``streams``.
 Test-only controls (fault switches, counters, listings and statuses) are under
 ``/_emulator/`` (``controls``).
 """
@@ -24,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from livecandle.domain.model import Candle
-from livecandle.emulator import controls, wire
+from livecandle.emulator import controls, depth_feed, wire
 from livecandle.emulator.exchange_info import ExchangeInfo
 from livecandle.emulator.faults import Faults
 from livecandle.emulator.gauges import GcPauses, LoopLag, RestCost
@@ -135,7 +136,7 @@ class Emulator:
             self.rest_cost.add(endpoint, started)
 
     def _handle(self, endpoint: str, request: Request, now: int) -> Response:
-        weight = WEIGHTS[endpoint]
+        weight = WEIGHTS.get(endpoint) or depth_feed.rest_weight(endpoint, request.query_params)
         ip = request.client.host if request.client else "?"
         verdict = self.limiter.charge(ip, weight, now)
         if verdict.status == 429:
@@ -193,6 +194,10 @@ class Emulator:
             return wire.kline_rows(rows)
         if endpoint == "aggTrades":
             return self._agg_trades(q)
+        if endpoint == "depth" and self.hub is not None:
+            return self.hub.depth.depth(q, now)
+        if endpoint == "bookTicker" and self.hub is not None:
+            return self.hub.depth.book_ticker(q, now)
         raise bp.BinanceParamError(-1000, "An unknown error occurred while processing the request.")
 
     def _stale(
@@ -279,6 +284,10 @@ class Emulator:
     async def controls(self, request: Request) -> Response:
         return await controls.handle(self, request)
 
+    async def book_control(self, request: Request) -> Response:
+        assert self.hub is not None
+        return await self.hub.depth.control(request, self.now_ms())
+
 
 def build_app(emulator: Emulator) -> Starlette:
     hub = StreamHub(
@@ -299,11 +308,13 @@ def build_app(emulator: Emulator) -> Starlette:
             await hub.stop()
 
     rest = [Route(f"/api/v3/{name}", emulator.handle) for name in WEIGHTS]
+    rest += [Route(f"/api/v3/{name}", emulator.handle) for name in depth_feed.ROUTES]
     return Starlette(
         routes=[
             *rest,
             Route("/_emulator/state", emulator.controls, methods=["GET", "POST"]),
             Route("/_emulator/stats", emulator.controls),
+            Route("/_emulator/book", emulator.book_control, methods=["GET", "POST"]),
             WebSocketRoute("/ws/{streams:path}", hub.raw_endpoint),
             WebSocketRoute("/ws", hub.raw_endpoint),
             WebSocketRoute("/stream", hub.combined_endpoint),

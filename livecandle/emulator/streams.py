@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from livecandle.domain.intervals import INTERVALS
+from livecandle.emulator.depth_feed import DepthFeed
 from livecandle.emulator.faults import Faults
 from livecandle.emulator.kline_feed import KlineFeed
 from livecandle.emulator.outbox import QUEUE_LIMIT, Outbox
@@ -92,6 +93,7 @@ class StreamHub:
         self.conns: set[Conn] = set()
         self.subs: dict[str, set[Conn]] = {}
         self.klines = KlineFeed(venue.market)
+        self.depth = DepthFeed(venue.market)  # order books, made for their first watcher
         self.attempts: dict[str, deque[float]] = {}
         self.sent = 0
         self.skipped = 0
@@ -126,6 +128,7 @@ class StreamHub:
             "dropped_connections": self.dropped_connections,
             "kline_series": len(self.klines.series),
             "kline_series_cold": self.klines.cold(),
+            "depth": self.depth.stats(),
             "limits": dict(vars(self.limits)),
             "violations": dict(self.violations),
         }
@@ -193,6 +196,7 @@ class StreamHub:
                 silent = self._silent()
                 self.klines.closes(now)
                 self.klines.updates(now, time.monotonic(), self._send, silent)
+                self.depth.tick(now, self._send, silent)
                 max_age = self.venue.faults.max_connection_age_s
                 mono = time.monotonic()
                 for conn in list(self.conns):
@@ -224,6 +228,8 @@ class StreamHub:
                 subs = self.subs[s] = set()
                 if "@kline_" in s:
                     self.klines.add(s)
+                else:
+                    self.depth.add(s)
             subs.add(conn)
 
     def _unsubscribe(self, conn: Conn, streams: list[str] | set[str]) -> None:
@@ -235,6 +241,7 @@ class StreamHub:
                 if not subs:
                     del self.subs[s]
                     self.klines.remove(s)
+                    self.depth.remove(s)
 
     def _attempt(self, ws: WebSocket) -> bool:
         """Count a connection attempt; False when the IP made too many lately."""
@@ -363,7 +370,7 @@ def valid_stream(name: str) -> bool:
     symbol, at, kind = name.partition("@")
     if not at or not symbol or symbol != symbol.lower():
         return False
-    if kind == "aggTrade":
+    if kind == "aggTrade" or DepthFeed.handles(name):
         return True
     return kind.startswith("kline_") and kind[6:] in INTERVALS
 

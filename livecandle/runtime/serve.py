@@ -23,6 +23,7 @@ from livecandle.runtime.redis_server import RedisServer, _ping
 from livecandle.runtime.service import Service
 from livecandle.store import Keys, Store, connect
 from livecandle.web.app import build_app
+from livecandle.web.books import Books
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,10 @@ def store_for(client: aioredis.Redis, settings: Settings) -> Store:
 async def run_web(service: Service, stop: asyncio.Event) -> None:
     """Serve HTTP + socket.io on the configured address until ``stop`` is set."""
     settings = service.settings
-    asgi, api, realtime = build_app(service, service.store, settings)
+    # the proxy's order books: their snapshots go through the process's one weight plan
+    attempts = service.stream.attempts if service.stream is not None else None
+    books = Books(service.rest, settings.binance_ws_url, attempts=attempts)
+    asgi, api, realtime = build_app(service, service.store, settings, books)
     service.supervisor.spawn("web:realtime-listen", realtime.listen)
     service.supervisor.spawn("web:realtime-flush", realtime.flush_loop)
     if api.served.dynamic:  # patterns: the served symbols follow the stored universe
@@ -122,6 +126,7 @@ async def run_web(service: Service, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await http_server.stop(server, task)
+        await books.aclose()
 
 
 async def serve(

@@ -21,7 +21,9 @@ from livecandle.config import Settings
 from livecandle.exchange.binance import params as bp
 from livecandle.store import Store
 from livecandle.web.api import Api
+from livecandle.web.books import Books
 from livecandle.web.counting import Counting, RequestCounts
+from livecandle.web.depth import Depth
 from livecandle.web.errors import ApiError, redis_unavailable
 from livecandle.web.fast_reads import FastReads
 from livecandle.web.head import HeadAsGet
@@ -41,8 +43,11 @@ from livecandle.web.vendor import STATIC, Vendor
 log = logging.getLogger(__name__)
 
 
-def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Api, Realtime]:
-    """The ASGI app (socket.io around FastAPI), its Api and its Realtime."""
+def build_app(
+    status: Status, store: Store, settings: Settings, books: Books | None = None
+) -> tuple[Any, Api, Realtime]:
+    """The ASGI app (socket.io around FastAPI), its Api and its Realtime; with ``books``
+    (the local order books) the proxy's depth and bookTicker too."""
     api = Api(status, store, settings)
     mirror = Mirror(api, status)
     realtime = Realtime(
@@ -163,9 +168,12 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
         status, body = await health.body()
         return JSONResponse(body, status)
 
+    depth = Depth(books) if books is not None else None
+
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(health.metrics(), media_type="text/plain; version=0.0.4")
+        text = health.metrics() + ("".join(f"{m}\n" for m in depth.metrics()) if depth else "")
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/api/v3/ping", tags=["binance"])
     async def ping(request: Request) -> JSONResponse:
@@ -209,6 +217,10 @@ def build_app(status: Status, store: Store, settings: Settings) -> tuple[Any, Ap
         request: Request, symbol: str | None = None, symbols: str | None = None
     ) -> Response:
         return await mirror.ticker_price(request)
+
+    if depth is not None:
+        app.get("/api/v3/depth", tags=["binance"])(depth.depth)
+        app.get("/api/v3/ticker/bookTicker", tags=["binance"])(depth.book_ticker)
 
     # with patterns the served symbols change at run time: no fixed list in the document
     listed = [] if settings.symbol_patterns else list(settings.symbols)

@@ -127,10 +127,12 @@ class BinanceRest:
         path: str,
         params: Mapping[str, Any] | None = None,
         priority: Priority = Priority.HISTORY,
+        weight: int | None = None,
     ) -> bytes:
-        """GET ``path`` with weight accounting and retries; the body on 200."""
+        """GET ``path`` with weight accounting and retries; the body on 200. ``weight``:
+        where it depends on the parameters (depth by limit), else ``WEIGHTS``."""
         params = dict(params or {})
-        weight = WEIGHTS.get(path, 1)
+        weight = WEIGHTS.get(path, 1) if weight is None else weight
         context = _describe(path, params)
         failures = 0
         limited = 0
