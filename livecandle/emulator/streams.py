@@ -1,8 +1,9 @@
 """The emulator's websocket market streams, as Binance serves them.
 
 ``/ws/<stream>`` (raw payloads) and ``/stream?streams=a/b`` (``{"stream","data"}``
-wrapper); ``<symbol>@aggTrade`` (one event per trade) and ``<symbol>@kline_<interval>``
-(``kline_feed``: updates when the candle changed, the final at each close) payloads; live
+wrapper); ``<symbol>@aggTrade`` (one event per trade), ``<symbol>@kline_<interval>``
+(``kline_feed``: updates when the candle changed, the final at each close),
+``<symbol>@miniTicker`` and ``!miniTicker@arr`` (``ticker_feed``, every second) payloads; live
 SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY. Binance's
 limits (``WsLimits``), each violation counted: at most 1024 streams per connection (an
 error answer), 5 incoming messages a second (disconnect), a message over about 4 KB
@@ -33,6 +34,7 @@ from livecandle.emulator.kline_feed import KlineFeed
 from livecandle.emulator.outbox import QUEUE_LIMIT, Outbox
 from livecandle.emulator.schedule import Market
 from livecandle.emulator.tape import TradeTuple
+from livecandle.emulator.ticker_feed import ALL_STREAMS, TickerFeed, is_ticker_stream
 from livecandle.emulator.wire import units
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class StreamHub:
         self.conns: set[Conn] = set()
         self.subs: dict[str, set[Conn]] = {}
         self.klines = KlineFeed(venue.market)
+        self.tickers = TickerFeed(venue.market)
         self.attempts: dict[str, deque[float]] = {}
         self.sent = 0
         self.skipped = 0
@@ -171,6 +174,7 @@ class StreamHub:
         subs = self.subs
         for symbol, trades in new.items():
             self.klines.traded(symbol, now_s)
+            self.tickers.traded(symbol)
             stream = f"{symbol.lower()}@aggTrade"
             if stream not in subs:
                 continue
@@ -193,6 +197,7 @@ class StreamHub:
                 silent = self._silent()
                 self.klines.closes(now)
                 self.klines.updates(now, time.monotonic(), self._send, silent)
+                self.tickers.tick(now, self._send, silent)
                 max_age = self.venue.faults.max_connection_age_s
                 mono = time.monotonic()
                 for conn in list(self.conns):
@@ -224,6 +229,8 @@ class StreamHub:
                 subs = self.subs[s] = set()
                 if "@kline_" in s:
                     self.klines.add(s)
+                elif is_ticker_stream(s):
+                    self.tickers.add(s)
             subs.add(conn)
 
     def _unsubscribe(self, conn: Conn, streams: list[str] | set[str]) -> None:
@@ -235,6 +242,7 @@ class StreamHub:
                 if not subs:
                     del self.subs[s]
                     self.klines.remove(s)
+                    self.tickers.remove(s)
 
     def _attempt(self, ws: WebSocket) -> bool:
         """Count a connection attempt; False when the IP made too many lately."""
@@ -360,10 +368,12 @@ class StreamHub:
 
 
 def valid_stream(name: str) -> bool:
+    if name in ALL_STREAMS:
+        return True
     symbol, at, kind = name.partition("@")
     if not at or not symbol or symbol != symbol.lower():
         return False
-    if kind == "aggTrade":
+    if kind in ("aggTrade", "miniTicker"):
         return True
     return kind.startswith("kline_") and kind[6:] in INTERVALS
 

@@ -1,0 +1,343 @@
+"""Binance's websocket streams through livecandle's web role (issue 11, item 5).
+
+Real parts: the emulator process upstream, livecandle's web app (``build_app``) or the
+stream proxy alone under uvicorn, real websocket clients (``websockets``, python-binance's
+``BinanceSocketManager`` with only its stream URL changed). What must hold: kline,
+aggTrade and mini-ticker events through ``/ws/<s>``, ``/stream?streams=`` and SUBSCRIBE
+on ``/ws``, byte for byte the upstream's; one upstream subscription per stream whatever
+the number of readers; Binance's answers and error frames; garbage, too many streams,
+too many messages, too many connections and slow readers met as the limits say, while a
+bystander's stream goes on without a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import uvicorn
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from livecandle.config import Settings, parse_intervals
+from livecandle.runtime import http_server
+from livecandle.runtime.serve import store_for
+from livecandle.runtime.service import Service
+from livecandle.web.app import build_app
+from livecandle.web.stream_hub import StreamHub
+from livecandle.web.stream_proxy import StreamLimits, StreamProxy
+from tests.helpers import EmulatorProcess
+
+ATTACKER = "127.0.0.2"
+
+
+# -- serving --------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serving(asgi: Any) -> AsyncIterator[str]:
+    config = uvicorn.Config(
+        asgi,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="off",
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )
+    server, task, port = await http_server.start(config)
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        await http_server.stop(server, task)
+
+
+def find_proxy(asgi: Any) -> StreamProxy:
+    app = asgi
+    while not isinstance(app, StreamProxy):
+        app = app.app
+    return app
+
+
+async def not_found(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+async def web(redis: aioredis.Redis, emulator: EmulatorProcess) -> AsyncIterator[tuple[str, Any]]:
+    """livecandle's web app (the real wiring) with the emulator upstream."""
+    settings = Settings(
+        symbols=("BTCUSDT",), intervals=parse_intervals("1m"), binance_ws_url=emulator.ws_url
+    )
+    service = Service(settings, store_for(redis, settings), {"web"})
+    asgi, _, _ = build_app(service, service.store, settings)
+    proxy = find_proxy(asgi)
+    proxy.hub.linger_s = 0.5
+    async with serving(asgi) as url:
+        yield url, proxy
+    await proxy.hub.aclose()
+
+
+@pytest.fixture
+def limits() -> StreamLimits:
+    return StreamLimits()
+
+
+@pytest.fixture
+async def proxy(emulator: EmulatorProcess, limits: StreamLimits) -> AsyncIterator[tuple[str, Any]]:
+    """The stream proxy alone (its limits set by the test), the emulator upstream."""
+    p = StreamProxy(not_found, StreamHub(emulator.ws_url, linger_s=0.5), limits)
+    async with serving(p) as url:
+        yield url, p
+    await p.hub.aclose()
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+def is_reply(frame: str | bytes) -> bool:
+    return isinstance(frame, str) and frame.startswith(('{"result"', '{"error"'))
+
+
+async def collect(ws: ClientConnection, seconds: float) -> list[str]:
+    out: list[str] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while True:
+                out.append(str(await ws.recv()))
+    return out
+
+
+async def until(
+    ws: ClientConnection, done: Callable[[list[str]], bool], timeout_s: float = 20
+) -> list[str]:
+    """Frames until ``done`` holds for those received so far."""
+    out: list[str] = []
+    async with asyncio.timeout(timeout_s):
+        while not done(out):
+            out.append(str(await ws.recv()))
+    return out
+
+
+async def ask(ws: ClientConnection, request: Any) -> str:
+    """Send a request (a dict, or raw text) and return the next reply frame."""
+    await ws.send(request if isinstance(request, str) else json.dumps(request))
+    frames = await until(ws, lambda got: bool(got) and is_reply(got[-1]), 10)
+    await asyncio.sleep(0.25)  # paced: Binance allows 5 messages a second
+    return frames[-1]
+
+
+def event(frame: str) -> dict[str, Any]:
+    d = json.loads(frame)
+    return d["data"] if isinstance(d, dict) and "stream" in d else d
+
+
+def kinds(frames: list[str]) -> set[str]:
+    out = set()
+    for f in frames:
+        if is_reply(f):
+            continue
+        d = event(f)
+        out.add("arr" if isinstance(d, list) else d["e"])
+    return out
+
+
+async def emulator_streams(emulator: EmulatorProcess) -> dict[str, Any]:
+    async with httpx.AsyncClient() as c:
+        stats: dict[str, Any] = (await c.get(emulator.rest_url + "/_emulator/stats")).json()
+    return stats["streams"]
+
+
+async def emulator_settles(emulator: EmulatorProcess, connections: int, streams: int) -> None:
+    """Wait until the emulator holds exactly so many connections and streams."""
+    async with asyncio.timeout(15):
+        while True:
+            s = await emulator_streams(emulator)
+            if (s["connections"], s["streams"]) == (connections, streams):
+                return
+            await asyncio.sleep(0.1)  # another process's state: nothing to await
+
+
+class Bystander:
+    """An ordinary reader of ``btcusdt@aggTrade`` through the proxy: every trade, in
+    order, whatever other connections do."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ids: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+        self.first = asyncio.Event()
+
+    async def __aenter__(self) -> Bystander:
+        self._task = asyncio.create_task(self._read())
+        async with asyncio.timeout(20):
+            await self.first.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        assert not self._task.done(), self._task  # still connected
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        assert len(self.ids) >= 10
+        assert self.ids == list(range(self.ids[0], self.ids[0] + len(self.ids)))  # no gap
+
+    async def _read(self) -> None:
+        async with websockets.connect(self.url + "/ws/btcusdt@aggTrade") as ws:
+            async for frame in ws:
+                self.ids.append(json.loads(frame)["a"])
+                self.first.set()
+
+
+# -- streams ----------------------------------------------------------------------------
+
+
+async def side_by_side(proxied: str, direct: str, seconds: float) -> tuple[list[str], list[str]]:
+    """Frames of the same URL read through the proxy and straight from the emulator."""
+    async with websockets.connect(direct, max_queue=None) as d:
+        async with websockets.connect(proxied, max_queue=None) as p:
+            through = await collect(p, seconds)
+        await asyncio.sleep(0.5)  # the direct reader's last frames (they arrive first)
+        straight = await collect(d, 0.5)
+    return through, straight
+
+
+def assert_exact_copy(through: list[str], straight: list[str]) -> None:
+    """Every proxied frame is an upstream frame, byte for byte, in the upstream's order
+    (the proxy joined later, so its frames are a run of the direct reader's)."""
+    assert through, "nothing came through the proxy"
+    start = straight.index(through[0])
+    assert straight[start : start + len(through)] == through
+
+
+async def test_raw_streams_carry_the_upstream_payloads_byte_for_byte(
+    web: tuple[str, Any], emulator: EmulatorProcess
+) -> None:
+    url, _ = web
+    path = "/ws/btcusdt@aggTrade/btcusdt@kline_1m/ethusdt@miniTicker"
+    through, straight = await side_by_side(url + path, emulator.ws_url + path, 5.0)
+    assert_exact_copy(through, straight)
+    assert kinds(through) == {"aggTrade", "kline", "24hrMiniTicker"}
+    assert not any(f.startswith('{"stream"') for f in through)  # raw: the payload alone
+
+
+async def test_combined_streams_carry_the_upstream_frames_byte_for_byte(
+    web: tuple[str, Any], emulator: EmulatorProcess
+) -> None:
+    url, _ = web
+    path = "/stream?streams=ethusdt@aggTrade/ethusdt@kline_1m/btcusdt@miniTicker/!miniTicker@arr"
+    through, straight = await side_by_side(url + path, emulator.ws_url + path, 5.0)
+    assert_exact_copy(through, straight)
+    assert kinds(through) == {"aggTrade", "kline", "24hrMiniTicker", "arr"}
+    streams = {json.loads(f)["stream"] for f in through}
+    assert streams == {
+        "ethusdt@aggTrade",
+        "ethusdt@kline_1m",
+        "btcusdt@miniTicker",
+        "!miniTicker@arr",
+    }
+    arrays = [event(f) for f in through if json.loads(f)["stream"] == "!miniTicker@arr"]
+    assert {t["s"] for a in arrays for t in a} == {"BTCUSDT", "ETHUSDT"}
+
+
+async def test_subscribe_on_ws_answers_as_binance_and_streams_follow(
+    web: tuple[str, Any],
+) -> None:
+    url, _ = web
+    async with websockets.connect(url + "/ws") as ws:
+        sub = {
+            "method": "SUBSCRIBE",
+            "params": ["btcusdt@aggTrade", "ethusdt@kline_1m", "btcusdt@miniTicker"],
+            "id": 1,
+        }
+        assert await ask(ws, sub) == '{"result":null,"id":1}'
+        got = await until(ws, lambda f: kinds(f) == {"aggTrade", "kline", "24hrMiniTicker"})
+        assert not any(f.startswith('{"stream"') for f in got)
+        assert await ask(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 2}) == (
+            '{"result":["btcusdt@aggTrade","ethusdt@kline_1m","btcusdt@miniTicker"],"id":2}'
+        )
+        set_combined = {"method": "SET_PROPERTY", "params": ["combined", True], "id": "a3"}
+        assert await ask(ws, set_combined) == '{"result":null,"id":"a3"}'
+        assert await ask(ws, {"method": "GET_PROPERTY", "params": ["combined"], "id": 4}) == (
+            '{"result":true,"id":4}'
+        )
+        wrapped = await until(ws, lambda f: len([x for x in f if not is_reply(x)]) >= 3)
+        assert all(json.loads(f)["stream"] for f in wrapped if not is_reply(f))
+        unsub = {"method": "UNSUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 5}
+        assert await ask(ws, unsub) == '{"result":null,"id":5}'
+        after = await collect(ws, 3.0)  # frames queued after the answer
+        assert "btcusdt@aggTrade" not in {json.loads(f)["stream"] for f in after}
+        assert {json.loads(f)["stream"] for f in after} >= {"btcusdt@miniTicker"}
+
+
+async def test_many_readers_of_a_stream_make_one_upstream_subscription(
+    web: tuple[str, Any], emulator: EmulatorProcess
+) -> None:
+    url, proxy = web
+    await emulator_settles(emulator, 0, 0)  # no earlier test's upstream left
+    stream = "btcusdt@kline_1m"
+    async with (
+        websockets.connect(f"{url}/ws/{stream}") as a,
+        websockets.connect(f"{url}/ws/{stream}") as b,
+        websockets.connect(f"{url}/stream?streams={stream}") as c,
+        websockets.connect(f"{url}/ws") as d,
+    ):
+        r = await ask(d, {"method": "SUBSCRIBE", "params": [stream], "id": 1})
+        assert r == '{"result":null,"id":1}'
+        firsts = await asyncio.gather(*(until(ws, lambda f: bool(f)) for ws in (a, b, c)))
+        await emulator_settles(emulator, 1, 1)  # one connection upstream, one stream
+        hub = proxy.hub.stats()
+        assert (hub["upstream_streams"], hub["subscribes"], hub["consumers"]) == (1, 1, 4)
+        # the same event, the same bytes: raw readers the payload, combined the frame
+        frame_a = firsts[0][0]
+        later_b = await until(
+            b, lambda f: bool(f) and json.loads(f[-1])["E"] >= json.loads(frame_a)["E"]
+        )
+        assert frame_a in [*firsts[1], *later_b]
+    await emulator_settles(emulator, 0, 0)  # the last reader gone: unsubscribed upstream
+    assert proxy.hub.stats()["unsubscribes"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # python-binance's websockets import
+async def test_python_binance_socket_manager_reads_through_the_proxy(
+    web: tuple[str, Any],
+) -> None:
+    from binance import AsyncClient, BinanceSocketManager
+
+    url, _ = web
+    client = AsyncClient()  # no request: only its sockets are used
+    try:
+        bsm = BinanceSocketManager(client)
+        bsm.STREAM_URL = url + "/"  # the only change
+        async with bsm.kline_socket("BTCUSDT", AsyncClient.KLINE_INTERVAL_1MINUTE) as s:
+            msg = await asyncio.wait_for(s.recv(), 20)
+            assert (msg["e"], msg["s"], msg["k"]["i"]) == ("kline", "BTCUSDT", "1m")
+        async with bsm.aggtrade_socket("ETHUSDT") as s:
+            msg = await asyncio.wait_for(s.recv(), 20)
+            assert (msg["e"], msg["s"]) == ("aggTrade", "ETHUSDT")
+        async with bsm.symbol_miniticker_socket("BTCUSDT") as s:
+            msg = await asyncio.wait_for(s.recv(), 20)
+            assert (msg["e"], msg["s"]) == ("24hrMiniTicker", "BTCUSDT")
+        async with bsm.miniticker_socket() as s:  # !miniTicker@arr@1000ms
+            msg = await asyncio.wait_for(s.recv(), 20)
+            assert {t["e"] for t in msg} == {"24hrMiniTicker"}
+        streams = ["btcusdt@aggTrade", "ethusdt@kline_1m"]
+        async with bsm.multiplex_socket(streams) as s:
+            seen: set[str] = set()
+            async with asyncio.timeout(20):
+                while seen != set(streams):
+                    msg = await s.recv()
+                    seen.add(msg["stream"])
+                    assert msg["data"]["e"] in ("aggTrade", "kline")
+    finally:
+        await client.close_connection()
