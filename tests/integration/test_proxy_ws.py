@@ -168,6 +168,15 @@ async def emulator_settles(emulator: EmulatorProcess, connections: int, streams:
             await asyncio.sleep(0.1)  # another process's state: nothing to await
 
 
+async def eventually(done: Callable[[], bool], timeout_s: float = 20) -> None:
+    """Wait until ``done()`` holds: the server's handlers' state, with no event to await."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if done():
+                return
+            await asyncio.sleep(0.02)
+
+
 class Bystander:
     """An ordinary reader of ``btcusdt@aggTrade`` through the proxy: every trade, in
     order, whatever other connections do."""
@@ -177,6 +186,7 @@ class Bystander:
         self.ids: list[int] = []
         self._task: asyncio.Task[None] | None = None
         self.first = asyncio.Event()
+        self.grew = asyncio.Event()
 
     async def __aenter__(self) -> Bystander:
         self._task = asyncio.create_task(self._read())
@@ -186,10 +196,16 @@ class Bystander:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
+        seen = len(self.ids)
+        async with asyncio.timeout(20):  # and it goes on after whatever happened
+            while len(self.ids) < seen + 10 and not self._task.done():
+                self.grew.clear()
+                grew = asyncio.ensure_future(self.grew.wait())
+                await asyncio.wait({grew, self._task}, return_when=asyncio.FIRST_COMPLETED)
+                grew.cancel()
         assert not self._task.done(), self._task  # still connected
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-        assert len(self.ids) >= 10
         assert self.ids == list(range(self.ids[0], self.ids[0] + len(self.ids)))  # no gap
 
     async def _read(self) -> None:
@@ -197,6 +213,7 @@ class Bystander:
             async for frame in ws:
                 self.ids.append(json.loads(frame)["a"])
                 self.first.set()
+                self.grew.set()
 
 
 # -- streams ----------------------------------------------------------------------------
@@ -341,3 +358,163 @@ async def test_python_binance_socket_manager_reads_through_the_proxy(
                     assert msg["data"]["e"] in ("aggTrade", "kline")
     finally:
         await client.close_connection()
+
+
+# -- hostile clients ----------------------------------------------------------------------
+
+
+async def test_garbage_gets_binance_error_frames_and_the_connection_stays(
+    proxy: tuple[str, StreamProxy],
+) -> None:
+    url, p = proxy
+    async with Bystander(url), websockets.connect(url + "/ws") as ws:
+        answers = [
+            await ask(ws, "{not json"),
+            await ask(ws, "[1,2]"),
+            await ask(ws, {"params": ["btcusdt@aggTrade"], "id": 1}),
+            await ask(ws, {"method": "PUBLISH", "params": [], "id": 2}),
+            await ask(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@nonsense"], "id": 3}),
+            await ask(ws, {"method": "SUBSCRIBE", "params": ["BTCUSDT@aggTrade"], "id": 4}),
+            await ask(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 1.5}),
+            await ask(ws, {"method": "SET_PROPERTY", "params": ["combined", "yes"], "id": 6}),
+            await ask(ws, {"method": "GET_PROPERTY", "params": ["colour"], "id": 7}),
+            await ask(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 8}),
+        ]
+        assert answers == [
+            '{"error":{"code":3,"msg":"Invalid JSON: expected value at line 1 column 2"}}',
+            '{"error":{"code":2,"msg":"Invalid request: expected a JSON object"}}',
+            '{"error":{"code":2,"msg":"Invalid request: missing field `method`"},"id":1}',
+            '{"error":{"code":2,"msg":"Invalid request: unknown variant `PUBLISH`, expected one'
+            " of `SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, "
+            '`GET_PROPERTY`"},"id":2}',
+            '{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":3}',
+            '{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":4}',
+            '{"error":{"code":2,"msg":"Invalid request: request ID must be an unsigned integer"}}',
+            '{"error":{"code":1,"msg":"Invalid value type: expected Boolean"},"id":6}',
+            '{"error":{"code":0,"msg":"Unknown property"},"id":7}',
+            '{"result":[],"id":8}',  # nothing invalid was subscribed; still connected
+        ]
+    assert p.violations["bad_requests"] == 9
+    assert p.hub.stats()["upstream_streams"] <= 1  # only the bystander's
+
+
+async def test_an_oversized_message_is_ignored_unanswered(proxy: tuple[str, StreamProxy]) -> None:
+    url, p = proxy
+    async with websockets.connect(url + "/ws") as ws:
+        names = [f"s{i}@aggTrade" for i in range(400)]  # about 6 KB
+        big = json.dumps({"method": "SUBSCRIBE", "params": names, "id": 1})
+        assert len(big) > 4096
+        await ws.send(big)
+        assert await ask(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 2}) == '{"result":[],"id":2}'
+    assert p.violations["oversized_ignored"] == 1
+
+
+async def test_more_than_1024_streams_on_a_connection_are_refused(
+    proxy: tuple[str, StreamProxy], emulator: EmulatorProcess
+) -> None:
+    url, p = proxy
+    async with Bystander(url), websockets.connect(url + "/ws") as ws:
+        answers = []
+        for k in range(5):  # 5 x 205 names: each message under 4 KB, 1025 in all
+            names = [f"a{i}@aggTrade" for i in range(k * 205, (k + 1) * 205)]
+            answers.append(await ask(ws, {"method": "SUBSCRIBE", "params": names, "id": k}))
+        assert answers[:4] == [f'{{"result":null,"id":{k}}}' for k in range(4)]
+        assert answers[4] == '{"error":{"code":2,"msg":"Invalid request: too many streams"},"id":4}'
+        listed = json.loads(await ask(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 9}))
+        assert len(listed["result"]) == 820
+    assert p.violations["too_many_streams"] == 1
+
+
+@pytest.mark.parametrize("limits", [StreamLimits(max_streams=3)])
+async def test_a_url_naming_more_streams_than_allowed_is_refused(
+    proxy: tuple[str, StreamProxy],
+) -> None:
+    # (1025 names do not fit in the 8 KB request line a server reads: a lower limit here)
+    url, p = proxy
+    async with websockets.connect(f"{url}/ws/a@trade/b@trade/c@trade"):
+        pass
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(f"{url}/stream?streams=a@trade/b@trade/c@trade/d@trade"):
+            pass
+    assert refused.value.response.status_code == 400
+    assert p.violations["too_many_streams"] == 1
+
+
+async def test_more_than_5_messages_a_second_close_the_connection(
+    proxy: tuple[str, StreamProxy],
+) -> None:
+    url, p = proxy
+    async with Bystander(url), websockets.connect(url + "/ws") as ws:
+        for i in range(10):  # at once
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
+        replies = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    replies.append(await ws.recv())
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert replies == [f'{{"result":[],"id":{i}}}' for i in range(5)]  # then closed
+    assert p.violations["rate_disconnects"] == 1
+
+
+async def test_names_in_the_url_that_are_no_stream_are_ignored(
+    proxy: tuple[str, StreamProxy],
+) -> None:
+    url, _ = proxy
+    async with websockets.connect(url + "/ws/0") as ws:  # as ccxt.pro connects
+        assert await ask(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1}) == '{"result":[],"id":1}'
+        r = await ask(ws, {"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 2})
+        assert r == '{"result":null,"id":2}'
+        got = await until(ws, lambda f: bool(f) and not is_reply(f[-1]))
+        assert json.loads(got[-1])["e"] == "aggTrade"
+
+
+@pytest.mark.parametrize("limits", [StreamLimits(connections_per_ip=2, max_connections=3)])
+async def test_connections_per_address_and_in_all_are_capped(
+    proxy: tuple[str, StreamProxy],
+) -> None:
+    url, p = proxy
+    path = url + "/ws/btcusdt@aggTrade"
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(2):
+            await stack.enter_async_context(websockets.connect(path))
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await stack.enter_async_context(websockets.connect(path))
+        assert refused.value.response.status_code == 429
+        assert json.loads(refused.value.response.body)["code"] == -1003
+        other = await stack.enter_async_context(
+            websockets.connect(path, local_addr=(ATTACKER, 0))
+        )  # another address: its own share, up to the total
+        with pytest.raises(websockets.InvalidStatus) as full:
+            await stack.enter_async_context(websockets.connect(path, local_addr=("127.0.0.3", 0)))
+        assert full.value.response.status_code == 429
+        assert json.loads(await other.recv())["e"] == "aggTrade"  # the admitted are served
+    assert p.violations["connections_refused"] == 2
+    await eventually(lambda: not p.connections)  # their handlers end as the sockets close
+    async with websockets.connect(path):  # the count went down with them
+        pass
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [StreamLimits(max_incoming_per_s=10_000, max_message_bytes=1 << 16, queue_bytes=256 << 10)],
+)
+async def test_a_reader_that_does_not_read_is_dropped_not_buffered(
+    proxy: tuple[str, StreamProxy],
+) -> None:
+    url, p = proxy
+    async with Bystander(url):
+        # a client that stops reading: its library takes one message, the kernel little
+        slow = await websockets.connect(url + "/ws", max_queue=1)
+        names = [f"b{i}@aggTrade" for i in range(1000)]
+        await slow.send(json.dumps({"method": "SUBSCRIBE", "params": names, "id": 0}))
+        for i in range(400):  # each answer lists 1000 names: about 6 MB asked for
+            await slow.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i + 1}))
+        await eventually(lambda: p.violations["slow_dropped"] > 0)
+        assert max((len(c.queue) for c in p.connections), default=0) < 1000
+        with pytest.raises(websockets.ConnectionClosed):
+            async with asyncio.timeout(20):
+                while True:
+                    await slow.recv()
+        await slow.close()
+    assert p.violations["slow_dropped"] == 1
