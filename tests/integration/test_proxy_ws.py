@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -518,3 +520,44 @@ async def test_a_reader_that_does_not_read_is_dropped_not_buffered(
                     await slow.recv()
         await slow.close()
     assert p.violations["slow_dropped"] == 1
+
+
+# -- the emulator's mini tickers ----------------------------------------------------------
+
+
+async def test_emulator_mini_tickers_are_its_trades_over_24_hours(
+    emulator: EmulatorProcess,
+) -> None:
+    path = "/stream?streams=btcusdt@aggTrade/btcusdt@miniTicker"
+    async with websockets.connect(emulator.ws_url + path, max_queue=None) as ws:
+        frames = await until(
+            ws, lambda f: sum('"24hrMiniTicker"' in x for x in f) >= 3 and '"aggTrade"' in f[0]
+        )
+    last_price = None
+    tickers = []
+    for f in map(json.loads, frames):
+        if f["stream"] == "btcusdt@aggTrade":
+            last_price = f["data"]["p"]
+        elif last_price is not None:
+            assert f["data"]["c"] == last_price  # the close is the last trade sent before
+            tickers.append(f["data"])
+    assert len(tickers) >= 2
+    times = [t["E"] for t in tickers]
+    assert all(900 <= b - a <= 1500 for a, b in itertools.pairwise(times))  # 1 s
+    t = tickers[-1]
+    start = (t["E"] - 86_400_000) // 60_000 * 60_000  # the window opens on a minute
+    async with httpx.AsyncClient(base_url=emulator.rest_url) as c:
+        rows = []
+        for k in range(2):
+            q = {"symbol": "BTCUSDT", "interval": "1m", "limit": 1000}
+            r = await c.get("/api/v3/klines", params={**q, "startTime": start + k * 60_000_000})
+            rows += r.json()
+    assert rows[0][0] == start and len(rows) >= 1441
+    traded = [r for r in rows if r[8] > 0]
+    closed = [r for r in traded if r[6] < t["E"] // 60_000 * 60_000]  # whole minutes before E
+    assert t["o"] == traded[0][1]
+    d = Decimal
+    assert max(d(r[2]) for r in closed) <= d(t["h"]) <= max(d(r[2]) for r in traded)
+    assert min(d(r[3]) for r in traded) <= d(t["l"]) <= min(d(r[3]) for r in closed)
+    assert sum(d(r[5]) for r in closed) <= d(t["v"]) <= sum(d(r[5]) for r in traded)
+    assert sum(d(r[7]) for r in closed) <= d(t["q"]) <= sum(d(r[7]) for r in traded)
