@@ -34,8 +34,9 @@ from livecandle.emulator.kline_feed import KlineFeed
 from livecandle.emulator.outbox import QUEUE_LIMIT, Outbox
 from livecandle.emulator.schedule import Market
 from livecandle.emulator.tape import TradeTuple
-from livecandle.emulator.ticker_feed import ALL_STREAMS, TickerFeed, is_ticker_stream
+from livecandle.emulator.ticker_feed import TickerFeed, is_ticker_stream
 from livecandle.emulator.wire import units
+from livecandle.exchange.binance.stream_protocol import valid_stream as binance_stream
 
 log = logging.getLogger(__name__)
 
@@ -368,14 +369,12 @@ class StreamHub:
 
 
 def valid_stream(name: str) -> bool:
-    if name in ALL_STREAMS:
-        return True
-    symbol, at, kind = name.partition("@")
-    if not at or not symbol or symbol != symbol.lower():
-        return False
-    if kind in ("aggTrade", "miniTicker"):
-        return True
-    return kind.startswith("kline_") and kind[6:] in INTERVALS
+    """Binance's stream names (``stream_protocol``). A kind the emulator does not produce
+    is accepted and stays silent, as a quiet stream on Binance: a subscription naming it
+    does not fail for the other names. Klines in UTC only."""
+    if "@kline_" in name:
+        return name.partition("@kline_")[2] in INTERVALS and binance_stream(name)
+    return binance_stream(name)
 
 
 def agg_trade_payload(symbol: str, t: TradeTuple, now_ms: int) -> str:
