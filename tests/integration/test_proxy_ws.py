@@ -567,3 +567,28 @@ async def test_emulator_mini_tickers_are_its_trades_over_24_hours(
     assert min(d(r[3]) for r in traded) <= d(t["l"]) <= min(d(r[3]) for r in closed)
     assert sum(d(r[5]) for r in closed) <= d(t["v"]) <= sum(d(r[5]) for r in traded)
     assert sum(d(r[7]) for r in closed) <= d(t["q"]) <= sum(d(r[7]) for r in traded)
+
+
+async def test_ccxt_pro_watches_through_the_proxy(
+    web: tuple[str, StreamProxy], emulator: EmulatorProcess
+) -> None:
+    """ccxt.pro (freqtrade's websocket client) as it connects: ``/ws/<n>``, then SUBSCRIBE;
+    its markets from the emulator's REST, its streams from livecandle."""
+    import ccxt.pro
+
+    url, p = web
+    ex = ccxt.pro.binance({"options": {"fetchMarkets": {"types": ["spot"]}}})
+    ex.urls["api"]["public"] = emulator.rest_url + "/api/v3"
+    ex.urls["api"]["ws"]["spot"] = url + "/ws"
+    try:
+        candles = await asyncio.wait_for(ex.watch_ohlcv("BTC/USDT", "1m"), 20)
+        assert candles and len(candles[-1]) == 6
+        trades = await asyncio.wait_for(
+            ex.watch_trades("ETH/USDT", params={"name": "aggTrade"}), 20
+        )
+        assert trades[-1]["symbol"] == "ETH/USDT"
+        assert all(c.startswith(url + "/ws/") for c in ex.clients)
+    finally:
+        await ex.close()
+    assert p.violations["url_names_ignored"] >= 1  # its /ws/<n>, accepted as Binance does
+    assert p.hub.stats()["subscribes"] == 2
