@@ -46,6 +46,7 @@ class StreamHub:
         silence_s: float = 60.0,
         attempts: ConnectionAttempts | None = None,
         max_streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+        max_upstream_streams: int = 20_000,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ws_url = ws_url
@@ -55,6 +56,9 @@ class StreamHub:
         self.silence_s = silence_s
         self.attempts = attempts
         self.max_streams_per_connection = max_streams_per_connection
+        # every stream name is valid upstream, known symbol or not: without a cap, many
+        # clients asking made-up names would open upstream connections without end
+        self.max_upstream_streams = max_upstream_streams
         self._clock_s = clock_s
         self.consumers: dict[str, set[Consumer]] = {}
         self.upstream: set[str] = set()  # subscribed upstream (consumed or lingering)
@@ -69,6 +73,12 @@ class StreamHub:
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- consumers ----------------------------------------------------------------------
+
+    def room_for(self, streams: Iterable[str]) -> bool:
+        """Whether ``streams`` can be read without passing ``max_upstream_streams``
+        (lingering streams count: they are still subscribed upstream)."""
+        new = sum(1 for s in set(streams) if s not in self.upstream)
+        return len(self.upstream) + new <= self.max_upstream_streams
 
     def join(self, consumer: Consumer, streams: Iterable[str]) -> None:
         """``consumer`` reads ``streams`` from now on (subscribing upstream those that

@@ -15,7 +15,10 @@ more than ``max_incoming_per_s`` (5) incoming messages a second closes the conne
 (1008), a message over ``max_message_bytes`` (about 4 KB) is ignored unanswered. Names in
 the URL that are no stream are ignored, as Binance ignores them (ccxt.pro connects to
 ``/ws/<n>`` and then subscribes). Our own limits: at most ``connections_per_ip`` and
-``max_connections`` connections at once (past them the handshake is answered 429); each
+``max_connections`` connections at once (past them the handshake is answered 429); at
+most the hub's ``max_upstream_streams`` streams upstream, every client together (past it a
+SUBSCRIBE is an error answer, a URL a 429: made-up names cannot open upstream connections
+without end); each
 connection's outgoing frames wait in a bounded queue (``queue_messages`` frames or
 ``queue_bytes`` bytes), and a reader that lets it fill, or takes nothing for ``stall_s``
 while frames wait, is dropped (its socket aborted), never buffered without bound: the
@@ -203,6 +206,9 @@ class StreamProxy:
         if len(names) > limits.max_streams:
             self.violations["too_many_streams"] += 1
             return 400, f"too many streams ({len(names)} > {limits.max_streams})"
+        if not self.hub.room_for(names):
+            self.violations["upstream_full"] += 1
+            return 429, f"too many streams on this server ({self.hub.max_upstream_streams})"
         return None
 
     async def _serve(
@@ -281,6 +287,9 @@ class StreamProxy:
             if len(conn.streams) + len(new) > self.limits.max_streams:
                 self.violations["too_many_streams"] += 1
                 return error_frame(2, "Invalid request: too many streams", rid)
+            if not self.hub.room_for(new):
+                self.violations["upstream_full"] += 1
+                return error_frame(2, "Invalid request: too many streams on this server", rid)
             self._subscribe(conn, new)
             return result_frame(None, rid)
         if method == "UNSUBSCRIBE":

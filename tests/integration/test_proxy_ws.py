@@ -592,3 +592,31 @@ async def test_ccxt_pro_watches_through_the_proxy(
         await ex.close()
     assert p.violations["url_names_ignored"] >= 1  # its /ws/<n>, accepted as Binance does
     assert p.hub.stats()["subscribes"] == 2
+
+
+async def test_streams_upstream_are_capped_for_every_client_together(
+    emulator: EmulatorProcess,
+) -> None:
+    p = StreamProxy(not_found, StreamHub(emulator.ws_url, linger_s=0.5, max_upstream_streams=3))
+    async with serving(p) as url:
+        try:
+            async with (
+                websockets.connect(url + "/ws/btcusdt@aggTrade/ethusdt@aggTrade") as a,
+                websockets.connect(url + "/ws", local_addr=(ATTACKER, 0)) as b,
+            ):
+                made_up = {"method": "SUBSCRIBE", "params": ["zz1@trade", "zz2@trade"], "id": 1}
+                assert await ask(b, made_up) == (
+                    '{"error":{"code":2,"msg":"Invalid request: too many streams on this'
+                    ' server"},"id":1}'
+                )
+                shared = {"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade", "zz1@trade"]}
+                assert await ask(b, {**shared, "id": 2}) == '{"result":null,"id":2}'
+                with pytest.raises(websockets.InvalidStatus) as refused:
+                    async with websockets.connect(url + "/ws/zz2@trade"):
+                        pass
+                assert refused.value.response.status_code == 429
+                assert json.loads(await a.recv())["e"] == "aggTrade"
+                assert p.hub.stats()["upstream_streams"] == 3
+            assert p.violations["upstream_full"] == 2
+        finally:
+            await p.hub.aclose()
