@@ -12,7 +12,9 @@ answers and error frames.
 Binance's limits, per connection, as the exchange applies them: at most ``max_streams``
 (1024) streams (a SUBSCRIBE past it is an error answer; a URL naming more is refused),
 more than ``max_incoming_per_s`` (5) incoming messages a second closes the connection
-(1008), a message over ``max_message_bytes`` (about 4 KB) is ignored unanswered. Names in
+(1008), a message over ``max_message_bytes`` (about 4 KB) is ignored unanswered. Payloads
+are the upstream's bytes, so times are in milliseconds: ``timeUnit=MICROSECOND`` is
+refused at the handshake (400) rather than answered in the wrong unit. Names in
 the URL that are no stream are ignored, as Binance ignores them (ccxt.pro connects to
 ``/ws/<n>`` and then subscribes). Our own limits: at most ``connections_per_ip`` and
 ``max_connections`` connections at once (past them the handshake is answered 429); at
@@ -178,12 +180,21 @@ class StreamProxy:
         ):
             await self.app(scope, receive, send)
             return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if path == "/stream":
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             names, combined = "/".join(query.get("streams", [])), True
         else:
             names, combined = path[4:], False
-        await self._serve(scope, receive, send, [n for n in names.split("/") if n], combined)
+        # payloads go out as the upstream made them: in milliseconds only
+        units = {u.upper() for u in query.get("timeUnit", [])}
+        await self._serve(
+            scope,
+            receive,
+            send,
+            [n for n in names.split("/") if n],
+            combined,
+            units <= {"MILLISECOND"},
+        )
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -212,7 +223,13 @@ class StreamProxy:
         return None
 
     async def _serve(
-        self, scope: Any, receive: Any, send: Any, names: list[str], combined: bool
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        names: list[str],
+        combined: bool,
+        milliseconds: bool = True,
     ) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
@@ -221,6 +238,9 @@ class StreamProxy:
         if len(streams) < len(names):
             self.violations["url_names_ignored"] += 1
         refusal = self._refusal(ip, streams)
+        if refusal is None and not milliseconds:
+            self.violations["time_unit_refused"] += 1
+            refusal = 400, "timeUnit: this server sends milliseconds only (MILLISECOND)"
         if refusal is not None:
             await _deny(scope, send, *refusal)
             return

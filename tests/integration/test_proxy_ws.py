@@ -442,6 +442,22 @@ async def test_a_url_naming_more_streams_than_allowed_is_refused(
     assert p.violations["too_many_streams"] == 1
 
 
+async def test_times_in_microseconds_are_refused_not_sent_in_milliseconds(
+    proxy: tuple[str, StreamProxy],
+) -> None:
+    url, p = proxy
+    async with websockets.connect(url + "/ws/btcusdt@aggTrade?timeUnit=millisecond") as ws:
+        assert json.loads(await ws.recv())["e"] == "aggTrade"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(
+            url + "/stream?streams=btcusdt@aggTrade&timeUnit=MICROSECOND"
+        ):
+            pass
+    assert refused.value.response.status_code == 400
+    assert b"milliseconds only" in refused.value.response.body
+    assert p.violations["time_unit_refused"] == 1
+
+
 async def test_more_than_5_messages_a_second_close_the_connection(
     proxy: tuple[str, StreamProxy],
 ) -> None:
