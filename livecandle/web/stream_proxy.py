@@ -79,7 +79,7 @@ class Connection:
         self.combined = combined
         self.streams: dict[str, None] = {}  # ordered: LIST_SUBSCRIPTIONS answers in order
         self.queue: deque[str] = deque()
-        self.queued_bytes = 0
+        self.queued_bytes = 0  # characters: the frames are ASCII JSON
         self.taken_s = time.monotonic()
         self.incoming: deque[float] = deque()
         self.dropped = False
@@ -244,12 +244,12 @@ class StreamProxy:
         if refusal is not None:
             await _deny(scope, send, *refusal)
             return
-        await send({"type": "websocket.accept"})
         conn = Connection(self, ip, send, combined)
-        self.connections.add(conn)
+        self.connections.add(conn)  # counted before the accept's await: no race past a cap
         self.by_ip[ip] += 1
-        conn.writer = asyncio.create_task(conn.write(), name="stream-proxy-writer")
         try:
+            await send({"type": "websocket.accept"})
+            conn.writer = asyncio.create_task(conn.write(), name="stream-proxy-writer")
             self._subscribe(conn, streams)
             await self._read(conn, receive)
         finally:
