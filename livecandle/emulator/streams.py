@@ -1,8 +1,9 @@
 """The emulator's websocket market streams, as Binance serves them.
 
 ``/ws/<stream>`` (raw payloads) and ``/stream?streams=a/b`` (``{"stream","data"}``
-wrapper); ``<symbol>@aggTrade`` (one event per trade) and ``<symbol>@kline_<interval>``
-(``kline_feed``: updates when the candle changed, the final at each close) payloads; live
+wrapper); ``<symbol>@aggTrade`` (one event per trade), ``<symbol>@kline_<interval>``
+(``kline_feed``: updates when the candle changed, the final at each close),
+``<symbol>@miniTicker`` and ``!miniTicker@arr`` (``ticker_feed``, every second) payloads; live
 SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY. Binance's
 limits (``WsLimits``), each violation counted: at most 1024 streams per connection (an
 error answer), 5 incoming messages a second (disconnect), a message over about 4 KB
@@ -34,7 +35,9 @@ from livecandle.emulator.kline_feed import KlineFeed
 from livecandle.emulator.outbox import QUEUE_LIMIT, Outbox
 from livecandle.emulator.schedule import Market
 from livecandle.emulator.tape import TradeTuple
+from livecandle.emulator.ticker_feed import TickerFeed, is_ticker_stream
 from livecandle.emulator.wire import units
+from livecandle.exchange.binance.stream_protocol import valid_stream as binance_stream
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ class StreamHub:
         self.subs: dict[str, set[Conn]] = {}
         self.klines = KlineFeed(venue.market)
         self.depth = DepthFeed(venue.market)  # order books, made for their first watcher
+        self.tickers = TickerFeed(venue.market)
         self.attempts: dict[str, deque[float]] = {}
         self.sent = 0
         self.skipped = 0
@@ -174,6 +178,7 @@ class StreamHub:
         subs = self.subs
         for symbol, trades in new.items():
             self.klines.traded(symbol, now_s)
+            self.tickers.traded(symbol)
             stream = f"{symbol.lower()}@aggTrade"
             if stream not in subs:
                 continue
@@ -197,6 +202,7 @@ class StreamHub:
                 self.klines.closes(now)
                 self.klines.updates(now, time.monotonic(), self._send, silent)
                 self.depth.tick(now, self._send, silent)
+                self.tickers.tick(now, self._send, silent)
                 max_age = self.venue.faults.max_connection_age_s
                 mono = time.monotonic()
                 for conn in list(self.conns):
@@ -228,6 +234,8 @@ class StreamHub:
                 subs = self.subs[s] = set()
                 if "@kline_" in s:
                     self.klines.add(s)
+                elif is_ticker_stream(s):
+                    self.tickers.add(s)
                 else:
                     self.depth.add(s)
             subs.add(conn)
@@ -242,6 +250,7 @@ class StreamHub:
                     del self.subs[s]
                     self.klines.remove(s)
                     self.depth.remove(s)
+                    self.tickers.remove(s)
 
     def _attempt(self, ws: WebSocket) -> bool:
         """Count a connection attempt; False when the IP made too many lately."""
@@ -367,12 +376,12 @@ class StreamHub:
 
 
 def valid_stream(name: str) -> bool:
-    symbol, at, kind = name.partition("@")
-    if not at or not symbol or symbol != symbol.lower():
-        return False
-    if kind == "aggTrade" or DepthFeed.handles(name):
-        return True
-    return kind.startswith("kline_") and kind[6:] in INTERVALS
+    """Binance's stream names (``stream_protocol``). A kind the emulator does not produce
+    is accepted and stays silent, as a quiet stream on Binance: a subscription naming it
+    does not fail for the other names. Klines in UTC only."""
+    if "@kline_" in name:
+        return name.partition("@kline_")[2] in INTERVALS and binance_stream(name)
+    return binance_stream(name)
 
 
 def agg_trade_payload(symbol: str, t: TradeTuple, now_ms: int) -> str:

@@ -25,6 +25,8 @@ FLOODABLE = (
     "uvicorn.asgi",
     "livecandle.web.realtime",
     "livecandle.web.client_queue",
+    "livecandle.web.stream_proxy",
+    "livecandle.web.stream_hub",
 )
 _OWN_HANDLER_LOGGERS = ("engineio.server", "socketio.server")
 

@@ -37,6 +37,8 @@ from livecandle.web.params import chart_parameters, invalid
 from livecandle.web.realtime import Realtime
 from livecandle.web.security import Security
 from livecandle.web.status import Status
+from livecandle.web.stream_hub import StreamHub
+from livecandle.web.stream_proxy import StreamProxy
 from livecandle.web.tickers import Tickers
 from livecandle.web.vendor import STATIC, Vendor
 
@@ -238,8 +240,10 @@ def build_app(
         other_asgi_app=HeadAsGet(Counting(FastReads(app, api, mirror), counts)),
         socketio_path="socket.io",
     )
+    # Binance's websocket streams (/ws, /ws/<stream>, /stream), proxied: beside socket.io
+    streams = StreamProxy(asgi, StreamHub(settings.binance_ws_url))
     limited = RequestLimits(
-        asgi,
+        streams,
         settings.requests_per_ip,
         settings.queued_requests_per_ip,
         refusals,
