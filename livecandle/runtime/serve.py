@@ -84,7 +84,7 @@ def store_for(client: aioredis.Redis, settings: Settings) -> Store:
 async def run_web(service: Service, stop: asyncio.Event) -> None:
     """Serve HTTP + socket.io on the configured address until ``stop`` is set."""
     settings = service.settings
-    asgi, api, realtime = build_app(service, service.store, settings)
+    asgi, api, realtime = build_app(service, service.store, settings, service.rest)
     service.supervisor.spawn("web:realtime-listen", realtime.listen)
     service.supervisor.spawn("web:realtime-flush", realtime.flush_loop)
     if api.served.dynamic:  # patterns: the served symbols follow the stored universe

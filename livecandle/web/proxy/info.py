@@ -1,0 +1,157 @@
+"""The exchange's own ``/api/v3/exchangeInfo``, kept in Redis and served with Binance's
+parameters for every symbol of the exchange.
+
+One process reads it from the exchange (weight 20, ``Priority.RECONCILE``) when the
+stored copy is older than ``period_s`` (so many web processes cost one reading per
+period) or when a symbol's status changed (``stale``); every process serves its own
+decoded copy of the stored one, re-read from Redis at most once a second. Each symbol's
+object is encoded once per copy, so the whole market's answer is a join of bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from livecandle.domain.universe import DELISTED, SymbolEntry
+from livecandle.exchange.binance import exchange_info as shared
+from livecandle.exchange.binance import params as bp
+from livecandle.exchange.binance.rest import BinanceError, BinanceRest, BinanceUnavailable
+from livecandle.exchange.binance.weights import Priority
+from livecandle.store import Store
+
+log = logging.getLogger(__name__)
+_json = msgspec.json.Encoder()
+REDIS_READ_S = 1.0  # a copy read from Redis is served this long before looking again
+STATUS_RECHECK_S = 10.0  # a status change forces a new reading at most this often
+
+
+class _Copy:
+    """One exchangeInfo body, decoded once: the head, each symbol's bytes and status."""
+
+    def __init__(self, body: bytes, fetched_ms: int) -> None:
+        self.fetched_ms = fetched_ms
+        doc: dict[str, Any] = msgspec.json.decode(body)
+        symbols: list[dict[str, Any]] = doc.pop("symbols", [])
+        self.head = doc
+        self.objects = {s["symbol"]: s for s in symbols if isinstance(s.get("symbol"), str)}
+        self.statuses = {n: str(s.get("status", "")) for n, s in self.objects.items()}
+        self.permissions = {
+            n: {p for group in s.get("permissionSets") or [] for p in group}
+            | set(s.get("permissions") or [])
+            for n, s in self.objects.items()
+        }
+        self._encoded: dict[tuple[str, bool], bytes] = {}
+
+    def symbol_bytes(self, name: str, permission_sets: bool) -> bytes:
+        key = (name, permission_sets)
+        cached = self._encoded.get(key)
+        if cached is None:
+            obj = self.objects[name]
+            if not permission_sets and "permissionSets" in obj:
+                obj = {**obj, "permissionSets": []}
+            cached = self._encoded[key] = _json.encode(obj)
+        return cached
+
+
+class ExchangeInfoKeeper:
+    def __init__(
+        self,
+        store: Store,
+        rest: BinanceRest | None,
+        now_ms: Callable[[], int],
+        period_s: float = 60.0,
+        known: Callable[[], Mapping[str, SymbolEntry]] | None = None,
+    ) -> None:
+        self.store = store
+        self.rest = rest
+        self.now_ms = now_ms
+        self.period_s = period_s
+        self.known = known  # the stored universe as this process read it last
+        self.fetches = 0
+        self._forced_s = 0.0
+        self._copy: _Copy | None = None
+        self._read_s = 0.0
+        self._stale = False
+        self._lock = asyncio.Lock()
+
+    def stale(self) -> None:
+        """A symbol's status changed: read the exchange's copy again at the next use."""
+        self._stale = True
+
+    async def refresh(self, force: bool = False) -> None:
+        """Read the exchange's exchangeInfo and store it, unless the stored one is
+        younger than ``period_s`` (another process read it) and nothing changed."""
+        async with self._lock:
+            stored_ms = await self.store.exchange_info_fetched_ms()
+            fresh = stored_ms is not None and self.now_ms() - stored_ms < self.period_s * 1000
+            if self.rest is None or (fresh and not force and not self._stale):
+                if stored_ms is not None and (
+                    self._copy is None or self._copy.fetched_ms != stored_ms
+                ):
+                    stored = await self.store.exchange_info()
+                    if stored is not None:
+                        self._adopt(*stored)
+                self._read_s = time.monotonic()
+                return
+            self._stale = False
+            body = await self.rest.get("/api/v3/exchangeInfo", priority=Priority.RECONCILE)
+            self.fetches += 1
+            fetched_ms = self.now_ms()
+            await self.store.write_exchange_info(body, fetched_ms)
+            self._adopt(body, fetched_ms)
+
+    def _adopt(self, body: bytes, fetched_ms: int) -> None:
+        if self._copy is None or self._copy.fetched_ms != fetched_ms:
+            self._copy = _Copy(body, fetched_ms)
+        self._read_s = time.monotonic()
+
+    async def _refresh_or_keep(self) -> None:
+        """``refresh``; when the exchange cannot be read, the copy held is served on."""
+        try:
+            await self.refresh()
+        except (BinanceError, BinanceUnavailable) as e:
+            log.warning("cannot refresh the stored exchangeInfo: %s", e)
+
+    def _disagrees(self, c: _Copy) -> bool:
+        """The universe saw a status change (or a listing) the copy does not have."""
+        if self.known is None or time.monotonic() - self._forced_s < STATUS_RECHECK_S:
+            return False
+        for name, entry in self.known().items():
+            if c.statuses.get(name, DELISTED) != entry.status:
+                self._forced_s = time.monotonic()
+                return True
+        return False
+
+    async def copy(self) -> _Copy:
+        """The current copy: the one in memory, Redis's when a second old, the
+        exchange's when none is stored, it is ``period_s`` old, or the universe saw
+        a status change it does not have."""
+        c = self._copy
+        if self._stale or c is None:
+            await self._refresh_or_keep()
+        elif time.monotonic() - self._read_s > REDIS_READ_S:
+            if self._disagrees(c):
+                self._stale = True
+            await self._refresh_or_keep()
+        if self._copy is None:
+            raise bp.BinanceParamError(
+                -1001, "Internal error; unable to process your request. Please try again.", 503
+            )
+        return self._copy
+
+    async def statuses(self) -> Mapping[str, str]:
+        """Every symbol of the exchange and its status."""
+        return (await self.copy()).statuses
+
+    async def body(self, q: Mapping[str, str]) -> bytes:
+        c = await self.copy()
+        names = shared.select(q, c.statuses, c.permissions)
+        perms = shared.show_permission_sets(q)
+        head = {**c.head, "serverTime": self.now_ms()}
+        return shared.join(head, (c.symbol_bytes(n, perms) for n in names))

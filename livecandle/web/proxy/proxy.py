@@ -1,0 +1,195 @@
+"""Proxy: the drop-in Binance market-data API (DESIGN.md section 8). exchangeInfo is the
+exchange's own (``info``); tickers and avgPrice of followed symbols come from livecandle's
+own data (``tickers``); anything else, and any symbol not followed, is forwarded through
+the one weight plan (``upstream``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+from fastapi import Request
+from fastapi.responses import Response
+
+from livecandle.domain.intervals import DAY_MS
+from livecandle.exchange.binance import params as bp
+from livecandle.web.api import Api
+from livecandle.web.proxy.info import ExchangeInfoKeeper
+from livecandle.web.proxy.tickers import BookFn, LocalTickers, Window, ticker_type, window_ms
+from livecandle.web.proxy.upstream import Answer, Upstream
+
+_json = msgspec.json.Encoder()
+EXCHANGE_STATUSES = ("TRADING", "END_OF_DAY", "HALT", "BREAK")
+
+
+def respond(answer: Answer) -> Response:
+    return Response(
+        answer.body,
+        answer.status,
+        {k: v for k, v in answer.headers.items() if k.lower() != "content-type"},
+        media_type=answer.headers.get("content-type", "application/json"),
+    )
+
+
+class Forwarded(bp.BinanceParamError):
+    """An answer the upstream gave (or the proxy's own 429) where the caller expects
+    bytes of a 200: raised, and rendered with its status, body and headers."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(-1000, "forwarded", answer.status)
+        self.answer = answer
+        self.headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
+
+    def body(self) -> dict[str, object]:
+        try:
+            value = msgspec.json.decode(self.answer.body)
+        except msgspec.DecodeError:
+            return {"code": -1000, "msg": self.answer.body[:200].decode(errors="replace")}
+        return value if isinstance(value, dict) else {"code": -1000, "msg": "bad upstream body"}
+
+
+class Proxy:
+    def __init__(
+        self,
+        api: Api,
+        info: ExchangeInfoKeeper,
+        upstream: Upstream,
+        book: BookFn | None = None,
+    ) -> None:
+        self.api = api
+        self.info = info
+        self.upstream = upstream
+        self.local = LocalTickers(api.store, api.status.now_ms)
+        self.book = book or self.forwarded_book
+        self.served_locally = 0
+
+    # -- the served (followed) symbols ----------------------------------------------------
+
+    def local_names(self, names: Sequence[str]) -> bool:
+        """All of ``names`` are followed with 1m candles: answered from Redis."""
+        served = self.api.served
+        known = set(served.symbols)
+        return "1m" in served.intervals and all(n in known for n in names)
+
+    async def _selection(self, q: Mapping[str, str], needs_symbols: bool) -> list[str] | None:
+        """The symbols asked for (Binance's checks against the exchange's listing and
+        ``symbolStatus``); None when the request must be forwarded."""
+        statuses = await self.info.statuses()
+        if needs_symbols and "symbol" not in q and "symbols" not in q:
+            raise bp.BinanceParamError(
+                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+            )
+        names = bp.symbols_param(q, statuses)
+        if len(set(names)) != len(names):
+            raise bp.BinanceParamError(-1151, "Symbol is present multiple times in the list.")
+        wanted = q.get("symbolStatus")
+        if wanted is not None:
+            if wanted not in EXCHANGE_STATUSES:
+                raise bp.BinanceParamError(-1122, "Invalid symbolStatus.")
+            if "symbol" in q and statuses[names[0]] != wanted:
+                raise bp.BinanceParamError(
+                    -1220, "The symbol's status does not match the requested symbolStatus."
+                )
+            names = [n for n in names if statuses[n] == wanted]
+        return names if self.local_names(names) else None
+
+    async def forward(self, request: Request) -> Response:
+        body = await request.body() if request.method != "GET" else b""
+        answer = await self.upstream.forward(
+            request.url.path,
+            request.url.query,
+            {k.lower(): v for k, v in request.headers.items()},
+            request.method,
+            body,
+        )
+        return respond(answer)
+
+    async def forwarded_bytes(self, path: str, q: Mapping[str, str]) -> bytes:
+        answer = await self.upstream.forward(path, urlencode(q))
+        if answer.status != 200:
+            raise Forwarded(answer)
+        return answer.body
+
+    async def forwarded_book(self, names: Sequence[str]) -> Mapping[str, Sequence[str]]:
+        """Best bid/ask from the exchange's bookTicker (weight 2, or 4 for several;
+        kept a second): the stand-in until a local order book answers."""
+        q = {"symbol": names[0]} if len(names) == 1 else {}
+        try:
+            raw = await self.forwarded_bytes("/api/v3/ticker/bookTicker", q)
+        except Forwarded:
+            return {}
+        rows = msgspec.json.decode(raw)
+        rows = rows if isinstance(rows, list) else [rows]
+        return {
+            r["symbol"]: (r["bidPrice"], r["bidQty"], r["askPrice"], r["askQty"])
+            for r in rows
+            if isinstance(r, dict) and "symbol" in r
+        }
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def exchange_info(self, request: Request) -> Response:
+        body = await self.info.body(dict(request.query_params))
+        return Response(body, media_type="application/json")
+
+    async def _windows(self, names: Sequence[str], width_ms: int) -> list[Window] | None:
+        out = []
+        for n in names:
+            w = await self.local.window(n, width_ms)
+            if w is None:  # nothing stored yet: the exchange answers
+                return None
+            out.append(w)
+        return out
+
+    async def tickers(self, request: Request, rolling: bool) -> Response:
+        q = dict(request.query_params)
+        allowed = ("symbol", "symbols", "type", "symbolStatus")
+        bp.only(q, (*allowed, "windowSize") if rolling else allowed)
+        kind = ticker_type(q)
+        width = window_ms(q.get("windowSize", "1d")) if rolling else DAY_MS
+        names = await self._selection(q, needs_symbols=rolling)
+        windows = None if names is None else await self._windows(names, width)
+        if windows is None:
+            return await self.forward(request)
+        book: Mapping[str, Sequence[str]] = {}
+        if kind == "FULL" and not rolling and names:
+            book = await self.book(names)
+        self.served_locally += 1
+        out = [w.fields(kind, not rolling, book.get(w.symbol)) for w in windows]
+        return _json_response(out[0] if "symbol" in q else out)
+
+    async def ticker_price(self, request: Request) -> Response:
+        q = dict(request.query_params)
+        bp.only(q, ("symbol", "symbols", "symbolStatus"))
+        names = await self._selection(q, needs_symbols=False)
+        if names is None:
+            return await self.forward(request)
+        values = await self.api.store.live_prices(names)
+        out = []
+        for name, raw in zip(names, values, strict=True):
+            price = msgspec.json.decode(raw)["price"] if raw is not None else None
+            if price is None:
+                w = await self.local.window(name, DAY_MS)
+                if w is None:
+                    return await self.forward(request)
+                price = w.fields("MINI", False, None)["lastPrice"]
+            out.append({"symbol": name, "price": price})
+        self.served_locally += 1
+        return _json_response(out[0] if "symbol" in q else out)
+
+    async def avg_price(self, request: Request) -> Response:
+        q = dict(request.query_params)
+        bp.only(q, ("symbol",))
+        names = await self._selection({"symbol": bp.mandatory(q, "symbol")}, False)
+        avg = None if names is None else await self.local.avg_price(names[0])
+        if avg is None:
+            return await self.forward(request)
+        self.served_locally += 1
+        return _json_response(avg)
+
+
+def _json_response(value: Any) -> Response:
+    return Response(_json.encode(value), media_type="application/json")
