@@ -83,14 +83,14 @@ class Mirror:
             return False
         if first >= meta.earliest or (listing is not None and meta.earliest <= listing):
             return True
-        missing = (meta.earliest - first) // length
+        missing = -(-(meta.earliest - first) // length)  # candles before the stored ones
         if missing > FILL_MAX_CANDLES:
             return False
         end = meta.earliest - length
-        fetched = await self.status.fetch_older(series, end, missing + 1)
+        fetched = await self.status.fetch_older(series, end, missing)
         if fetched is None:
             return False  # no fetcher in this process
-        if fetched < missing + 1:  # nothing older exists: the listing
+        if fetched < missing:  # nothing older exists: the listing
             after = await self.api.store.meta(series)
             if after.earliest is not None:
                 self.listing[series] = after.earliest

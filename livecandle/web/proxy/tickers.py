@@ -153,4 +153,3 @@ class LocalTickers:
             return None
         price = average(w.quote, w.volume) if w.volume else w.last
         return {"mins": 5, "price": format_units(price), "closeTime": w.last_ms}
-
