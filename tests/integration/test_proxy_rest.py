@@ -108,7 +108,7 @@ async def test_exchange_info_is_the_exchanges_own_for_every_symbol_with_its_para
     proxy: tuple[Service, httpx.AsyncClient], market: EmulatorProcess, store: Store
 ) -> None:
     _, web = proxy
-    upstream = httpx.get(market.rest_url + "/api/v3/exchangeInfo").json()
+    upstream = await _get_json(market.rest_url + "/api/v3/exchangeInfo")
     mine = (await web.get("/api/v3/exchangeInfo")).json()
     assert mine["symbols"] == upstream["symbols"]  # filters, precisions... as the exchange's
     assert [s["symbol"] for s in mine["symbols"]] == ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
@@ -135,7 +135,7 @@ async def test_exchange_info_is_the_exchanges_own_for_every_symbol_with_its_para
         assert r.status_code == 400 and r.json()["code"] == code, (params, r.text)
 
 
-async def test_the_emulator_answers_tickers_in_binances_shapes_and_weights(
+def test_the_emulator_answers_tickers_in_binances_shapes_and_weights(
     market: EmulatorProcess,
 ) -> None:
     market.control(reset_limits=True)
@@ -185,12 +185,10 @@ async def test_tickers_of_followed_symbols_come_from_livecandles_own_data(
     proxy: tuple[Service, httpx.AsyncClient], market: EmulatorProcess
 ) -> None:
     _, web = proxy
-    asked = _upstream_tickers(market)
+    asked = await _upstream_tickers(market)
     t = (await web.get("/api/v3/ticker/24hr", params={"symbol": "BTCUSDT"})).json()
     assert list(t) == FULL_24HR
-    upstream = httpx.get(
-        market.rest_url + "/api/v3/ticker/24hr", params={"symbol": "BTCUSDT"}
-    ).json()
+    upstream = await _get_json(market.rest_url + "/api/v3/ticker/24hr", symbol="BTCUSDT")
     # the same market: the proxy's 24 h figures from its candles are the exchange's, to
     # within the trades of the last moments and the minute the window starts on
     assert (
@@ -215,16 +213,21 @@ async def test_tickers_of_followed_symbols_come_from_livecandles_own_data(
     assert r.status_code == 400 and r.json()["code"] == -1139
     price = (await web.get("/api/v3/ticker/price", params={"symbol": "ETHUSDT"})).json()
     assert to_units(price["price"]) > 0
-    assert _upstream_tickers(market) == asked  # none of these went to the exchange
+    assert await _upstream_tickers(market) == asked  # none of these went to the exchange
     mini = (await web.get("/api/v3/ticker/24hr", params={"type": "MINI"})).json()
     # all symbols of the exchange: BNBUSDT is not followed, so the exchange answers
     assert [x["symbol"] for x in mini] == ["BTCUSDT", "ETHUSDT", "BNBUSDT"]
-    assert list(mini[0]) == MINI and _upstream_tickers(market) == asked + 1
+    assert list(mini[0]) == MINI and await _upstream_tickers(market) == asked + 1
 
 
-def _upstream_tickers(market: EmulatorProcess) -> int:
+async def _get_json(url: str, **params: str) -> Any:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url, params=params)).json()
+
+
+async def _upstream_tickers(market: EmulatorProcess) -> int:
     """Ticker requests the exchange answered so far."""
-    by = httpx.get(market.rest_url + "/_emulator/stats").json()["requests_by_endpoint"]
+    by = (await _get_json(market.rest_url + "/_emulator/stats"))["requests_by_endpoint"]
     return sum(n for name, n in by.items() if name.startswith("ticker") or name == "avgPrice")
 
 
@@ -234,7 +237,7 @@ FOLLOWED_JSON = '["BTCUSDT","ETHUSDT"]'
 async def test_klines_older_than_stored_are_fetched_and_stored_and_others_forwarded(
     proxy: tuple[Service, httpx.AsyncClient], store: Store
 ) -> None:
-    svc, web = proxy
+    _, web = proxy
     meta = await store.meta(S1M)
     assert meta.earliest is not None
     start = meta.earliest - 20 * MINUTE_MS
