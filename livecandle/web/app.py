@@ -52,7 +52,7 @@ def build_app(
     its own when not given)."""
     api = Api(status, store, settings)
     mirror = Mirror(api, status)
-    proxy = build_proxy(api, status, store, settings, rest)
+    proxy = build_proxy(api, mirror, status, store, settings, rest)
     mirror.proxy = proxy
     realtime = Realtime(
         store,

@@ -130,29 +130,15 @@ class Mirror:
                 out["filters"] = [{"filterType": "PRICE_FILTER", "tickSize": entry.tick_size}]
         return out
 
+    def status_of(self, symbol: str) -> str:
+        return self._status(symbol)
+
     def _status(self, symbol: str) -> str:
         """The exchange's status as last stored (a stopped symbol is no longer TRADING)."""
         entry = self.api.served.entries.get(symbol)
         if entry is None:
             return "TRADING"
         return "BREAK" if entry.status == DELISTED else entry.status  # Binance's word
-
-    async def ticker_price(self, request: Request) -> Response:
-        q = dict(request.query_params)
-        bp.only(q, ("symbol", "symbols"))
-        single = "symbol" in q
-        names = bp.symbols_param(q, self.api.served.symbols)
-        values = await self.api.store.live_prices(names)
-        out = []
-        for name, raw in zip(names, values, strict=True):
-            price = msgspec.json.decode(raw)["price"] if raw is not None else None
-            if price is None:  # no trade seen yet: the newest official close
-                price = await self.last_close(name)
-            if price is not None:
-                out.append({"symbol": name, "price": price})
-            elif single:  # a served symbol with no data at all yet
-                raise bp.BinanceParamError(-1121, "Invalid symbol.")
-        return JSONResponse(out[0] if single else out)
 
     async def last_close(self, symbol: str) -> str | None:
         """Close of the newest official candle of the shortest served interval."""

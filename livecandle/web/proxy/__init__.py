@@ -8,6 +8,7 @@ from livecandle.config import Settings
 from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.store import Store
 from livecandle.web.api import Api
+from livecandle.web.mirror import Mirror
 from livecandle.web.proxy.info import ExchangeInfoKeeper
 from livecandle.web.proxy.proxy import Proxy
 from livecandle.web.proxy.upstream import Upstream
@@ -15,7 +16,12 @@ from livecandle.web.status import Status
 
 
 def build_proxy(
-    api: Api, status: Status, store: Store, settings: Settings, rest: BinanceRest | None
+    api: Api,
+    mirror: Mirror,
+    status: Status,
+    store: Store,
+    settings: Settings,
+    rest: BinanceRest | None,
 ) -> Proxy:
     """The proxy of a web app; ``rest`` the process's exchange client (its budget)."""
     if rest is None:
@@ -29,4 +35,4 @@ def build_proxy(
         settings.binance_dapi_url,
         forward_signed=settings.proxy_forward_signed,
     )
-    return Proxy(api, info, upstream)
+    return Proxy(api, mirror, info, upstream)

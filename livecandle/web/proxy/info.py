@@ -11,6 +11,7 @@ object is encoded once per copy, so the whole market's answer is a join of bytes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -20,15 +21,18 @@ import msgspec
 
 from livecandle.domain.universe import DELISTED, SymbolEntry
 from livecandle.exchange.binance import exchange_info as shared
-from livecandle.exchange.binance import params as bp
 from livecandle.exchange.binance.rest import BinanceError, BinanceRest, BinanceUnavailable
 from livecandle.exchange.binance.weights import Priority
-from livecandle.store import Store
+from livecandle.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 _json = msgspec.json.Encoder()
 REDIS_READ_S = 1.0  # a copy read from Redis is served this long before looking again
 STATUS_RECHECK_S = 10.0  # a status change forces a new reading at most this often
+
+
+class Unavailable(Exception):
+    """No copy of exchangeInfo yet (the exchange cannot be read, none is stored)."""
 
 
 class _Copy:
@@ -67,6 +71,7 @@ class ExchangeInfoKeeper:
         now_ms: Callable[[], int],
         period_s: float = 60.0,
         known: Callable[[], Mapping[str, SymbolEntry]] | None = None,
+        first_wait_s: float = 3.0,
     ) -> None:
         self.store = store
         self.rest = rest
@@ -75,6 +80,9 @@ class ExchangeInfoKeeper:
         self.known = known  # the stored universe as this process read it last
         self.fetches = 0
         self._forced_s = 0.0
+        self.first_wait_s = first_wait_s
+        self._retry_s = 0.0  # no new first reading is waited for before this
+        self._pending: asyncio.Task[None] | None = None
         self._copy: _Copy | None = None
         self._read_s = 0.0
         self._stale = False
@@ -115,7 +123,7 @@ class ExchangeInfoKeeper:
         """``refresh``; when the exchange cannot be read, the copy held is served on."""
         try:
             await self.refresh()
-        except (BinanceError, BinanceUnavailable) as e:
+        except (BinanceError, BinanceUnavailable, StoreError) as e:
             log.warning("cannot refresh the stored exchangeInfo: %s", e)
 
     def _disagrees(self, c: _Copy) -> bool:
@@ -128,22 +136,34 @@ class ExchangeInfoKeeper:
                 return True
         return False
 
+    def _refresh_soon(self) -> asyncio.Task[None]:
+        """One refresh at a time, in the background: a slow exchange never holds a
+        request that has a copy to serve."""
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.get_running_loop().create_task(self._refresh_or_keep())
+        return self._pending
+
     async def copy(self) -> _Copy:
-        """The current copy: the one in memory, Redis's when a second old, the
-        exchange's when none is stored, it is ``period_s`` old, or the universe saw
-        a status change it does not have."""
+        """The current copy (re-checked in the background once a second: Redis's when
+        another process read a newer one, the exchange's when it is ``period_s`` old or
+        the universe saw a status change it does not have). With none yet, the first
+        reading is waited for up to ``first_wait_s``; ``Unavailable`` after that."""
         c = self._copy
-        if self._stale or c is None:
-            await self._refresh_or_keep()
-        elif time.monotonic() - self._read_s > REDIS_READ_S:
+        if c is None:
+            if time.monotonic() < self._retry_s:
+                raise Unavailable("no exchangeInfo yet")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._refresh_soon()), self.first_wait_s)
+            if self._copy is None:
+                self._retry_s = time.monotonic() + self.first_wait_s
+                raise Unavailable("the exchange's exchangeInfo cannot be read")
+            return self._copy
+        if self._stale or time.monotonic() - self._read_s > REDIS_READ_S:
             if self._disagrees(c):
                 self._stale = True
-            await self._refresh_or_keep()
-        if self._copy is None:
-            raise bp.BinanceParamError(
-                -1001, "Internal error; unable to process your request. Please try again.", 503
-            )
-        return self._copy
+            self._read_s = time.monotonic()
+            self._refresh_soon()
+        return c
 
     async def statuses(self) -> Mapping[str, str]:
         """Every symbol of the exchange and its status."""

@@ -17,7 +17,8 @@ from fastapi.responses import Response
 from livecandle.domain.intervals import DAY_MS
 from livecandle.exchange.binance import params as bp
 from livecandle.web.api import Api
-from livecandle.web.proxy.info import ExchangeInfoKeeper
+from livecandle.web.mirror import Mirror
+from livecandle.web.proxy.info import ExchangeInfoKeeper, Unavailable
 from livecandle.web.proxy.tickers import BookFn, LocalTickers, Window, ticker_type, window_ms
 from livecandle.web.proxy.upstream import Answer, Upstream
 
@@ -55,11 +56,13 @@ class Proxy:
     def __init__(
         self,
         api: Api,
+        mirror: Mirror,
         info: ExchangeInfoKeeper,
         upstream: Upstream,
         book: BookFn | None = None,
     ) -> None:
         self.api = api
+        self.mirror = mirror
         self.info = info
         self.upstream = upstream
         self.local = LocalTickers(api.store, api.status.now_ms)
@@ -75,9 +78,18 @@ class Proxy:
         return "1m" in served.intervals and all(n in known for n in names)
 
     async def _selection(self, q: Mapping[str, str], needs_symbols: bool) -> list[str] | None:
+        """The symbols asked for (``_names``); None when some are not followed: the
+        request is forwarded."""
+        names = await self._names(q, needs_symbols)
+        return names if self.local_names(names) else None
+
+    async def _names(self, q: Mapping[str, str], needs_symbols: bool) -> list[str]:
         """The symbols asked for (Binance's checks against the exchange's listing and
-        ``symbolStatus``); None when the request must be forwarded."""
-        statuses = await self.info.statuses()
+        ``symbolStatus``)."""
+        try:
+            statuses = await self.info.statuses()
+        except Unavailable:  # the exchange cannot be read: the followed symbols' own
+            statuses = {s: self.mirror.status_of(s) for s in self.api.served.symbols}
         if needs_symbols and "symbol" not in q and "symbols" not in q:
             raise bp.BinanceParamError(
                 -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
@@ -94,7 +106,7 @@ class Proxy:
                     -1220, "The symbol's status does not match the requested symbolStatus."
                 )
             names = [n for n in names if statuses[n] == wanted]
-        return names if self.local_names(names) else None
+        return names
 
     async def forward(self, request: Request) -> Response:
         body = await request.body() if request.method != "GET" else b""
@@ -132,7 +144,10 @@ class Proxy:
     # -- endpoints ------------------------------------------------------------------------
 
     async def exchange_info(self, request: Request) -> Response:
-        body = await self.info.body(dict(request.query_params))
+        try:
+            body = await self.info.body(dict(request.query_params))
+        except Unavailable:  # the exchange cannot be read: what the universe stored
+            return self.mirror.exchange_info(request)
         return Response(body, media_type="application/json")
 
     async def _windows(self, names: Sequence[str], width_ms: int) -> list[Window] | None:
@@ -162,23 +177,38 @@ class Proxy:
         return _json_response(out[0] if "symbol" in q else out)
 
     async def ticker_price(self, request: Request) -> Response:
+        """Followed symbols' last prices from Redis; the others' (and those with no data
+        yet) from the exchange, in one forwarded request (weight 2 or 4, kept 1 s)."""
         q = dict(request.query_params)
         bp.only(q, ("symbol", "symbols", "symbolStatus"))
-        names = await self._selection(q, needs_symbols=False)
-        if names is None:
-            return await self.forward(request)
-        values = await self.api.store.live_prices(names)
-        out = []
-        for name, raw in zip(names, values, strict=True):
-            price = msgspec.json.decode(raw)["price"] if raw is not None else None
-            if price is None:
-                w = await self.local.window(name, DAY_MS)
-                if w is None:
-                    return await self.forward(request)
-                price = w.fields("MINI", False, None)["lastPrice"]
-            out.append({"symbol": name, "price": price})
-        self.served_locally += 1
-        return _json_response(out[0] if "symbol" in q else out)
+        names = await self._names(q, needs_symbols=False)
+        known = set(self.api.served.symbols)
+        mine = [n for n in names if n in known]
+        values = await self.api.store.live_prices(mine)
+        prices: dict[str, str] = {}
+        for name, raw in zip(mine, values, strict=True):
+            if raw is not None:
+                prices[name] = msgspec.json.decode(raw)["price"]
+            else:  # no trade seen yet: the newest official close
+                close = await self.mirror.last_close(name)
+                if close is not None:
+                    prices[name] = close
+        missing = [n for n in names if n not in prices]
+        if missing:
+            one = len(missing) == 1 and "symbol" in q
+            asked = {"symbol": missing[0]} if one else {}  # all: weight 4, shared 1 s
+            rows = msgspec.json.decode(await self.forwarded_bytes("/api/v3/ticker/price", asked))
+            for row in rows if isinstance(rows, list) else [rows]:
+                if isinstance(row, dict) and row.get("symbol") in missing:
+                    prices[row["symbol"]] = row["price"]
+        else:
+            self.served_locally += 1
+        out = [{"symbol": n, "price": prices[n]} for n in names if n in prices]
+        if "symbol" in q:
+            if not out:
+                raise bp.BinanceParamError(-1121, "Invalid symbol.")
+            return _json_response(out[0])
+        return _json_response(out)
 
     async def avg_price(self, request: Request) -> Response:
         q = dict(request.query_params)
