@@ -72,6 +72,7 @@ class ExchangeInfoKeeper:
         period_s: float = 60.0,
         known: Callable[[], Mapping[str, SymbolEntry]] | None = None,
         first_wait_s: float = 3.0,
+        recheck_s: float = REDIS_READ_S,
     ) -> None:
         self.store = store
         self.rest = rest
@@ -80,7 +81,9 @@ class ExchangeInfoKeeper:
         self.known = known  # the stored universe as this process read it last
         self.fetches = 0
         self._forced_s = 0.0
+        self.status_recheck_s = STATUS_RECHECK_S
         self.first_wait_s = first_wait_s
+        self.recheck_s = recheck_s  # a copy is served this long before looking again
         self._retry_s = 0.0  # no new first reading is waited for before this
         self._pending: asyncio.Task[None] | None = None
         self._copy: _Copy | None = None
@@ -128,7 +131,7 @@ class ExchangeInfoKeeper:
 
     def _disagrees(self, c: _Copy) -> bool:
         """The universe saw a status change (or a listing) the copy does not have."""
-        if self.known is None or time.monotonic() - self._forced_s < STATUS_RECHECK_S:
+        if self.known is None or time.monotonic() - self._forced_s < self.status_recheck_s:
             return False
         for name, entry in self.known().items():
             if c.statuses.get(name, DELISTED) != entry.status:
@@ -142,6 +145,11 @@ class ExchangeInfoKeeper:
         if self._pending is None or self._pending.done():
             self._pending = asyncio.get_running_loop().create_task(self._refresh_or_keep())
         return self._pending
+
+    async def settled(self) -> None:
+        """Until the background refresh under way (if any) is done."""
+        if self._pending is not None:
+            await asyncio.shield(self._pending)
 
     async def copy(self) -> _Copy:
         """The current copy (re-checked in the background once a second: Redis's when
@@ -158,7 +166,7 @@ class ExchangeInfoKeeper:
                 self._retry_s = time.monotonic() + self.first_wait_s
                 raise Unavailable("the exchange's exchangeInfo cannot be read")
             return self._copy
-        if self._stale or time.monotonic() - self._read_s > REDIS_READ_S:
+        if self._stale or time.monotonic() - self._read_s > self.recheck_s:
             if self._disagrees(c):
                 self._stale = True
             self._read_s = time.monotonic()
