@@ -84,7 +84,6 @@ class Settings:
     proxy_forward_signed: bool = False  # forward API-key requests untouched (else refused)
     binance_fapi_url: str = "https://fapi.binance.com"  # /fapi/... forwarded here
     binance_dapi_url: str = "https://dapi.binance.com"  # /dapi/... forwarded here
-    proxy_follow_cap: int = 0  # symbols followed on demand (0: none; forwarded instead)
     proxy_info_period_s: float = 60.0  # the stored exchangeInfo is re-read this often
 
     @classmethod
@@ -164,8 +163,6 @@ class Settings:
             kw["binance_fapi_url"] = url.rstrip("/")
         if url := env.get("LIVECANDLE_BINANCE_DAPI_URL"):
             kw["binance_dapi_url"] = url.rstrip("/")
-        if n := env.get("LIVECANDLE_PROXY_FOLLOW_CAP"):
-            kw["proxy_follow_cap"] = _int("LIVECANDLE_PROXY_FOLLOW_CAP", n, 0, 100_000)
         if n := env.get("LIVECANDLE_PROXY_INFO_PERIOD_S"):
             kw["proxy_info_period_s"] = float(_int("LIVECANDLE_PROXY_INFO_PERIOD_S", n, 1, 86_400))
         return cls(**kw)

@@ -15,9 +15,11 @@ import redis.asyncio as aioredis
 
 from livecandle.domain.intervals import MINUTE_MS, parse_interval
 from livecandle.domain.model import SeriesKey, to_units
+from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.exchange.binance.weights import Priority
 from livecandle.runtime.service import Service
 from livecandle.store import Keys, Store
+from livecandle.web.proxy.upstream import Upstream
 from tests.helpers import EmulatorProcess, binance_client
 from tests.integration.live_support import running_service
 
@@ -296,7 +298,7 @@ async def test_signed_requests_are_refused_unless_forwarding_is_allowed(
 
 
 async def test_an_unmodified_ccxt_client_loads_markets_and_reads_through_the_proxy(
-    proxy: tuple[Service, httpx.AsyncClient],
+    proxy: tuple[Service, httpx.AsyncClient], market: EmulatorProcess
 ) -> None:
     import ccxt
     import ccxt.async_support as accxt
@@ -323,6 +325,10 @@ async def test_an_unmodified_ccxt_client_loads_markets_and_reads_through_the_pro
         )
 
     markets, ticker, tickers, ohlcv, trades = await asyncio.to_thread(sync_reads)
+    stats = await _get_json(market.rest_url + "/_emulator/stats")
+    # ccxt's default market types: the futures exchangeInfo went to the futures host
+    assert stats["requests_by_endpoint"]["/fapi/v1/exchangeInfo"] >= 1
+    assert stats["requests_by_endpoint"]["/dapi/v1/exchangeInfo"] >= 1
     assert {"BTC/USDT", "ETH/USDT", "BNB/USDT"} <= set(markets)
     assert markets["BTC/USDT"]["precision"]["price"] == 0.01
     # best bid/ask come from the order book (another part; absent in this emulator)
@@ -378,3 +384,19 @@ async def test_an_unmodified_python_binance_client_reads_through_the_proxy(
 @pytest.fixture
 def store(redis: aioredis.Redis) -> Store:
     return Store(redis, Keys())
+
+
+async def test_signed_requests_go_untouched_when_the_operator_opts_in(
+    market: EmulatorProcess,
+) -> None:
+    async with BinanceRest(market.rest_url) as rest:
+        upstream = Upstream(rest, forward_signed=True)
+        try:
+            answer = await upstream.forward(
+                "/api/v3/account", "timestamp=1&signature=ab", {"x-mbx-apikey": "k"}
+            )
+            used = rest.budget.weight_sent
+        finally:
+            await upstream.aclose()
+    # the emulator has no account endpoint: its own 404, not the proxy's refusal
+    assert answer.status == 404 and upstream.forwarded == 1 and used == 0
