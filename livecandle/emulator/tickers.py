@@ -77,15 +77,15 @@ class Tickers:
             if history:
                 lo, hi = history[0], history[-1]
                 cut = [bins[i][0] for i in range(lo, hi + 1)] + [bins[hi][1]]
-                for i, agg in zip(range(lo, hi + 1), sm.history_aggs(cut), strict=True):
-                    kept[bins[i]] = agg
+                for i, made in zip(range(lo, hi + 1), sm.history_aggs(cut), strict=True):
+                    kept[bins[i]] = made
             for i in todo:
                 if bins[i] not in kept:
                     kept[bins[i]] = sm.range_agg(*bins[i])
-        agg: Agg | None = None
+        merged: Agg | None = None
         for key in bins:
-            agg = agg_merge(agg, kept[key])
-        return agg
+            merged = agg_merge(merged, kept[key])
+        return merged
 
     def window_agg(self, sm: SymbolMarket, a: int, b: int) -> Agg | None:
         """Every trade in ``[a, b)`` (``b`` at most just past now)."""
