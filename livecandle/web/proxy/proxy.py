@@ -6,6 +6,8 @@ the one weight plan (``upstream``).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -23,6 +25,9 @@ from livecandle.web.proxy.tickers import BookFn, LocalTickers, Window, ticker_ty
 from livecandle.web.proxy.upstream import Answer, Upstream
 
 _json = msgspec.json.Encoder()
+ANSWER_TTL_S = 1.0
+MAX_ANSWERS = 1024
+WINDOW_READS = 32  # symbols' windows read from Redis at once
 EXCHANGE_STATUSES = ("TRADING", "END_OF_DAY", "HALT", "BREAK")
 
 
@@ -65,7 +70,8 @@ class Proxy:
         self.mirror = mirror
         self.info = info
         self.upstream = upstream
-        self.local = LocalTickers(api.store, api.status.now_ms)
+        self.local = LocalTickers(api.store, api.status.now_ms, "1h" in api.served.intervals)
+        self._answers: dict[tuple[str, ...], tuple[float, bytes]] = {}  # kept ANSWER_TTL_S
         self.book = book or self.forwarded_book
         self.served_locally = 0
 
@@ -151,16 +157,32 @@ class Proxy:
         return Response(body, media_type="application/json")
 
     async def _windows(self, names: Sequence[str], width_ms: int) -> list[Window] | None:
-        out = []
-        for n in names:
-            w = await self.local.window(n, width_ms)
-            if w is None:  # nothing stored yet: the exchange answers
-                return None
-            out.append(w)
+        out: list[Window] = []
+        for i in range(0, len(names), WINDOW_READS):  # a bounded number of reads at once
+            batch = names[i : i + WINDOW_READS]
+            windows = await asyncio.gather(*(self.local.window(n, width_ms) for n in batch))
+            for w in windows:
+                if w is None:  # nothing stored yet: the exchange answers
+                    return None
+                out.append(w)
         return out
 
     async def tickers(self, request: Request, rolling: bool) -> Response:
+        """``ticker/24hr`` and ``ticker``; the answer is kept ``ANSWER_TTL_S`` (many
+        bots polling the same tickers cost one computation a second)."""
         q = dict(request.query_params)
+        key = (request.url.path, *sorted(f"{k}={v}" for k, v in q.items()))
+        kept = self._answers.get(key)
+        if kept is not None and time.monotonic() - kept[0] < ANSWER_TTL_S:
+            return Response(kept[1], media_type="application/json")
+        response = await self._tickers(request, q, rolling)
+        if response.status_code == 200 and response.media_type == "application/json":
+            if len(self._answers) > MAX_ANSWERS:
+                self._answers.clear()
+            self._answers[key] = (time.monotonic(), bytes(response.body))
+        return response
+
+    async def _tickers(self, request: Request, q: dict[str, str], rolling: bool) -> Response:
         allowed = ("symbol", "symbols", "type", "symbolStatus")
         bp.only(q, (*allowed, "windowSize") if rolling else allowed)
         kind = ticker_type(q)
