@@ -53,5 +53,12 @@ async def test_a_status_change_the_universe_saw_is_read_again_at_once(
             assert _statuses(await keeper.body({}))["ETHUSDT"] == "BREAK"
             only = await keeper.body({"symbolStatus": "BREAK"})
             assert list(_statuses(only)) == ["ETHUSDT"]
+            # a universe that stays wrong (nobody updates it) costs one reading, not more
+            keeper.status_recheck_s = 0
+            entries["BTCUSDT"] = SymbolEntry("BTCUSDT", "HALT", 0, False, True)
+            for _ in range(3):
+                await keeper.body({})
+                await keeper.settled()
+            assert keeper.fetches == 3
         finally:
             emulator.control(status={"symbol": "ETHUSDT", "status": "TRADING"})

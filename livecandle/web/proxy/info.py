@@ -81,6 +81,7 @@ class ExchangeInfoKeeper:
         self.known = known  # the stored universe as this process read it last
         self.fetches = 0
         self._forced_s = 0.0
+        self._forced_for: set[tuple[str, str]] = set()  # disagreements already read for
         self.status_recheck_s = STATUS_RECHECK_S
         self.first_wait_s = first_wait_s
         self.recheck_s = recheck_s  # a copy is served this long before looking again
@@ -130,11 +131,17 @@ class ExchangeInfoKeeper:
             log.warning("cannot refresh the stored exchangeInfo: %s", e)
 
     def _disagrees(self, c: _Copy) -> bool:
-        """The universe saw a status change (or a listing) the copy does not have."""
+        """The universe saw a status change (or a listing) the copy does not have. Each
+        disagreement forces one reading only: a universe nobody updates any more (no
+        process follows the listing) must not cost a reading every few seconds."""
         if self.known is None or time.monotonic() - self._forced_s < self.status_recheck_s:
             return False
         for name, entry in self.known().items():
-            if c.statuses.get(name, DELISTED) != entry.status:
+            seen = (name, entry.status)
+            if c.statuses.get(name, DELISTED) != entry.status and seen not in self._forced_for:
+                if len(self._forced_for) > 10_000:
+                    self._forced_for.clear()
+                self._forced_for.add(seen)
                 self._forced_s = time.monotonic()
                 return True
         return False
