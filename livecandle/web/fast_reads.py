@@ -33,7 +33,7 @@ class FastReads:
                 headers: dict[str, str] | None = None
                 q = dict(parse_qsl(scope["query_string"].decode("latin-1"), True))
                 try:
-                    body, status = await self.mirror.binance_klines_body(q), 200
+                    body, status = await self.mirror.binance_klines_body(q, path), 200
                 except bp.BinanceParamError as e:
                     body, status = _enc.encode(e.body()), e.status
                     headers = getattr(e, "headers", None)  # a forwarded 429's Retry-After

@@ -43,23 +43,24 @@ class Mirror:
         self.listing: dict[SeriesKey, int] = {}  # first open time, once the exchange said
 
     async def binance_klines(self, request: Request) -> Response:
-        body = await self.binance_klines_body(dict(request.query_params))
+        body = await self.binance_klines_body(dict(request.query_params), request.url.path)
         return Response(body, media_type="application/json")
 
-    async def binance_klines_body(self, q: dict[str, str]) -> bytes:
+    async def binance_klines_body(self, q: dict[str, str], path: str = "/api/v3/klines") -> bytes:
+        """``path``: klines or uiKlines, as asked (what is forwarded)."""
         served = self.api.served
         if self.proxy is not None and (
             q.get("symbol", "").upper() not in served.symbols
             or q.get("interval") not in served.intervals
         ):
-            return await self.proxy.forwarded_bytes("/api/v3/klines", q)
+            return await self.proxy.forwarded_bytes(path, q)
         kq = bp.klines_query(q, served.symbols)
         if kq.interval.name not in served.intervals:
             raise bp.BinanceParamError(-1120, "Invalid interval.")
         series = SeriesKey(kq.symbol, kq.interval)
         ranged = kq.start_ms is not None or kq.end_ms is not None
         if self.proxy is not None and ranged and not await self._held(series, kq):
-            return await self.proxy.forwarded_bytes("/api/v3/klines", q)
+            return await self.proxy.forwarded_bytes(path, q)
         members, _, latest, live_raw, closed = await self.api.official(
             series, kq.start_ms, kq.end_ms, kq.limit
         )

@@ -288,7 +288,7 @@ async def test_over_budget_the_proxy_answers_429_itself_and_the_exchange_sees_no
         r = await web.get("/api/v3/aggTrades", params={"symbol": "BNBUSDT", "limit": n})
         statuses.append(r.status_code)
         if r.status_code == 429:
-            assert r.json()["code"] == -1003
+            assert r.json()["code"] == -1003 and "per 1 MINUTE" in r.json()["msg"]
             assert int(r.headers["retry-after"]) >= 1
             assert int(r.headers["x-mbx-used-weight-1m"]) >= 8
         else:

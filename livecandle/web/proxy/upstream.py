@@ -230,14 +230,15 @@ class Upstream:
         if budget.room(Priority.PROXY) >= cost:
             return None
         self.refused += 1
-        window_s = budget.window_ms // 1000
+        w = budget.window_ms
+        window = f"{w // 60_000} MINUTE" if w % 60_000 == 0 else f"{max(1, w // 1000)} SECOND"
         wait_s = max(1, -(-budget.retry_after_ms() // 1000))
         return binance_error(
             429,
             -1003,
             f"Too much request weight used; current limit is {budget.ceiling(Priority.PROXY)} "
-            f"request weight per {window_s} SECOND for this proxy. Please use WebSocket "
-            f"Streams for live updates to avoid polling the API.",
+            f"request weight per {window} (this proxy's share of the IP's). Please use "
+            f"WebSocket Streams for live updates to avoid polling the API.",
             {"Retry-After": str(wait_s), "X-MBX-USED-WEIGHT-1M": str(budget.used)},
         )
 
