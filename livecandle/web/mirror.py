@@ -78,6 +78,8 @@ class Mirror:
         else:
             assert kq.end_ms is not None
             first = kq.end_ms - (kq.limit - 1) * length
+        if first > self.status.now_ms():
+            return True  # a future range: nothing exists anywhere but what is live here
         meta = await self.api.store.meta(series)
         listing = self.listing.get(series)
         if meta.earliest is None:
