@@ -115,7 +115,9 @@ class Proxy:
         return names
 
     async def forward(self, request: Request) -> Response:
-        body = await request.body() if request.method != "GET" else b""
+        # a body is read only to be forwarded (never for a request that is refused)
+        forwarding = request.method != "GET" and self.upstream.forward_signed
+        body = await request.body() if forwarding else b""
         answer = await self.upstream.forward(
             request.url.path,
             request.url.query,
@@ -188,6 +190,10 @@ class Proxy:
         kind = ticker_type(q)
         width = window_ms(q.get("windowSize", "1d")) if rolling else DAY_MS
         names = await self._selection(q, needs_symbols=rolling)
+        if rolling and names is not None and len(names) > 100:
+            raise bp.BinanceParamError(
+                -1101, "Too many values sent for parameter 'symbols', maximum allowed up to 100."
+            )
         windows = None if names is None else await self._windows(names, width)
         if windows is None:
             return await self.forward(request)
