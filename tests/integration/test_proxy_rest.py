@@ -294,6 +294,10 @@ async def test_over_budget_the_proxy_answers_429_itself_and_the_exchange_sees_no
         else:
             assert len(r.json()) == n
     assert statuses == [200, 200, 429, 429, 429]
+    # klines of a symbol not followed (the fast read path) get the same 429
+    r = await web.get("/api/v3/klines", params={"symbol": "BNBUSDT", "interval": "1m"})
+    assert r.status_code == 429 and r.json()["code"] == -1003
+    assert int(r.headers["retry-after"]) >= 1
     assert market.state()["rejected_429"] == 0
 
 
