@@ -80,6 +80,11 @@ class Settings:
     socketio_sessions_per_ip: int = 2000
     socketio_messages_per_s: int = 20  # per client, burst twice that
     socketio_max_rooms: int = 4096  # per client
+    # issue 11: the Binance proxy (web/proxy)
+    proxy_forward_signed: bool = False  # forward API-key requests untouched (else refused)
+    binance_fapi_url: str = "https://fapi.binance.com"  # /fapi/... forwarded here
+    binance_dapi_url: str = "https://dapi.binance.com"  # /dapi/... forwarded here
+    proxy_info_period_s: float = 60.0  # the stored exchangeInfo is re-read this often
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -151,6 +156,15 @@ class Settings:
         ):
             if n := env.get(name):
                 kw[attr] = _int(name, n, 0, high)
+        # issue 11: the Binance proxy
+        if flag := env.get("LIVECANDLE_PROXY_FORWARD_SIGNED"):
+            kw["proxy_forward_signed"] = flag.lower() in ("1", "true", "yes")
+        if url := env.get("LIVECANDLE_BINANCE_FAPI_URL"):
+            kw["binance_fapi_url"] = url.rstrip("/")
+        if url := env.get("LIVECANDLE_BINANCE_DAPI_URL"):
+            kw["binance_dapi_url"] = url.rstrip("/")
+        if n := env.get("LIVECANDLE_PROXY_INFO_PERIOD_S"):
+            kw["proxy_info_period_s"] = float(_int("LIVECANDLE_PROXY_INFO_PERIOD_S", n, 1, 86_400))
         return cls(**kw)
 
     def with_(self, **changes: Any) -> Settings:

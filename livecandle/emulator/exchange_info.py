@@ -2,9 +2,8 @@
 
 Each symbol's object is encoded once and kept until its status changes, so the answer
 for the whole market (about 1,600 symbols) is a join of cached bytes. Parameters
-``symbol``, ``symbols``, ``permissions``, ``showPermissionSets`` and ``symbolStatus``
-with Binance's errors: -1121 unknown symbol, -1122 bad ``symbolStatus``, -1151 duplicate
-symbols, -1128 a forbidden combination, -1100 a malformed list, -1104 unread parameters.
+and errors are Binance's, read by ``exchange.binance.exchange_info`` (shared with the
+proxy).
 """
 
 from __future__ import annotations
@@ -14,11 +13,12 @@ from typing import Any
 
 import msgspec
 
-from livecandle.exchange.binance import params as bp
+from livecandle.exchange.binance import exchange_info as shared
+from livecandle.exchange.binance.exchange_info import EXCHANGE_STATUSES
 
 _json = msgspec.json.Encoder()
 
-EXCHANGE_STATUSES = ("TRADING", "END_OF_DAY", "HALT", "BREAK")
+__all__ = ["EXCHANGE_STATUSES", "ExchangeInfo", "split_symbol", "symbol_info"]
 _ORDER_TYPES = [
     "LIMIT",
     "LIMIT_MAKER",
@@ -135,30 +135,8 @@ class ExchangeInfo:
         return cached
 
     def select(self, q: Mapping[str, str], statuses: Mapping[str, str]) -> list[str]:
-        """The symbols a query asks for, in listing order; Binance's errors otherwise."""
-        bp.only(q, ("symbol", "symbols", "permissions", "showPermissionSets", "symbolStatus"))
-        chosen = [k for k in ("symbol", "symbols", "permissions") if k in q]
-        if len(chosen) > 1 or ("symbolStatus" in q and chosen[:1] in (["symbol"], ["symbols"])):
-            raise bp.BinanceParamError(-1128, "Combination of optional parameters invalid.")
-        if "symbols" in q:
-            try:
-                names = msgspec.json.decode(q["symbols"], type=list[str])
-            except msgspec.DecodeError:
-                raise bp.BinanceParamError(
-                    -1100, "Illegal characters found in parameter 'symbols'."
-                ) from None
-            if len(set(names)) != len(names):
-                raise bp.BinanceParamError(-1151, "Symbol is present multiple times in the list.")
-            if any(n not in statuses for n in names):
-                raise bp.BinanceParamError(-1121, "Invalid symbol.")
-            return names
-        names = bp.symbols_param(q, statuses)
-        wanted = q.get("symbolStatus")
-        if wanted is not None:
-            if wanted not in EXCHANGE_STATUSES:
-                raise bp.BinanceParamError(-1122, "Invalid symbolStatus.")
-            names = [n for n in names if statuses[n] == wanted]
-        return names
+        """The symbols a query asks for (``exchange.binance.exchange_info.select``)."""
+        return shared.select(q, statuses)
 
     def body(
         self,
@@ -168,6 +146,5 @@ class ExchangeInfo:
     ) -> bytes:
         """The whole answer: ``head`` (timezone, serverTime, rateLimits...) and symbols."""
         names = self.select(q, statuses)
-        perms = q.get("showPermissionSets", "true").lower() != "false"
-        symbols = b",".join(self._symbol_bytes(n, statuses[n], perms) for n in names)
-        return _json.encode(head)[:-1] + b',"symbols":[' + symbols + b"]}"
+        perms = shared.show_permission_sets(q)
+        return shared.join(head, (self._symbol_bytes(n, statuses[n], perms) for n in names))

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from livecandle.domain.model import Candle
-from livecandle.emulator import controls, depth_feed, wire
+from livecandle.emulator import controls, depth_feed, tickers, wire
 from livecandle.emulator.exchange_info import ExchangeInfo
 from livecandle.emulator.faults import Faults
 from livecandle.emulator.gauges import GcPauses, LoopLag, RestCost
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 _json = msgspec.json.Encoder()
 WEIGHTS = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2, "uiKlines": 2, "aggTrades": 4}
+# tickers (emulator/tickers.py): their weight depends on the parameters
+TICKERS = ("ticker/24hr", "ticker/price", "ticker", "avgPrice")
+FUTURES_INFO = ("/fapi/v1/exchangeInfo", "/dapi/v1/exchangeInfo")
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Emulator:
         )
         quotes = tuple(dict.fromkeys((*QUOTES, "BUSD", "TUSD", "DAI", "AUD", "GBP")))
         self.exchange_info = ExchangeInfo(quotes)
+        self.tickers = tickers.Tickers()
         self.limiter = WeightLimiter(
             limit=config.weight_limit,
             window_ms=config.weight_window_ms,
@@ -123,7 +127,7 @@ class Emulator:
         return Response(content, status, headers, media_type="application/json")
 
     async def handle(self, request: Request) -> Response:
-        endpoint = request.url.path.rsplit("/", 1)[-1]
+        endpoint = request.url.path.split("/api/v3/", 1)[-1]
         self.requests += 1
         self.by_endpoint[endpoint] = self.by_endpoint.get(endpoint, 0) + 1
         now, new = self.advance()  # the answer holds every trade up to now
@@ -136,7 +140,10 @@ class Emulator:
             self.rest_cost.add(endpoint, started)
 
     def _handle(self, endpoint: str, request: Request, now: int) -> Response:
-        weight = WEIGHTS.get(endpoint) or depth_feed.rest_weight(endpoint, request.query_params)
+        if endpoint in TICKERS:
+            weight = tickers.weight(endpoint, request.query_params)
+        else:
+            weight = WEIGHTS.get(endpoint) or depth_feed.rest_weight(endpoint, request.query_params)
         ip = request.client.host if request.client else "?"
         verdict = self.limiter.charge(ip, weight, now)
         if verdict.status == 429:
@@ -198,6 +205,11 @@ class Emulator:
             return self.hub.depth.depth(q, now)
         if endpoint == "bookTicker" and self.hub is not None:
             return self.hub.depth.book_ticker(q, now)
+        if endpoint in TICKERS:
+            statuses = {s: x.status for s, x in self.market.listings.items()}
+            return self.tickers.answer(endpoint, q, symbols, statuses, now)
+        if endpoint in FUTURES_INFO:  # enough for clients that load every market type
+            return {"timezone": "UTC", "serverTime": now, "rateLimits": [], "symbols": []}
         raise bp.BinanceParamError(-1000, "An unknown error occurred while processing the request.")
 
     def _stale(
@@ -307,8 +319,9 @@ def build_app(emulator: Emulator) -> Starlette:
             await emulator.loop_lag.stop()
             await hub.stop()
 
-    rest = [Route(f"/api/v3/{name}", emulator.handle) for name in WEIGHTS]
+    rest = [Route(f"/api/v3/{name}", emulator.handle) for name in (*WEIGHTS, *TICKERS)]
     rest += [Route(f"/api/v3/{name}", emulator.handle) for name in depth_feed.ROUTES]
+    rest += [Route(path, emulator.handle) for path in FUTURES_INFO]
     return Starlette(
         routes=[
             *rest,

@@ -88,7 +88,7 @@ async def run_web(service: Service, stop: asyncio.Event) -> None:
     # the proxy's order books: their snapshots go through the process's one weight plan
     attempts = service.stream.attempts if service.stream is not None else None
     books = Books(service.rest, settings.binance_ws_url, attempts=attempts)
-    asgi, api, realtime = build_app(service, service.store, settings, books)
+    asgi, api, realtime = build_app(service, service.store, settings, service.rest, books)
     service.supervisor.spawn("web:realtime-listen", realtime.listen)
     service.supervisor.spawn("web:realtime-flush", realtime.flush_loop)
     if api.served.dynamic:  # patterns: the served symbols follow the stored universe

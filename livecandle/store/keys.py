@@ -71,6 +71,12 @@ class Keys:
         after a delisting (its data is kept too). One key: no cross-slot access."""
         return f"{self.prefix}universe"
 
+    @property
+    def exchange_info(self) -> str:
+        """HASH ``body`` (the exchange's own ``/api/v3/exchangeInfo`` answer, as sent)
+        and ``fetched_ms`` (when it was read): the proxy serves it (web/proxy_info)."""
+        return f"{self.prefix}exchange_info"
+
     def health(self, role: str) -> str:
         return f"{self.prefix}livecandle_health:{role}"
 

@@ -547,6 +547,27 @@ class Store:
                 out[entry.symbol] = entry
         return out
 
+    # -- the exchange's exchangeInfo (the proxy's copy) -----------------------------------
+
+    async def write_exchange_info(self, body: bytes, fetched_ms: int) -> None:
+        await self.redis.hset(  # type: ignore[misc]
+            self.keys.exchange_info, mapping={"body": body, "fetched_ms": fetched_ms}
+        )
+
+    async def exchange_info_fetched_ms(self) -> int | None:
+        raw = await cast(
+            Awaitable[bytes | None], self.redis.hget(self.keys.exchange_info, "fetched_ms")
+        )
+        return int(raw) if raw is not None and raw.isdigit() else None
+
+    async def exchange_info(self) -> tuple[bytes, int] | None:
+        """The stored exchangeInfo body and when it was fetched, if stored."""
+        raw = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.exchange_info))
+        body, fetched = raw.get(b"body"), raw.get(b"fetched_ms")
+        if body is None or fetched is None or not fetched.isdigit():
+            return None
+        return body, int(fetched)
+
     # -- Redis Cluster (store/cluster.py) -------------------------------------------------
 
     @property

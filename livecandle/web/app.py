@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from livecandle.config import Settings
 from livecandle.exchange.binance import params as bp
+from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.store import Store
 from livecandle.web.api import Api
 from livecandle.web.books import Books
@@ -34,6 +35,8 @@ from livecandle.web.mirror import Mirror
 from livecandle.web.openapi import LIVE_CANDLE_BODY, document
 from livecandle.web.origins import Origins
 from livecandle.web.params import chart_parameters, invalid
+from livecandle.web.proxy import build_proxy
+from livecandle.web.proxy.routes import install as install_proxy
 from livecandle.web.realtime import Realtime
 from livecandle.web.security import Security
 from livecandle.web.status import Status
@@ -46,12 +49,20 @@ log = logging.getLogger(__name__)
 
 
 def build_app(
-    status: Status, store: Store, settings: Settings, books: Books | None = None
+    status: Status,
+    store: Store,
+    settings: Settings,
+    rest: BinanceRest | None = None,
+    books: Books | None = None,
 ) -> tuple[Any, Api, Realtime]:
-    """The ASGI app (socket.io around FastAPI), its Api and its Realtime; with ``books``
-    (the local order books) the proxy's depth and bookTicker too."""
+    """The ASGI app (socket.io around FastAPI), its Api and its Realtime. ``rest``: the
+    process's exchange client, whose weight plan the proxy's forwarding shares (one of
+    its own when not given); with ``books`` (the local order books) the proxy's depth and
+    bookTicker too."""
     api = Api(status, store, settings)
     mirror = Mirror(api, status)
+    proxy = build_proxy(api, mirror, status, store, settings, rest)
+    mirror.proxy = proxy
     realtime = Realtime(
         store,
         settings.symbols,
@@ -78,7 +89,7 @@ def build_app(
 
     @app.exception_handler(bp.BinanceParamError)
     async def binance_error(request: Request, e: bp.BinanceParamError) -> JSONResponse:
-        return JSONResponse(e.body(), e.status)
+        return JSONResponse(e.body(), e.status, getattr(e, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -189,9 +200,14 @@ def build_app(
 
     @app.get("/api/v3/exchangeInfo", tags=["binance"])
     async def exchange_info(
-        request: Request, symbol: str | None = None, symbols: str | None = None
+        request: Request,
+        symbol: str | None = None,
+        symbols: str | None = None,
+        permissions: str | None = None,
+        symbolStatus: str | None = None,
+        showPermissionSets: str | None = None,
     ) -> Response:
-        return mirror.exchange_info(request)
+        return await proxy.exchange_info(request)
 
     binance_params = {
         "parameters": [
@@ -218,11 +234,13 @@ def build_app(
     async def ticker_price(
         request: Request, symbol: str | None = None, symbols: str | None = None
     ) -> Response:
-        return await mirror.ticker_price(request)
+        return await proxy.ticker_price(request)
 
     if depth is not None:
         app.get("/api/v3/depth", tags=["binance"])(depth.depth)
         app.get("/api/v3/ticker/bookTicker", tags=["binance"])(depth.book_ticker)
+
+    install_proxy(app, proxy)  # catch-alls for /api/v3, /fapi, /dapi: keep it last
 
     # with patterns the served symbols change at run time: no fixed list in the document
     listed = [] if settings.symbol_patterns else list(settings.symbols)

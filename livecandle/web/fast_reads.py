@@ -30,14 +30,16 @@ class FastReads:
         if scope["type"] == "http" and scope["method"] == "GET":
             path = scope["path"]
             if path in BINANCE_KLINES:
+                headers: dict[str, str] | None = None
                 q = dict(parse_qsl(scope["query_string"].decode("latin-1"), True))
                 try:
-                    body, status = await self.mirror.binance_klines_body(q), 200
+                    body, status = await self.mirror.binance_klines_body(q, path), 200
                 except bp.BinanceParamError as e:
                     body, status = _enc.encode(e.body()), e.status
+                    headers = getattr(e, "headers", None)  # a forwarded 429's Retry-After
                 except REDIS_DOWN as e:
                     status, body = redis_unavailable(path, e)
-                await _respond(send, status, body)
+                await _respond(send, status, body, headers)
                 return
             if path == "/api/klines":
                 q = dict(parse_qsl(scope["query_string"].decode("latin-1"), True))
@@ -53,7 +55,10 @@ class FastReads:
         await self.app(scope, receive, send)
 
 
-async def _respond(send: Any, status: int, body: bytes) -> None:
+async def _respond(
+    send: Any, status: int, body: bytes, headers: dict[str, str] | None = None
+) -> None:
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send(
         {
             "type": "http.response.start",
@@ -61,6 +66,7 @@ async def _respond(send: Any, status: int, body: bytes) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *extra,
             ],
         }
     )

@@ -290,6 +290,22 @@ class WeightBudget:
             if queued:  # cancelled while waiting: the next in line goes on
                 self._dequeue(ticket)
 
+    def room(self, priority: Priority) -> int:
+        """Weight ``priority`` may still take in this window without waiting (0 while
+        every request is paused): a proxy answers 429 itself rather than queue."""
+        now_ms = self.clock.now_ms()
+        if now_ms < self.blocked_until_ms:
+            return 0
+        self._roll(now_ms)
+        return max(0, self.ceiling(priority) - self.used)
+
+    def retry_after_ms(self) -> int:
+        """Until the pause ends, or else the current window does."""
+        now_ms = self.clock.now_ms()
+        if now_ms < self.blocked_until_ms:
+            return self.blocked_until_ms - now_ms
+        return (self._window_of(now_ms) + 1) * self.window_ms + _SKEW_MARGIN_MS - now_ms
+
     @contextlib.asynccontextmanager
     async def sending(
         self, weight: int, priority: Priority = Priority.HISTORY
