@@ -203,7 +203,7 @@ class Emulator:
             return self._agg_trades(q)
         if endpoint == "depth" and self.hub is not None:
             return self.hub.depth.depth(q, now)
-        if endpoint == "bookTicker" and self.hub is not None:
+        if endpoint == "ticker/bookTicker" and self.hub is not None:
             return self.hub.depth.book_ticker(q, now)
         if endpoint in TICKERS:
             statuses = {s: x.status for s, x in self.market.listings.items()}

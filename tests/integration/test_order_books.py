@@ -215,7 +215,9 @@ async def test_the_proxys_book_ticker_is_the_top_of_its_book(
     async with httpx.AsyncClient(base_url=str(proxy.web_url)) as web:
         await proxy_warm(web, emulator, "BTCUSDT")
         await proxy_warm(web, emulator, "ETHUSDT")
-        before = (await emulator_stats(emulator))["requests_by_endpoint"].get("bookTicker", 0)
+        before = (await emulator_stats(emulator))["requests_by_endpoint"].get(
+            "ticker/bookTicker", 0
+        )
 
         async def top_id() -> int:
             r = await web.get("/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 1})
@@ -240,11 +242,13 @@ async def test_the_proxys_book_ticker_is_the_top_of_its_book(
             await web.get("/api/v3/ticker/bookTicker", params={"symbols": '["ETHUSDT","BTCUSDT"]'})
         ).json()
         assert [t["symbol"] for t in two] == ["ETHUSDT", "BTCUSDT"]
-        after = (await emulator_stats(emulator))["requests_by_endpoint"].get("bookTicker", 0)
+        after = (await emulator_stats(emulator))["requests_by_endpoint"].get("ticker/bookTicker", 0)
         assert after == before  # local answers
         every = (await web.get("/api/v3/ticker/bookTicker")).json()  # forwarded
         assert {t["symbol"] for t in every} == {"BTCUSDT", "ETHUSDT"}
-        assert (await emulator_stats(emulator))["requests_by_endpoint"]["bookTicker"] == after + 1
+        assert (await emulator_stats(emulator))["requests_by_endpoint"][
+            "ticker/bookTicker"
+        ] == after + 1
 
 
 async def test_the_proxy_answers_binances_errors_for_bad_parameters(proxy: Service) -> None:
