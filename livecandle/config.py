@@ -85,6 +85,10 @@ class Settings:
     binance_fapi_url: str = "https://fapi.binance.com"  # /fapi/... forwarded here
     binance_dapi_url: str = "https://dapi.binance.com"  # /dapi/... forwarded here
     proxy_info_period_s: float = 60.0  # the stored exchangeInfo is re-read this often
+    # symbols a client asks the proxy for are followed on demand: at most this many (0:
+    # none), each until nobody asked for it in proxy_follow_idle_s
+    proxy_follow_cap: int = 200
+    proxy_follow_idle_s: float = 86_400.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -165,6 +169,12 @@ class Settings:
             kw["binance_dapi_url"] = url.rstrip("/")
         if n := env.get("LIVECANDLE_PROXY_INFO_PERIOD_S"):
             kw["proxy_info_period_s"] = float(_int("LIVECANDLE_PROXY_INFO_PERIOD_S", n, 1, 86_400))
+        if n := env.get("LIVECANDLE_PROXY_FOLLOW_CAP"):
+            kw["proxy_follow_cap"] = _int("LIVECANDLE_PROXY_FOLLOW_CAP", n, 0, 100_000)
+        if n := env.get("LIVECANDLE_PROXY_FOLLOW_IDLE_S"):
+            kw["proxy_follow_idle_s"] = float(
+                _int("LIVECANDLE_PROXY_FOLLOW_IDLE_S", n, 1, 365 * 86_400)
+            )
         return cls(**kw)
 
     def with_(self, **changes: Any) -> Settings:

@@ -8,6 +8,10 @@ ending: ``*BTC`` must not select ``WBTC``-named pairs quoted in USDT) and any ot
 (``BTC*``, matched against the name). Only TRADING symbols are followed; a symbol that
 leaves TRADING (BREAK, HALT, END_OF_DAY) or the listing (delisted) stops, and follows
 again when it is back.
+
+Symbols are also followed on demand (``Demand``): a symbol the proxy was asked for and
+the configuration does not select, admitted (up to a cap) in Redis, is followed while it
+is TRADING and wanted; dropped, it is ``idle`` (not followed, its stored data kept).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass, replace
 
 TRADING = "TRADING"
 DELISTED = "DELISTED"  # ours: a symbol the exchange no longer lists
+ON_DEMAND = "on-demand"  # followed because clients asked for it
+IDLE = "idle"  # was followed on demand; nobody asked for it in a while
 
 _QUOTE_PATTERN = re.compile(r"\*([A-Z0-9]+)")
 _PATTERN_CHARS = re.compile(r"[A-Z0-9*?\[\]!]+")
@@ -52,9 +58,13 @@ class SymbolEntry:
     base: str = ""
     quote: str = ""
     tick_size: str = ""
+    demand: str = ""  # ON_DEMAND, IDLE, or "" (never asked for, or selected)
+    demand_since_ms: int = 0  # since when it is on demand (admitted) or idle
+    asked_ms: int = 0  # when a client last asked for it (as the follower last read it)
+    warm_ms: int = 0  # when its history was stored (the proxy answers it from then on)
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "symbol": self.symbol,
             "status": self.status.lower(),
             "since_ms": self.since_ms,
@@ -64,6 +74,17 @@ class SymbolEntry:
             "quote": self.quote,
             "tick_size": self.tick_size,
         }
+        if self.demand:
+            out["demand"] = self.demand
+            out["demand_since_ms"] = self.demand_since_ms
+            out["asked_ms"] = self.asked_ms
+            out["warm_ms"] = self.warm_ms or None
+        return out
+
+    @property
+    def served_on_demand(self) -> bool:
+        """Followed on demand and warm: answered from livecandle's own data."""
+        return self.demand == ON_DEMAND and self.followed and self.warm_ms > 0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> SymbolEntry:
@@ -77,7 +98,25 @@ class SymbolEntry:
             base=str(d.get("base", "")),
             quote=str(d.get("quote", "")),
             tick_size=str(d.get("tick_size", "")),
+            demand=str(d.get("demand", "")),
+            demand_since_ms=_int(d.get("demand_since_ms")),
+            asked_ms=_int(d.get("asked_ms")),
+            warm_ms=_int(d.get("warm_ms")),
         )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """A symbol admitted on demand (as Redis holds it): since when, when last asked for,
+    and when its history was stored (0: not yet)."""
+
+    since_ms: int
+    asked_ms: int
+    warm_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,25 +179,56 @@ def resolve(
     listings: Iterable[Listing],
     now_ms: int,
     following: Iterable[str] = (),
+    demand: Mapping[str, Demand] | None = None,
 ) -> tuple[dict[str, SymbolEntry], Change]:
     """The universe after reading ``listings`` (the whole exchangeInfo), from ``known``
     (the universe before, e.g. as stored): every entry with its status since when it has
     it, and what changes from ``following`` (the symbols followed until now). A known
-    symbol missing from the listing is DELISTED."""
+    symbol missing from the listing is DELISTED. ``demand``: the symbols admitted on
+    demand (followed while TRADING unless the selection selects them anyway); one that
+    was on demand and no longer is becomes IDLE."""
+    demand = demand or {}
     out: dict[str, SymbolEntry] = {}
     for lst in listings:
         selected = selection.selects(lst)
-        followed = selected and lst.status == TRADING
+        wanted = None if selected else demand.get(lst.symbol)
+        followed = (selected or wanted is not None) and lst.status == TRADING
         old = known.get(lst.symbol)
         since = old.since_ms if old is not None and old.status == lst.status else now_ms
-        out[lst.symbol] = SymbolEntry(
+        entry = SymbolEntry(
             lst.symbol, lst.status, since, followed, selected, lst.base, lst.quote, lst.tick_size
         )
+        out[lst.symbol] = _with_demand(entry, old, wanted, now_ms)
     for symbol, old in known.items():
         if symbol not in out:
             since = old.since_ms if old.status == DELISTED else now_ms
-            out[symbol] = replace(old, status=DELISTED, since_ms=since, followed=False)
+            gone = replace(old, status=DELISTED, since_ms=since, followed=False)
+            out[symbol] = _with_demand(gone, old, None, now_ms)
     was = set(following)
     now = {s for s, e in out.items() if e.followed}
     not_trading = tuple(n for n in selection.names if n not in out or out[n].status != TRADING)
     return out, Change(tuple(sorted(now - was)), tuple(sorted(was - now)), not_trading)
+
+
+def _with_demand(
+    entry: SymbolEntry, old: SymbolEntry | None, wanted: Demand | None, now_ms: int
+) -> SymbolEntry:
+    """``entry`` with its demand: admitted (since when), or idle (since when) when it
+    was admitted before and is not now."""
+    if wanted is not None:
+        return replace(
+            entry,
+            demand=ON_DEMAND,
+            demand_since_ms=wanted.since_ms,
+            asked_ms=wanted.asked_ms,
+            warm_ms=wanted.warm_ms,
+        )
+    if old is not None and old.demand and not entry.selected:  # its data is kept
+        return replace(
+            entry,
+            demand=IDLE,
+            demand_since_ms=old.demand_since_ms if old.demand == IDLE else now_ms,
+            asked_ms=old.asked_ms,
+            warm_ms=0,
+        )
+    return entry

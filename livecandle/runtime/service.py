@@ -20,7 +20,7 @@ from livecandle.exchange.binance.stream import BinanceStream
 from livecandle.live.feed import LiveFeed
 from livecandle.live.writer import LiveWriter
 from livecandle.official.background_fetcher import BackgroundFetcher
-from livecandle.official.universe import ListingSource, Universe, exchange_listing
+from livecandle.official.universe import ListingSource, OnDemand, Universe, exchange_listing
 from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store, StoreError
 from livecandle.store.keys import HEALTH_TTL_MS
@@ -63,6 +63,8 @@ class Service:
                 self.rest.clock.now_ms,
                 settings.universe_period_s,
                 following=settings.symbols,
+                on_demand=OnDemand(settings.proxy_follow_cap, settings.proxy_follow_idle_s),
+                warm=self._warm if "fetcher" in roles else None,
             )
             self.universe.listen(self._follow)
         if "fetcher" in roles:
@@ -142,6 +144,7 @@ class Service:
             universe.last_error = str(e)
             log.warning("cannot read the exchange's listing (%s); retrying in the background", e)
         sup.spawn("universe", universe.run)
+        sup.spawn("universe:demand", universe.run_demand)
         if self.fetcher is not None:
             fetcher = self.fetcher
             for series in fetcher.series:  # explicit names the exchange does not trade
@@ -184,6 +187,17 @@ class Service:
                 self.feed.add_symbol(symbol)
         if self.stream is not None and change.follow:
             self.stream.subscribe(streams_for(change.follow, intervals))
+
+    def _warm(self, symbol: str) -> bool:
+        """The first sync (the backfill) of every series of ``symbol`` is done."""
+        fetcher = self.fetcher
+        if fetcher is None:
+            return False
+        for interval in self.settings.intervals:
+            st = fetcher.status.get(SeriesKey(symbol, interval))
+            if st is None or st.filled_ms is None:
+                return False
+        return True
 
     async def _beat(self) -> None:
         """This process's fetcher and stream state in Redis, with a TTL, for the /healthz

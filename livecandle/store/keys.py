@@ -72,6 +72,24 @@ class Keys:
         return f"{self.prefix}universe"
 
     @property
+    def _demand_tag(self) -> str:
+        return ":{demand}" if self.cluster else ""  # the two demand keys share a slot
+
+    @property
+    def universe_wanted(self) -> str:
+        """ZSET symbol -> when a client last asked the proxy for it (ms): the symbols
+        wanted on demand (web -> universe followers); idle ones are removed by
+        ``universe_demand``'s script."""
+        return f"{self.prefix}universe_wanted{self._demand_tag}"
+
+    @property
+    def universe_demand(self) -> str:
+        """HASH symbol -> ``"<since_ms> <warm_ms>"``: the wanted symbols admitted to be
+        followed (at most the cap), since when, and when their history was stored (0:
+        not yet). Changed only by the demand scripts (store/demand.py)."""
+        return f"{self.prefix}universe_demand{self._demand_tag}"
+
+    @property
     def exchange_info(self) -> str:
         """HASH ``body`` (the exchange's own ``/api/v3/exchangeInfo`` answer, as sent)
         and ``fetched_ms`` (when it was read): the proxy serves it (web/proxy_info)."""

@@ -62,7 +62,12 @@ class Api:
         self.status = status
         self.store = store
         self.settings = settings
-        self.served = Served(settings.symbols, settings.intervals, settings.selection)
+        self.served = Served(
+            settings.symbols,
+            settings.intervals,
+            settings.selection,
+            on_demand=settings.proxy_follow_cap > 0,
+        )
         self.on_served_change: Callable[[], None] | None = None  # e.g. the realtime rooms
         self.cache = OfficialCache(max_entries=settings.read_cache_entries)
         self.started_s = time.monotonic()
@@ -95,6 +100,11 @@ class Api:
             if e is None:  # not read from the exchange yet (or no process follows it)
                 status.append({"symbol": s, "status": "unknown", "followed": None})
             else:
+                d = e.as_dict()
+                del d["selected"]
+                status.append(d)
+        for s, e in sorted(entries.items()):  # on demand (warming up, or idle): not served
+            if e.demand and not self.served.knows(s):
                 d = e.as_dict()
                 del d["selected"]
                 status.append(d)

@@ -76,6 +76,8 @@ def build_app(
     )
     counts = RequestCounts()
     health = Health(status, store, realtime, counts)
+    if proxy.wishes is not None:
+        health.on_demand = proxy.wishes.stats
     vendor = Vendor()
     app = FastAPI(
         title="livecandle",

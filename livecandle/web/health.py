@@ -7,6 +7,7 @@ web`` alone) are read from the heartbeats the other processes keep in Redis.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from livecandle.store import Store
@@ -24,6 +25,7 @@ class Health:
         self.realtime = realtime
         self.counts = counts
         self._beating: set[str] = set()  # roles running apart whose heartbeat was seen
+        self.on_demand: Callable[[], dict[str, Any]] | None = None  # the proxy's counts
 
     async def body(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) of ``/healthz``: 503 when Redis is down, ``degraded``
@@ -51,6 +53,8 @@ class Health:
                 "longest_queue": realtime.queues.longest(),
             },
         }
+        if self.on_demand is not None:  # symbols followed on demand, and the cap
+            body["on_demand"] = self.on_demand()
         problems: list[str] = list(parts.get("problems", []))
         for role in ("stream", "fetcher"):
             if role in parts:

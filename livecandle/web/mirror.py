@@ -9,7 +9,7 @@ stored rows (at most ``FILL_MAX_CANDLES``), else forwarded as it is."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -28,6 +28,8 @@ class Forwarding(Protocol):
     """What the mirror asks of the proxy (web/proxy): the exchange's answer's bytes."""
 
     async def forwarded_bytes(self, path: str, q: Mapping[str, str]) -> bytes: ...
+
+    def asked(self, symbols: Sequence[str]) -> None: ...
 
 
 FILL_MAX_CANDLES = 5000  # older rows fetched and stored for one request, at most
@@ -49,6 +51,8 @@ class Mirror:
     async def binance_klines_body(self, q: dict[str, str], path: str = "/api/v3/klines") -> bytes:
         """``path``: klines or uiKlines, as asked (what is forwarded)."""
         served = self.api.served
+        if self.proxy is not None:  # a symbol not followed is wanted on demand
+            self.proxy.asked((q.get("symbol", "").upper(),))
         if self.proxy is not None and (
             q.get("symbol", "").upper() not in served.symbols
             or q.get("interval") not in served.intervals

@@ -57,16 +57,19 @@ class Served:
     The explicitly configured symbols are always served; with patterns
     (``LIVECANDLE_SYMBOLS=*USDT``) so is every symbol of the stored universe they select,
     whatever its status now (a stopped symbol's stored data is still served), as
-    ``update`` learns it."""
+    ``update`` learns it; with ``on_demand`` so is every symbol followed on demand once
+    its history is stored (until then the proxy forwards its requests)."""
 
     def __init__(
         self,
         symbols: Iterable[str],
         intervals: Iterable[Interval],
         selection: Selection | None = None,
+        on_demand: bool = False,
     ) -> None:
         self.fixed = tuple(symbols)
         self.selection = selection
+        self.on_demand = on_demand
         self.symbols = self.fixed
         self._known = self._fixed_set = frozenset(self.fixed)
         self.entries: dict[str, SymbolEntry] = {}
@@ -74,20 +77,23 @@ class Served:
 
     @property
     def dynamic(self) -> bool:
-        """The served symbols follow the universe (patterns configured)."""
-        return self.selection is not None and bool(self.selection.patterns)
+        """The served symbols follow the universe (patterns configured, or on demand)."""
+        return self.on_demand or (self.selection is not None and bool(self.selection.patterns))
 
     def update(self, entries: dict[str, SymbolEntry]) -> bool:
         """The stored universe as read now; True if the served symbols changed."""
         self.entries = entries
         if not self.dynamic:
             return False
-        assert self.selection is not None
+        selection = self.selection or Selection()
         chosen = [
             s
             for s, e in sorted(entries.items())
             if s not in self._fixed_set
-            and self.selection.selects(Listing(s, e.status, e.base, e.quote))
+            and (
+                (self.on_demand and e.served_on_demand)
+                or (selection.patterns and selection.selects(Listing(s, e.status, e.base, e.quote)))
+            )
         ]
         symbols = self.fixed + tuple(chosen)
         if symbols == self.symbols:

@@ -9,6 +9,7 @@ from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.store import Store
 from livecandle.web.api import Api
 from livecandle.web.mirror import Mirror
+from livecandle.web.proxy.demand import Wishes
 from livecandle.web.proxy.info import ExchangeInfoKeeper
 from livecandle.web.proxy.proxy import Proxy
 from livecandle.web.proxy.upstream import Upstream
@@ -35,4 +36,14 @@ def build_proxy(
         settings.binance_dapi_url,
         forward_signed=settings.proxy_forward_signed,
     )
-    return Proxy(api, mirror, info, upstream)
+    wishes = Wishes(
+        store,
+        api.served,
+        info.held_statuses,
+        info.statuses,
+        status.now_ms,
+        settings.proxy_follow_cap,
+        # several wishes within the idle time, whatever it is set to
+        every_s=min(10.0, settings.proxy_follow_idle_s / 4),
+    )
+    return Proxy(api, mirror, info, upstream, wishes=wishes)

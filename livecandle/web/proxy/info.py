@@ -180,6 +180,10 @@ class ExchangeInfoKeeper:
             self._refresh_soon()
         return c
 
+    def held_statuses(self) -> Mapping[str, str] | None:
+        """The statuses of the copy held now, without waiting (None: none yet)."""
+        return self._copy.statuses if self._copy is not None else None
+
     async def statuses(self) -> Mapping[str, str]:
         """Every symbol of the exchange and its status."""
         return (await self.copy()).statuses

@@ -20,6 +20,7 @@ from livecandle.domain.intervals import DAY_MS
 from livecandle.exchange.binance import params as bp
 from livecandle.web.api import Api
 from livecandle.web.mirror import Mirror
+from livecandle.web.proxy.demand import Wishes
 from livecandle.web.proxy.info import ExchangeInfoKeeper, Unavailable
 from livecandle.web.proxy.tickers import BookFn, LocalTickers, Window, ticker_type, window_ms
 from livecandle.web.proxy.upstream import Answer, Upstream
@@ -65,6 +66,7 @@ class Proxy:
         info: ExchangeInfoKeeper,
         upstream: Upstream,
         book: BookFn | None = None,
+        wishes: Wishes | None = None,
     ) -> None:
         self.api = api
         self.mirror = mirror
@@ -74,6 +76,13 @@ class Proxy:
         self._answers: dict[tuple[str, ...], tuple[float, bytes]] = {}  # kept ANSWER_TTL_S
         self.book = book or self.forwarded_book
         self.served_locally = 0
+        self.wishes = wishes  # symbols asked for that are not followed: followed on demand
+
+    def asked(self, symbols: Sequence[str]) -> None:
+        """A request named ``symbols`` (klines, tickers, avgPrice): those not followed
+        are wanted on demand (never awaited: the answer does not wait for Redis)."""
+        if self.wishes is not None:
+            self.wishes.asked(symbols)
 
     # -- the served (followed) symbols ----------------------------------------------------
 
@@ -85,8 +94,10 @@ class Proxy:
 
     async def _selection(self, q: Mapping[str, str], needs_symbols: bool) -> list[str] | None:
         """The symbols asked for (``_names``); None when some are not followed: the
-        request is forwarded."""
+        request is forwarded (and the symbols it names are wanted on demand)."""
         names = await self._names(q, needs_symbols)
+        if "symbol" in q or "symbols" in q:  # all symbols: a wish for none
+            self.asked(names)
         return names if self.local_names(names) else None
 
     async def _names(self, q: Mapping[str, str], needs_symbols: bool) -> list[str]:
@@ -210,6 +221,8 @@ class Proxy:
         q = dict(request.query_params)
         bp.only(q, ("symbol", "symbols", "symbolStatus"))
         names = await self._names(q, needs_symbols=False)
+        if "symbol" in q or "symbols" in q:
+            self.asked(names)
         known = set(self.api.served.symbols)
         mine = [n for n in names if n in known]
         values = await self.api.store.live_prices(mine)
