@@ -111,9 +111,7 @@ async def test_an_unfollowed_symbol_is_forwarded_then_followed_then_answered_loc
         assert upstream_count(market, "uiKlines") == before + 1
 
         # warm: answered from Redis (the web process learns it from the stored universe)
-        await until(
-            lambda: _served(web, "ETHUSDT"), 15
-        )
+        await until(lambda: _served(web, "ETHUSDT"), 15)
         before = upstream_count(market, "uiKlines")
         for _ in range(3):
             r = await web.get("/api/v3/uiKlines", params=q)
