@@ -154,6 +154,8 @@ class Universe:
                         s: Demand(d.since_ms, d.asked_ms, now) if s in ready else d
                         for s, d in demand.items()
                     }
+            if demand == self.demand and not self.unstored:
+                return Change()  # nothing new: no resolution of the whole listing
             self.demand = demand
             return await self._apply(self._listings)
 

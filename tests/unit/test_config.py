@@ -150,3 +150,15 @@ def test_a_bad_pattern_or_period_names_the_variable_and_the_value(name: str, val
         Settings.from_env({name: value})
     assert name in str(caught.value)
     assert value.split(",")[-1] in str(caught.value)
+
+
+def test_following_on_demand_has_a_cap_and_an_idle_time_zero_cap_disables() -> None:
+    default = Settings.from_env({})
+    assert (default.proxy_follow_cap, default.proxy_follow_idle_s) == (200, 86_400.0)
+    s = Settings.from_env(
+        {"LIVECANDLE_PROXY_FOLLOW_CAP": "0", "LIVECANDLE_PROXY_FOLLOW_IDLE_S": "600"}
+    )
+    assert (s.proxy_follow_cap, s.proxy_follow_idle_s) == (0, 600.0)
+    for name, value in (("CAP", "-1"), ("CAP", "many"), ("IDLE_S", "0")):
+        with pytest.raises(ConfigError, match=f"LIVECANDLE_PROXY_FOLLOW_{name}"):
+            Settings.from_env({f"LIVECANDLE_PROXY_FOLLOW_{name}": value})
