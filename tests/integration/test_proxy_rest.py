@@ -89,6 +89,7 @@ async def proxy(
             backfill_candles=1500,  # a day and more of 1m candles: tickers from Redis
             binance_fapi_url=market.rest_url,
             binance_dapi_url=market.rest_url,
+            proxy_follow_cap=0,  # BNBUSDT stays forwarded (on demand: test_proxy_demand.py)
         ) as svc,
         httpx.AsyncClient(base_url=str(svc.web_url), timeout=30) as web,
     ):
