@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
 from livecandle.domain.intervals import parse_interval
 from livecandle.domain.universe import ON_DEMAND, SymbolEntry
-from livecandle.store import Store
+from livecandle.store import Keys, Store, connect
 from livecandle.store.demand import DemandStore
 from livecandle.web.params import Served
 from livecandle.web.proxy.demand import Wishes
+from tests.integration.cluster_support import cluster
 
 T0 = 1_700_000_000_000
 
@@ -106,3 +108,18 @@ async def test_wishes_are_batched_written_once_per_period_and_only_for_trading_s
     wishes.asked(["ETHUSDT"])
     await asyncio.sleep(0.3)
     assert writes[-1] == ["ETHUSDT"]
+
+
+async def test_the_demand_scripts_run_on_a_redis_cluster(tmp_path: Path) -> None:
+    with cluster(tmp_path / "cluster") as c:
+        client = connect(c.url, cluster=True, timeout_s=2.0)
+        try:
+            ds = DemandStore(Store(client, Keys(cluster=True)))
+            await ds.want(["AAAUSDT", "BBBUSDT"], T0)
+            assert set(await ds.admit(T0, 60_000, 5)) == {"AAAUSDT", "BBBUSDT"}
+            assert await ds.mark_warm(["AAAUSDT"], T0 + 1) == 1
+            await ds.release(["BBBUSDT"])
+            assert (await ds.admit(T0 + 2, 60_000, 5))["AAAUSDT"].warm_ms == T0 + 1
+            assert set(await ds.wanted()) == {"AAAUSDT"}
+        finally:
+            await client.aclose()
