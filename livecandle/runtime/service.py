@@ -451,6 +451,13 @@ class Service:
                 f'livecandle_universe_symbols{{status="{k}"}} {v}'
                 for k, v in sorted(st["by_status"].items())
             ]
+            if "on_demand" in st:  # symbols followed because clients asked for them
+                lines += [
+                    "# TYPE livecandle_universe_on_demand gauge",
+                    f"livecandle_universe_on_demand {st['on_demand']['followed']}",
+                    "# TYPE livecandle_universe_on_demand_cap gauge",
+                    f"livecandle_universe_on_demand_cap {st['on_demand']['cap']}",
+                ]
         if self.writer is not None:
             lines += [
                 "# TYPE livecandle_live_flushes_total counter",
