@@ -12,8 +12,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from livecandle.domain.clock import ServerClock
 from livecandle.domain.model import SeriesKey
 from livecandle.exchange.binance.rest import BinanceRest
+from livecandle.exchange.binance.weights import WeightBudget
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.integrity import verify
 from livecandle.runtime.redis_server import RedisServer
@@ -263,3 +265,35 @@ async def test_the_first_start_backfills_even_when_the_stream_stored_finals_firs
     assert await store.count(series) >= 20
     report = await verify(store, [series], now_ms)
     assert report.ok, report.text()
+
+
+class _PeakStore(Store):
+    """A real store that notes how many writes of 100 rows or more ran at once."""
+
+    running = peak = 0
+
+    async def write_candles(self, series, rows, *args, **kwargs):  # type: ignore[no-untyped-def]
+        big = len(rows) >= 100
+        self.running += big
+        self.peak = max(self.peak, self.running)
+        try:
+            return await super().write_candles(series, rows, *args, **kwargs)
+        finally:
+            self.running -= big
+
+
+async def test_bulk_history_writes_go_to_redis_one_at_a_time(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    """Redis runs each write script whole: live writes queued behind many concurrent
+    1,000-row history writes waited for all of them. Concurrent backfills still overlap
+    their requests, but their bulk writes never run together."""
+    peaks = _PeakStore(store.redis, store.keys)
+    series = [SeriesKey.of(s, i) for s in ("BTCUSDT", "ETHUSDT") for i in ("1m", "5m", "15m")]
+    clock = ServerClock()
+    async with BinanceRest(emulator.rest_url, clock, WeightBudget(clock, max_in_flight=6)) as rest:
+        fetcher = BackgroundFetcher(peaks, rest, series, backfill_candles=1000, concurrency=6)
+        await rest.server_time()
+        results = await asyncio.gather(*(fetcher.sync(s) for s in series))
+    assert [r.stored for r in results] == [1000] * len(series)
+    assert peaks.peak == 1

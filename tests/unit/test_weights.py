@@ -258,3 +258,22 @@ def test_a_429_stating_the_limit_the_ip_reached_shrinks_to_what_was_accepted() -
     b.observe(3000)
     b.limit_reached(50, "HTTP 429", stated_limit=6000, used=6001)
     assert b.limit == 3000
+
+
+async def test_an_answer_to_a_request_sent_before_the_window_turned_does_not_fill_the_new_one() -> (
+    None
+):
+    """With requests in flight across a window's turn, the exchange may count one in the
+    old window and answer with the old window's total: taken as the new window's use, it
+    idled history for the rest of that minute."""
+    clock = SleepingClock(T0 + 59_000)
+    b = budget(clock)
+    await b.acquire(90)
+    sent_ms = clock.now_ms()
+    clock.set(T0 + MIN + 200)  # the answer comes after the turn
+    b.observe(95, sent_ms=sent_ms)  # the old window's count
+    assert b.used == 0
+    await b.acquire(80)
+    assert clock.slept_s == []
+    b.observe(85, sent_ms=clock.now_ms())  # a request of this window: heeded
+    assert b.used == 85

@@ -139,6 +139,7 @@ class BinanceRest:
         while True:
             error: httpx.TransportError | None = None
             async with self.budget.sending(weight, priority):
+                sent_ms = self.clock.now_ms()
                 try:
                     resp = await self.client.get(self.base_url + path, params=params)
                 except httpx.TransportError as e:
@@ -146,7 +147,7 @@ class BinanceRest:
                 else:
                     # inside the slot: a 429 blocks every sender before the next one goes
                     status = resp.status_code
-                    body = self._account(resp, context)
+                    body = self._account(resp, context, sent_ms)
             if error is not None:
                 failures += 1
                 self._failed(f"{context}: {type(error).__name__}: {error}")
@@ -184,14 +185,14 @@ class BinanceRest:
             self.failures_in_row, self.failing_since_s = 0, None  # the exchange answers
             raise BinanceError(status, body.code, body.msg, context)
 
-    def _account(self, resp: httpx.Response, context: str) -> parse.ErrorBody | None:
+    def _account(self, resp: httpx.Response, context: str, sent_ms: int) -> parse.ErrorBody | None:
         """The weight the exchange counted; a 429 or 418 pauses every request. The error
         body unless the answer is a 200."""
         status = resp.status_code
         used = resp.headers.get(self.budget.header)
         if status == 200:
             if used is not None and used.isdigit():
-                self.budget.observe(int(used))
+                self.budget.observe(int(used), sent_ms=sent_ms)
             return None
         body = self._error_body(resp)
         if status == 429:
@@ -206,7 +207,7 @@ class BinanceRest:
         elif status == 418:
             self.budget.banned(_retry_after_s(resp), f"HTTP 418 on {context}: {body.msg}")
         elif used is not None and used.isdigit():
-            self.budget.observe(int(used), accepted=False)
+            self.budget.observe(int(used), accepted=False, sent_ms=sent_ms)
         return body
 
     def _failed(self, error: str) -> None:

@@ -327,10 +327,19 @@ class WeightBudget:
 
     # -- what the exchange says ---------------------------------------------------------
 
-    def observe(self, used_in_window: int, accepted: bool = True) -> None:
+    def observe(
+        self, used_in_window: int, accepted: bool = True, sent_ms: int | None = None
+    ) -> None:
         """The exchange's count for the current window (from the response header);
-        ``accepted``: it came with a 200, so the limit is at least that much."""
-        self._roll(self.clock.now_ms())
+        ``accepted``: it came with a 200, so the limit is at least that much. An answer to
+        a request sent (``sent_ms``) in a window that has ended since is not heeded: the
+        exchange may have counted it in the old window, whose total it then carries, and
+        taking that as the new window's use would idle every sender for the rest of it
+        (with several requests in flight, one of them usually straddles the turn)."""
+        now_ms = self.clock.now_ms()
+        self._roll(now_ms)
+        if sent_ms is not None and self._window_of(sent_ms) < self._window:
+            return
         if used_in_window > self.used:
             self.used = used_in_window
         if accepted and used_in_window > self._accepted:
