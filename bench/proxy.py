@@ -13,8 +13,9 @@ Per N, ``MEASURE_S`` seconds:
   seeds, reconciles, exchangeInfo); goal: flat as N grows;
 - p50/p99 latency of each endpoint, requests made and not 2xx, of the bots;
 - upstream 429s / 418s (goal 0), the proxy's own 429s (from its ``/metrics``);
-- CPU of the service, the emulator and the client processes, and the load average
-  (the machine is shared: 2 cores for all of them).
+- CPU of the service, the emulator, Redis and the client processes, of the whole machine
+  (every process, ours or not) and the load average (the machine is shared: 2 cores for
+  all of them), and the service's CPU per request.
 
 BENCH_PROXY_CLIENTS (``1,10,100``), BENCH_PROXY_S (30) change the run;
 BENCH_PROXY_BACKFILL (1500: a whole day of 1m candles, so the 24 h tickers are local;
@@ -124,6 +125,13 @@ def _metrics(url: str) -> dict[str, float]:
     return out
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds every process of the machine has used (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _bots(url: str, n: int, seconds: float) -> list[subprocess.Popen[str]]:
     procs = 1 if n < 10 else 2  # one process's loop is one core at most
     shares = [n // procs + (1 if k < n % procs else 0) for k in range(procs)]
@@ -146,6 +154,7 @@ def _window(
     s0, m0 = _stats(emu), _metrics(svc_url)
     cpu0 = (pid_cpu_seconds(svc_pid), pid_cpu_seconds(emu.proc.pid), pid_cpu_seconds(redis_pid))
     load0 = os.getloadavg()[0]
+    busy0 = _machine_busy_s()
     t0 = time.monotonic()
     results: list[dict[str, Any]] = []
     if n:
@@ -162,6 +171,7 @@ def _window(
     cpu_svc = (pid_cpu_seconds(svc_pid) - cpu0[0]) / elapsed
     cpu_emu = (pid_cpu_seconds(emu.proc.pid) - cpu0[1]) / elapsed
     cpu_redis = (pid_cpu_seconds(redis_pid) - cpu0[2]) / elapsed
+    busy = (_machine_busy_s() - busy0) / elapsed
     by0, by1 = s0["requests_by_endpoint"], s1["requests_by_endpoint"]
     upstream = {k: v - by0.get(k, 0) for k, v in by1.items() if v - by0.get(k, 0)}
     row: dict[str, Any] = {
@@ -178,8 +188,13 @@ def _window(
     def delta(name: str) -> int:
         return round(m1.get(name, 0) - m0.get(name, 0))
 
-    row["proxy_own_429"] = delta("livecandle_proxy_refused_total")
-    row["forwarded"] = delta("livecandle_proxy_forwarded_total")
+    answers = 'livecandle_proxy_requests_total{answer="%s"}'
+    depth = 'livecandle_depth_requests_total{answer="%s"}'
+    row["proxy_own_429"] = delta(answers % "refused_429")
+    # requests the proxy sent upstream / answered from its 1 s cache / from its own data
+    row["proxy_forwarded"] = delta(answers % "forwarded") + delta(depth % "forwarded")
+    row["proxy_cached"] = delta(answers % "cached")
+    row["proxy_local"] = delta(answers % "local") + delta(depth % "local")
     if results:
         requests = 0
         for name in ENDPOINTS:
@@ -202,6 +217,9 @@ def _window(
     row["cpu_service"] = round(cpu_svc, 2)
     row["cpu_emulator"] = round(cpu_emu, 2)
     row["cpu_redis"] = round(cpu_redis, 2)
+    row["cpu_machine"] = round(busy, 2)  # of os.cpu_count() cores, every process's
+    if results:
+        row["service_cpu_ms_per_request"] = round(cpu_svc * 1000 / row["req_per_s"], 2)
     row["load_avg_1m"] = f"{load0:.1f}->{os.getloadavg()[0]:.1f}"
     return row
 
