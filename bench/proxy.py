@@ -263,7 +263,9 @@ def run() -> list[dict[str, Any]]:
             "LIVECANDLE_QUEUED_REQUESTS_PER_IP": "100000",
             "LIVECANDLE_CONNECTIONS_PER_IP": "100000",
         }
-        redis_pid = int(redis.Redis.from_url(redis_url).info("server")["process_id"])
+        with redis.Redis.from_url(redis_url) as r:
+            server: dict[str, Any] = r.info("server")
+        redis_pid = int(server["process_id"])
         with service(redis_url, "all", env, timeout_s=120) as svc:
             _warm(svc.url, emu)
             rows.append(_window(emu, svc.url, svc.pid, redis_pid, 0, MEASURE_S))
@@ -271,6 +273,9 @@ def run() -> list[dict[str, Any]]:
                 rows.append(_window(emu, svc.url, svc.pid, redis_pid, n, MEASURE_S))
     base = rows[0]["upstream_weight_per_min"]
     for r in rows:
+        if r.get("req_per_s"):  # above the service's own work (the window with no bot)
+            extra = max(0.0, r["cpu_service"] - rows[0]["cpu_service"])
+            r["service_cpu_ms_per_request_above_idle"] = round(extra * 1000 / r["req_per_s"], 2)
         r["note"] = (
             "no bot: the service's own upstream use"
             if r["clients"] == 0
