@@ -184,6 +184,7 @@ def build_app(
         return JSONResponse(body, status)
 
     depth = Depth(books) if books is not None else None
+    health.proxy, health.depth = proxy, depth
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
@@ -262,6 +263,7 @@ def build_app(
     )
     # Binance's websocket streams (/ws, /ws/<stream>, /stream), proxied: beside socket.io
     streams = StreamProxy(asgi, StreamHub(settings.binance_ws_url))
+    health.streams = streams
     limited = RequestLimits(
         streams,
         settings.requests_per_ip,

@@ -1,7 +1,8 @@
 """Health: the bodies of ``/healthz`` and ``/metrics``.
 
-The web app's own parts (Redis, socket.io, HTTP counts) are measured here; the rest of
-the process comes through ``Status``. Parts this process does not run (a ``serve --role
+The web app's own parts (Redis, socket.io, HTTP counts, the Binance proxy: its
+forwarding, order books and websocket streams) are measured here; the rest of the
+process comes through ``Status``. Parts this process does not run (a ``serve --role
 web`` alone) are read from the heartbeats the other processes keep in Redis.
 """
 
@@ -12,8 +13,11 @@ from typing import Any
 
 from livecandle.store import Store
 from livecandle.web.counting import RequestCounts
+from livecandle.web.depth import Depth
+from livecandle.web.proxy.proxy import Proxy
 from livecandle.web.realtime import Realtime
 from livecandle.web.status import Status
+from livecandle.web.stream_proxy import StreamProxy
 
 
 class Health:
@@ -26,6 +30,10 @@ class Health:
         self.counts = counts
         self._beating: set[str] = set()  # roles running apart whose heartbeat was seen
         self.on_demand: Callable[[], dict[str, Any]] | None = None  # the proxy's counts
+        # the Binance proxy's parts, set by the app that has them
+        self.proxy: Proxy | None = None
+        self.depth: Depth | None = None
+        self.streams: StreamProxy | None = None
 
     async def body(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) of ``/healthz``: 503 when Redis is down, ``degraded``
@@ -55,6 +63,9 @@ class Health:
         }
         if self.on_demand is not None:  # symbols followed on demand, and the cap
             body["on_demand"] = self.on_demand()
+        proxy = self.proxy_stats()
+        if proxy:
+            body["proxy"] = proxy
         problems: list[str] = list(parts.get("problems", []))
         for role in ("stream", "fetcher"):
             if role in parts:
@@ -75,6 +86,92 @@ class Health:
         if degraded:
             body["status"] = "degraded"
         return 200, body
+
+    def proxy_stats(self) -> dict[str, Any]:
+        """The Binance proxy's figures: REST answers (local, forwarded, kept, refused
+        with its own 429), the order books, the websocket streams and their hub."""
+        out: dict[str, Any] = {}
+        if self.proxy is not None:
+            up = self.proxy.upstream
+            out["rest"] = {
+                "served_locally": self.proxy.served_locally,
+                "forwarded": up.forwarded,
+                "cache_hits": up.cache_hits,
+                "refused_429": up.refused,
+            }
+        if self.depth is not None:
+            out["books"] = {
+                **self.depth.books.stats(),
+                "depth_local": self.depth.served_local,
+                "depth_forwarded": self.depth.forwarded,
+            }
+        if self.streams is not None:
+            stats = self.streams.stats()
+            hub = stats.pop("hub")
+            hub["upstream_connections"] = len(hub.pop("connections"))
+            stats["readers_dropped"] = _dropped(stats["violations"])
+            out["streams"] = {**stats, "hub": hub}
+        return out
+
+    def proxy_metrics(self) -> list[str]:
+        """Prometheus lines of the proxy (``proxy_stats``; the books' are ``Depth``'s)."""
+        lines: list[str] = []
+        if self.proxy is not None:
+            up = self.proxy.upstream
+            lines += [
+                "# TYPE livecandle_proxy_requests_total counter",
+                f'livecandle_proxy_requests_total{{answer="local"}} {self.proxy.served_locally}',
+                f'livecandle_proxy_requests_total{{answer="forwarded"}} {up.forwarded}',
+                f'livecandle_proxy_requests_total{{answer="cached"}} {up.cache_hits}',
+                f'livecandle_proxy_requests_total{{answer="refused_429"}} {up.refused}',
+            ]
+        if self.depth is not None:
+            books = self.depth.books.stats()
+            lines += [
+                "# TYPE livecandle_order_book_snapshots gauge",
+                f"livecandle_order_book_snapshots {books['snapshots']}",
+                "# TYPE livecandle_order_book_gaps gauge",
+                f"livecandle_order_book_gaps {books['gaps']}",
+            ]
+        if self.streams is not None:
+            s = self.streams.stats()
+            hub = s["hub"]
+            gauges = {
+                "connections": s["connections"],
+                "queued_frames": s["queued"],
+                "streams": hub["streams"],
+                "consumers": hub["consumers"],
+                "upstream_streams": hub["upstream_streams"],
+                "upstream_lingering": hub["lingering"],
+                "upstream_connections": len(hub["connections"]),
+            }
+            counters = {
+                "requests": s["requests"],
+                "readers_dropped": _dropped(s["violations"]),
+                "frames": hub["frames"],
+                "delivered": hub["delivered"],
+                "unclaimed": hub["unclaimed"],
+                "upstream_subscribes": hub["subscribes"],
+                "upstream_unsubscribes": hub["unsubscribes"],
+                "upstream_errors": hub["upstream_errors"],
+            }
+            for name, value in gauges.items():
+                lines += [
+                    f"# TYPE livecandle_stream_proxy_{name} gauge",
+                    f"livecandle_stream_proxy_{name} {value}",
+                ]
+            for name, value in counters.items():
+                lines += [
+                    f"# TYPE livecandle_stream_proxy_{name}_total counter",
+                    f"livecandle_stream_proxy_{name}_total {value}",
+                ]
+            lines.append("# TYPE livecandle_stream_proxy_violations_total counter")
+            # readers dropped are the *_dropped reasons (slow, stalled)
+            lines += [
+                f'livecandle_stream_proxy_violations_total{{reason="{r}"}} {n}'
+                for r, n in sorted(s["violations"].items())
+            ]
+        return lines
 
     def _missing(self, role: str, beat: dict[str, Any] | None) -> list[str]:
         """A process running apart stopped beating: it died, or cannot write to Redis."""
@@ -102,5 +199,11 @@ class Health:
             "# TYPE livecandle_refused_total counter",
             *(f'livecandle_refused_total{{reason="{r}"}} {n}' for r, n in refused.items()),
             *self.status.metrics(),
+            *self.proxy_metrics(),
         ]
         return "\n".join(lines) + "\n"
+
+
+def _dropped(violations: dict[str, int]) -> int:
+    """Readers the stream proxy dropped (a full queue, a stall): the ``*_dropped``."""
+    return sum(n for reason, n in violations.items() if reason.endswith("_dropped"))
