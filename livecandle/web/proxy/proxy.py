@@ -21,6 +21,7 @@ from livecandle.exchange.binance import params as bp
 from livecandle.web.api import Api
 from livecandle.web.mirror import Mirror
 from livecandle.web.proxy.demand import Wishes
+from livecandle.web.proxy.filling import OlderMinutes
 from livecandle.web.proxy.info import ExchangeInfoKeeper, Unavailable
 from livecandle.web.proxy.tickers import BookFn, LocalTickers, Window, ticker_type, window_ms
 from livecandle.web.proxy.upstream import Answer, Upstream
@@ -73,6 +74,7 @@ class Proxy:
         self.info = info
         self.upstream = upstream
         self.local = LocalTickers(api.store, api.status.now_ms, "1h" in api.served.intervals)
+        self.older = OlderMinutes(api.store, api.status)  # what a window lacks, fetched
         self._answers: dict[tuple[str, ...], tuple[float, bytes]] = {}  # kept ANSWER_TTL_S
         self.book = book or self.forwarded_book
         self.served_locally = 0
@@ -174,10 +176,13 @@ class Proxy:
         for i in range(0, len(names), WINDOW_READS):  # a bounded number of reads at once
             batch = names[i : i + WINDOW_READS]
             windows = await asyncio.gather(*(self.local.window(n, width_ms) for n in batch))
-            for w in windows:
-                if w is None:  # nothing stored yet: the exchange answers
-                    return None
-                out.append(w)
+            lacking = [n for n, w in zip(batch, windows, strict=True) if w is None]
+            if lacking:  # not all stored yet: the exchange answers; older minutes fetched
+                start = self.local.start_ms(width_ms)
+                for n in lacking:
+                    self.older.want(n, start)
+                return None
+            out.extend(w for w in windows if w is not None)
         return out
 
     async def tickers(self, request: Request, rolling: bool) -> Response:

@@ -149,10 +149,15 @@ class LocalTickers:
             # an hour not stored yet (just closed): the minutes say it all
         return await self._minutes(symbol, start, now)
 
+    def start_ms(self, width_ms: int, now: int | None = None) -> int:
+        """Where the window of ``width_ms`` ending now (or at ``now``) starts."""
+        now = self.now_ms() if now is None else now
+        return now // MINUTE_MS * MINUTE_MS - width_ms
+
     async def window(self, symbol: str, width_ms: int) -> Window | None:
         """The candles of the window ending now; None when none is stored."""
         now = self.now_ms()
-        start = now // MINUTE_MS * MINUTE_MS - width_ms
+        start = self.start_ms(width_ms, now)
         candles = await self._candles(symbol, start, now)
         if not candles or candles[0].open_ms > start:
             return None  # Redis does not hold the whole window: the exchange answers
