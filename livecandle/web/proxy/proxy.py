@@ -76,6 +76,8 @@ class Proxy:
         self.local = LocalTickers(api.store, api.status.now_ms, "1h" in api.served.intervals)
         self.older = OlderMinutes(api.store, api.status)  # what a window lacks, fetched
         self._answers: dict[tuple[str, ...], tuple[float, bytes]] = {}  # kept ANSWER_TTL_S
+        # computations under way: concurrent identical requests share one (single flight)
+        self._flights: dict[tuple[str, ...], asyncio.Task[Response]] = {}
         self.book = book or self.forwarded_book
         self.served_locally = 0
         self.wishes = wishes  # symbols asked for that are not followed: followed on demand
@@ -187,18 +189,35 @@ class Proxy:
 
     async def tickers(self, request: Request, rolling: bool) -> Response:
         """``ticker/24hr`` and ``ticker``; the answer is kept ``ANSWER_TTL_S`` (many
-        bots polling the same tickers cost one computation a second)."""
+        bots polling the same tickers cost one computation a second), and identical
+        requests arriving while it is computed await that one computation (its answer
+        or its error)."""
         q = dict(request.query_params)
         key = (request.url.path, *sorted(f"{k}={v}" for k, v in q.items()))
         kept = self._answers.get(key)
         if kept is not None and time.monotonic() - kept[0] < ANSWER_TTL_S:
             return Response(kept[1], media_type="application/json")
-        response = await self._tickers(request, q, rolling)
+        flight = self._flights.get(key)
+        if flight is None:
+            if len(self._flights) >= MAX_ANSWERS:  # bounded: computed alone past the cap
+                return await self._tickers(request, q, rolling)
+            # a task of its own: a client that goes away does not cancel the others' answer
+            flight = asyncio.create_task(self._tickers(request, q, rolling))
+            self._flights[key] = flight
+            flight.add_done_callback(lambda done: self._landed(key, done))
+        # a Response is stateless bytes and headers: every waiter may send the same one
+        return await asyncio.shield(flight)
+
+    def _landed(self, key: tuple[str, ...], flight: asyncio.Task[Response]) -> None:
+        """A computation ended: its 200 answer is kept ``ANSWER_TTL_S``."""
+        self._flights.pop(key, None)
+        if flight.cancelled() or flight.exception() is not None:
+            return  # the exception reached every waiter (each awaited the task)
+        response = flight.result()
         if response.status_code == 200 and response.media_type == "application/json":
             if len(self._answers) > MAX_ANSWERS:
                 self._answers.clear()
             self._answers[key] = (time.monotonic(), bytes(response.body))
-        return response
 
     async def _tickers(self, request: Request, q: dict[str, str], rolling: bool) -> Response:
         allowed = ("symbol", "symbols", "type", "symbolStatus")
