@@ -61,7 +61,7 @@ def build_app(
     bookTicker too."""
     api = Api(status, store, settings)
     mirror = Mirror(api, status)
-    proxy = build_proxy(api, mirror, status, store, settings, rest)
+    proxy = build_proxy(api, mirror, status, store, settings, rest, books)
     mirror.proxy = proxy
     realtime = Realtime(
         store,

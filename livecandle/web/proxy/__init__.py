@@ -8,6 +8,7 @@ from livecandle.config import Settings
 from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.store import Store
 from livecandle.web.api import Api
+from livecandle.web.books import Books
 from livecandle.web.mirror import Mirror
 from livecandle.web.proxy.demand import Wishes
 from livecandle.web.proxy.info import ExchangeInfoKeeper
@@ -23,8 +24,10 @@ def build_proxy(
     store: Store,
     settings: Settings,
     rest: BinanceRest | None,
+    books: Books | None = None,
 ) -> Proxy:
-    """The proxy of a web app; ``rest`` the process's exchange client (its budget)."""
+    """The proxy of a web app; ``rest`` the process's exchange client (its budget);
+    ``books`` the local order books (a FULL ticker's best bid/ask when warm)."""
     if rest is None:
         rest = BinanceRest(settings.binance_rest_url)
     info = ExchangeInfoKeeper(
@@ -46,4 +49,4 @@ def build_proxy(
         # several wishes within the idle time, whatever it is set to
         every_s=min(10.0, settings.proxy_follow_idle_s / 4),
     )
-    return Proxy(api, mirror, info, upstream, wishes=wishes)
+    return Proxy(api, mirror, info, upstream, wishes=wishes, books=books)

@@ -17,8 +17,10 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from livecandle.domain.intervals import DAY_MS
+from livecandle.domain.model import format_units
 from livecandle.exchange.binance import params as bp
 from livecandle.web.api import Api
+from livecandle.web.books import Books
 from livecandle.web.mirror import Mirror
 from livecandle.web.proxy.demand import Wishes
 from livecandle.web.proxy.filling import OlderMinutes
@@ -68,6 +70,7 @@ class Proxy:
         upstream: Upstream,
         book: BookFn | None = None,
         wishes: Wishes | None = None,
+        books: Books | None = None,
     ) -> None:
         self.api = api
         self.mirror = mirror
@@ -78,7 +81,8 @@ class Proxy:
         self._answers: dict[tuple[str, ...], tuple[float, bytes]] = {}  # kept ANSWER_TTL_S
         # computations under way: concurrent identical requests share one (single flight)
         self._flights: dict[tuple[str, ...], asyncio.Task[Response]] = {}
-        self.book = book or self.forwarded_book
+        self.books = books  # the local order books, when this process keeps them
+        self.book = book or self.best_levels
         self.served_locally = 0
         self.wishes = wishes  # symbols asked for that are not followed: followed on demand
 
@@ -147,6 +151,23 @@ class Proxy:
         if answer.status != 200:
             raise Forwarded(answer)
         return answer.body
+
+    async def best_levels(self, names: Sequence[str]) -> Mapping[str, Sequence[str]]:
+        """Best bid/ask of ``names``: a warm, in-sync local order book's top, else the
+        exchange's bookTicker. No book is started for a ticker (a 24hr of every symbol
+        would start hundreds): only books that depth or bookTicker requests started."""
+        out: dict[str, Sequence[str]] = {}
+        books = self.books
+        for name in names if books is not None else ():
+            book = books.book(name, start=False) if books is not None else None
+            best = book.best() if book is not None else None
+            if best is not None:
+                (bid, bid_qty), (ask, ask_qty) = best
+                out[name] = tuple(format_units(v) for v in (bid, bid_qty, ask, ask_qty))
+        missing = [n for n in names if n not in out]
+        if missing:
+            out.update(await self.forwarded_book(missing))
+        return out
 
     async def forwarded_book(self, names: Sequence[str]) -> Mapping[str, Sequence[str]]:
         """Best bid/ask from the exchange's bookTicker (weight 2, or 4 for several;
