@@ -120,6 +120,8 @@ async def test_concurrent_identical_ticker_requests_share_one_computation(
     asked = await _upstream_tickers(market)
     before = await _served_locally(web)
     day = {"symbol": "ETHUSDT", "windowSize": "1d", "type": "MINI"}
+    # connections opened first: the twenty requests arrive together, not over a second
+    await asyncio.gather(*(web.get("/api/v3/ping") for _ in range(20)))
     answers = await asyncio.gather(*(web.get("/api/v3/ticker", params=day) for _ in range(20)))
     assert {a.status_code for a in answers} == {200}
     assert len({a.content for a in answers}) == 1
@@ -143,6 +145,11 @@ async def _depth_is_local(web: httpx.AsyncClient, market: EmulatorProcess) -> bo
     return (await _stats(market)).get("depth", 0) == before
 
 
+async def _top(web: httpx.AsyncClient) -> tuple[str, ...]:
+    top = (await web.get("/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 1})).json()
+    return (*top["bids"][0], *top["asks"][0])
+
+
 async def test_a_full_tickers_best_bid_and_ask_are_the_warm_books_top(
     proxy: tuple[Service, httpx.AsyncClient], market: EmulatorProcess
 ) -> None:
@@ -150,8 +157,7 @@ async def test_a_full_tickers_best_bid_and_ask_are_the_warm_books_top(
     await _until(lambda: _local_ticker(web))
     await _until(lambda: _depth_is_local(web, market))  # the book is warm and in sync
     book_tickers = (await _stats(market)).get("ticker/bookTicker", 0)
-    # equivalent requests, each under its own answer-cache key: one whose book did not
-    # move while it was computed is compared with the book
+    # equivalent requests, each under its own answer-cache key: computed afresh
     variants: list[dict[str, str]] = [
         {"symbol": "BTCUSDT"},
         {"symbol": "BTCUSDT", "type": "FULL"},
@@ -159,20 +165,18 @@ async def test_a_full_tickers_best_bid_and_ask_are_the_warm_books_top(
         {"symbols": '["BTCUSDT"]', "type": "FULL"},
         {"symbol": "BTCUSDT", "symbolStatus": "TRADING"},
     ]
-    compared = 0
+    matched = 0
     for params in variants:
-        top = (await web.get("/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 1})).json()
+        before = await _top(web)
         r = await web.get("/api/v3/ticker/24hr", params=params)
-        after = (await web.get("/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 1})).json()
+        after = await _top(web)
         body = r.json()
         t = body[0] if isinstance(body, list) else body
         assert t["firstId"] == -1  # answered locally
-        if top["lastUpdateId"] != after["lastUpdateId"]:
-            continue  # the book moved meanwhile
-        compared += 1
-        assert [t["bidPrice"], t["bidQty"]] == top["bids"][0]
-        assert [t["askPrice"], t["askQty"]] == top["asks"][0]
-    assert compared > 0
+        # the book's top when the ticker was computed: the one before or after (unless
+        # it moved twice meanwhile, rare)
+        matched += (t["bidPrice"], t["bidQty"], t["askPrice"], t["askQty"]) in (before, after)
+    assert matched >= 3
     assert (await _stats(market)).get("ticker/bookTicker", 0) == book_tickers
     # a symbol with no book: its bid and ask are the exchange's, and no book is started
     eth = (await web.get("/api/v3/ticker/24hr", params={"symbol": "ETHUSDT"})).json()
