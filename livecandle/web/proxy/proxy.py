@@ -1,7 +1,9 @@
 """Proxy: the drop-in Binance market-data API (DESIGN.md section 8). exchangeInfo is the
 exchange's own (``info``); tickers and avgPrice of followed symbols come from livecandle's
 own data (``tickers``); anything else, and any symbol not followed, is forwarded through
-the one weight plan (``upstream``).
+the one weight plan (``upstream``). A ticker window lacking older 1m candles has them
+fetched in the background (``filling``); a FULL 24hr ticker's best bid/ask come from a
+warm local order book (web/books.py) when there is one.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ class Proxy:
         would start hundreds): only books that depth or bookTicker requests started."""
         out: dict[str, Sequence[str]] = {}
         books = self.books
-        for name in names if books is not None else ():
+        for name in names:
             book = books.book(name, start=False) if books is not None else None
             best = book.best() if book is not None else None
             if best is not None:
