@@ -80,6 +80,10 @@ class Settings:
     socketio_sessions_per_ip: int = 2000
     socketio_messages_per_s: int = 20  # per client, burst twice that
     socketio_max_rooms: int = 4096  # per client
+    # issue 10: several stream/fetcher workers share the symbols by Redis leases, and one
+    # exchange IP's budget (request weight, connection attempts) is kept in Redis
+    leases: bool = False
+    lease_ttl_ms: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -151,6 +155,10 @@ class Settings:
         ):
             if n := env.get(name):
                 kw[attr] = _int(name, n, 0, high)
+        if flag := env.get("LIVECANDLE_LEASES"):
+            kw["leases"] = flag.lower() in ("1", "true", "yes")
+        if ttl := env.get("LIVECANDLE_LEASE_TTL_MS"):
+            kw["lease_ttl_ms"] = _int("LIVECANDLE_LEASE_TTL_MS", ttl, 1_000, 600_000)
         return cls(**kw)
 
     def with_(self, **changes: Any) -> Settings:

@@ -10,8 +10,11 @@ import logging
 import time
 from typing import Any
 
+import msgspec
+
 from livecandle.backoff import Backoff
 from livecandle.config import Settings
+from livecandle.domain.events import CandleSnapshot
 from livecandle.domain.model import SeriesKey
 from livecandle.domain.universe import Change
 from livecandle.exchange.binance.feed_source import RestTradeHistory, decode_frame, streams_for
@@ -21,9 +24,12 @@ from livecandle.live.feed import LiveFeed
 from livecandle.live.writer import LiveWriter
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.universe import ListingSource, Universe, exchange_listing
+from livecandle.runtime.leases import LeaseManager, worker_id
 from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store, StoreError
+from livecandle.store.codec import from_live
 from livecandle.store.keys import HEALTH_TTL_MS
+from livecandle.store.leases import Leases, Resume
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +60,16 @@ class Service:
         self.stream: BinanceStream | None = None
         self.writer: LiveWriter | None = None
         self.universe: Universe | None = None
-        if "fetcher" in roles or "stream" in roles:
+        self.leases: LeaseManager | None = None
+        # with leases, this worker follows only the symbols it owns (none at first)
+        exchange_roles = "fetcher" in roles or "stream" in roles
+        leased = settings.leases and exchange_roles
+        if leased:
+            self.leases = LeaseManager(
+                Leases(store, worker_id()), self._owned_change, settings.lease_ttl_ms
+            )
+        own_symbols: tuple[str, ...] = () if leased else settings.symbols
+        if exchange_roles:
             # the symbols followed: the explicit names, then whatever the listing says
             self.universe = Universe(
                 store,
@@ -64,12 +79,12 @@ class Service:
                 settings.universe_period_s,
                 following=settings.symbols,
             )
-            self.universe.listen(self._follow)
+            self.universe.listen(self._follow if self.leases is None else self._candidates)
         if "fetcher" in roles:
             self.fetcher = BackgroundFetcher(
                 store,
                 self.rest,
-                settings.series,
+                () if leased else settings.series,
                 settings.backfill_candles,
                 # a worker per request the plan may have in flight, and as many parsing
                 # and storing the answers before: fewer would leave the budget unspent
@@ -79,12 +94,12 @@ class Service:
             self.queue: asyncio.Queue[str | bytes] = asyncio.Queue()
             self.stream = BinanceStream(
                 settings.binance_ws_url,
-                streams_for(settings.symbols, settings.intervals),
+                streams_for(own_symbols, settings.intervals),
                 self.queue,
                 silence_s=settings.stream_silence_s,
             )
             self.feed = LiveFeed(
-                settings.symbols,
+                own_symbols,
                 settings.intervals,
                 RestTradeHistory(self.rest),
                 self.rest.clock,
@@ -97,6 +112,7 @@ class Service:
                 self.rest.clock.now_ms,
                 settings.live_write_period_ms,
                 settings.live_publish_period_ms,
+                fence=self.leases,
             )
 
     async def _connect_exchange(self) -> None:
@@ -142,6 +158,9 @@ class Service:
             universe.last_error = str(e)
             log.warning("cannot read the exchange's listing (%s); retrying in the background", e)
         sup.spawn("universe", universe.run)
+        if self.leases is not None:
+            self.leases.set_candidates(universe.following)
+            sup.spawn("leases", self.leases.run)
         if self.fetcher is not None:
             fetcher = self.fetcher
             for series in fetcher.series:  # explicit names the exchange does not trade
@@ -184,6 +203,53 @@ class Service:
                 self.feed.add_symbol(symbol)
         if self.stream is not None and change.follow:
             self.stream.subscribe(streams_for(change.follow, intervals))
+
+    # -- leases: the owned symbols are the followed ones ------------------------------
+
+    def _candidates(self, change: Change) -> None:
+        assert self.leases is not None
+        self.leases.follow(change.follow, change.stop)
+
+    async def _owned_change(self, taken: dict[str, Resume | None], gone: set[str]) -> None:
+        """Follow the symbols taken, continuing each from its stored resume point (the
+        live candles another worker stored), and stop following the ones given up."""
+        seeds: dict[str, list[CandleSnapshot]] = {}
+        resumed = {s: r for s, r in taken.items() if r is not None and r.trade_id >= 0}
+        if resumed and self.feed is not None:
+            seeds = await self._stored_candles(resumed)
+        self._follow(Change(follow=tuple(taken), stop=tuple(gone)))
+        if self.feed is not None:
+            for symbol, r in resumed.items():
+                self.feed.resume(symbol, r.agg_id, r.trade_id, seeds.get(symbol, []))
+
+    async def _stored_candles(self, points: dict[str, Resume]) -> dict[str, list[CandleSnapshot]]:
+        """The stored complete forming candles of each symbol, as snapshots covering the
+        trades up to its resume point."""
+        out: dict[str, list[CandleSnapshot]] = {}
+        now_ms = self.rest.clock.now_ms()
+        for symbol, r in points.items():
+            for interval in self.settings.intervals:
+                raw = await self.store.live_candle(SeriesKey(symbol, interval))
+                if raw is None:
+                    continue
+                fields = msgspec.json.decode(raw)
+                if not fields.get("complete"):
+                    continue
+                candle = from_live(fields)
+                out.setdefault(symbol, []).append(
+                    CandleSnapshot(
+                        symbol,
+                        interval.name,
+                        candle.open_ms,
+                        candle.close_ms,
+                        -1,
+                        r.trade_id,
+                        False,
+                        now_ms,
+                        candle,
+                    )
+                )
+        return out
 
     async def _beat(self) -> None:
         """This process's fetcher and stream state in Redis, with a TTL, for the /healthz
@@ -238,6 +304,8 @@ class Service:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+        if self.leases is not None:  # after the writer stopped: at once, not at expiry
+            await self.leases.stop()
         await self.rest.aclose()
 
     # -- status, for the web app (web.status.Status) ------------------------------------
@@ -354,6 +422,8 @@ class Service:
             parts["fetcher"] = self.fetcher.snapshot()
         if self.universe is not None:
             parts["universe"] = self.universe.stats()
+        if self.leases is not None:
+            parts["leases"] = {**self.leases.stats(), "symbols": sorted(self.leases.owned)}
         # Redis refusing writes (down, paused, full: "OOM command not allowed") while it
         # may still answer PING: the live writer's and the fetcher's current failure
         writer_error = self.writer.storage_error if self.writer is not None else None

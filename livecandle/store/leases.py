@@ -1,0 +1,228 @@
+"""Symbol leases in Redis: one owner per symbol, renewed, fenced by an epoch.
+
+A lease is ``SET lease:SYM <worker> NX PX ttl`` plus Lua compare-and-renew and
+compare-and-release with the worker id as the token (``scripts.LEASE_*``). Each
+acquisition INCRs the symbol's ``lease_epoch``: the epoch a worker took the symbol at is
+the fence its writes carry. ``write_live_fenced`` stores a flush of live keys only for
+the symbols whose stored epoch is still the writer's (WATCH on the epoch keys, then the
+writes in one MULTI/EXEC: a worker paused past its TTL, whose symbol another worker took
+meanwhile, has its writes refused). The workers say they are alive in one ZSET (expiry
+by Redis time), which is how a worker counts its fair share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgspec
+import redis.exceptions
+
+from livecandle.store import scripts
+from livecandle.store.keys import LIVE_CANDLE_MIN_TTL_MS
+from livecandle.store.store import ClosedLive, LiveWrite, Store
+
+_json = msgspec.json.Encoder()
+RESUME_TTL_MS = LIVE_CANDLE_MIN_TTL_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where the stored live candles of a symbol stand: the last aggregate trade id and
+    individual trade id they include (-1: none yet), and who wrote them at which epoch."""
+
+    agg_id: int
+    trade_id: int
+    epoch: int = 0
+    worker: str = ""
+
+    def encode(self) -> bytes:
+        return _json.encode(
+            {
+                "agg_id": self.agg_id,
+                "trade_id": self.trade_id,
+                "epoch": self.epoch,
+                "worker": self.worker,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Resume:
+        d = msgspec.json.decode(raw)
+        return cls(int(d["agg_id"]), int(d["trade_id"]), int(d["epoch"]), str(d["worker"]))
+
+
+class Leases:
+    """The lease operations of one worker (``worker`` is its token) on a ``Store``."""
+
+    def __init__(self, store: Store, worker: str) -> None:
+        self.store = store
+        self.keys = store.keys
+        self.worker = worker
+        redis = store.redis
+        self._acquire = redis.register_script(scripts.LEASE_ACQUIRE)
+        self._renew = redis.register_script(scripts.LEASE_RENEW)
+        self._release = redis.register_script(scripts.LEASE_RELEASE)
+        self._beat = redis.register_script(scripts.WORKERS_BEAT)
+
+    async def beat(self, ttl_ms: int, stats: Mapping[str, Any] | None = None) -> list[str]:
+        """Register this worker alive for ``ttl_ms`` (0: leaving) and list the living."""
+        found = await self._beat(keys=[self.keys.workers], args=[self.worker, ttl_ms])
+        if stats is not None and ttl_ms > 0:
+            await self.store.redis.set(
+                self.keys.worker(self.worker), _json.encode(dict(stats)), px=ttl_ms
+            )
+        return sorted(w.decode() for w in found)
+
+    async def worker_stats(self, worker: str) -> dict[str, Any] | None:
+        raw = await self.store.redis.get(self.keys.worker(worker))
+        return None if raw is None else cast(dict[str, Any], msgspec.json.decode(raw))
+
+    async def acquire(self, symbols: Sequence[str], ttl_ms: int) -> dict[str, int]:
+        """Try each symbol's lease; the epoch of each one now ours."""
+        if not symbols:
+            return {}
+        k = self.keys
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for s in symbols:
+                await self._acquire(
+                    keys=[k.lease(s), k.lease_epoch(s)], args=[self.worker, ttl_ms], client=pipe
+                )
+            got = await pipe.execute()
+        return {s: int(e) for s, e in zip(symbols, got, strict=True) if int(e) > 0}
+
+    async def renew(self, epochs: Mapping[str, int], ttl_ms: int) -> set[str]:
+        """Renew the given leases; the symbols whose lease was lost."""
+        if not epochs:
+            return set()
+        k = self.keys
+        symbols = list(epochs)
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for s in symbols:
+                await self._renew(
+                    keys=[k.lease(s), k.lease_epoch(s)],
+                    args=[self.worker, ttl_ms, epochs[s]],
+                    client=pipe,
+                )
+            kept = await pipe.execute()
+        return {s for s, ok in zip(symbols, kept, strict=True) if not int(ok)}
+
+    async def release(self, symbols: Iterable[str]) -> int:
+        """Give the leases up at once (a clean stop, or a surplus handed on)."""
+        symbols = list(symbols)
+        if not symbols:
+            return 0
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for s in symbols:
+                await self._release(keys=[self.keys.lease(s)], args=[self.worker], client=pipe)
+            return sum(int(r) for r in await pipe.execute())
+
+    async def owners(self, symbols: Sequence[str]) -> dict[str, str | None]:
+        """The worker owning each symbol now (None: nobody)."""
+        if not symbols:
+            return {}
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for s in symbols:
+                pipe.get(self.keys.lease(s))
+            found = await pipe.execute()
+        return {s: (v.decode() if v else None) for s, v in zip(symbols, found, strict=True)}
+
+    async def resume_points(self, symbols: Sequence[str]) -> dict[str, Resume]:
+        """The stored resume point of each symbol that has one."""
+        if not symbols:
+            return {}
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for s in symbols:
+                pipe.get(self.keys.live_resume(s))
+            found = await pipe.execute()
+        return {s: Resume.decode(v) for s, v in zip(symbols, found, strict=True) if v}
+
+
+async def write_live_fenced(
+    store: Store,
+    epochs: Mapping[str, int],
+    resume: Mapping[str, Resume],
+    candles: Sequence[LiveWrite],
+    prices: Sequence[tuple[str, bytes]] = (),
+    publish: bytes | None = None,
+    closed: Sequence[bytes] = (),
+    closed_candles: Sequence[ClosedLive] = (),
+) -> set[str]:
+    """``Store.write_live`` of the symbols whose stored lease epoch is the one given in
+    ``epochs`` (every symbol written must be in it), with each symbol's resume point, all
+    in one transaction; returns the symbols refused (their items were dropped). The batch
+    message is published only when nothing was refused (it may carry a refused symbol).
+    On a cluster the epoch check is not atomic with the writes (no WATCH across slots):
+    the epochs are checked by ``FENCE_CHECK`` per symbol first."""
+    symbols = list(epochs)
+    k = store.keys
+    epoch_keys = [k.lease_epoch(s) for s in symbols]
+    if store.keys.cluster:
+        refused = await _check_on_cluster(store, symbols, epochs)
+        live, live_prices, live_closed = _without(refused, candles, prices, closed_candles)
+        await store.write_live(
+            live, live_prices, publish if not refused else None, closed, live_closed
+        )
+        await _set_resume(store, {s: r for s, r in resume.items() if s not in refused})
+        return refused
+    async with store.redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                if epoch_keys:
+                    await pipe.watch(*epoch_keys)
+                    stored = await pipe.mget(epoch_keys)
+                else:
+                    stored = []
+                refused = {
+                    s
+                    for s, v in zip(symbols, stored, strict=True)
+                    if v is None or int(v) != epochs[s]
+                }
+                live, live_prices, live_closed = _without(refused, candles, prices, closed_candles)
+                pipe.multi()  # type: ignore[no-untyped-call]
+                for keys, args in store._closed_writes(live_closed):
+                    pipe.eval(scripts.WRITE_LIVE_CLOSED, len(keys), *keys, *args)
+                store._set_live(pipe, live, live_prices)
+                for s, r in resume.items():
+                    if s not in refused:
+                        pipe.set(k.live_resume(s), r.encode(), px=RESUME_TTL_MS)
+                if publish is not None and not refused:
+                    pipe.publish(k.live_channel, publish)
+                for message in closed:
+                    pipe.publish(k.closed_channel, message)
+                await pipe.execute()
+                return refused
+            except redis.exceptions.WatchError:  # an epoch moved meanwhile: look again
+                continue
+
+
+def _without(
+    refused: set[str],
+    candles: Sequence[LiveWrite],
+    prices: Sequence[tuple[str, bytes]],
+    closed_candles: Sequence[ClosedLive],
+) -> tuple[list[LiveWrite], list[tuple[str, bytes]], list[ClosedLive]]:
+    if not refused:
+        return list(candles), list(prices), list(closed_candles)
+    return (
+        [w for w in candles if w.series.symbol not in refused],
+        [p for p in prices if p[0] not in refused],
+        [c for c in closed_candles if c.series.symbol not in refused],
+    )
+
+
+async def _check_on_cluster(
+    store: Store, symbols: Sequence[str], epochs: Mapping[str, int]
+) -> set[str]:
+    refused = set()
+    for s in symbols:
+        bad = await store.redis.eval(scripts.FENCE_CHECK, 1, store.keys.lease_epoch(s), epochs[s])  # type: ignore[misc]
+        if bad:
+            refused.add(s)
+    return refused
+
+
+async def _set_resume(store: Store, resume: Mapping[str, Resume]) -> None:
+    for s, r in resume.items():
+        await store.redis.set(store.keys.live_resume(s), r.encode(), px=RESUME_TTL_MS)
