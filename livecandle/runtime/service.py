@@ -27,6 +27,7 @@ from livecandle.official.universe import ListingSource, Universe, exchange_listi
 from livecandle.runtime.leases import LeaseManager, worker_id
 from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store, StoreError
+from livecandle.store.budget import RedisConnectionAttempts, RedisWeightWindow
 from livecandle.store.codec import from_live
 from livecandle.store.keys import HEALTH_TTL_MS
 from livecandle.store.leases import Leases, Resume
@@ -51,6 +52,8 @@ class Service:
         self.rest = BinanceRest(settings.binance_rest_url)
         self.rest.budget.safety = settings.weight_safety
         self.rest.budget.max_in_flight = settings.rest_max_in_flight
+        if settings.leases:  # several processes of one IP: one budget, in Redis
+            self.rest.budget.shared = RedisWeightWindow(store)
         self.exchange_error: str | None = None
         self.web_url: str | None = None
         self.web_ready = asyncio.Event()
@@ -97,6 +100,7 @@ class Service:
                 streams_for(own_symbols, settings.intervals),
                 self.queue,
                 silence_s=settings.stream_silence_s,
+                attempts=RedisConnectionAttempts(store) if settings.leases else None,
             )
             self.feed = LiveFeed(
                 own_symbols,
