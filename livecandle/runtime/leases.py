@@ -90,8 +90,13 @@ class LeaseManager:
             await self.on_change({}, gone)
 
     async def run(self) -> None:
-        # a first, random delay: workers started together do not race for one key set
-        await asyncio.sleep(random.uniform(0, self.period_s / 2))
+        # say it is alive first, then wait a little: workers started together see each
+        # other before taking anything (each its share, not all for one that hands on)
+        try:
+            await self.leases.beat(self.ttl_ms, self.stats())
+        except StoreError as e:
+            self.last_error = f"{type(e).__name__}: {e}"
+        await asyncio.sleep(random.uniform(self.period_s / 2, self.period_s))
         while not self._stopped:
             started = time.monotonic()
             try:

@@ -120,13 +120,7 @@ class Leases:
 
     async def owners(self, symbols: Sequence[str]) -> dict[str, str | None]:
         """The worker owning each symbol now (None: nobody)."""
-        if not symbols:
-            return {}
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for s in symbols:
-                pipe.get(self.keys.lease(s))
-            found = await pipe.execute()
-        return {s: (v.decode() if v else None) for s, v in zip(symbols, found, strict=True)}
+        return await lease_owners(self.store, symbols)
 
     async def resume_points(self, symbols: Sequence[str]) -> dict[str, Resume]:
         """The stored resume point of each symbol that has one."""
@@ -226,3 +220,26 @@ async def _check_on_cluster(
 async def _set_resume(store: Store, resume: Mapping[str, Resume]) -> None:
     for s, r in resume.items():
         await store.redis.set(store.keys.live_resume(s), r.encode(), px=RESUME_TTL_MS)
+
+
+async def lease_owners(store: Store, symbols: Sequence[str]) -> dict[str, str | None]:
+    """The worker owning each symbol now (None: nobody), for ``/api/symbols``."""
+    if not symbols:
+        return {}
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for s in symbols:
+            pipe.get(store.keys.lease(s))
+        found = await pipe.execute()
+    return {s: (v.decode() if v else None) for s, v in zip(symbols, found, strict=True)}
+
+
+async def lease_workers(store: Store) -> dict[str, Any]:
+    """The living workers and what each owns, for ``/healthz`` (empty without leases)."""
+    k = store.keys
+    found = await store.redis.zrange(k.workers, 0, -1)
+    names = sorted(w.decode() for w in found)
+    if not names:
+        return {}
+    raws = await store.redis.mget([k.worker(w) for w in names])
+    workers = {w: (msgspec.json.decode(r) if r else None) for w, r in zip(names, raws, strict=True)}
+    return {"workers": workers, "owned": sum((s or {}).get("owned", 0) for s in workers.values())}

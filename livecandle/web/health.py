@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from livecandle.store import Store
+from livecandle.store.leases import lease_workers
 from livecandle.web.counting import RequestCounts
 from livecandle.web.realtime import Realtime
 from livecandle.web.status import Status
@@ -60,6 +61,8 @@ class Health:
                 body[role] = beat
                 problems += (beat or {}).get("problems", [])  # a process running apart
                 problems += self._missing(role, beat)
+        if redis_ok and (leases := await lease_workers(self.store)):
+            body["leases"] = leases  # the workers sharing the symbols, and their shares
         storage = parts.get("storage")  # writes refused while PING works (full)
         if storage is not None:
             body["storage"] = storage
