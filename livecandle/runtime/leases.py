@@ -114,9 +114,16 @@ class LeaseManager:
                 pass
 
     async def round(self) -> None:
-        """One round: beat, renew, then take up to the share or hand the surplus on."""
+        """One round: beat, renew, then take up to the share or hand the surplus on; the
+        worker's stats (``/healthz``) as they are after it."""
+        self.workers = await self.leases.beat(self.ttl_ms)
+        try:
+            await self._round()
+        finally:
+            await self.leases.beat(self.ttl_ms, self.stats())
+
+    async def _round(self) -> None:
         leases = self.leases
-        self.workers = await leases.beat(self.ttl_ms, self.stats())
         lost = await leases.renew(self.owned, self.ttl_ms)
         gone = lost | (set(self.owned) - self.candidates)
         if gone - lost:

@@ -30,7 +30,7 @@ from livecandle.store import Store, StoreError
 from livecandle.store.budget import RedisConnectionAttempts, RedisWeightWindow
 from livecandle.store.codec import from_live
 from livecandle.store.keys import HEALTH_TTL_MS
-from livecandle.store.leases import Leases, Resume
+from livecandle.store.leases import FencedStore, Leases, Resume
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class Service:
                 Leases(store, worker_id()), self._owned_change, settings.lease_ttl_ms
             )
         own_symbols: tuple[str, ...] = () if leased else settings.symbols
+        # the official writes of a leased worker are fenced by the epoch of their symbol
+        owned_store = store if self.leases is None else FencedStore(store, self.leases.epoch_of)
         if exchange_roles:
             # the symbols followed: the explicit names, then whatever the listing says
             self.universe = Universe(
@@ -85,7 +87,7 @@ class Service:
             self.universe.listen(self._follow if self.leases is None else self._candidates)
         if "fetcher" in roles:
             self.fetcher = BackgroundFetcher(
-                store,
+                owned_store,
                 self.rest,
                 () if leased else settings.series,
                 settings.backfill_candles,
@@ -111,7 +113,7 @@ class Service:
                 on_stall=self.stream.drop,
             )
             self.writer = LiveWriter(
-                store,
+                owned_store,
                 self.feed.live_states(),
                 self.rest.clock.now_ms,
                 settings.live_write_period_ms,

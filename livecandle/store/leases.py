@@ -12,16 +12,25 @@ by Redis time), which is how a worker counts its fair share.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import msgspec
 import redis.exceptions
 
+from livecandle.domain.model import SeriesKey
 from livecandle.store import scripts
 from livecandle.store.keys import LIVE_CANDLE_MIN_TTL_MS
-from livecandle.store.store import ClosedLive, LiveWrite, Store
+from livecandle.store.store import (
+    ANY_OPEN_MS,
+    ClosedLive,
+    LiveWrite,
+    OfficialWrite,
+    Store,
+    WriteResult,
+    _write_result,
+)
 
 _json = msgspec.json.Encoder()
 RESUME_TTL_MS = LIVE_CANDLE_MIN_TTL_MS
@@ -243,3 +252,84 @@ async def lease_workers(store: Store) -> dict[str, Any]:
     raws = await store.redis.mget([k.worker(w) for w in names])
     workers = {w: (msgspec.json.decode(r) if r else None) for w, r in zip(names, raws, strict=True)}
     return {"workers": workers, "owned": sum((s or {}).get("owned", 0) for s in workers.values())}
+
+
+class FencedStore(Store):
+    """A ``Store`` whose official writes carry the lease epoch of their symbol (the
+    fetcher's and the stream's final candles of a leased worker): a write of a symbol
+    this worker does not own, or owns at an older epoch than the stored one, is refused
+    (an empty result; ``refused`` counts them). Everything else is ``Store``'s."""
+
+    def __init__(self, store: Store, epoch_of: Callable[[str], int | None]) -> None:
+        super().__init__(store.redis, store.keys)
+        self.epoch_of = epoch_of
+        self.refused = 0
+
+    async def write_candles(
+        self,
+        series: SeriesKey,
+        rows: Sequence[tuple[int, bytes]],
+        now_ms: int,
+        gaps: Sequence[tuple[int, int]] = (),
+        replace_from_ms: int = -ANY_OPEN_MS,
+        replace_until_ms: int = ANY_OPEN_MS,
+    ) -> WriteResult:
+        write = OfficialWrite(series, rows, replace_from_ms, replace_until_ms)
+        return (await self._fenced([write], now_ms, gaps))[0]
+
+    async def write_officials(
+        self, writes: Sequence[OfficialWrite], now_ms: int
+    ) -> list[WriteResult]:
+        return await self._fenced(writes, now_ms, ())
+
+    async def _fenced(
+        self, writes: Sequence[OfficialWrite], now_ms: int, gaps: Sequence[tuple[int, int]]
+    ) -> list[WriteResult]:
+        epochs = {w.series.symbol: self.epoch_of(w.series.symbol) for w in writes}
+        owned = {s: e for s, e in epochs.items() if e is not None}
+        if self._cluster:  # no WATCH across slots: checked first, not atomically
+            stale = await _check_on_cluster(self, list(owned), owned)
+            out = []
+            for w in writes:
+                if w.series.symbol not in owned or w.series.symbol in stale:
+                    out.append(self._refuse())
+                    continue
+                out.append(
+                    await super().write_candles(
+                        w.series, w.rows, now_ms, gaps, w.replace_from_ms, w.replace_until_ms
+                    )
+                )
+            return out
+        symbols = list(owned)
+        keys = [self.keys.lease_epoch(s) for s in symbols]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    if keys:
+                        await pipe.watch(*keys)
+                    stored = await pipe.mget(keys) if keys else []
+                    live = {
+                        s
+                        for s, v in zip(symbols, stored, strict=True)
+                        if v is not None and int(v) == owned[s]
+                    }
+                    kept = [w for w in writes if w.series.symbol in live]
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    for w in kept:
+                        args = self._write_args(
+                            w.series, w.rows, now_ms, gaps, w.replace_from_ms, w.replace_until_ms
+                        )
+                        wkeys = self._write_keys(w.series)
+                        pipe.eval(scripts.WRITE_CANDLES, len(wkeys), *wkeys, *args)
+                    results = iter(await pipe.execute() if kept else [])
+                    break
+                except redis.exceptions.WatchError:
+                    continue
+        return [
+            _write_result(next(results)) if w.series.symbol in live else self._refuse()
+            for w in writes
+        ]
+
+    def _refuse(self) -> WriteResult:
+        self.refused += 1
+        return WriteResult(0, 0, 0, None, 0)

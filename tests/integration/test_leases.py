@@ -10,9 +10,12 @@ import redis.asyncio as aioredis
 from livecandle.domain.model import SeriesKey
 from livecandle.runtime.leases import LeaseManager
 from livecandle.store import ClosedLive, LiveWrite, Store
-from livecandle.store.leases import Leases, Resume, write_live_fenced
+from livecandle.store.leases import FencedStore, Leases, Resume, write_live_fenced
+from livecandle.store.store import OfficialWrite
+from tests.builders import kline_member
 
 TTL_MS = 60_000
+T0 = 1_700_000_040_000
 BTC = SeriesKey.of("BTCUSDT", "1m")
 
 
@@ -143,3 +146,20 @@ async def test_workers_take_fair_shares_hand_on_a_surplus_gradually_and_release_
         await m.round()
     assert owned[0].symbols | owned[1].symbols == symbols
     assert len(owned[0].symbols) == len(owned[1].symbols) == 15
+
+
+async def test_an_official_write_of_a_symbol_not_owned_or_of_a_stale_epoch_is_refused(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    owned: dict[str, int] = {}
+    fenced = FencedStore(store, owned.get)
+    row = (T0, kline_member(T0))
+    assert (await fenced.write_candles(BTC, [row], 1)).added == 0  # not owned at all
+    owned.update(await Leases(store, "old").acquire(["BTCUSDT"], TTL_MS))
+    assert (await fenced.write_candles(BTC, [row], 1)).added == 1
+    await _expire(redis, store.keys.lease("BTCUSDT"))
+    assert await Leases(store, "new").acquire(["BTCUSDT"], TTL_MS) == {"BTCUSDT": 2}
+    later = (T0 + 60_000, kline_member(T0 + 60_000))
+    res = await fenced.write_officials([OfficialWrite(BTC, [later])], 2)
+    assert res[0].added == 0 and fenced.refused == 2
+    assert await store.count(BTC) == 1  # the stale worker's row was not stored
