@@ -513,6 +513,18 @@ class Service:
                 f'livecandle_universe_symbols{{status="{k}"}} {v}'
                 for k, v in sorted(st["by_status"].items())
             ]
+        if self.leases is not None:
+            st = self.leases.stats()
+            lines += [
+                "# TYPE livecandle_leases_owned gauge",
+                f"livecandle_leases_owned {st['owned']}",
+                "# TYPE livecandle_leases_share gauge",
+                f"livecandle_leases_share {st['share']}",
+                "# TYPE livecandle_leases_lost_total counter",
+                f"livecandle_leases_lost_total {st['lost']}",
+                "# TYPE livecandle_leases_refused_writes_total counter",
+                f"livecandle_leases_refused_writes_total {st['refused_writes']}",
+            ]
         if self.writer is not None:
             lines += [
                 "# TYPE livecandle_live_flushes_total counter",
