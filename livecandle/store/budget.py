@@ -16,7 +16,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from livecandle.store import scripts
+from livecandle.store import cluster, scripts
 from livecandle.store.store import Store
 
 # a window's counter outlives it a little (a late process still finds it)
@@ -37,8 +37,8 @@ class RedisWeightWindow:
         self, window: int, window_ms: int, weight: int, ceiling: int, known: int
     ) -> tuple[bool, int]:
         key = self.store.keys.budget_window(f"{self.name}{window_ms}", window)
-        ok, used = await self._take(
-            keys=[key], args=[weight, ceiling, known, window_ms * _WINDOW_TTL_FACTOR]
+        ok, used = await _run(
+            self.store, self._take, [key], [weight, ceiling, known, window_ms * _WINDOW_TTL_FACTOR]
         )
         if int(ok):
             self.taken += 1
@@ -76,9 +76,11 @@ class RedisConnectionAttempts:
         try:
             async with self._lock:  # first come first served within the process
                 while True:
-                    wait_ms, used = await self._take(
-                        keys=[self.store.keys.budget_window("connect", 0)],
-                        args=[self.allowed, int(self.window_s * 1000), uuid.uuid4().hex],
+                    wait_ms, used = await _run(
+                        self.store,
+                        self._take,
+                        [self.store.keys.budget_window("connect", 0)],
+                        [self.allowed, int(self.window_s * 1000), uuid.uuid4().hex],
                     )
                     self.used = int(used)
                     if not int(wait_ms):
@@ -101,3 +103,10 @@ class RedisConnectionAttempts:
             "waits": self.waits,
             "shared": True,
         }
+
+
+async def _run(store: Store, script: Any, keys: list[str], args: list[Any]) -> Any:
+    """``script`` on its key (on a cluster: by SHA on the key's master)."""
+    if cluster.is_cluster(store.redis):
+        return await cluster.evalsha(store.redis, script, keys, args, [script])  # type: ignore[arg-type]
+    return await script(keys=keys, args=args)

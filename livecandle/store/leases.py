@@ -20,7 +20,7 @@ import msgspec
 import redis.exceptions
 
 from livecandle.domain.model import SeriesKey
-from livecandle.store import scripts
+from livecandle.store import cluster, scripts
 from livecandle.store.keys import LIVE_CANDLE_MIN_TTL_MS
 from livecandle.store.store import (
     ANY_OPEN_MS,
@@ -74,10 +74,22 @@ class Leases:
         self._renew = redis.register_script(scripts.LEASE_RENEW)
         self._release = redis.register_script(scripts.LEASE_RELEASE)
         self._beat = redis.register_script(scripts.WORKERS_BEAT)
+        self._all = [self._acquire, self._renew, self._release, self._beat]
+
+    async def _each(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """``script`` once per ``(keys, args)``, pipelined (on a cluster: by SHA, one batch
+        per master, the scripts loaded again on a master that lacks them)."""
+        if self.store.keys.cluster and cluster.is_cluster(self.store.redis):
+            ops = [_by_sha(script, keys, args) for keys, args in calls]
+            return await cluster.pipelined(self.store.redis, ops, self._all)  # type: ignore[arg-type]
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            return await pipe.execute()
 
     async def beat(self, ttl_ms: int, stats: Mapping[str, Any] | None = None) -> list[str]:
         """Register this worker alive for ``ttl_ms`` (0: leaving) and list the living."""
-        found = await self._beat(keys=[self.keys.workers], args=[self.worker, ttl_ms])
+        (found,) = await self._each(self._beat, [([self.keys.workers], [self.worker, ttl_ms])])
         if stats is not None and ttl_ms > 0:
             await self.store.redis.set(
                 self.keys.worker(self.worker), _json.encode(dict(stats)), px=ttl_ms
@@ -93,12 +105,10 @@ class Leases:
         if not symbols:
             return {}
         k = self.keys
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for s in symbols:
-                await self._acquire(
-                    keys=[k.lease(s), k.lease_epoch(s)], args=[self.worker, ttl_ms], client=pipe
-                )
-            got = await pipe.execute()
+        got = await self._each(
+            self._acquire,
+            [([k.lease(s), k.lease_epoch(s)], [self.worker, ttl_ms]) for s in symbols],
+        )
         return {s: int(e) for s, e in zip(symbols, got, strict=True) if int(e) > 0}
 
     async def renew(self, epochs: Mapping[str, int], ttl_ms: int) -> set[str]:
@@ -107,14 +117,10 @@ class Leases:
             return set()
         k = self.keys
         symbols = list(epochs)
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for s in symbols:
-                await self._renew(
-                    keys=[k.lease(s), k.lease_epoch(s)],
-                    args=[self.worker, ttl_ms, epochs[s]],
-                    client=pipe,
-                )
-            kept = await pipe.execute()
+        kept = await self._each(
+            self._renew,
+            [([k.lease(s), k.lease_epoch(s)], [self.worker, ttl_ms, epochs[s]]) for s in symbols],
+        )
         return {s for s, ok in zip(symbols, kept, strict=True) if not int(ok)}
 
     async def release(self, symbols: Iterable[str]) -> int:
@@ -122,10 +128,10 @@ class Leases:
         symbols = list(symbols)
         if not symbols:
             return 0
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for s in symbols:
-                await self._release(keys=[self.keys.lease(s)], args=[self.worker], client=pipe)
-            return sum(int(r) for r in await pipe.execute())
+        done = await self._each(
+            self._release, [([self.keys.lease(s)], [self.worker]) for s in symbols]
+        )
+        return sum(int(r) for r in done)
 
     async def owners(self, symbols: Sequence[str]) -> dict[str, str | None]:
         """The worker owning each symbol now (None: nobody)."""
@@ -135,10 +141,7 @@ class Leases:
         """The stored resume point of each symbol that has one."""
         if not symbols:
             return {}
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for s in symbols:
-                pipe.get(self.keys.live_resume(s))
-            found = await pipe.execute()
+        found = await _gets(self.store, [self.keys.live_resume(s) for s in symbols])
         return {s: Resume.decode(v) for s, v in zip(symbols, found, strict=True) if v}
 
 
@@ -218,27 +221,50 @@ def _without(
 async def _check_on_cluster(
     store: Store, symbols: Sequence[str], epochs: Mapping[str, int]
 ) -> set[str]:
-    refused = set()
-    for s in symbols:
-        bad = await store.redis.eval(scripts.FENCE_CHECK, 1, store.keys.lease_epoch(s), epochs[s])  # type: ignore[misc]
-        if bad:
-            refused.add(s)
-    return refused
+    ops = [_fence_op(store.keys.lease_epoch(s), epochs[s]) for s in symbols]
+    found = await cluster.pipelined(store.redis, ops, ())  # type: ignore[arg-type]
+    return {s for s, bad in zip(symbols, found, strict=True) if bad}
+
+
+def _fence_op(key: str, epoch: int) -> cluster.Op:
+    return lambda pipe: pipe.execute_command("EVAL", scripts.FENCE_CHECK, 1, key, epoch)
 
 
 async def _set_resume(store: Store, resume: Mapping[str, Resume]) -> None:
-    for s, r in resume.items():
-        await store.redis.set(store.keys.live_resume(s), r.encode(), px=RESUME_TTL_MS)
+    if not resume:
+        return
+    ops = [_set_op(store.keys.live_resume(s), r.encode()) for s, r in resume.items()]
+    await cluster.pipelined(store.redis, ops, ())  # type: ignore[arg-type]
+
+
+def _set_op(key: str, value: bytes) -> cluster.Op:
+    return lambda pipe: pipe.set(key, value, px=RESUME_TTL_MS)
+
+
+def _get_op(key: str) -> cluster.Op:
+    return lambda pipe: pipe.get(key)
+
+
+async def _gets(store: Store, keys: Sequence[str]) -> list[Any]:
+    """GET of each key in one round trip (on a cluster: one batch per master)."""
+    if cluster.is_cluster(store.redis):
+        return await cluster.pipelined(store.redis, [_get_op(k) for k in keys], ())  # type: ignore[arg-type]
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for k in keys:
+            pipe.get(k)
+        return await pipe.execute()
+
+
+def _by_sha(script: Any, keys: list[str], args: list[Any]) -> cluster.Op:
+    # redis-py's cluster pipeline refuses Script calls: EVALSHA, loaded again on NOSCRIPT
+    return lambda pipe: pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 async def lease_owners(store: Store, symbols: Sequence[str]) -> dict[str, str | None]:
     """The worker owning each symbol now (None: nobody), for ``/api/symbols``."""
     if not symbols:
         return {}
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for s in symbols:
-            pipe.get(store.keys.lease(s))
-        found = await pipe.execute()
+    found = await _gets(store, [store.keys.lease(s) for s in symbols])
     return {s: (v.decode() if v else None) for s, v in zip(symbols, found, strict=True)}
 
 
@@ -249,7 +275,7 @@ async def lease_workers(store: Store) -> dict[str, Any]:
     names = sorted(w.decode() for w in found)
     if not names:
         return {}
-    raws = await store.redis.mget([k.worker(w) for w in names])
+    raws = await _gets(store, [k.worker(w) for w in names])
     workers = {w: (msgspec.json.decode(r) if r else None) for w, r in zip(names, raws, strict=True)}
     return {"workers": workers, "owned": sum((s or {}).get("owned", 0) for s in workers.values())}
 

@@ -4,15 +4,24 @@ after expiry, release, fair shares between workers, and a write of a stale epoch
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
 from livecandle.domain.model import SeriesKey
 from livecandle.runtime.leases import LeaseManager
-from livecandle.store import ClosedLive, LiveWrite, Store
-from livecandle.store.leases import FencedStore, Leases, Resume, write_live_fenced
+from livecandle.store import ClosedLive, Keys, LiveWrite, Store, connect
+from livecandle.store.budget import RedisConnectionAttempts, RedisWeightWindow
+from livecandle.store.leases import (
+    FencedStore,
+    Leases,
+    Resume,
+    lease_workers,
+    write_live_fenced,
+)
 from livecandle.store.store import OfficialWrite
 from tests.builders import kline_member
+from tests.integration.cluster_support import cluster
 
 TTL_MS = 60_000
 T0 = 1_700_000_040_000
@@ -163,3 +172,50 @@ async def test_an_official_write_of_a_symbol_not_owned_or_of_a_stale_epoch_is_re
     res = await fenced.write_officials([OfficialWrite(BTC, [later])], 2)
     assert res[0].added == 0 and fenced.refused == 2
     assert await store.count(BTC) == 1  # the stale worker's row was not stored
+
+
+async def test_leases_fencing_and_the_shared_budget_work_on_three_masters(tmp_path: Path) -> None:
+    symbols = [f"S{n}USDT" for n in range(12)]  # their slots are on every master
+    with cluster(tmp_path / "cluster") as c:
+        assert len({c.master_of(Keys(cluster=True).lease(s)).port for s in symbols}) == 3
+        client = connect(c.url, cluster=True, timeout_s=2.0)
+        try:
+            store = Store(client, Keys(cluster=True))
+            a, b = Leases(store, "a"), Leases(store, "b")
+            assert await a.beat(TTL_MS, {"owned": 12}) == ["a"]
+            assert await b.beat(TTL_MS) == ["a", "b"]
+            assert (await lease_workers(store))["owned"] == 12
+            got = await a.acquire(symbols, TTL_MS)
+            assert got == dict.fromkeys(symbols, 1)
+            assert await b.acquire(symbols, TTL_MS) == {}
+            assert await a.renew(got, TTL_MS) == set()
+            assert set((await a.owners(symbols)).values()) == {"a"}
+            one = SeriesKey.of(symbols[0], "1m")
+            assert (
+                await write_live_fenced(
+                    store, got, {symbols[0]: Resume(5, 6, 1, "a")}, [LiveWrite(one, b"a")]
+                )
+                == set()
+            )
+            assert (await a.resume_points(symbols[:1]))[symbols[0]].agg_id == 5
+            assert await a.release(symbols[1:]) == 11
+            assert await b.acquire(symbols[1:], TTL_MS) == dict.fromkeys(symbols[1:], 2)
+            two = SeriesKey.of(symbols[1], "1m")
+            refused = await write_live_fenced(
+                store,
+                {symbols[0]: 1, symbols[1]: 1},
+                {},
+                [LiveWrite(one, b"a2"), LiveWrite(two, b"stale")],
+            )
+            assert refused == {symbols[1]}
+            assert await store.live_candle(one) == b"a2" and await store.live_candle(two) is None
+            fenced = FencedStore(store, got.get)
+            row = (T0, kline_member(T0))
+            assert (await fenced.write_candles(two, [row], 1)).added == 0
+            assert (await fenced.write_candles(one, [row], 1)).added == 1
+            window = RedisWeightWindow(store)
+            assert await window.take(1, 60_000, 60, 100, 0) == (True, 60)
+            assert await window.take(1, 60_000, 50, 100, 0) == (False, 60)
+            await RedisConnectionAttempts(store, limit=3, safety=1.0).take()
+        finally:
+            await client.aclose()
