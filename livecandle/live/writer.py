@@ -283,7 +283,16 @@ class LiveWriter:
             st._dirty = False
             st.unwritten = st.values.encode(st.builder, now)
             if self.fence is not None:
-                st.unwritten_resume = Resume(st.agg_id, st.trade_id)
+                b = st.builder
+                st.unwritten_resume = Resume(
+                    st.agg_id,
+                    st.trade_id,
+                    candles={
+                        i.name: (b.open_of(n), o.trades)
+                        for n, i in enumerate(b.intervals)
+                        if (o := b.forming_sums(n)) is not None
+                    },
+                )
             batch_candles.extend(msgspec.Raw(w.value) for w in st.unwritten)
             unwritten[name] = st
         writes: list[LiveWrite] = []
@@ -355,7 +364,7 @@ class LiveWriter:
         for st in written:
             r, epoch = st.unwritten_resume, epochs.get(st.symbol)
             if r is not None and epoch is not None:
-                resume[st.symbol] = Resume(r.agg_id, r.trade_id, epoch, fence.worker)
+                resume[st.symbol] = Resume(r.agg_id, r.trade_id, epoch, fence.worker, r.candles)
         if len(epochs) < len(names):  # no longer owned: not written at all
             writes = [w for w in writes if w.series.symbol in epochs]
             prices = [p for p in prices if p[0] in epochs]

@@ -239,7 +239,12 @@ class Service:
                 if raw is None:
                     continue
                 fields = msgspec.json.decode(raw)
-                if not fields.get("complete"):
+                # the candle written with the resume point (not one written before or
+                # after it: see store.leases.Resume), and complete
+                expected = r.candles.get(interval.name)
+                if not fields.get("complete") or expected is None:
+                    continue
+                if (fields.get("time"), fields.get("trades")) != expected:
                     continue
                 candle = from_live(fields)
                 out.setdefault(symbol, []).append(

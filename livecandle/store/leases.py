@@ -13,7 +13,7 @@ by Redis time), which is how a worker counts its fair share.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
@@ -39,12 +39,17 @@ RESUME_TTL_MS = LIVE_CANDLE_MIN_TTL_MS
 @dataclass(frozen=True, slots=True)
 class Resume:
     """Where the stored live candles of a symbol stand: the last aggregate trade id and
-    individual trade id they include (-1: none yet), and who wrote them at which epoch."""
+    individual trade id they include (-1: none yet), who wrote them at which epoch, and
+    for each interval the ``(open_ms, trades)`` of the forming candle written with it. A
+    new owner trusts a stored candle only if it is that one: on a cluster the candles and
+    the resume point live in different slots, and a worker killed between their writes
+    leaves one of them behind the other."""
 
     agg_id: int
     trade_id: int
     epoch: int = 0
     worker: str = ""
+    candles: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return _json.encode(
@@ -53,13 +58,15 @@ class Resume:
                 "trade_id": self.trade_id,
                 "epoch": self.epoch,
                 "worker": self.worker,
+                "candles": self.candles,
             }
         )
 
     @classmethod
     def decode(cls, raw: bytes) -> Resume:
         d = msgspec.json.decode(raw)
-        return cls(int(d["agg_id"]), int(d["trade_id"]), int(d["epoch"]), str(d["worker"]))
+        candles = {k: (int(v[0]), int(v[1])) for k, v in d.get("candles", {}).items()}
+        return cls(int(d["agg_id"]), int(d["trade_id"]), int(d["epoch"]), str(d["worker"]), candles)
 
 
 class Leases:

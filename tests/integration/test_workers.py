@@ -26,10 +26,11 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from livecandle.store import Store
+from livecandle.store import Keys, Store, connect
 from livecandle.store.codec import live_row
 from livecandle.store.leases import Resume, lease_owners
 from tests.helpers import EmulatorProcess
+from tests.integration.cluster_support import cluster
 from tests.integration.live_support import LiveRecorder, official
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -139,8 +140,35 @@ async def _worker_of(store: Store, worker: str) -> dict[str, Any]:
 async def test_three_workers_share_200_symbols_survive_a_kill_and_fence_a_paused_one(
     redis_url: str, redis: aioredis.Redis, market: EmulatorProcess, tmp_path: Path
 ) -> None:
-    store = Store(redis)
-    env = _env(redis_url, market)
+    await _scenario(Store(redis), redis, _env(redis_url, market), market, tmp_path)
+
+
+async def test_the_same_on_a_redis_cluster_of_three_masters(
+    market: EmulatorProcess, tmp_path: Path
+) -> None:
+    with cluster(tmp_path / "cluster") as c:
+        client = connect(c.url, cluster=True, timeout_s=3.0)
+        node = aioredis.Redis.from_url(c.url)  # pub/sub: any node hears every PUBLISH
+        try:
+            env = _env(c.url, market)
+            env["LIVECANDLE_REDIS_CLUSTER"] = "1"
+            await _scenario(Store(client, Keys(cluster=True)), node, env, market, tmp_path)
+        finally:
+            await node.aclose()
+            await client.aclose()
+
+
+async def _gets(store: Store, keys: list[str]) -> list[bytes | None]:
+    return [await store.redis.get(k) for k in keys]
+
+
+async def _scenario(
+    store: Store,
+    redis: aioredis.Redis,
+    env: dict[str, str],
+    market: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
     procs: list[Proc] = []
     try:
         webs = [Proc(f"web{i}", "web", env, tmp_path) for i in range(2)]
@@ -153,7 +181,7 @@ async def test_three_workers_share_200_symbols_survive_a_kill_and_fence_a_paused
 
             async def listed() -> bool:
                 nonlocal symbols
-                symbols = sorted(k.decode() for k in await redis.hkeys("universe"))
+                symbols = sorted(k.decode() for k in await store.redis.hkeys(store.keys.universe))
                 return len(symbols) >= SYMBOLS
 
             await _until(listed, 60, "the universe stored")
@@ -214,7 +242,7 @@ async def test_three_workers_share_200_symbols_survive_a_kill_and_fence_a_paused
                 return all(w == ids[2] for w in found.values())
 
             await _until(taken_from_paused, 30, "the paused worker's symbols taken")
-            before = dict(zip(theirs, await redis.mget(_resume_keys(store, theirs)), strict=True))
+            before = dict(zip(theirs, await _gets(store, _resume_keys(store, theirs)), strict=True))
             paused_proc.signal(signal.SIGCONT)
             lost_before = (await _worker_of(store, paused)).get("lost", 0)
 
@@ -225,8 +253,8 @@ async def test_three_workers_share_200_symbols_survive_a_kill_and_fence_a_paused
             await _until(noticed, 30, "the paused worker noticed its lost leases")
             stats = await _worker_of(store, paused)
             print(f"paused worker after SIGCONT: {stats}")
-            now_resume = await redis.mget(_resume_keys(store, theirs))
-            epochs = await redis.mget([store.keys.lease_epoch(s) for s in theirs])
+            now_resume = await _gets(store, _resume_keys(store, theirs))
+            epochs = await _gets(store, [store.keys.lease_epoch(s) for s in theirs])
             for s, raw, epoch in zip(theirs, now_resume, epochs, strict=True):
                 if raw is None:  # a symbol without a trade yet: nothing written by anyone
                     assert before[s] is None, s
