@@ -166,8 +166,11 @@ async def write_live_fenced(
     ``epochs`` (every symbol written must be in it), with each symbol's resume point, all
     in one transaction; returns the symbols refused (their items were dropped). The batch
     message is published only when nothing was refused (it may carry a refused symbol).
-    On a cluster the epoch check is not atomic with the writes (no WATCH across slots):
-    the epochs are checked by ``FENCE_CHECK`` per symbol first."""
+    On a cluster the epoch check is not atomic with the live keys' writes (no WATCH
+    across slots): the epochs are checked by ``FENCE_CHECK`` first, and a flush already
+    past that check when its worker was paused still lands its live keys; the resume
+    point, in the epoch's slot, is stored only at the current epoch (``RESUME_SET``), so
+    a new owner never resumes from a stale worker's point."""
     symbols = list(epochs)
     k = store.keys
     epoch_keys = [k.lease_epoch(s) for s in symbols]
@@ -177,8 +180,9 @@ async def write_live_fenced(
         await store.write_live(
             live, live_prices, publish if not refused else None, closed, live_closed
         )
-        await _set_resume(store, {s: r for s, r in resume.items() if s not in refused})
-        return refused
+        return refused | await _set_resume(
+            store, {s: r for s, r in resume.items() if s not in refused}
+        )
     async with store.redis.pipeline(transaction=True) as pipe:
         while True:
             try:
@@ -237,15 +241,24 @@ def _fence_op(key: str, epoch: int) -> cluster.Op:
     return lambda pipe: pipe.execute_command("EVAL", scripts.FENCE_CHECK, 1, key, epoch)
 
 
-async def _set_resume(store: Store, resume: Mapping[str, Resume]) -> None:
+async def _set_resume(store: Store, resume: Mapping[str, Resume]) -> set[str]:
+    """Each resume point stored if its epoch is still the symbol's (atomically: one slot);
+    the symbols refused."""
     if not resume:
-        return
-    ops = [_set_op(store.keys.live_resume(s), r.encode()) for s, r in resume.items()]
-    await cluster.pipelined(store.redis, ops, ())  # type: ignore[arg-type]
+        return set()
+    k = store.keys
+    ops = [
+        _resume_op(k.lease_epoch(s), k.live_resume(s), r.epoch, r.encode())
+        for s, r in resume.items()
+    ]
+    done = await cluster.pipelined(store.redis, ops, ())  # type: ignore[arg-type]
+    return {s for s, ok in zip(resume, done, strict=True) if not int(ok)}
 
 
-def _set_op(key: str, value: bytes) -> cluster.Op:
-    return lambda pipe: pipe.set(key, value, px=RESUME_TTL_MS)
+def _resume_op(epoch_key: str, key: str, epoch: int, value: bytes) -> cluster.Op:
+    return lambda pipe: pipe.execute_command(
+        "EVAL", scripts.RESUME_SET, 2, epoch_key, key, epoch, value, RESUME_TTL_MS
+    )
 
 
 def _get_op(key: str) -> cluster.Op:

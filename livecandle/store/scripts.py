@@ -299,3 +299,15 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {math.max(1, tonumber(oldest[2]) + window - now), used}
 """
+
+RESUME_SET: Final = r"""
+-- Store a symbol's resume point if the writer's epoch is still the symbol's (one slot:
+-- the epoch and the resume point share the symbol's hash tag on a cluster).
+-- KEYS[1] lease_epoch   KEYS[2] live_resume   ARGV[1] epoch   ARGV[2] value   ARGV[3] TTL ms
+-- Returns 1 if stored, 0 if refused.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
