@@ -69,7 +69,9 @@ class Service:
         leased = settings.leases and exchange_roles
         if leased:
             self.leases = LeaseManager(
-                Leases(store, worker_id()), self._owned_change, settings.lease_ttl_ms
+                Leases(store, worker_id(), settings.intervals),
+                self._owned_change,
+                settings.lease_ttl_ms,
             )
         own_symbols: tuple[str, ...] = () if leased else settings.symbols
         # the official writes of a leased worker are fenced by the epoch of their symbol

@@ -86,6 +86,13 @@ class Keys:
         individual trade) the stored live candles of the symbol include, written with them."""
         return self._symbol("live_resume", symbol)
 
+    def fence(self, key: str) -> str:
+        """STRING on a cluster: the highest lease epoch that may write ``key``, in its slot
+        (hash-tagged by the key's own tag, or by the whole key when it has none)."""
+        open_, close = key.find("{"), key.find("}")
+        tag = key[open_ + 1 : close] if 0 <= open_ < close else key
+        return f"{self.prefix}lease_fence:{{{tag}}}"
+
     @property
     def workers(self) -> str:
         """ZSET worker id -> expiry ms (Redis time): the live stream/fetcher workers."""

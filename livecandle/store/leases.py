@@ -19,9 +19,10 @@ from typing import Any, cast
 import msgspec
 import redis.exceptions
 
+from livecandle.domain.intervals import Interval
 from livecandle.domain.model import SeriesKey
 from livecandle.store import cluster, scripts
-from livecandle.store.keys import LIVE_CANDLE_MIN_TTL_MS
+from livecandle.store.keys import LIVE_CANDLE_MIN_TTL_MS, LIVE_PRICE_TTL_MS, live_candle_ttl_ms
 from livecandle.store.store import (
     ANY_OPEN_MS,
     ClosedLive,
@@ -72,10 +73,11 @@ class Resume:
 class Leases:
     """The lease operations of one worker (``worker`` is its token) on a ``Store``."""
 
-    def __init__(self, store: Store, worker: str) -> None:
+    def __init__(self, store: Store, worker: str, intervals: Sequence[Interval] = ()) -> None:
         self.store = store
         self.keys = store.keys
         self.worker = worker
+        self.intervals = tuple(intervals)  # on a cluster: the series whose fences it raises
         redis = store.redis
         self._acquire = redis.register_script(scripts.LEASE_ACQUIRE)
         self._renew = redis.register_script(scripts.LEASE_RENEW)
@@ -116,7 +118,22 @@ class Leases:
             self._acquire,
             [([k.lease(s), k.lease_epoch(s)], [self.worker, ttl_ms]) for s in symbols],
         )
-        return {s: int(e) for s, e in zip(symbols, got, strict=True) if int(e) > 0}
+        taken = {s: int(e) for s, e in zip(symbols, got, strict=True) if int(e) > 0}
+        if taken and cluster.is_cluster(self.store.redis):
+            await self._raise_fences(taken)
+        return taken
+
+    async def _raise_fences(self, taken: Mapping[str, int]) -> None:
+        """On a cluster, before anything of a symbol taken is read or written: the fence
+        of each slot its keys live in, raised to the new epoch (a paused worker's flush
+        already past its epoch check is then refused there)."""
+        k = self.keys
+        ops = []
+        for s, epoch in taken.items():
+            keys = [k.live_candle(SeriesKey(s, i)) for i in self.intervals]
+            for key in [*keys, k.live_price(s)]:
+                ops.append(_eval_op(scripts.FENCE_RAISE, [k.fence(key)], [epoch]))
+        await cluster.pipelined(self.store.redis, ops, ())  # type: ignore[arg-type]
 
     async def renew(self, epochs: Mapping[str, int], ttl_ms: int) -> set[str]:
         """Renew the given leases; the symbols whose lease was lost."""
@@ -175,13 +192,8 @@ async def write_live_fenced(
     k = store.keys
     epoch_keys = [k.lease_epoch(s) for s in symbols]
     if store.keys.cluster:
-        refused = await _check_on_cluster(store, symbols, epochs)
-        live, live_prices, live_closed = _without(refused, candles, prices, closed_candles)
-        await store.write_live(
-            live, live_prices, publish if not refused else None, closed, live_closed
-        )
-        return refused | await _set_resume(
-            store, {s: r for s, r in resume.items() if s not in refused}
+        return await _write_live_on_cluster(
+            store, epochs, resume, candles, prices, publish, closed, closed_candles
         )
     async with store.redis.pipeline(transaction=True) as pipe:
         while True:
@@ -227,6 +239,61 @@ def _without(
         [p for p in prices if p[0] not in refused],
         [c for c in closed_candles if c.series.symbol not in refused],
     )
+
+
+async def _write_live_on_cluster(
+    store: Store,
+    epochs: Mapping[str, int],
+    resume: Mapping[str, Resume],
+    candles: Sequence[LiveWrite],
+    prices: Sequence[tuple[str, bytes]],
+    publish: bytes | None,
+    closed: Sequence[bytes],
+    closed_candles: Sequence[ClosedLive],
+) -> set[str]:
+    """Each key written by a script that checks the fence of its slot (raised by a new
+    owner at acquisition), one batch per master; the epochs are looked at first so
+    that a stale worker's batch is not sent at all, and not published."""
+    refused = await _check_on_cluster(store, list(epochs), epochs)
+    live, live_prices, live_closed = _without(refused, candles, prices, closed_candles)
+    k = store.keys
+    ops: list[cluster.Op] = []
+    whose: list[str] = []
+    by_series: dict[SeriesKey, list[ClosedLive]] = {}
+    for c in live_closed:
+        by_series.setdefault(c.series, []).append(c)
+    for series, items in by_series.items():
+        for keys, args in store._closed_writes(items):
+            script, fence = scripts.FENCED_WRITE_LIVE_CLOSED, k.fence(keys[0])
+            ops.append(_eval_op(script, [*keys, fence], [*args, epochs[series.symbol]]))
+            whose.append(series.symbol)
+    for w in live:
+        key, ttl_ms = k.live_candle(w.series), live_candle_ttl_ms(w.series.interval)
+        args = [w.value, ttl_ms, epochs[w.series.symbol]]
+        ops.append(_eval_op(scripts.FENCED_SET, [key, k.fence(key)], args))
+        whose.append(w.series.symbol)
+    for symbol, value in live_prices:
+        key = k.live_price(symbol)
+        args = [value, LIVE_PRICE_TTL_MS, epochs[symbol]]
+        ops.append(_eval_op(scripts.FENCED_SET, [key, k.fence(key)], args))
+        whose.append(symbol)
+    for symbol, r in resume.items():
+        if symbol not in refused:
+            keys = [k.lease_epoch(symbol), k.live_resume(symbol)]
+            ops.append(_eval_op(scripts.RESUME_SET, keys, [r.epoch, r.encode(), RESUME_TTL_MS]))
+            whose.append(symbol)
+    if ops:
+        done = await cluster.pipelined(store.redis, ops, ())  # type: ignore[arg-type]
+        refused |= {s for s, r in zip(whose, done, strict=True) if r in (-1, 0)}
+    if publish is not None and not refused:
+        await store.redis.publish(k.live_channel, publish)
+    for message in closed:
+        await store.redis.publish(k.closed_channel, message)
+    return refused
+
+
+def _eval_op(script: str, keys: list[str], args: list[Any]) -> cluster.Op:
+    return lambda pipe: pipe.execute_command("EVAL", script, len(keys), *keys, *args)
 
 
 async def _check_on_cluster(
@@ -335,16 +402,23 @@ class FencedStore(Store):
         owned = {s: e for s, e in epochs.items() if e is not None}
         if self._cluster:  # no WATCH across slots: checked first, not atomically
             stale = await _check_on_cluster(self, list(owned), owned)
+            kept = [w for w in writes if w.series.symbol in owned and w.series.symbol not in stale]
+            ops = []
+            for w in kept:
+                args = self._write_args(
+                    w.series, w.rows, now_ms, gaps, w.replace_from_ms, w.replace_until_ms
+                )
+                keys = self._write_keys(w.series)
+                epoch = owned[w.series.symbol]
+                fenced = [*keys, self.keys.fence(keys[0])]
+                ops.append(_eval_op(scripts.FENCED_WRITE_CANDLES, fenced, [*args, epoch]))
+            replicated = [self.keys.klines(w.series) for w in kept]
+            done = iter(await self._pipelined_on_cluster(ops, replicated) if ops else [])
+            ids = {id(w) for w in kept}
             out = []
             for w in writes:
-                if w.series.symbol not in owned or w.series.symbol in stale:
-                    out.append(self._refuse())
-                    continue
-                out.append(
-                    await super().write_candles(
-                        w.series, w.rows, now_ms, gaps, w.replace_from_ms, w.replace_until_ms
-                    )
-                )
+                r: Any = next(done) if id(w) in ids else -1
+                out.append(self._refuse() if r == -1 else _write_result(r))
             return out
         symbols = list(owned)
         keys = [self.keys.lease_epoch(s) for s in symbols]

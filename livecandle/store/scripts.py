@@ -311,3 +311,33 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+# -- per-slot fences on a cluster (store.leases): a new owner raises the fence of each
+# slot of its symbol's keys to its epoch before it starts; a write carrying an older
+# epoch is refused in the same script that would write (one slot, atomic)
+
+FENCE_RAISE: Final = r"""
+-- KEYS[1] a fence   ARGV[1] epoch   Sets the fence to the epoch unless it is higher.
+local now = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > now then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# put before a script whose keys are its own then the fence (KEYS[#KEYS]) and whose
+# arguments are its own then the epoch (the last ARGV, taken off before it runs)
+FENCE_PREFIX: Final = r"""
+local epoch = tonumber(table.remove(ARGV))
+if tonumber(redis.call('GET', KEYS[#KEYS]) or '0') > epoch then return -1 end
+"""
+
+FENCED_SET: Final = (
+    FENCE_PREFIX
+    + r"""
+-- KEYS[1] key   KEYS[2] its fence   ARGV[1] value   ARGV[2] TTL ms   ARGV[3] epoch
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
+FENCED_WRITE_LIVE_CLOSED: Final = FENCE_PREFIX + WRITE_LIVE_CLOSED
+FENCED_WRITE_CANDLES: Final = FENCE_PREFIX + WRITE_CANDLES

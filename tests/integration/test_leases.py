@@ -8,9 +8,10 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from livecandle.domain.intervals import INTERVALS
 from livecandle.domain.model import SeriesKey
 from livecandle.runtime.leases import LeaseManager
-from livecandle.store import ClosedLive, Keys, LiveWrite, Store, connect
+from livecandle.store import ClosedLive, Keys, LiveWrite, Store, connect, scripts
 from livecandle.store.budget import RedisConnectionAttempts, RedisWeightWindow
 from livecandle.store.leases import (
     FencedStore,
@@ -181,7 +182,8 @@ async def test_leases_fencing_and_the_shared_budget_work_on_three_masters(tmp_pa
         client = connect(c.url, cluster=True, timeout_s=2.0)
         try:
             store = Store(client, Keys(cluster=True))
-            a, b = Leases(store, "a"), Leases(store, "b")
+            one_minute = [INTERVALS["1m"]]  # the series whose fences an owner raises
+            a, b = Leases(store, "a", one_minute), Leases(store, "b", one_minute)
             assert await a.beat(TTL_MS, {"owned": 12}) == ["a"]
             assert await b.beat(TTL_MS) == ["a", "b"]
             assert (await lease_workers(store))["owned"] == 12
@@ -209,6 +211,14 @@ async def test_leases_fencing_and_the_shared_budget_work_on_three_masters(tmp_pa
             )
             assert refused == {symbols[1]}
             assert await store.live_candle(one) == b"a2" and await store.live_candle(two) is None
+            # a flush already past its epoch check when its worker paused: the fence of the
+            # key's slot, raised by the new owner, refuses it in the script that would write
+            key = store.keys.live_candle(two)
+            fenced_set = [scripts.FENCED_SET, 2, key, store.keys.fence(key)]
+            assert await client.execute_command("EVAL", *fenced_set, b"stale", 1000, 1) == -1
+            assert await store.live_candle(two) is None
+            assert await client.execute_command("EVAL", *fenced_set, b"new", 1000, 2) == 1
+            assert await store.live_candle(two) == b"new"
             fenced = FencedStore(store, got.get)
             row = (T0, kline_member(T0))
             assert (await fenced.write_candles(two, [row], 1)).added == 0
