@@ -36,7 +36,8 @@ from livecandle.domain.model import SeriesKey, format_units
 from livecandle.live.values import LiveValues
 from livecandle.store import ClosedLive, LiveWrite, Store
 from livecandle.store.codec import closed_value
-from livecandle.store.leases import Resume, write_live_fenced
+from livecandle.store.fencing import write_live_fenced
+from livecandle.store.leases import Resume
 from livecandle.store.store import ANY_OPEN_MS, OfficialWrite
 
 log = logging.getLogger(__name__)

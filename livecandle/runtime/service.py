@@ -29,8 +29,9 @@ from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store, StoreError
 from livecandle.store.budget import RedisConnectionAttempts, RedisWeightWindow
 from livecandle.store.codec import from_live
+from livecandle.store.fencing import FencedStore
 from livecandle.store.keys import HEALTH_TTL_MS
-from livecandle.store.leases import FencedStore, Leases, Resume
+from livecandle.store.leases import Leases, Resume
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,8 @@ from livecandle.domain.model import SeriesKey
 from livecandle.runtime.leases import LeaseManager
 from livecandle.store import ClosedLive, Keys, LiveWrite, Store, connect, scripts
 from livecandle.store.budget import RedisConnectionAttempts, RedisWeightWindow
-from livecandle.store.leases import (
-    FencedStore,
-    Leases,
-    Resume,
-    lease_workers,
-    write_live_fenced,
-)
+from livecandle.store.fencing import FencedStore, write_live_fenced
+from livecandle.store.leases import Leases, Resume, lease_workers
 from livecandle.store.store import OfficialWrite
 from tests.builders import kline_member
 from tests.integration.cluster_support import cluster
@@ -195,10 +190,19 @@ async def test_leases_fencing_and_the_shared_budget_work_on_three_masters(tmp_pa
             one = SeriesKey.of(symbols[0], "1m")
             assert (
                 await write_live_fenced(
-                    store, got, {symbols[0]: Resume(5, 6, 1, "a")}, [LiveWrite(one, b"a")]
+                    store,
+                    got,
+                    {symbols[0]: Resume(5, 6, 1, "a")},
+                    [LiveWrite(one, b"a")],
+                    [(symbols[0], b"1")],
+                    publish=b"batch",
+                    closed=[b"closed"],
+                    closed_candles=[ClosedLive(one, T0, b"{}")],
                 )
                 == set()
             )
+            assert await store.live_price(symbols[0]) == b"1"
+            assert await client.zcard(store.keys.live_closed(one)) == 1
             assert (await a.resume_points(symbols[:1]))[symbols[0]].agg_id == 5
             assert await a.release(symbols[1:]) == 11
             assert await b.acquire(symbols[1:], TTL_MS) == dict.fromkeys(symbols[1:], 2)
