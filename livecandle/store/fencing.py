@@ -119,7 +119,7 @@ async def _write_live_on_cluster(
     live, live_prices, live_closed = _without(refused, candles, prices, closed_candles)
     k = store.keys
     ops: list[cluster.Op] = []
-    whose: list[str] = []
+    whose: list[tuple[str, int]] = []  # each op's symbol, and its answer when refused
     by_series: dict[SeriesKey, list[ClosedLive]] = {}
     for c in live_closed:
         by_series.setdefault(c.series, []).append(c)
@@ -127,25 +127,25 @@ async def _write_live_on_cluster(
         for keys, args in store._closed_writes(items):
             script, fence = scripts.FENCED_WRITE_LIVE_CLOSED, k.fence(keys[0])
             ops.append(_eval_op(script, [*keys, fence], [*args, epochs[series.symbol]]))
-            whose.append(series.symbol)
+            whose.append((series.symbol, -1))
     for w in live:
         key, ttl_ms = k.live_candle(w.series), live_candle_ttl_ms(w.series.interval)
         args = [w.value, ttl_ms, epochs[w.series.symbol]]
         ops.append(_eval_op(scripts.FENCED_SET, [key, k.fence(key)], args))
-        whose.append(w.series.symbol)
+        whose.append((w.series.symbol, -1))
     for symbol, value in live_prices:
         key = k.live_price(symbol)
         args = [value, LIVE_PRICE_TTL_MS, epochs[symbol]]
         ops.append(_eval_op(scripts.FENCED_SET, [key, k.fence(key)], args))
-        whose.append(symbol)
+        whose.append((symbol, -1))
     for symbol, r in resume.items():
         if symbol not in refused:
             keys = [k.lease_epoch(symbol), k.live_resume(symbol)]
             ops.append(_eval_op(scripts.RESUME_SET, keys, [r.epoch, r.encode(), RESUME_TTL_MS]))
-            whose.append(symbol)
+            whose.append((symbol, 0))
     if ops:
         done = await cluster.pipelined(store.redis, ops, ())  # type: ignore[arg-type]
-        refused |= {s for s, r in zip(whose, done, strict=True) if r in (-1, 0)}
+        refused |= {s for (s, no), r in zip(whose, done, strict=True) if r == no}
     publishes = [_publish_op(k.closed_channel, message) for message in closed]
     if publish is not None and not refused:
         publishes.append(_publish_op(k.live_channel, publish))

@@ -227,6 +227,13 @@ async def test_leases_fencing_and_the_shared_budget_work_on_three_masters(tmp_pa
             row = (T0, kline_member(T0))
             assert (await fenced.write_candles(two, [row], 1)).added == 0
             assert (await fenced.write_candles(one, [row], 1)).added == 1
+            # a closed live candle whose official row is stored is dropped at once (0 kept):
+            # not a refusal
+            closing = [ClosedLive(one, T0, b"{}")]
+            owned_one = {symbols[0]: 1}
+            assert (
+                await write_live_fenced(store, owned_one, {}, [], closed_candles=closing) == set()
+            )
             window = RedisWeightWindow(store)
             assert await window.take(1, 60_000, 60, 100, 0) == (True, 60)
             assert await window.take(1, 60_000, 50, 100, 0) == (False, 60)
