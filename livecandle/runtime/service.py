@@ -236,9 +236,11 @@ class Service:
         trades up to its resume point."""
         out: dict[str, list[CandleSnapshot]] = {}
         now_ms = self.rest.clock.now_ms()
+        assert self.leases is not None
+        stored = await self.leases.leases.live_candles(list(points), self.settings.intervals)
         for symbol, r in points.items():
             for interval in self.settings.intervals:
-                raw = await self.store.live_candle(SeriesKey(symbol, interval))
+                raw = stored.get(SeriesKey(symbol, interval))
                 if raw is None:
                     continue
                 fields = msgspec.json.decode(raw)

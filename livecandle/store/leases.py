@@ -151,6 +151,15 @@ class Leases:
         """The worker owning each symbol now (None: nobody)."""
         return await lease_owners(self.store, symbols)
 
+    async def live_candles(
+        self, symbols: Sequence[str], intervals: Sequence[Interval]
+    ) -> dict[SeriesKey, bytes]:
+        """The stored live candle of each series of ``symbols`` that has one, in one round
+        trip (a worker taking many symbols at once must not spend its renewal period)."""
+        series = [SeriesKey(s, i) for s in symbols for i in intervals]
+        found = await _gets(self.store, [self.keys.live_candle(x) for x in series])
+        return {x: v for x, v in zip(series, found, strict=True) if v is not None}
+
     async def resume_points(self, symbols: Sequence[str]) -> dict[str, Resume]:
         """The stored resume point of each symbol that has one."""
         if not symbols:
