@@ -89,6 +89,10 @@ class Settings:
     # none), each until nobody asked for it in proxy_follow_idle_s
     proxy_follow_cap: int = 200
     proxy_follow_idle_s: float = 86_400.0
+    # issue 10: several stream/fetcher workers share the symbols by Redis leases, and one
+    # exchange IP's budget (request weight, connection attempts) is kept in Redis
+    leases: bool = False
+    lease_ttl_ms: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -175,6 +179,10 @@ class Settings:
             kw["proxy_follow_idle_s"] = float(
                 _int("LIVECANDLE_PROXY_FOLLOW_IDLE_S", n, 1, 365 * 86_400)
             )
+        if flag := env.get("LIVECANDLE_LEASES"):
+            kw["leases"] = flag.lower() in ("1", "true", "yes")
+        if ttl := env.get("LIVECANDLE_LEASE_TTL_MS"):
+            kw["lease_ttl_ms"] = _int("LIVECANDLE_LEASE_TTL_MS", ttl, 1_000, 600_000)
         return cls(**kw)
 
     def with_(self, **changes: Any) -> Settings:

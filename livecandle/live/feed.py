@@ -126,6 +126,24 @@ class LiveFeed:
         self._lives[symbol] = st.live
         return st
 
+    def resume(
+        self, symbol: str, agg_id: int, trade_id: int, candles: Sequence[CandleSnapshot]
+    ) -> None:
+        """Continue ``symbol`` where another worker's stored live candles stand (a lease
+        hand-over): the trades after aggregate trade ``agg_id`` are fetched as a gap when
+        the stream's first one arrives, and each stored complete forming candle (covering
+        individual trades up to ``trade_id``) seeds its interval like an exchange snapshot."""
+        st = self.states.get(symbol)
+        if st is None or st.sequencer.last_id is not None or agg_id < 0 or trade_id < 0:
+            return
+        st.sequencer.last_id = agg_id
+        st.last_trade_id = st.live.trade_id = trade_id
+        st.live.agg_id = agg_id
+        for snap in candles:
+            i = st.index.get(snap.interval)
+            if i is not None:
+                st.pending_seeds[i] = snap
+
     def remove_symbol(self, symbol: str) -> bool:
         """Stop following ``symbol`` (it left TRADING): its live state, held and recent
         trades and fetches of missed trades go; what was stored stays."""
@@ -226,7 +244,8 @@ class LiveFeed:
             return  # an invalid trade (Binance's 2022 audit placeholders)
         live = st.live
         closed = live.builder.add(time_ms, t.price, t.quantity, last - first + 1, t.buyer_is_maker)
-        st.last_trade_id = last
+        st.last_trade_id = live.trade_id = last
+        live.agg_id = t.agg_id
         live.traded(time_ms)
         if time_ms > st.safe_ms:
             st.safe_ms = time_ms

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
@@ -35,6 +36,8 @@ from livecandle.domain.model import SeriesKey, format_units
 from livecandle.live.values import LiveValues
 from livecandle.store import ClosedLive, LiveWrite, Store
 from livecandle.store.codec import closed_value
+from livecandle.store.fencing import write_live_fenced
+from livecandle.store.leases import Resume
 from livecandle.store.store import ANY_OPEN_MS, OfficialWrite
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,17 @@ KEPT_WHILE_FAILING = 10_000
 FINALS_PER_FLUSH = 2_000
 # Binance's REST may serve a just-closed candle stale this long after its close
 REST_LAG_MS = 30_000
+
+
+class Fence(Protocol):
+    """The symbols this worker owns under a lease (``runtime.leases``): the epoch each
+    write carries, and who is told when the store refuses one."""
+
+    worker: str
+
+    def epoch_of(self, symbol: str) -> int | None: ...
+
+    async def refused(self, symbols: set[str]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +84,17 @@ class SymbolLive:
     __slots__ = (
         "_dirty",
         "_price_dirty",
+        "agg_id",
         "builder",
         "changed",
         "closed",
         "finals",
         "last_trade_ms",
         "symbol",
+        "trade_id",
         "unwritten",
         "unwritten_price",
+        "unwritten_resume",
         "values",
     )
 
@@ -95,6 +112,11 @@ class SymbolLive:
         self.unwritten_price: bytes | None = None
         self.finals: list[FinalCandle] = []  # official, not yet stored; add_final
         self.values = LiveValues(symbol, builder)  # the last live_candle values
+        # the last aggregate trade id (and its last individual trade id) in the builder,
+        # set by the feed; written with the candles as the symbol's resume point
+        self.agg_id = -1
+        self.trade_id = -1
+        self.unwritten_resume: Resume | None = None
 
     @property
     def dirty(self) -> bool:
@@ -164,8 +186,10 @@ class LiveWriter:
         retry_base_s: float = 0.25,
         retry_cap_s: float = 2.0,
         rest_lag_ms: int = REST_LAG_MS,
+        fence: Fence | None = None,
     ) -> None:
         self.store = store
+        self.fence = fence  # leases: only owned symbols are written, at their epoch
         # the feed's LiveStates (the same dict as symbols come and go); a plain mapping
         # is adopted once (its states then mark their changes here)
         self.symbols = symbols if isinstance(symbols, LiveStates) else LiveStates(symbols)
@@ -188,6 +212,7 @@ class LiveWriter:
         self.finals_stored = 0  # official candles the stream added
         self.finals_replaced = 0  # ... that replaced a different (stale) stored row
         self.finals_kept = 0  # late finals that differed from the stored row (not applied)
+        self.refused = 0  # symbols' writes the store refused (a newer lease epoch)
         self._backoff = Backoff(retry_base_s, retry_cap_s)
         self.failing_since_s: float | None = None  # monotonic start of the current outage
         self.last_error: str | None = None
@@ -258,6 +283,17 @@ class LiveWriter:
                 continue
             st._dirty = False
             st.unwritten = st.values.encode(st.builder, now)
+            if self.fence is not None:
+                b = st.builder
+                st.unwritten_resume = Resume(
+                    st.agg_id,
+                    st.trade_id,
+                    candles={
+                        i.name: (b.open_of(n), o.trades)
+                        for n, i in enumerate(b.intervals)
+                        if (o := b.forming_sums(n)) is not None
+                    },
+                )
             batch_candles.extend(msgspec.Raw(w.value) for w in st.unwritten)
             unwritten[name] = st
         writes: list[LiveWrite] = []
@@ -287,7 +323,9 @@ class LiveWriter:
         try:
             if self._finals:
                 await self._store_finals(now)
-            if failing:  # a full Redis refuses the keys but not a PUBLISH: keys first
+            if self.fence is not None:
+                await self._write_fenced(self.fence, writes, prices, message, written)
+            elif failing:  # a full Redis refuses the keys but not a PUBLISH: keys first
                 await self.store.write_live(writes, prices, None, (), closed)
                 await self.store.write_live((), (), message, closed_msgs)
             else:
@@ -309,6 +347,35 @@ class LiveWriter:
         if failing:
             self._recovered()
         return len(writes) + len(prices)
+
+    async def _write_fenced(
+        self,
+        fence: Fence,
+        writes: list[LiveWrite],
+        prices: list[tuple[str, bytes]],
+        message: bytes | None,
+        written: list[SymbolLive],
+    ) -> None:
+        """The write of a leased worker: only symbols it owns, each at its epoch, with its
+        resume point; symbols the store refuses are given up (``fence.refused``)."""
+        names = {w.series.symbol for w in writes} | {s for s, _ in prices}
+        names |= {c.series.symbol for c in self._closed}
+        epochs = {s: e for s in names if (e := fence.epoch_of(s)) is not None}
+        resume = {}
+        for st in written:
+            r, epoch = st.unwritten_resume, epochs.get(st.symbol)
+            if r is not None and epoch is not None:
+                resume[st.symbol] = Resume(r.agg_id, r.trade_id, epoch, fence.worker, r.candles)
+        if len(epochs) < len(names):  # no longer owned: not written at all
+            writes = [w for w in writes if w.series.symbol in epochs]
+            prices = [p for p in prices if p[0] in epochs]
+            self._closed = [c for c in self._closed if c.series.symbol in epochs]
+        refused = await write_live_fenced(
+            self.store, epochs, resume, writes, prices, message, self._closed_msgs, self._closed
+        )
+        if refused:
+            self.refused += len(refused)
+            await fence.refused(refused)
 
     def _take_closed(self, st: SymbolLive) -> None:
         """The symbol's closed candles into the next write, each announced once."""
@@ -341,7 +408,10 @@ class LiveWriter:
         """The exchange's final candles as official rows, one round trip for all."""
         batch = self._finals[:FINALS_PER_FLUSH]
         writes = []
+        fence = self.fence
         for series, f in batch:
+            if fence is not None and fence.epoch_of(series.symbol) is None:
+                continue  # no longer ours: the owner stores it
             if f.close_ms >= now_ms - self.rest_lag_ms:  # fresh: it may replace a REST row
                 writes.append(OfficialWrite(series, [(f.open_ms, f.row)], f.open_ms, f.open_ms))
             else:  # late: reconciliation has re-read the candle by now

@@ -10,8 +10,11 @@ import logging
 import time
 from typing import Any
 
+import msgspec
+
 from livecandle.backoff import Backoff
 from livecandle.config import Settings
+from livecandle.domain.events import CandleSnapshot
 from livecandle.domain.model import SeriesKey
 from livecandle.domain.universe import Change
 from livecandle.exchange.binance.feed_source import RestTradeHistory, decode_frame, streams_for
@@ -21,9 +24,14 @@ from livecandle.live.feed import LiveFeed
 from livecandle.live.writer import LiveWriter
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.universe import ListingSource, OnDemand, Universe, exchange_listing
+from livecandle.runtime.leases import LeaseManager, worker_id
 from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store, StoreError
+from livecandle.store.budget import RedisConnectionAttempts, RedisWeightWindow
+from livecandle.store.codec import from_live
+from livecandle.store.fencing import FencedStore
 from livecandle.store.keys import HEALTH_TTL_MS
+from livecandle.store.leases import Leases, Resume
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,8 @@ class Service:
         self.rest = BinanceRest(settings.binance_rest_url)
         self.rest.budget.safety = settings.weight_safety
         self.rest.budget.max_in_flight = settings.rest_max_in_flight
+        if settings.leases:  # several processes of one IP: one budget, in Redis
+            self.rest.budget.shared = RedisWeightWindow(store)
         self.exchange_error: str | None = None
         self.web_url: str | None = None
         self.web_ready = asyncio.Event()
@@ -54,7 +64,20 @@ class Service:
         self.stream: BinanceStream | None = None
         self.writer: LiveWriter | None = None
         self.universe: Universe | None = None
-        if "fetcher" in roles or "stream" in roles:
+        self.leases: LeaseManager | None = None
+        # with leases, this worker follows only the symbols it owns (none at first)
+        exchange_roles = "fetcher" in roles or "stream" in roles
+        leased = settings.leases and exchange_roles
+        if leased:
+            self.leases = LeaseManager(
+                Leases(store, worker_id(), settings.intervals),
+                self._owned_change,
+                settings.lease_ttl_ms,
+            )
+        own_symbols: tuple[str, ...] = () if leased else settings.symbols
+        # the official writes of a leased worker are fenced by the epoch of their symbol
+        owned_store = store if self.leases is None else FencedStore(store, self.leases.epoch_of)
+        if exchange_roles:
             # the symbols followed: the explicit names, then whatever the listing says
             self.universe = Universe(
                 store,
@@ -66,12 +89,12 @@ class Service:
                 on_demand=OnDemand(settings.proxy_follow_cap, settings.proxy_follow_idle_s),
                 warm=self._warm if "fetcher" in roles else None,
             )
-            self.universe.listen(self._follow)
+            self.universe.listen(self._follow if self.leases is None else self._candidates)
         if "fetcher" in roles:
             self.fetcher = BackgroundFetcher(
-                store,
+                owned_store,
                 self.rest,
-                settings.series,
+                () if leased else settings.series,
                 settings.backfill_candles,
                 # a worker per request the plan may have in flight, and as many parsing
                 # and storing the answers before: fewer would leave the budget unspent
@@ -81,12 +104,13 @@ class Service:
             self.queue: asyncio.Queue[str | bytes] = asyncio.Queue()
             self.stream = BinanceStream(
                 settings.binance_ws_url,
-                streams_for(settings.symbols, settings.intervals),
+                streams_for(own_symbols, settings.intervals),
                 self.queue,
                 silence_s=settings.stream_silence_s,
+                attempts=RedisConnectionAttempts(store) if settings.leases else None,
             )
             self.feed = LiveFeed(
-                settings.symbols,
+                own_symbols,
                 settings.intervals,
                 RestTradeHistory(self.rest),
                 self.rest.clock,
@@ -94,11 +118,12 @@ class Service:
                 on_stall=self.stream.drop,
             )
             self.writer = LiveWriter(
-                store,
+                owned_store,
                 self.feed.live_states(),
                 self.rest.clock.now_ms,
                 settings.live_write_period_ms,
                 settings.live_publish_period_ms,
+                fence=self.leases,
             )
 
     async def _connect_exchange(self) -> None:
@@ -145,6 +170,9 @@ class Service:
             log.warning("cannot read the exchange's listing (%s); retrying in the background", e)
         sup.spawn("universe", universe.run)
         sup.spawn("universe:demand", universe.run_demand)
+        if self.leases is not None:
+            self.leases.set_candidates(universe.following)
+            sup.spawn("leases", self.leases.run)
         if self.fetcher is not None:
             fetcher = self.fetcher
             for series in fetcher.series:  # explicit names the exchange does not trade
@@ -199,6 +227,60 @@ class Service:
                 return False
         return True
 
+    # -- leases: the owned symbols are the followed ones ------------------------------
+
+    def _candidates(self, change: Change) -> None:
+        assert self.leases is not None
+        self.leases.follow(change.follow, change.stop)
+
+    async def _owned_change(self, taken: dict[str, Resume | None], gone: set[str]) -> None:
+        """Follow the symbols taken, continuing each from its stored resume point (the
+        live candles another worker stored), and stop following the ones given up."""
+        seeds: dict[str, list[CandleSnapshot]] = {}
+        resumed = {s: r for s, r in taken.items() if r is not None and r.trade_id >= 0}
+        if resumed and self.feed is not None:
+            seeds = await self._stored_candles(resumed)
+        self._follow(Change(follow=tuple(taken), stop=tuple(gone)))
+        if self.feed is not None:
+            for symbol, r in resumed.items():
+                self.feed.resume(symbol, r.agg_id, r.trade_id, seeds.get(symbol, []))
+
+    async def _stored_candles(self, points: dict[str, Resume]) -> dict[str, list[CandleSnapshot]]:
+        """The stored complete forming candles of each symbol, as snapshots covering the
+        trades up to its resume point."""
+        out: dict[str, list[CandleSnapshot]] = {}
+        now_ms = self.rest.clock.now_ms()
+        assert self.leases is not None
+        stored = await self.leases.leases.live_candles(list(points), self.settings.intervals)
+        for symbol, r in points.items():
+            for interval in self.settings.intervals:
+                raw = stored.get(SeriesKey(symbol, interval))
+                if raw is None:
+                    continue
+                fields = msgspec.json.decode(raw)
+                # the candle written with the resume point (not one written before or
+                # after it: see store.leases.Resume), and complete
+                expected = r.candles.get(interval.name)
+                if not fields.get("complete") or expected is None:
+                    continue
+                if (fields.get("time"), fields.get("trades")) != expected:
+                    continue
+                candle = from_live(fields)
+                out.setdefault(symbol, []).append(
+                    CandleSnapshot(
+                        symbol,
+                        interval.name,
+                        candle.open_ms,
+                        candle.close_ms,
+                        -1,
+                        r.trade_id,
+                        False,
+                        now_ms,
+                        candle,
+                    )
+                )
+        return out
+
     async def _beat(self) -> None:
         """This process's fetcher and stream state in Redis, with a TTL, for the /healthz
         of web processes running apart (``serve --role web``). Redis failing is said once
@@ -252,6 +334,8 @@ class Service:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+        if self.leases is not None:  # after the writer stopped: at once, not at expiry
+            await self.leases.stop()
         await self.rest.aclose()
 
     # -- status, for the web app (web.status.Status) ------------------------------------
@@ -368,6 +452,8 @@ class Service:
             parts["fetcher"] = self.fetcher.snapshot()
         if self.universe is not None:
             parts["universe"] = self.universe.stats()
+        if self.leases is not None:
+            parts["leases"] = {**self.leases.stats(), "symbols": sorted(self.leases.owned)}
         # Redis refusing writes (down, paused, full: "OOM command not allowed") while it
         # may still answer PING: the live writer's and the fetcher's current failure
         writer_error = self.writer.storage_error if self.writer is not None else None
@@ -458,6 +544,19 @@ class Service:
                     "# TYPE livecandle_universe_on_demand_cap gauge",
                     f"livecandle_universe_on_demand_cap {st['on_demand']['cap']}",
                 ]
+
+        if self.leases is not None:
+            st = self.leases.stats()
+            lines += [
+                "# TYPE livecandle_leases_owned gauge",
+                f"livecandle_leases_owned {st['owned']}",
+                "# TYPE livecandle_leases_share gauge",
+                f"livecandle_leases_share {st['share']}",
+                "# TYPE livecandle_leases_lost_total counter",
+                f"livecandle_leases_lost_total {st['lost']}",
+                "# TYPE livecandle_leases_refused_writes_total counter",
+                f"livecandle_leases_refused_writes_total {st['refused_writes']}",
+            ]
         if self.writer is not None:
             lines += [
                 "# TYPE livecandle_live_flushes_total counter",

@@ -95,6 +95,47 @@ class Keys:
         and ``fetched_ms`` (when it was read): the proxy serves it (web/proxy_info)."""
         return f"{self.prefix}exchange_info"
 
+    def _symbol(self, name: str, symbol: str) -> str:
+        """A per-symbol key; hash-tagged by the symbol in a cluster, so one symbol's lease,
+        epoch and resume point share a slot (one script touches them together)."""
+        tag = "{" + symbol + "}" if self.cluster else symbol
+        return f"{self.prefix}{name}:{tag}"
+
+    def lease(self, symbol: str) -> str:
+        """STRING the worker id owning ``symbol``, with the lease TTL (``store.leases``)."""
+        return self._symbol("lease", symbol)
+
+    def lease_epoch(self, symbol: str) -> str:
+        """STRING counter, INCRed on every acquisition of the symbol's lease: the fence
+        a write carries (a write of an older epoch is refused)."""
+        return self._symbol("lease_epoch", symbol)
+
+    def live_resume(self, symbol: str) -> str:
+        """STRING JSON ``{agg_id, trade_id, epoch, worker}``: the last aggregate trade (and
+        individual trade) the stored live candles of the symbol include, written with them."""
+        return self._symbol("live_resume", symbol)
+
+    def fence(self, key: str) -> str:
+        """STRING on a cluster: the highest lease epoch that may write ``key``, in its slot
+        (hash-tagged by the key's own tag, or by the whole key when it has none)."""
+        open_, close = key.find("{"), key.find("}")
+        tag = key[open_ + 1 : close] if 0 <= open_ < close else key
+        return f"{self.prefix}lease_fence:{{{tag}}}"
+
+    @property
+    def workers(self) -> str:
+        """ZSET worker id -> expiry ms (Redis time): the live stream/fetcher workers."""
+        return f"{self.prefix}lease_workers"
+
+    def worker(self, worker_id: str) -> str:
+        """STRING JSON stats of one worker (owned symbols, refused writes), with a TTL."""
+        return f"{self.prefix}lease_worker:{worker_id}"
+
+    def budget_window(self, name: str, window: int) -> str:
+        """STRING counter of one fixed window of an exchange IP's shared budget
+        (``weight``: request weight, ``connect``: connection attempts)."""
+        return f"{self.prefix}budget:{name}:{window}"
+
     def health(self, role: str) -> str:
         return f"{self.prefix}livecandle_health:{role}"
 

@@ -221,3 +221,146 @@ while i <= n do
 end
 return n
 """
+
+# -- leases (store.leases): one owner per symbol, fenced by an epoch -------------------
+
+LEASE_ACQUIRE: Final = r"""
+-- Take a free lease, or keep one already ours.
+-- KEYS[1] lease   KEYS[2] lease_epoch   ARGV[1] worker id   ARGV[2] TTL ms
+-- Returns the epoch of our ownership (a new one, INCRed, when taken now), 0 if another
+-- worker holds it.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+return 0
+"""
+
+LEASE_RENEW: Final = r"""
+-- Extend a lease still ours at the epoch we took it in.
+-- KEYS[1] lease   KEYS[2] lease_epoch   ARGV[1] worker id   ARGV[2] TTL ms   ARGV[3] epoch
+-- Returns 1 if renewed, 0 if lost (expired, taken, or re-taken at another epoch).
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+LEASE_RELEASE: Final = r"""
+-- Give a lease up if still ours (a lease another worker took meanwhile stays its).
+-- KEYS[1] lease   ARGV[1] worker id   Returns 1 if released.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+WORKERS_BEAT: Final = r"""
+-- Say this worker is alive until now + TTL (Redis time: no clock skew between hosts),
+-- drop the expired ones, and list the living.
+-- KEYS[1] lease_workers   ARGV[1] worker id   ARGV[2] TTL ms ('0': leaving)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if tonumber(ARGV[2]) > 0 then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+FENCE_CHECK: Final = r"""
+-- The symbols whose stored epoch is not the one given (their writes are refused).
+-- KEYS: lease_epoch keys   ARGV: the epochs, same order   Returns the 1-based indexes.
+local bad = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[i] then bad[#bad + 1] = i end
+end
+return bad
+"""
+
+# -- one budget per exchange IP (store.budget) -----------------------------------------
+
+BUDGET_TAKE: Final = r"""
+-- Take weight from one fixed window of the IP's shared budget if it fits.
+-- KEYS[1] the window's counter   ARGV[1] weight   ARGV[2] ceiling   ARGV[3] what this
+-- process knows was used (the exchange's header; raises the count)   ARGV[4] TTL ms
+-- Returns {1 taken or 0 not, the window's count after}. An empty window takes any weight
+-- (a request heavier than its ceiling goes alone in a fresh window).
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local known = tonumber(ARGV[3])
+if known > used then used = known end
+local w = tonumber(ARGV[1])
+if used + w <= tonumber(ARGV[2]) or used == 0 then
+  used = used + w
+  redis.call('SET', KEYS[1], used, 'PX', ARGV[4])
+  return {1, used}
+end
+redis.call('SET', KEYS[1], used, 'PX', ARGV[4])
+return {0, used}
+"""
+
+ATTEMPT_TAKE: Final = r"""
+-- One connection attempt from the IP's sliding window, if there is room.
+-- KEYS[1] ZSET of attempt times   ARGV[1] allowed   ARGV[2] window ms   ARGV[3] member
+-- Returns {0, used} when taken, {ms to wait, used} when not (Redis time).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+if used < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {0, used + 1}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {math.max(1, tonumber(oldest[2]) + window - now), used}
+"""
+
+RESUME_SET: Final = r"""
+-- Store a symbol's resume point if the writer's epoch is still the symbol's (one slot:
+-- the epoch and the resume point share the symbol's hash tag on a cluster).
+-- KEYS[1] lease_epoch   KEYS[2] live_resume   ARGV[1] epoch   ARGV[2] value   ARGV[3] TTL ms
+-- Returns 1 if stored, 0 if refused.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# -- per-slot fences on a cluster (store.leases): a new owner raises the fence of each
+# slot of its symbol's keys to its epoch before it starts; a write carrying an older
+# epoch is refused in the same script that would write (one slot, atomic)
+
+FENCE_RAISE: Final = r"""
+-- KEYS[1] a fence   ARGV[1] epoch   Sets the fence to the epoch unless it is higher.
+local now = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > now then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+# put before a script whose keys are its own then the fence (KEYS[#KEYS]) and whose
+# arguments are its own then the epoch (the last ARGV, taken off before it runs)
+FENCE_PREFIX: Final = r"""
+local epoch = tonumber(table.remove(ARGV))
+if tonumber(redis.call('GET', KEYS[#KEYS]) or '0') > epoch then return -1 end
+"""
+
+FENCED_SET: Final = (
+    FENCE_PREFIX
+    + r"""
+-- KEYS[1] key   KEYS[2] its fence   ARGV[1] value   ARGV[2] TTL ms   ARGV[3] epoch
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
+FENCED_WRITE_LIVE_CLOSED: Final = FENCE_PREFIX + WRITE_LIVE_CLOSED
+FENCED_WRITE_CANDLES: Final = FENCE_PREFIX + WRITE_CANDLES

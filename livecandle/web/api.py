@@ -23,6 +23,7 @@ from livecandle.config import Settings
 from livecandle.domain.model import SeriesKey
 from livecandle.store import LiveWrite, Store, StoreError
 from livecandle.store.codec import live_value
+from livecandle.store.leases import lease_owners
 from livecandle.web.candles import OfficialCache, chart_body, live_parts
 from livecandle.web.errors import ApiError
 from livecandle.web.live_body import MAX_BODY, candle_from_body, text_field
@@ -108,6 +109,10 @@ class Api:
                 d = e.as_dict()
                 del d["selected"]
                 status.append(d)
+        owners = await lease_owners(self.store, self.served.symbols)
+        if any(owners.values()):  # several workers share the symbols (leases): whose
+            for d in status:
+                d["owner"] = owners.get(str(d["symbol"]))
         return {
             "symbols": list(self.served.symbols),
             "intervals": list(self.served.intervals),

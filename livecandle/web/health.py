@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from livecandle.store import Store
+from livecandle.store.leases import lease_workers
 from livecandle.web.counting import RequestCounts
 from livecandle.web.depth import Depth
 from livecandle.web.proxy.proxy import Proxy
@@ -75,6 +76,8 @@ class Health:
                 body[role] = beat
                 problems += (beat or {}).get("problems", [])  # a process running apart
                 problems += self._missing(role, beat)
+        if redis_ok and (leases := await lease_workers(self.store)):
+            body["leases"] = leases  # the workers sharing the symbols, and their shares
         storage = parts.get("storage")  # writes refused while PING works (full)
         if storage is not None:
             body["storage"] = storage

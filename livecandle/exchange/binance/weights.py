@@ -49,7 +49,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Protocol
 
 from livecandle.domain.clock import Clock
 
@@ -73,6 +73,20 @@ class Priority(IntEnum):
     HISTORY = 2
     RECONCILE = 3
     PROXY = 4
+
+
+class SharedWindow(Protocol):
+    """The weight every process of one IP took in a window, kept apart (Redis:
+    ``store.budget.RedisWeightWindow``), so that N processes together stay within the
+    IP's limit. Priorities stay each process's own."""
+
+    async def take(
+        self, window: int, window_ms: int, weight: int, ceiling: int, known: int
+    ) -> tuple[bool, int]:
+        """Add ``weight`` to the count of ``window`` if it stays within ``ceiling`` (an
+        empty window takes any weight); ``known``: what this process knows was used (the
+        exchange's header), raising the count. Returns (taken, the count now)."""
+        ...
 
 
 @dataclass(eq=False)
@@ -100,8 +114,12 @@ class WeightBudget:
         urgent_share: float = 0.1,
         spare_share: float = 0.5,
         connections: int | None = None,
+        shared: SharedWindow | None = None,
     ) -> None:
         self.clock = clock
+        # several processes of one IP: the window's weight is counted there too
+        self.shared = shared
+        self.shared_errors = 0
         self.window_ms = window_ms
         self.safety = safety
         self.limit = limit
@@ -273,8 +291,7 @@ class WeightBudget:
                 if self.in_flight and self.in_flight >= self.in_flight_cap:
                     await self._freed.wait()
                     continue
-                if self.used + weight <= self.ceiling(priority) or self.used == 0:
-                    self.used += weight
+                if await self._fits(weight, priority):
                     self.requests += 1
                     self.weight_sent += weight
                     self._sent_this_window += weight
@@ -305,6 +322,28 @@ class WeightBudget:
         if now_ms < self.blocked_until_ms:
             return self.blocked_until_ms - now_ms
         return (self._window_of(now_ms) + 1) * self.window_ms + _SKEW_MARGIN_MS - now_ms
+
+    async def _fits(self, weight: int, priority: Priority) -> bool:
+        """Take ``weight`` from the window if it fits this priority's ceiling (or the
+        window is empty): here, and in the shared window when there is one."""
+        ceiling = self.ceiling(priority)
+        if self.shared is not None:
+            try:
+                taken, used = await self.shared.take(
+                    self._window, self.window_ms, weight, ceiling, self.used
+                )
+            except Exception as e:  # the shared count is out of reach: this process's own
+                self.shared_errors += 1
+                if self.shared_errors == 1 or self.shared_errors % 100 == 0:
+                    log.warning("the shared weight budget cannot be read (%s)", e)
+            else:
+                self._roll(self.clock.now_ms())
+                self.used = max(self.used, used)
+                return taken
+        if self.used + weight <= ceiling or self.used == 0:
+            self.used += weight
+            return True
+        return False
 
     @contextlib.asynccontextmanager
     async def sending(
