@@ -2,7 +2,7 @@
 
 python -m bench                 # all
 python -m bench aggregation     # some: aggregation live_path reads backfill
-                                #       batch fanout memory fullmarket
+                                #       batch fanout memory fullmarket scaleout
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ ALL = [
     "fanout",
     "chart",
     "fullmarket",
+    "scaleout",
 ]
 RESULTS = Path(__file__).parent / "results"
 
