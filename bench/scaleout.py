@@ -285,8 +285,9 @@ def one_step(
         "cpu_redis": round(cpu["redis"], 2),
         "cpu_client": round(got.get("cpu_client") or 0.0, 2),
         "cpu_total": round(sum(cpu.values()) + (got.get("cpu_client") or 0.0), 2),
-        # the emulator drops a connection that does not keep up (as Binance does)
-        "ws_dropped": hub["dropped_connections"] - hub0["dropped_connections"],
+        # websocket messages the emulator wrote: below the rate, the emulator (or a
+        # connection not read) held the trades back, not the workers
+        "emu_sent_per_s": round((hub["sent"] - hub0["sent"]) / elapsed),
         "load1": round(os.getloadavg()[0], 2),
     }
 
