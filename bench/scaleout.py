@@ -94,7 +94,7 @@ import socketio
 url, symbols, offset_ms, out = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]
 async def main():
     sio = socketio.AsyncClient(reconnection=True)
-    f = open(out, "w")
+    f = open(out, "w", buffering=1)  # line by line: the bench reads it meanwhile
     @sio.on("live_price")
     async def on_price(m):
         f.write(json.dumps([m["symbol"], time.time() * 1000 + offset_ms, m["time"]]) + "\n")
@@ -292,6 +292,17 @@ def one_step(
     }
 
 
+def _after(out: Path, kill_ms: float) -> dict[str, float]:
+    """Per symbol, ms from the kill until the first live price traded after it arrived."""
+    first: dict[str, float] = {}
+    lines = out.read_text().splitlines() if out.exists() else []
+    for line in lines[:-1]:  # the last one may be half written
+        symbol, received_ms, trade_ms = json.loads(line)
+        if trade_ms > kill_ms and symbol not in first:
+            first[symbol] = received_ms - kill_ms
+    return first
+
+
 def hand_over(
     redis_url: str,
     emu: EmulatorProcess,
@@ -315,7 +326,6 @@ def hand_over(
         text=True,
     )
     assert watcher.stdout is not None and watcher.stdin is not None
-    lines: list[str] = []
     try:
         while (line := watcher.stdout.readline()) and line.strip() != "ready":
             pass
@@ -331,15 +341,14 @@ def hand_over(
                 owned_s = time.monotonic() - kill_s
                 break
             time.sleep(0.05)
-        time.sleep(5)  # the new owners resume, fill the hole and publish
+        # the new owners resume, fill the hole over REST and publish: wait for a live
+        # price of every watched symbol traded after the kill (at most 20 s more)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(_after(out, kill_ms)) < len(watched):
+            time.sleep(0.2)
     finally:
         watcher.communicate(input="", timeout=60)
-        lines = out.read_text().splitlines() if out.exists() else []
-    first: dict[str, float] = {}
-    for line in lines:
-        symbol, received_ms, trade_ms = json.loads(line)
-        if trade_ms > kill_ms and symbol not in first:
-            first[symbol] = received_ms - kill_ms
+    first = _after(out, kill_ms)
     flowing_s = max(first.values()) / 1000 if len(first) == len(watched) else None
     return {
         "bench": "scaleout",
@@ -425,7 +434,7 @@ def run() -> list[dict[str, Any]]:
                     best[n] = rate
                 if n == WORKERS[-1] and n >= 2:
                     _set_rate(emu, RATES[0])
-                    time.sleep(SETTLE_S)
+                    time.sleep(10)  # an overloaded emulator catches up with its schedule
                     row = hand_over(redis_url, emu, web, workers, symbols, offset_ms, Path(tmp))
                     print(f"  {row}", flush=True)
                     rows.append(row)
