@@ -16,6 +16,10 @@ keys) and until a live price of each of its watched symbols, traded after the ki
 the client (the slowest of them). Both include the lease TTL (``BENCH_SCALEOUT_TTL_MS``,
 4,000 ms): a killed worker's leases are only free once they expire.
 
+Also ``BENCH_SCALEOUT_WORKERS`` (default ``1,2,3``), ``BENCH_SCALEOUT_SYMBOLS`` (300) and
+``BENCH_SCALEOUT_BASELINE`` (``1``: first one worker without leases at the first rate, what
+the leases themselves cost).
+
 The machine has 2 cores: the workers, the web node, the emulator, redis and the client
 all share them, so a third worker cannot add capacity over two; the rows say so with the
 CPU figures rather than hiding it."""
