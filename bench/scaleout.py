@@ -43,6 +43,7 @@ import httpx
 import redis as syncredis
 
 from bench.common import ROOT, exchange_offset_ms, pid_cpu_seconds, redis_server, service
+from bench.scaleout_clients import CLIENT, WATCHER, after_kill
 from livecandle.emulator.process import EmulatorProcess
 from livecandle.store import Keys, Store, connect
 from livecandle.store.leases import lease_owners
@@ -59,58 +60,6 @@ MEASURE_S = 10.0
 WATCHED = 10
 GOAL_MS = 100.0
 BASELINE = os.environ.get("BENCH_SCALEOUT_BASELINE", "1") == "1"
-
-CLIENT = r"""
-import asyncio, json, sys, time
-import socketio
-url, symbols = sys.argv[1], sys.argv[2].split(",")
-offset_ms, warmup, seconds = int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-lat = []
-async def main():
-    sio = socketio.AsyncClient(reconnection=False)
-    state = {"measuring": False}
-    @sio.on("live_price")
-    async def on_price(m):
-        if state["measuring"]:
-            lat.append(time.time() * 1000 + offset_ms - m["time"])
-    await sio.connect(url, transports=["websocket"], wait_timeout=30)
-    for s in symbols:
-        await sio.call("subscribe", {"symbol": s, "interval": "1m"}, timeout=30)
-    await asyncio.sleep(warmup)
-    state["measuring"] = True
-    c0 = time.process_time()
-    await asyncio.sleep(seconds)
-    cpu = (time.process_time() - c0) / seconds
-    state["measuring"] = False
-    await sio.disconnect()
-    lat.sort()
-    n = len(lat)
-    print(json.dumps({"events": n, "p50": lat[n // 2] if n else None,
-                      "p99": lat[int(n * 0.99)] if n else None, "cpu_client": cpu}))
-asyncio.run(main())
-"""
-
-# the hand-over client: prints "ready", then writes one line per live price (symbol,
-# exchange time received, trade time) to a file until its stdin closes
-WATCHER = r"""
-import asyncio, json, sys, time
-import socketio
-url, symbols, offset_ms, out = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]
-async def main():
-    sio = socketio.AsyncClient(reconnection=True)
-    f = open(out, "w", buffering=1)  # line by line: the bench reads it meanwhile
-    @sio.on("live_price")
-    async def on_price(m):
-        f.write(json.dumps([m["symbol"], time.time() * 1000 + offset_ms, m["time"]]) + "\n")
-    await sio.connect(url, transports=["websocket"], wait_timeout=30)
-    for s in symbols:
-        await sio.call("subscribe", {"symbol": s, "interval": "1m"}, timeout=30)
-    print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await sio.disconnect()
-    f.close()
-asyncio.run(main())
-"""
 
 
 def _env(emu: EmulatorProcess) -> dict[str, str]:
@@ -296,17 +245,6 @@ def one_step(
     }
 
 
-def _after(out: Path, kill_ms: float) -> dict[str, float]:
-    """Per symbol, ms from the kill until the first live price traded after it arrived."""
-    first: dict[str, float] = {}
-    lines = out.read_text().splitlines() if out.exists() else []
-    for line in lines[:-1]:  # the last one may be half written
-        symbol, received_ms, trade_ms = json.loads(line)
-        if trade_ms > kill_ms and symbol not in first:
-            first[symbol] = received_ms - kill_ms
-    return first
-
-
 def hand_over(
     redis_url: str,
     emu: EmulatorProcess,
@@ -348,11 +286,11 @@ def hand_over(
         # the new owners resume, fill the hole over REST and publish: wait for a live
         # price of every watched symbol traded after the kill (at most 20 s more)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(_after(out, kill_ms)) < len(watched):
+        while time.monotonic() < deadline and len(after_kill(out, kill_ms)) < len(watched):
             time.sleep(0.2)
     finally:
         watcher.communicate(input="", timeout=60)
-    first = _after(out, kill_ms)
+    first = after_kill(out, kill_ms)
     flowing_s = max(first.values()) / 1000 if len(first) == len(watched) else None
     return {
         "bench": "scaleout",
