@@ -2,7 +2,7 @@
 
 python -m bench                 # all
 python -m bench aggregation     # some: aggregation live_path reads backfill
-                                #       batch fanout memory fullmarket proxy
+                                #       batch fanout memory fullmarket proxy scaleout
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ ALL = [
     "chart",
     "fullmarket",
     "proxy",
+    "scaleout",
 ]
 RESULTS = Path(__file__).parent / "results"
 
