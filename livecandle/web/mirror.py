@@ -77,11 +77,14 @@ class Mirror:
         length = series.interval.length_ms
         if not length:
             return False  # months: not worth the arithmetic, the exchange answers
-        if kq.start_ms is not None:
-            first = kq.start_ms
+        interval = series.interval
+        if kq.start_ms is not None:  # the first row the exchange would answer opens then
+            first = interval.open_of(kq.start_ms)
+            if first < kq.start_ms:
+                first = interval.next_open(first)
         else:
             assert kq.end_ms is not None
-            first = kq.end_ms - (kq.limit - 1) * length
+            first = interval.shift(interval.open_of(kq.end_ms), -(kq.limit - 1))
         if first > self.status.now_ms():
             return True  # a future range: nothing exists anywhere but what is live here
         meta = await self.api.store.meta(series)

@@ -242,6 +242,12 @@ async def _get_json(url: str, **params: str) -> Any:
         return (await client.get(url, params=params)).json()
 
 
+async def _upstream_klines(market: EmulatorProcess) -> int:
+    """klines requests the exchange answered so far."""
+    by = (await _get_json(market.rest_url + "/_emulator/stats"))["requests_by_endpoint"]
+    return int(by.get("klines", 0))
+
+
 async def _upstream_tickers(market: EmulatorProcess) -> int:
     """Ticker requests the exchange answered so far (not bookTicker: the best bid and ask
     of a FULL 24hr ticker are the exchange's book's, kept 1 s)."""
@@ -257,7 +263,7 @@ FOLLOWED_JSON = '["BTCUSDT","ETHUSDT"]'
 
 
 async def test_klines_older_than_stored_are_fetched_and_stored_and_others_forwarded(
-    proxy: tuple[Service, httpx.AsyncClient], store: Store
+    proxy: tuple[Service, httpx.AsyncClient], store: Store, market: EmulatorProcess
 ) -> None:
     _, web = proxy
     meta = await store.meta(S1M)
@@ -271,6 +277,16 @@ async def test_klines_older_than_stored_are_fetched_and_stored_and_others_forwar
     assert [row[0] for row in rows] == [start + i * MINUTE_MS for i in range(25)]
     after = await store.meta(S1M)
     assert after.earliest == start  # stored through the official write path
+    # a start between two opens asks for nothing before the stored rows: from Redis, no
+    # fetch, no forward
+    upstream = await _upstream_klines(market)
+    r = await web.get(
+        "/api/v3/klines",
+        params={"symbol": "BTCUSDT", "interval": "1m", "startTime": start - 1, "limit": 3},
+    )
+    assert [row[0] for row in r.json()] == [start + i * MINUTE_MS for i in range(3)]
+    assert await _upstream_klines(market) == upstream
+    assert (await store.meta(S1M)).earliest == start
     # a symbol that is not followed, and an interval not served: the exchange's rows
     for q in ({"symbol": "BNBUSDT", "interval": "1m"}, {"symbol": "BTCUSDT", "interval": "3m"}):
         r = await web.get("/api/v3/klines", params={**q, "limit": 3})
