@@ -362,9 +362,10 @@ async def test_an_unmodified_ccxt_client_loads_markets_and_reads_through_the_pro
             ex.fetch_tickers(),
             ex.fetch_ohlcv("BTC/USDT", "1m", since=since, limit=5),
             ex.fetch_trades("BNB/USDT", limit=5),
+            ex.fetch_order_book("BTC/USDT", 20),
         )
 
-    markets, ticker, tickers, ohlcv, trades = await asyncio.to_thread(sync_reads)
+    markets, ticker, tickers, ohlcv, trades, book = await asyncio.to_thread(sync_reads)
     stats = await _get_json(market.rest_url + "/_emulator/stats")
     # ccxt's default market types: the futures exchangeInfo went to the futures host
     assert stats["requests_by_endpoint"]["/fapi/v1/exchangeInfo"] >= 1
@@ -377,6 +378,10 @@ async def test_an_unmodified_ccxt_client_loads_markets_and_reads_through_the_pro
     first = -(-since // MINUTE_MS) * MINUTE_MS
     assert [row[0] for row in ohlcv] == [first + MINUTE_MS * i for i in range(5)]
     assert len(ohlcv) == 5 and trades and trades[0]["symbol"] == "BNB/USDT"
+    # the first depth request starts a local book and is forwarded meanwhile: the
+    # exchange's book either way (test_order_books.py compares it level by level)
+    assert len(book["bids"]) == len(book["asks"]) == 20
+    assert book["bids"][0][0] < book["asks"][0][0] and book["nonce"] > 0
 
     ex = accxt.binance()
     ex.urls["api"].update(urls)
@@ -386,11 +391,14 @@ async def test_an_unmodified_ccxt_client_loads_markets_and_reads_through_the_pro
         many = await ex.fetch_tickers(["BTC/USDT", "ETH/USDT"])
         rows = await ex.fetch_ohlcv("ETH/USDT", "1m", since=since, limit=3)
         agg = await ex.fetch_trades("ETH/USDT", limit=3)
+        depth = await ex.fetch_order_book("ETH/USDT", 5)
     finally:
         await ex.close()
     assert t["symbol"] == "ETH/USDT" and t["last"] > 0
     assert set(many) == {"BTC/USDT", "ETH/USDT"}
     assert len(rows) == 3 and rows[0][0] >= since - MINUTE_MS and len(agg) == 3
+    assert len(depth["bids"]) == len(depth["asks"]) == 5
+    assert depth["bids"][0][0] < depth["asks"][0][0]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # python-binance's websockets import
