@@ -55,6 +55,7 @@ import asyncio, json, os, sys, time
 import socketio
 url, symbols = sys.argv[1], sys.argv[2].split(",")
 warmup, seconds = float(sys.argv[3]), float(sys.argv[4])
+offset_ms = int(sys.argv[5]) if len(sys.argv) > 5 else 0  # the exchange clock's, if apart
 lat = []
 async def main():
     sio = socketio.AsyncClient(reconnection=False)
@@ -62,7 +63,7 @@ async def main():
     @sio.on("live_price")
     async def on_price(m):
         if state["measuring"]:
-            lat.append(time.time() * 1000 - m["time"])
+            lat.append(time.time() * 1000 + offset_ms - m["time"])
     # a busy service may answer the namespace CONNECT after the default 1 s
     await sio.connect(url, transports=["websocket"], wait_timeout=30)
     for s in symbols:

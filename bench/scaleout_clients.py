@@ -7,35 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-CLIENT = r"""
-import asyncio, json, sys, time
-import socketio
-url, symbols = sys.argv[1], sys.argv[2].split(",")
-offset_ms, warmup, seconds = int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-lat = []
-async def main():
-    sio = socketio.AsyncClient(reconnection=False)
-    state = {"measuring": False}
-    @sio.on("live_price")
-    async def on_price(m):
-        if state["measuring"]:
-            lat.append(time.time() * 1000 + offset_ms - m["time"])
-    await sio.connect(url, transports=["websocket"], wait_timeout=30)
-    for s in symbols:
-        await sio.call("subscribe", {"symbol": s, "interval": "1m"}, timeout=30)
-    await asyncio.sleep(warmup)
-    state["measuring"] = True
-    c0 = time.process_time()
-    await asyncio.sleep(seconds)
-    cpu = (time.process_time() - c0) / seconds
-    state["measuring"] = False
-    await sio.disconnect()
-    lat.sort()
-    n = len(lat)
-    print(json.dumps({"events": n, "p50": lat[n // 2] if n else None,
-                      "p99": lat[int(n * 0.99)] if n else None, "cpu_client": cpu}))
-asyncio.run(main())
-"""
+from bench import live_path
+
+CLIENT = live_path.CLIENT  # argv: url, symbols, warmup_s, seconds, exchange offset ms
 
 # the hand-over client: prints "ready", then writes one line per live price (symbol,
 # exchange time received, trade time) to a file until its stdin closes
