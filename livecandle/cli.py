@@ -154,7 +154,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     roles = known if args.role == "all" else {r.strip() for r in args.role.split(",")}
     if not roles or not roles <= known:
         raise UsageError(f"--role {args.role!r}: use all, or a comma list of fetcher, stream, web")
-    _run(lambda stop: serve(settings, roles, stop))
+    # the fetcher alone is background work: the live path on this machine comes first
+    nice = settings.fetcher_nice if roles == {"fetcher"} else 0
+    _run(lambda stop: serve(settings, roles, stop, nice=nice))
     return 0
 
 

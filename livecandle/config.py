@@ -62,6 +62,9 @@ class Settings:
     stream_silence_s: float = 10.0
     weight_safety: float = 0.97
     rest_max_in_flight: int = 2  # REST requests on their way at once (see weights.py)
+    # a process whose only role is the fetcher lowers its CPU priority by this (os.nice):
+    # history is background work, the live path of the same machine comes first
+    fetcher_nice: int = 10
     # issue 14: realtime limits
     realtime_max_queue: int = 256
     realtime_stall_s: float = 30.0
@@ -134,6 +137,8 @@ class Settings:
             kw["live_write_period_ms"] = _int("LIVECANDLE_LIVE_WRITE_PERIOD_MS", period, 1, 60_000)
         if n := env.get("LIVECANDLE_REST_MAX_IN_FLIGHT"):
             kw["rest_max_in_flight"] = _int("LIVECANDLE_REST_MAX_IN_FLIGHT", n, 1, 64)
+        if n := env.get("LIVECANDLE_FETCHER_NICE"):
+            kw["fetcher_nice"] = _int("LIVECANDLE_FETCHER_NICE", n, 0, 19)
         # issue 14: realtime limits
         if n := env.get("LIVECANDLE_REALTIME_MAX_QUEUE"):
             kw["realtime_max_queue"] = _int("LIVECANDLE_REALTIME_MAX_QUEUE", n, 1, 1_000_000)

@@ -135,12 +135,18 @@ async def serve(
     stop: asyncio.Event | None = None,
     started: Callable[[Service], None] | None = None,
     listing: ListingSource | None = None,
+    nice: int = 0,
 ) -> None:
     """Run the given roles (``fetcher``, ``stream``, ``web``) until ``stop`` is set;
-    ``listing`` replaces the exchange's exchangeInfo as the universe's source (tests)."""
+    ``listing`` replaces the exchange's exchangeInfo as the universe's source (tests);
+    ``nice``: lower this process's CPU priority by that much once Redis is up (a private
+    redis-server started here keeps the normal priority)."""
     stop = stop or asyncio.Event()
     logs.install()  # before the web app: socket.io's loggers get no handler of their own
     async with redis_for(settings) as client:
+        if nice:
+            os.nice(nice)
+            log.info("CPU priority lowered by %d (LIVECANDLE_FETCHER_NICE)", nice)
         await cast(Awaitable[bool], client.ping())
         service = Service(settings, store_for(client, settings), roles, listing)
         web_task = None

@@ -175,6 +175,12 @@ def test_serve_runs_a_private_redis_server_and_stops_it(
                 count = int(client.hget("klines_meta:BTCUSDT:1m", "count") or 0)
             time.sleep(0.1)
         assert count >= 19
+        # the fetcher alone is background work: it runs at a lower CPU priority, while
+        # the private redis-server it started (the live path's too) keeps the normal one
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, own + 10)
+        redis_pid = int(client.info("server")["process_id"])
+        assert os.getpriority(os.PRIO_PROCESS, redis_pid) == own
         url = url_file.read_text().strip()
         assert url.startswith("unix://") and str(tmp_path) in url
     finally:

@@ -94,6 +94,8 @@ def test_symbols_are_upper_cased_and_repeats_dropped_in_order() -> None:
         ("LIVECANDLE_LIVE_PUBLISH_PERIOD_MS", "0"),
         ("LIVECANDLE_LIVE_PUBLISH_PERIOD_MS", "60001"),
         ("LIVECANDLE_STREAM_SILENCE_S", "2.5"),
+        ("LIVECANDLE_FETCHER_NICE", "20"),
+        ("LIVECANDLE_FETCHER_NICE", "-1"),
         ("LIVECANDLE_STREAM_SILENCE_S", "3601"),
         ("LIVECANDLE_LIVE_WRITE_PERIOD_MS", "0"),
         ("LIVECANDLE_LIVE_WRITE_PERIOD_MS", "ten"),
