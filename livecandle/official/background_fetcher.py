@@ -41,7 +41,7 @@ from livecandle.exchange.binance.weights import Priority
 from livecandle.official.due import DueHeap
 from livecandle.official.reconciler import Reconciler
 from livecandle.official.rows import closed_rows, find_gaps, first_missing
-from livecandle.store import Store, StoreError
+from livecandle.store import Meta, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -398,12 +398,17 @@ class BackgroundFetcher:
             if due_ms is not None and job.series in self._followed:
                 self._due.schedule(job.series, due_ms)
 
-    async def _start_of(self, series: SeriesKey) -> tuple[int | None, int | None]:
+    async def _start_of(self, series: SeriesKey) -> tuple[int | None, int | None, bool]:
         """Where the first sync of a series starts: a backfill while the stored history is
         shorter than ``backfill_candles`` (the stream may have stored its first finals
         already); else the first hole among the newest stored candles (a stream may have
-        stored later ones), else after the newest."""
+        stored later ones), else after the newest. And whether a previous run left an
+        error in the series' meta (cleared once a sync succeeds)."""
         meta = await self.store.meta(series)
+        start_ms, prev_ms = await self._start_after(series, meta)
+        return start_ms, prev_ms, meta.last_error is not None
+
+    async def _start_after(self, series: SeriesKey, meta: Meta) -> tuple[int | None, int | None]:
         interval = series.interval
         backfill_ms = interval.shift(interval.open_of(self.clock.now_ms()), -self.backfill_candles)
         if meta.latest is None or meta.earliest is None or meta.earliest > backfill_ms:
@@ -427,13 +432,14 @@ class BackgroundFetcher:
         st = self.status[series]
         try:
             start_ms, prev_ms = job.start_ms, job.prev_open_ms
+            had_error = st.last_error is not None
             if start_ms is None:
-                start_ms, prev_ms = await self._start_of(series)
-            had_error = st.last_error is not None or job.start_ms is None
+                start_ms, prev_ms, left_error = await self._start_of(series)
+                had_error = had_error or left_error
             result = await self.sync(series, start_ms, None, None, job.priority, prev_ms)
             st.backoff.reset()
             self.storage_error = None
-            if had_error:  # (and on start: an error a previous run left in meta)
+            if had_error:  # (or an error a previous run left in meta)
                 await self.store.set_error(series, None)
         except StoreError as e:  # Redis down, paused or full: transient, like the exchange's
             self.storage_error = f"Redis: {type(e).__name__}: {e}"[:300]

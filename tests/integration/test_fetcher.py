@@ -193,6 +193,25 @@ async def test_unknown_symbol_is_reported_in_meta_and_not_retried(
     assert "-1121" in meta.last_error
 
 
+async def test_an_error_a_previous_run_left_in_meta_is_cleared_by_the_first_good_sync(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    left, clean = SeriesKey.of("BTCUSDT", "1m"), SeriesKey.of("ETHUSDT", "1m")
+    await store.set_error(left, "BinanceError: an old run's failure")
+    async with BinanceRest(emulator.rest_url) as rest:
+        fetcher = BackgroundFetcher(store, rest, [left, clean], backfill_candles=20)
+        tasks = [asyncio.create_task(fetcher.run_series(s)) for s in (left, clean)]
+        try:
+            await asyncio.wait_for(fetcher.wait_syncs(2), 30)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    assert (await store.meta(left)).last_error is None
+    assert (await store.meta(clean)).last_error is None
+    assert (await store.meta(left)).count == 20
+
+
 @pytest.mark.parametrize("interval", ["1w", "1M", "3d"])
 async def test_calendar_intervals_backfill_on_their_grid(
     store: Store, emulator: EmulatorProcess, interval: str
