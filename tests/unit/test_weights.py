@@ -148,6 +148,25 @@ async def test_a_429_pauses_everyone_and_shrinks_the_limit_to_what_was_accepted(
     assert clock.slept_s == [50.0, 0.05] and b.used == 1
 
 
+async def test_a_429_stating_a_shorter_window_takes_that_window_with_its_limit() -> None:
+    # "current limit is 6 request weight per 2 SECOND": 6 read against a minute would
+    # let the plan send 6 weight a minute, 20 times less than the exchange allows
+    clock = SleepingClock(T0 + 10_000)
+    b = budget(clock, limit=6000)
+    b.limit_reached(2, "HTTP 429 on klines", stated_limit=6, used=8, stated_window_ms=2_000)
+    assert (b.window_ms, b.header) == (2_000, "x-mbx-used-weight-2s")
+    assert 0 < b.limit <= 6  # (and as any 429: what was accepted, or half, to regrow)
+    await b.acquire(2)  # after the pause, in the next 2 s window: not a minute later
+    assert sum(clock.slept_s) < 3
+
+
+async def test_a_429_stating_a_window_that_allows_more_keeps_the_plan() -> None:
+    clock = SleepingClock(T0 + 10_000)
+    b = budget(clock, limit=600)
+    b.limit_reached(2, "HTTP 429", stated_limit=6000, used=6001, stated_window_ms=1_000)
+    assert b.window_ms == MIN
+
+
 async def test_a_429_with_nothing_accepted_in_the_window_halves_the_limit_once() -> None:
     clock = SleepingClock(T0 + 10_000)
     b = budget(clock)

@@ -4,8 +4,12 @@ The base URL is the only thing that differs between Binance and the livecandle e
 A request takes an HTTP connection only once the weight plan (``weights.WeightBudget``)
 has let it go, and the plan never lets more go at once than the pool holds
 (``max_connections``, told to the budget as ``connections``), so however many callers
-wait, none fails with ``httpx.PoolTimeout``: they queue by priority in the plan, not in
-the pool.
+wait, none waits for a pooled connection: they queue by priority in the plan, not in the
+pool.
+
+The HTTP client is aiohttp's: its C parser reads a 1,000-row klines answer (160 KB) for
+about a third of httpx's CPU (0.8 against 2.5 ms on uvloop), and the history phase of
+the whole market is ~10,000 of them.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import msgspec
+from multidict import CIMultiDictProxy
 
 from livecandle.backoff import delay_s
 from livecandle.domain.clock import ServerClock
@@ -59,6 +65,20 @@ class BinanceUnavailable(Exception):
     """Network errors or 5xx persisted through every retry."""
 
 
+# what a request can fail with short of an answer: connection, protocol, payload, timeout
+TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer, read whole."""
+
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
 def _describe(path: str, params: Mapping[str, Any]) -> str:
     name = path.rsplit("/", 1)[-1]
     parts = [name]
@@ -80,7 +100,7 @@ class BinanceRest:
         base_url: str,
         clock: ServerClock | None = None,
         budget: WeightBudget | None = None,
-        client: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
         max_retries: int = 5,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 10.0,
@@ -91,18 +111,14 @@ class BinanceRest:
         self.base_url = base_url.rstrip("/")
         self.clock = clock or ServerClock()
         self.budget = budget or WeightBudget(self.clock)
-        self._own_client = client is None
-        if client is None:
-            client = httpx.AsyncClient(
-                timeout=timeout_s,
-                limits=httpx.Limits(
-                    max_connections=max_connections, max_keepalive_connections=max_connections
-                ),
-            )
+        self._own_session = session is None
+        self._session = session
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        if session is None:
             # the plan lets no more requests go at once than the pool holds
             held = self.budget.connections
             self.budget.connections = min(held, max_connections) if held else max_connections
-        self.client = client
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
@@ -112,9 +128,20 @@ class BinanceRest:
         self.failures_in_row = 0  # attempts failed (network, 5xx) since the last success
         self.failing_since_s: float | None = None  # monotonic start of that streak
 
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session (made on first use: aiohttp wants a running loop)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                trust_env=True,  # HTTPS_PROXY and friends, as before
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        if self._own_client:
-            await self.client.aclose()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def __aenter__(self) -> BinanceRest:
         return self
@@ -137,16 +164,16 @@ class BinanceRest:
         failures = 0
         limited = 0
         while True:
-            error: httpx.TransportError | None = None
+            error: Exception | None = None
             async with self.budget.sending(weight, priority):
                 sent_ms = self.clock.now_ms()
                 try:
-                    resp = await self.client.get(self.base_url + path, params=params)
-                except httpx.TransportError as e:
+                    resp = await self._get(self.base_url + path, params)
+                except TRANSPORT_ERRORS as e:
                     error = e
                 else:
                     # inside the slot: a 429 blocks every sender before the next one goes
-                    status = resp.status_code
+                    status = resp.status
                     body = self._account(resp, context, sent_ms)
             if error is not None:
                 failures += 1
@@ -163,7 +190,7 @@ class BinanceRest:
             if status == 200:
                 self.last_error = None
                 self.failures_in_row, self.failing_since_s = 0, None
-                return resp.content
+                return resp.body
             assert body is not None
             if status == 418:
                 raise BinanceBanned(self.budget.blocked_until_ms, body.msg, context)
@@ -185,10 +212,15 @@ class BinanceRest:
             self.failures_in_row, self.failing_since_s = 0, None  # the exchange answers
             raise BinanceError(status, body.code, body.msg, context)
 
-    def _account(self, resp: httpx.Response, context: str, sent_ms: int) -> parse.ErrorBody | None:
+    async def _get(self, url: str, params: Mapping[str, Any]) -> Answer:
+        async with self.session().get(url, params=params) as resp:
+            body = await resp.read()
+            return Answer(resp.status, resp.reason or "", resp.headers, body)
+
+    def _account(self, resp: Answer, context: str, sent_ms: int) -> parse.ErrorBody | None:
         """The weight the exchange counted; a 429 or 418 pauses every request. The error
         body unless the answer is a 200."""
-        status = resp.status_code
+        status = resp.status
         used = resp.headers.get(self.budget.header)
         if status == 200:
             if used is not None and used.isdigit():
@@ -203,6 +235,7 @@ class BinanceRest:
                 reason,
                 int(stated.group(1)) if stated else None,
                 int(used) if used is not None and used.isdigit() else None,
+                _window_ms(stated),
             )
         elif status == 418:
             self.budget.banned(_retry_after_s(resp), f"HTTP 418 on {context}: {body.msg}")
@@ -223,11 +256,11 @@ class BinanceRest:
         return self.failures_in_row >= self.failing_after
 
     @staticmethod
-    def _error_body(resp: httpx.Response) -> parse.ErrorBody:
+    def _error_body(resp: Answer) -> parse.ErrorBody:
         try:
-            return parse.error_decoder.decode(resp.content)
+            return parse.error_decoder.decode(resp.body)
         except msgspec.DecodeError:
-            text = resp.text.strip()[:200] or resp.reason_phrase
+            text = resp.body.decode("utf-8", "replace").strip()[:200] or resp.reason
             return parse.ErrorBody(code=None, msg=text)
 
     # -- endpoints ----------------------------------------------------------------------
@@ -248,8 +281,7 @@ class BinanceRest:
         info = parse.exchange_info_decoder.decode(await self.get("/api/v3/exchangeInfo"))
         for rl in info.rateLimits:
             if rl.rateLimitType == "REQUEST_WEIGHT":
-                unit = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
-                self.budget.set_limit(rl.limit, unit.get(rl.interval, 60_000) * rl.intervalNum)
+                self.budget.set_limit(rl.limit, _UNIT_MS.get(rl.interval, 60_000) * rl.intervalNum)
         return info
 
     async def keep_limits(self, period_s: float = 600.0) -> None:
@@ -325,10 +357,20 @@ class BinanceRest:
 
 # Binance's -1003 body: "Too much request weight used; current limit is 6000 request
 # weight per 1 MINUTE. ..."
-_STATED_LIMIT = re.compile(r"current limit is (\d+) request weight")
+_STATED_LIMIT = re.compile(
+    r"current limit is (\d+) request weight(?: per (\d+) (SECOND|MINUTE|HOUR|DAY))?"
+)
+_UNIT_MS = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 
 
-def _retry_after_s(resp: httpx.Response) -> float:
+def _window_ms(stated: re.Match[str] | None) -> int | None:
+    """The window a -1003 body states ("per 2 SECOND"), if it states one."""
+    if stated is None or stated.group(2) is None:
+        return None
+    return int(stated.group(2)) * _UNIT_MS[stated.group(3)]
+
+
+def _retry_after_s(resp: Answer) -> float:
     value = resp.headers.get("retry-after", "")
     try:
         return max(0.0, float(value))

@@ -403,15 +403,35 @@ class WeightBudget:
         reason: str,
         stated_limit: int | None = None,
         used: int | None = None,
+        stated_window_ms: int | None = None,
     ) -> None:
         """A 429: pause everyone for ``Retry-After`` and resume gradually. The limit
         shrinks to the one the answer states (Binance's -1003 says "current limit is N")
         when lower; when the answer states none, to the weight the exchange accepted in
         this window (half the limit if it accepted none). A 429 that states a limit the
         IP has not reached (``used``, its weight header, below it) is not about weight (an
-        overloaded exchange): it pauses but teaches no lower limit."""
+        overloaded exchange): it pauses but teaches no lower limit. A stated window
+        ("per 2 SECOND") other than the plan's is taken with its limit when it allows
+        less weight a second: the limit alone, read against the wrong window, would
+        starve the plan (6 per 2 s taken as 6 a minute)."""
         now_ms = self.clock.now_ms()
         self._roll(now_ms)
+        if (
+            stated_limit is not None
+            and stated_window_ms is not None
+            and stated_window_ms != self.window_ms
+            and (used is None or used >= stated_limit)
+            and stated_limit * self.window_ms < self.limit * stated_window_ms
+        ):
+            log.warning(
+                "weight limit %d per %d ms stated by a 429 (was %d per %d ms)",
+                stated_limit,
+                stated_window_ms,
+                self.limit,
+                self.window_ms,
+            )
+            self.limit, self.window_ms = stated_limit, stated_window_ms
+            self._window = self._window_of(now_ms)  # as set_limit: the numbering changes
         first = now_ms >= self.blocked_until_ms  # not one of a volley already answered
         self.limited += 1
         self._limited_ms = now_ms
