@@ -181,6 +181,10 @@ def test_serve_runs_a_private_redis_server_and_stops_it(
         assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, own + 10)
         redis_pid = int(client.info("server")["process_id"])
         assert os.getpriority(os.PRIO_PROCESS, redis_pid) == own
+        # on uvloop without libuv's io_uring, whose kernel thread polls (costs CPU idle)
+        tasks = Path(f"/proc/{proc.pid}/task")
+        threads = [(t / "comm").read_text().strip() for t in tasks.iterdir()]
+        assert threads and not any(t.startswith("iou-sqp") for t in threads), threads
         url = url_file.read_text().strip()
         assert url.startswith("unix://") and str(tmp_path) in url
     finally:
