@@ -94,6 +94,9 @@ def _write_result(res: Sequence[Any]) -> WriteResult:
     )
 
 
+LIVE_NAMES_KEPT = 100_000  # live_candle key names remembered (the market's series)
+
+
 @dataclass(frozen=True, slots=True)
 class ChartRead:
     """Official members (raw JSON, ascending; None when the caller's cached version is
@@ -132,6 +135,7 @@ class Store:
         self._read = redis.register_script(scripts.READ_WITH_LIVE)
         self._remove = redis.register_script(scripts.REMOVE_MEMBERS)
         self._write_closed = redis.register_script(scripts.WRITE_LIVE_CLOSED)
+        self._live_names: dict[SeriesKey, str] = {}  # live_candle key of each series
         self._cluster = cluster.is_cluster(redis)
         self.replication = cluster.Replication()  # used on a cluster only
         self._probe: RedisProbe | Literal[False] | None = None  # False: none possible
@@ -391,14 +395,21 @@ class Store:
         candles: Iterable[LiveWrite],
         prices: Iterable[tuple[str, bytes]],
     ) -> None:
-        """Every live key in one ``SET_LIVE`` call, grouped by TTL."""
+        """Every live key in one ``SET_LIVE`` call, grouped by TTL, keys and values each
+        as one newline-separated blob."""
         k = self.keys
+        names = self._live_names
         groups: dict[Any, tuple[list[str], list[bytes]]] = {}
         for w in candles:
             group = groups.get(w.series.interval)
             if group is None:
                 group = groups[w.series.interval] = ([], [])
-            group[0].append(k.live_candle(w.series))
+            key = names.get(w.series)
+            if key is None:
+                if len(names) > LIVE_NAMES_KEPT:  # symbols come and go: bounded
+                    names.clear()
+                key = names[w.series] = k.live_candle(w.series)
+            group[0].append(key)
             group[1].append(w.value)
         keys: list[str] = []
         values: list[bytes] = []
@@ -413,8 +424,16 @@ class Store:
             values.append(value)
         if len(keys) > n:
             tail += [LIVE_PRICE_TTL_MS, len(keys) - n]
-        if keys:
-            pipe.eval(scripts.SET_LIVE, len(keys), *keys, *values, *tail)
+        if not keys:
+            return
+        key_blob, value_blob = "\n".join(keys), b"\n".join(values)
+        splittable = (
+            key_blob.count("\n") == len(keys) - 1 and value_blob.count(b"\n") == len(values) - 1
+        )
+        if not splittable:  # a value with a newline (never compact JSON): one SET each
+            _set_each(pipe, keys, values, tail)
+            return
+        pipe.eval(scripts.SET_LIVE, 0, key_blob, value_blob, *tail)
 
     async def live_candle(self, series: SeriesKey) -> bytes | None:
         return cast(bytes | None, await self.redis.get(self.keys.live_candle(series)))
@@ -619,6 +638,16 @@ class Store:
             ops.append(functools.partial(_publish, channel=k.closed_channel, message=message))
         if ops:
             await self._pipelined_on_cluster(ops)
+
+
+def _set_each(pipe: Any, keys: list[str], values: list[bytes], tail: list[int]) -> None:
+    """``SET_LIVE``'s writes as one SET each (``tail``: its (ttl_ms, count) pairs)."""
+    i = 0
+    for g in range(0, len(tail), 2):
+        ttl_ms, count = tail[g], tail[g + 1]
+        for j in range(i, i + count):
+            pipe.set(keys[j], values[j], px=ttl_ms)
+        i += count
 
 
 def _set(pipe: Any, key: str, value: bytes, px: int) -> None:
