@@ -94,6 +94,7 @@ def _write_result(res: Sequence[Any]) -> WriteResult:
     )
 
 
+OFFICIALS_PER_CALL = 200  # series per WRITE_OFFICIALS call (~5 ms of Redis)
 LIVE_NAMES_KEPT = 100_000  # live_candle key names remembered (the market's series)
 
 
@@ -189,13 +190,20 @@ class Store:
             replicated = [self.keys.klines(w.series) for w in writes]
             done = await self._pipelined_on_cluster(ops, replicated)
             return [_write_result(res) for res in done]
+        channel = self.keys.klines_updated_channel
         async with self.redis.pipeline(transaction=False) as pipe:  # reset if cancelled
-            for w in writes:
-                args = self._write_args(
-                    w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
-                )
-                await self._write(keys=self._write_keys(w.series), args=args, client=pipe)
-            return [_write_result(res) for res in await pipe.execute()]
+            # a call per OFFICIALS_PER_CALL series: one call holds Redis that long
+            for at in range(0, len(writes), OFFICIALS_PER_CALL):
+                args: list[Any] = [now_ms, channel]
+                for w in writes[at : at + OFFICIALS_PER_CALL]:
+                    args += self._write_keys(w.series)
+                    # WRITE_CANDLES' own arguments after updated_ms and the channel
+                    args += self._write_args(
+                        w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
+                    )[2:]
+                pipe.eval(scripts.WRITE_OFFICIALS, 0, *args)
+            replies = await pipe.execute()
+        return [_write_result(res) for reply in replies for res in reply]
 
     def _write_keys(self, series: SeriesKey) -> list[str]:
         k = self.keys
