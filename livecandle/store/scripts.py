@@ -140,19 +140,22 @@ return {added, replaced, unchanged, latest, count, kept, replaced_opens}
 # arguments, not declared; a cluster sends one ``WRITE_CANDLES`` per series). At 00:00 UTC
 # every followed series' final candle arrives at once: thousands of EVALSHAs, each
 # packed, run and answered on its own, cost several times one call per batch.
-# ARGV[1] updated_ms   ARGV[2] notification channel   then per series 12 fields:
-# its 4 keys (as WRITE_CANDLES' KEYS) and its ARGV[3..10] (no gaps).
+# ARGV, per series: the number of its keys, its KEYS, the number of its arguments, its
+# ARGV (each exactly as a WRITE_CANDLES call of its own would take them).
 # Returns the list of WRITE_CANDLES' replies, one per series in order.
 WRITE_OFFICIALS: Final = (
     "local function write_series(KEYS, ARGV)\n"
     + WRITE_CANDLES
     + r"""end
-local out = {}
-for b = 2, #ARGV - 1, 12 do
-  local res = write_series(
-    {ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]},
-    {ARGV[1], ARGV[2], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9],
-     ARGV[b + 10], ARGV[b + 11], ARGV[b + 12]})
+local out, i = {}, 1
+while i <= #ARGV do
+  local nk = tonumber(ARGV[i])
+  local keys = {unpack(ARGV, i + 1, i + nk)}
+  i = i + nk + 1
+  local na = tonumber(ARGV[i])
+  local args = {unpack(ARGV, i + 1, i + na)}
+  i = i + na + 1
+  local res = write_series(keys, args)
   if res.err then return res end
   out[#out + 1] = res
 end

@@ -190,17 +190,16 @@ class Store:
             replicated = [self.keys.klines(w.series) for w in writes]
             done = await self._pipelined_on_cluster(ops, replicated)
             return [_write_result(res) for res in done]
-        channel = self.keys.klines_updated_channel
         async with self.redis.pipeline(transaction=False) as pipe:  # reset if cancelled
             # a call per OFFICIALS_PER_CALL series: one call holds Redis that long
             for at in range(0, len(writes), OFFICIALS_PER_CALL):
-                args: list[Any] = [now_ms, channel]
+                args: list[Any] = []
                 for w in writes[at : at + OFFICIALS_PER_CALL]:
-                    args += self._write_keys(w.series)
-                    # WRITE_CANDLES' own arguments after updated_ms and the channel
-                    args += self._write_args(
+                    keys = self._write_keys(w.series)
+                    own = self._write_args(
                         w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
-                    )[2:]
+                    )
+                    args += [len(keys), *keys, len(own), *own]
                 pipe.eval(scripts.WRITE_OFFICIALS, 0, *args)
             replies = await pipe.execute()
         return [_write_result(res) for reply in replies for res in reply]
