@@ -1,6 +1,6 @@
 """Lua scripts of the store. Each runs atomically and touches only keys of one series
-(one cluster slot when keys are hash-tagged), except ``SET_LIVE``, which a single Redis
-runs for the keys of many series at once (never sent to a cluster)."""
+(one cluster slot when keys are hash-tagged), except ``SET_LIVE`` and ``WRITE_OFFICIALS``,
+which a single Redis runs for the keys of many series at once (never sent to a cluster)."""
 
 from __future__ import annotations
 
