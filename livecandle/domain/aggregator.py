@@ -295,6 +295,52 @@ class LiveCandleBuilder:
             return None if last is None else Ohlcv(last, last, last, last)
         return c if b is None else c.then(b)
 
+    def forming_fields(self, i: int) -> tuple[int, int, int, int, int, int, int, int, int] | None:
+        """``forming_sums(i)`` as a tuple (open, high, low, close, volume, quote volume,
+        trades, taker-buy volume, taker-buy quote volume), built without an ``Ohlcv``:
+        the live writer reads thousands a second."""
+        if self._boundary < 0:
+            return None
+        c, b = self._candles[i], self._bucket
+        if c is None:
+            if b is None:
+                last = self.last_price
+                return None if last is None else (last, last, last, last, 0, 0, 0, 0, 0)
+            return (
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume,
+                b.quote_volume,
+                b.trades,
+                b.taker_buy_volume,
+                b.taker_buy_quote_volume,
+            )
+        if b is None:
+            return (
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                c.quote_volume,
+                c.trades,
+                c.taker_buy_volume,
+                c.taker_buy_quote_volume,
+            )
+        return (  # Ohlcv.then, without the object
+            c.open,
+            b.high if b.high > c.high else c.high,
+            b.low if b.low < c.low else c.low,
+            b.close,
+            c.volume + b.volume,
+            c.quote_volume + b.quote_volume,
+            c.trades + b.trades,
+            c.taker_buy_volume + b.taker_buy_volume,
+            c.taker_buy_quote_volume + b.taker_buy_quote_volume,
+        )
+
     def close_of(self, i: int) -> int:
         return self._nexts[i] - 1
 

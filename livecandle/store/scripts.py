@@ -1,6 +1,6 @@
 """Lua scripts of the store. Each runs atomically and touches only keys of one series
-(one cluster slot when keys are hash-tagged), except ``SET_LIVE``, which a single Redis
-runs for the keys of many series at once (never sent to a cluster)."""
+(one cluster slot when keys are hash-tagged), except ``SET_LIVE`` and ``WRITE_OFFICIALS``,
+which a single Redis runs for the keys of many series at once (never sent to a cluster)."""
 
 from __future__ import annotations
 
@@ -136,6 +136,33 @@ return {added, replaced, unchanged, latest, count, kept, replaced_opens}
 """
 )
 
+# ``WRITE_CANDLES`` of many series in one call (a single Redis only: the keys are
+# arguments, not declared; a cluster sends one ``WRITE_CANDLES`` per series). At 00:00 UTC
+# every followed series' final candle arrives at once: thousands of EVALSHAs, each
+# packed, run and answered on its own, cost several times one call per batch.
+# ARGV, per series: the number of its keys, its KEYS, the number of its arguments, its
+# ARGV (each exactly as a WRITE_CANDLES call of its own would take them).
+# Returns the list of WRITE_CANDLES' replies, one per series in order.
+WRITE_OFFICIALS: Final = (
+    "local function write_series(KEYS, ARGV)\n"
+    + WRITE_CANDLES
+    + r"""end
+local out, i = {}, 1
+while i <= #ARGV do
+  local nk = tonumber(ARGV[i])
+  local keys = {unpack(ARGV, i + 1, i + nk)}
+  i = i + nk + 1
+  local na = tonumber(ARGV[i])
+  local args = {unpack(ARGV, i + 1, i + na)}
+  i = i + na + 1
+  local res = write_series(keys, args)
+  if res.err then return res end
+  out[#out + 1] = res
+end
+return out
+"""
+)
+
 WRITE_LIVE_CLOSED: Final = r"""
 -- Keep closed live candles until their official candles are stored, so a chart never
 -- shows a hole however long the official data takes (one member per open time).
@@ -206,15 +233,35 @@ end
 SET_LIVE: Final = r"""
 -- Set the live keys of one write period in one command (the per-command cost of a
 -- pipeline of thousands of SETs is most of a whole-market live write).
--- KEYS: the keys, grouped by TTL   ARGV: their values in the same order, then one
--- (ttl_ms, count) pair per group of consecutive keys. Returns the number of keys set.
-local n = #KEYS
+-- ARGV[1] the keys, newline-separated, grouped by TTL   ARGV[2] their values (compact
+-- JSON, never a raw newline), newline-separated, in the same order   then one
+-- (ttl_ms, count) pair per group of consecutive keys. Two blobs rather than 2n arguments:
+-- the client packs, and Redis parses, thousands of arguments one at a time at several
+-- times the cost of splitting two strings. The keys are not declared (KEYS): this runs
+-- on a single Redis only, never on a cluster. Returns the number of keys set.
+local function split(blob)  -- a plain find, not a pattern: this runs over megabytes
+  local out, at, find, sub = {}, 1, string.find, string.sub
+  while true do
+    local nl = find(blob, '\n', at, true)
+    if not nl then
+      out[#out + 1] = sub(blob, at)
+      return out
+    end
+    out[#out + 1] = sub(blob, at, nl - 1)
+    at = nl + 1
+  end
+end
+local keys, values = split(ARGV[1]), split(ARGV[2])
+local n = #keys
+if #values ~= n then
+  return redis.error_reply('ERR ' .. n .. ' live keys and ' .. #values .. ' values given')
+end
 local i = 1
-local g = n + 1
+local g = 3
 while i <= n do
   local ttl, last = ARGV[g], i + tonumber(ARGV[g + 1]) - 1
   for j = i, last do
-    redis.call('SET', KEYS[j], ARGV[j], 'PX', ttl)
+    redis.call('SET', keys[j], values[j], 'PX', ttl)
   end
   i = last + 1
   g = g + 2

@@ -8,7 +8,7 @@ import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -94,6 +94,10 @@ def _write_result(res: Sequence[Any]) -> WriteResult:
     )
 
 
+OFFICIALS_PER_CALL = 200  # series per WRITE_OFFICIALS call (~5 ms of Redis)
+LIVE_NAMES_KEPT = 100_000  # live_candle key names remembered (the market's series)
+
+
 @dataclass(frozen=True, slots=True)
 class ChartRead:
     """Official members (raw JSON, ascending; None when the caller's cached version is
@@ -107,9 +111,9 @@ class ChartRead:
     closed: list[bytes] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class LiveWrite:
-    """One ``live_candle`` value to store and publish."""
+class LiveWrite(NamedTuple):
+    """One ``live_candle`` value to store and publish (a tuple: the live writer makes
+    thousands a second, and a frozen dataclass costs several times as much to build)."""
 
     series: SeriesKey
     value: bytes
@@ -132,6 +136,7 @@ class Store:
         self._read = redis.register_script(scripts.READ_WITH_LIVE)
         self._remove = redis.register_script(scripts.REMOVE_MEMBERS)
         self._write_closed = redis.register_script(scripts.WRITE_LIVE_CLOSED)
+        self._live_names: dict[SeriesKey, str] = {}  # live_candle key of each series
         self._cluster = cluster.is_cluster(redis)
         self.replication = cluster.Replication()  # used on a cluster only
         self._probe: RedisProbe | Literal[False] | None = None  # False: none possible
@@ -186,12 +191,18 @@ class Store:
             done = await self._pipelined_on_cluster(ops, replicated)
             return [_write_result(res) for res in done]
         async with self.redis.pipeline(transaction=False) as pipe:  # reset if cancelled
-            for w in writes:
-                args = self._write_args(
-                    w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
-                )
-                await self._write(keys=self._write_keys(w.series), args=args, client=pipe)
-            return [_write_result(res) for res in await pipe.execute()]
+            # a call per OFFICIALS_PER_CALL series: one call holds Redis that long
+            for at in range(0, len(writes), OFFICIALS_PER_CALL):
+                args: list[Any] = []
+                for w in writes[at : at + OFFICIALS_PER_CALL]:
+                    keys = self._write_keys(w.series)
+                    own = self._write_args(
+                        w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
+                    )
+                    args += [len(keys), *keys, len(own), *own]
+                pipe.eval(scripts.WRITE_OFFICIALS, 0, *args)
+            replies = await pipe.execute()
+        return [_write_result(res) for reply in replies for res in reply]
 
     def _write_keys(self, series: SeriesKey) -> list[str]:
         k = self.keys
@@ -391,14 +402,21 @@ class Store:
         candles: Iterable[LiveWrite],
         prices: Iterable[tuple[str, bytes]],
     ) -> None:
-        """Every live key in one ``SET_LIVE`` call, grouped by TTL."""
+        """Every live key in one ``SET_LIVE`` call, grouped by TTL, keys and values each
+        as one newline-separated blob."""
         k = self.keys
+        names = self._live_names
         groups: dict[Any, tuple[list[str], list[bytes]]] = {}
         for w in candles:
             group = groups.get(w.series.interval)
             if group is None:
                 group = groups[w.series.interval] = ([], [])
-            group[0].append(k.live_candle(w.series))
+            key = names.get(w.series)
+            if key is None:
+                if len(names) > LIVE_NAMES_KEPT:  # symbols come and go: bounded
+                    names.clear()
+                key = names[w.series] = k.live_candle(w.series)
+            group[0].append(key)
             group[1].append(w.value)
         keys: list[str] = []
         values: list[bytes] = []
@@ -413,8 +431,16 @@ class Store:
             values.append(value)
         if len(keys) > n:
             tail += [LIVE_PRICE_TTL_MS, len(keys) - n]
-        if keys:
-            pipe.eval(scripts.SET_LIVE, len(keys), *keys, *values, *tail)
+        if not keys:
+            return
+        key_blob, value_blob = "\n".join(keys), b"\n".join(values)
+        splittable = (
+            key_blob.count("\n") == len(keys) - 1 and value_blob.count(b"\n") == len(values) - 1
+        )
+        if not splittable:  # a value with a newline (never compact JSON): one SET each
+            _set_each(pipe, keys, values, tail)
+            return
+        pipe.eval(scripts.SET_LIVE, 0, key_blob, value_blob, *tail)
 
     async def live_candle(self, series: SeriesKey) -> bytes | None:
         return cast(bytes | None, await self.redis.get(self.keys.live_candle(series)))
@@ -619,6 +645,16 @@ class Store:
             ops.append(functools.partial(_publish, channel=k.closed_channel, message=message))
         if ops:
             await self._pipelined_on_cluster(ops)
+
+
+def _set_each(pipe: Any, keys: list[str], values: list[bytes], tail: list[int]) -> None:
+    """``SET_LIVE``'s writes as one SET each (``tail``: its (ttl_ms, count) pairs)."""
+    i = 0
+    for g in range(0, len(tail), 2):
+        ttl_ms, count = tail[g], tail[g + 1]
+        for j in range(i, i + count):
+            pipe.set(keys[j], values[j], px=ttl_ms)
+        i += count
 
 
 def _set(pipe: Any, key: str, value: bytes, px: int) -> None:

@@ -152,6 +152,19 @@ async def test_one_live_write_sets_every_candle_and_price_with_its_own_ttl(
     assert await redis.pttl(store.keys.live_candle(month)) > 61 * day  # 2 x 31 days
 
 
+@pytest.mark.parametrize("odd", [b"two\nlines", b""], ids=["newline", "empty"])
+async def test_a_live_value_the_one_call_cannot_split_is_still_stored_exactly(
+    store: Store, redis: aioredis.Redis, odd: bytes
+) -> None:
+    hour = SeriesKey.of("ETHUSDT", "1h")
+    writes = [LiveWrite(S, b"a"), LiveWrite(hour, odd)]
+    await store.write_live(writes, [("BTCUSDT", b"p1")])
+    assert await redis.get(store.keys.live_candle(S)) == b"a"
+    assert await redis.get(store.keys.live_candle(hour)) == odd
+    assert await store.live_prices(["BTCUSDT"]) == [b"p1"]
+    assert 86_390_000 < await redis.pttl(store.keys.live_candle(hour)) <= 86_400_000
+
+
 async def test_remove_members_fixes_meta(store: Store) -> None:
     await store.write_candles(
         S, [(T0, kline_member(T0)), (T0 + 60_000, kline_member(T0 + 60_000))], 1

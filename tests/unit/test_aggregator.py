@@ -277,3 +277,30 @@ def test_without_a_loss_empty_candles_stay_complete() -> None:
         (60_000, True),
         (2 * 60_000, True),
     ]
+
+
+def test_forming_fields_are_the_forming_sums_as_a_tuple() -> None:
+    rng = random.Random(3)
+    intervals = [INTERVALS[n] for n in ("1m", "5m", "1h")]
+    b = LiveCandleBuilder(intervals, ManualClock(T0), close_grace_ms=0)
+    assert b.forming_fields(0) is None  # no trade yet
+    t = T0
+    for step in range(2_000):
+        t += rng.choice((1, 400, 9_000, 70_000))
+        b.add(t, rng.randint(1, 10**10), rng.randint(1, 10**9), 1, rng.random() < 0.5)
+        if step % 11 == 0:
+            b.advance(t + 400_000)  # periods close without trades: empty forming candles
+        for i in range(len(intervals)):
+            o = b.forming_sums(i)
+            assert o is not None
+            assert b.forming_fields(i) == (
+                o.open,
+                o.high,
+                o.low,
+                o.close,
+                o.volume,
+                o.quote_volume,
+                o.trades,
+                o.taker_buy_volume,
+                o.taker_buy_quote_volume,
+            )

@@ -47,3 +47,16 @@ def test_kept_values_are_the_bytes_of_encoding_each_value_anew() -> None:
             got = [w.value for w in values.encode(b, t + 5)]
             assert got == expected(b, "BTCUSDT", t + 5)
             assert [w.series.interval for w in values.encode(b, t + 5)] == intervals
+
+
+def test_amounts_are_formatted_as_the_codec_does_halves_rounding_to_even() -> None:
+    from livecandle.domain.model import format_quote, format_units
+    from livecandle.live.values import _quote, _units
+
+    half = SCALE // 2
+    quotes = [0, 1, half, half + 1, SCALE + half, 2 * SCALE + half, 3 * SCALE + half - 1]
+    quotes += [q * SCALE + r for q in (0, 7, 12_345_678_901) for r in (0, half, SCALE - 1)]
+    for q in quotes:
+        assert _quote(q) == format_quote(q)
+    for u in (0, 1, 99_999_999, SCALE, 12_345_678_912_345, -1, -SCALE - 5):
+        assert _units(u) == format_units(u)
