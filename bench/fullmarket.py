@@ -181,7 +181,7 @@ def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="lc-bench-fullmarket-") as tmp,
-        redis_server(Path(tmp)) as redis_url,
+        redis_server(Path(tmp), tcp=False) as redis_url,  # one machine: a Unix socket
         EmulatorProcess(
             "--synthetic",
             str(N_SYMBOLS),
