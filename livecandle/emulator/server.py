@@ -18,24 +18,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import numpy as np
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from livecandle.domain.model import Candle
 from livecandle.emulator import controls, depth_feed, tickers, wire
 from livecandle.emulator.exchange_info import ExchangeInfo
 from livecandle.emulator.faults import Faults
 from livecandle.emulator.gauges import GcPauses, LoopLag, RestCost
+from livecandle.emulator.kline_table import KlineTable, agg_row
 from livecandle.emulator.klines import klines
 from livecandle.emulator.limits import WeightLimiter
 from livecandle.emulator.market import SymbolMarket
 from livecandle.emulator.outbox import RawSend
 from livecandle.emulator.schedule import Market
 from livecandle.emulator.streams import StreamHub, WsLimits
-from livecandle.emulator.tape import TradeTuple, agg_candle
+from livecandle.emulator.tape import TradeTuple
 from livecandle.emulator.universe import QUOTES
 from livecandle.exchange.binance import params as bp
 
@@ -192,13 +193,13 @@ class Emulator:
             return self._exchange_info(q, now)
         if endpoint in ("klines", "uiKlines"):
             kq = bp.klines_query(q, symbols)
-            rows = klines(symbols[kq.symbol], kq.interval, kq.start_ms, kq.end_ms, kq.limit)
+            sm = symbols[kq.symbol]
+            table = klines(sm, kq.interval, kq.start_ms, kq.end_ms, kq.limit)
             if kq.end_ms is not None:
-                rows = [r for r in rows if r.open_ms <= kq.end_ms]
-            stale_ms = self.faults.stale_klines_ms
-            if stale_ms:
-                rows = [self._stale(symbols[kq.symbol], kq, r, now, stale_ms) for r in rows]
-            return wire.kline_rows(rows)
+                table = table[: int(np.searchsorted(table.rows[0], kq.end_ms, "right"))]
+            if self.faults.stale_klines_ms:
+                self._stale(sm, table, now, self.faults.stale_klines_ms)
+            return wire.klines_body(table)
         if endpoint == "aggTrades":
             return self._agg_trades(q)
         if endpoint == "depth" and self.hub is not None:
@@ -212,23 +213,24 @@ class Emulator:
             return {"timezone": "UTC", "serverTime": now, "rateLimits": [], "symbols": []}
         raise bp.BinanceParamError(-1000, "An unknown error occurred while processing the request.")
 
-    def _stale(
-        self, sm: SymbolMarket, kq: bp.KlinesQuery, c: Candle, now: int, stale_ms: int
-    ) -> Candle:
-        """The stale switch: a row closed less than ``stale_ms`` ago as computed from its
-        trades up to ``stale_cut_ms`` (at most half the candle) before its close."""
-        if not 0 <= now - (c.close_ms + 1) < stale_ms:
-            return c
-        end = c.close_ms + 1 - min(self.faults.stale_cut_ms, (c.close_ms + 1 - c.open_ms) // 2)
-        agg = sm.range_agg(c.open_ms, end)
-        if agg is not None:
-            stale = agg_candle(agg, c.open_ms, c.close_ms)
-        else:
-            price = sm.last_price_before(c.open_ms)
-            stale = Candle.empty(c.open_ms, c.close_ms, c.open if price is None else price)
-        if stale != c:
-            self.stale_rows += 1
-        return stale
+    def _stale(self, sm: SymbolMarket, table: KlineTable, now: int, stale_ms: int) -> None:
+        """The stale switch: each row closed less than ``stale_ms`` ago as computed from
+        its trades up to ``stale_cut_ms`` (at most half the candle) before its close."""
+        ago = now - (table.rows[1] + 1)
+        for i in np.flatnonzero((ago >= 0) & (ago < stale_ms)).tolist():
+            row = table.row(i)
+            open_ms, close_ms = row[0], row[1]
+            end = close_ms + 1 - min(self.faults.stale_cut_ms, (close_ms + 1 - open_ms) // 2)
+            agg = sm.range_agg(open_ms, end)
+            if agg is not None:
+                stale = agg_row(open_ms, close_ms, agg)
+            else:
+                price = sm.last_price_before(open_ms)
+                price = row[2] if price is None else price
+                stale = [open_ms, close_ms, price, price, price, price, 0, 0, 0, 0, 0]
+            if stale != row:
+                self.stale_rows += 1
+                table.set_row(i, stale)
 
     def _exchange_info(self, q: dict[str, str], now: int) -> bytes:
         num, unit = self._window_spec
