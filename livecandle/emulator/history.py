@@ -4,9 +4,11 @@ History is cut into tiers of blocks (``tape.Tier``) whose trades are a pure func
 (seed, symbol, tier, block). Made one trade at a time in Python, the whole market's
 history cost more than the service it fed (a 1,000-row klines answer took tens of
 milliseconds to seconds, warming 1,600 symbols' kline streams a minute of CPU). Here
-``CHUNK`` blocks are made at once as numpy columns, and a run of candles is aggregated
-from them in one pass (``aggregate``): the same trades, whoever asks (klines, aggTrades,
-the kline streams), so every kline still equals the aggregation of its own aggTrades.
+``CHUNK`` blocks are made at once as numpy columns, and a run of candles is reduced
+from them in one pass (``reduce``: numpy columns, which klines answers keep to the end;
+``aggregates`` turns them into ``tape.Agg`` lists): the same trades, whoever asks
+(klines, aggTrades, the kline streams), so every kline still equals the aggregation of
+its own aggTrades.
 
 Chunks are kept in one LRU for the whole market (``ChunkCache``), bounded in trades.
 """
