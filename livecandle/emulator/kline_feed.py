@@ -21,7 +21,7 @@ from livecandle.domain.model import format_quote
 from livecandle.emulator.market import SymbolMarket
 from livecandle.emulator.schedule import Market
 from livecandle.emulator.tape import Agg, agg_merge
-from livecandle.emulator.wire import price_text, units
+from livecandle.emulator.wire import units
 
 
 @dataclass(slots=True)
@@ -204,8 +204,8 @@ def kline_payload(
     return (
         f'{{"e":"kline","E":{now_ms},"s":"{symbol}","k":{{"t":{open_ms},"T":{close_ms},'
         f'"s":"{symbol}","i":"{s.interval.name}","f":{agg[9]},"L":{agg[10]},'
-        f'"o":"{price_text(agg[0])}","c":"{price_text(agg[3])}",'
-        f'"h":"{price_text(agg[1])}","l":"{price_text(agg[2])}",'
+        f'"o":"{units(agg[0])}","c":"{units(agg[3])}",'
+        f'"h":"{units(agg[1])}","l":"{units(agg[2])}",'
         f'"v":"{units(agg[4])}","n":{agg[6]},"x":{"true" if final else "false"},'
         f'"q":"{format_quote(agg[5])}","V":"{units(agg[7])}",'
         f'"Q":"{format_quote(agg[8])}","B":"0"}}}}'

@@ -36,7 +36,7 @@ from livecandle.emulator.outbox import QUEUE_LIMIT, Outbox
 from livecandle.emulator.schedule import Market
 from livecandle.emulator.tape import TradeTuple
 from livecandle.emulator.ticker_feed import TickerFeed, is_ticker_stream
-from livecandle.emulator.wire import price_text, qty_text
+from livecandle.emulator.wire import units
 from livecandle.exchange.binance.stream_protocol import valid_stream as binance_stream
 
 log = logging.getLogger(__name__)
@@ -413,6 +413,6 @@ def valid_stream(name: str) -> bool:
 def agg_trade_payload(symbol: str, t: TradeTuple, now_ms: int) -> str:
     m = "true" if t[6] else "false"
     return (
-        f'{{"e":"aggTrade","E":{now_ms},"s":"{symbol}","a":{t[0]},"p":"{price_text(t[1])}",'
-        f'"q":"{qty_text(t[2])}","f":{t[3]},"l":{t[4]},"T":{t[5]},"m":{m},"M":true}}'
+        f'{{"e":"aggTrade","E":{now_ms},"s":"{symbol}","a":{t[0]},"p":"{units(t[1])}",'
+        f'"q":"{units(t[2])}","f":{t[3]},"l":{t[4]},"T":{t[5]},"m":{m},"M":true}}'
     )

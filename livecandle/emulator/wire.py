@@ -29,34 +29,6 @@ def units(x: int) -> str:
     return f"{x // SCALE}.{x % SCALE:08d}"
 
 
-_MAX_TEXTS = 100_000  # per cache: a few MB, started over when full
-_BY_TICK: dict[int, str] = {}  # prices, by their count of 0.01 ticks
-_BY_STEP: dict[int, str] = {}  # quantities, by their count of 0.00001 steps
-
-
-def _remembered(cache: dict[int, str], key: int, x: int) -> str:
-    text = cache.get(key)
-    if text is None:
-        if len(cache) >= _MAX_TEXTS:
-            cache.clear()
-        text = cache[key] = units(x)
-    return text
-
-
-def price_text(x: int) -> str:
-    """``units`` of a price, remembered: the streams print ~10,000 trades a second, most
-    at a price printed just before. Keyed by ticks, not units: an int hashes to itself,
-    and units (multiples of 10**6) would crowd a few of the dict's slots."""
-    ticks, rest = divmod(x, 1_000_000)
-    return units(x) if rest else _remembered(_BY_TICK, ticks, x)
-
-
-def qty_text(x: int) -> str:
-    """``units`` of a trade's quantity, remembered (as ``price_text``, by steps)."""
-    steps, rest = divmod(x, 1_000)
-    return units(x) if rest else _remembered(_BY_STEP, steps, x)
-
-
 _ROW = (
     '[%d,"%d.%08d","%d.%08d","%d.%08d","%d.%08d","%d.%08d",%d,"%d.%08d",%d,"%d.%08d","%d.%08d","0"]'
 )
