@@ -4,9 +4,11 @@ History is cut into tiers of blocks (``tape.Tier``) whose trades are a pure func
 (seed, symbol, tier, block). Made one trade at a time in Python, the whole market's
 history cost more than the service it fed (a 1,000-row klines answer took tens of
 milliseconds to seconds, warming 1,600 symbols' kline streams a minute of CPU). Here
-``CHUNK`` blocks are made at once as numpy columns, and a run of candles is aggregated
-from them in one pass (``aggregate``): the same trades, whoever asks (klines, aggTrades,
-the kline streams), so every kline still equals the aggregation of its own aggTrades.
+``CHUNK`` blocks are made at once as numpy columns, and a run of candles is reduced
+from them in one pass (``reduce``: numpy columns, which klines answers keep to the end;
+``aggregates`` turns them into ``tape.Agg`` lists): the same trades, whoever asks
+(klines, aggTrades, the kline streams), so every kline still equals the aggregation of
+its own aggTrades.
 
 Chunks are kept in one LRU for the whole market (``ChunkCache``), bounded in trades.
 """
@@ -191,16 +193,15 @@ class ChunkCache:
             self.trades -= self._chunks.pop(k).size
 
 
-def aggregate(
-    chunks: list[Chunk], bounds: list[int]
-) -> list[tuple[int, int, int, int, int, int, int, int, int, int, int] | None]:
-    """The aggregate of the chunks' trades in each ``[bounds[i], bounds[i + 1])`` (sorted
-    bounds; the chunks consecutive, so their trades are in time order)."""
-    out: list[tuple[int, int, int, int, int, int, int, int, int, int, int] | None] = [None] * (
-        len(bounds) - 1
-    )
+def reduce(chunks: list[Chunk], bounds: list[int] | I64) -> tuple[I64, I64]:
+    """The trades of the chunks in each ``[bounds[i], bounds[i + 1])`` (sorted bounds; the
+    chunks consecutive, so their trades are in time order), reduced in one pass: the
+    indices ``i`` of the ranges that hold trades, and for those a ``(11, m)`` matrix of
+    open, high, low, close (ticks), volume (steps), notional (ticks x steps), trades,
+    taker volume, taker notional, first and last trade id."""
+    empty = (np.zeros(0, np.int64), np.zeros((11, 0), np.int64))
     if not chunks:
-        return out
+        return empty
     if len(chunks) == 1:
         ch = chunks[0]
         times, ticks, steps, firsts, lasts, makers = (
@@ -218,35 +219,41 @@ def aggregate(
         firsts = np.concatenate([c.firsts for c in chunks])
         lasts = np.concatenate([c.lasts for c in chunks])
         makers = np.concatenate([c.makers for c in chunks])
-    idx = np.searchsorted(times, np.array(bounds, np.int64), "left")
+    idx = np.searchsorted(times, np.asarray(bounds, np.int64), "left")
     lo, hi = int(idx[0]), int(idx[-1])
     if hi <= lo:
-        return out
+        return empty
     seg = np.flatnonzero(idx[1:] > idx[:-1])  # the bounds' segments that hold trades
     starts = idx[seg] - lo
     ends = idx[seg + 1] - lo
     ticks, steps = ticks[lo:hi], steps[lo:hi]
-    firsts, lasts, takers = firsts[lo:hi], lasts[lo:hi], ~makers[lo:hi]
+    firsts, lasts, makers = firsts[lo:hi], lasts[lo:hi], makers[lo:hi]
     notional = ticks * steps
-    taker_steps = np.where(takers, steps, 0)
-    taker_notional = np.where(takers, notional, 0)
-    cols = zip(
-        ticks[starts].tolist(),
-        np.maximum.reduceat(ticks, starts).tolist(),
-        np.minimum.reduceat(ticks, starts).tolist(),
-        ticks[ends - 1].tolist(),
-        np.add.reduceat(steps, starts).tolist(),
-        np.add.reduceat(notional, starts).tolist(),
-        np.add.reduceat(lasts - firsts + 1, starts).tolist(),
-        np.add.reduceat(taker_steps, starts).tolist(),
-        np.add.reduceat(taker_notional, starts).tolist(),
-        firsts[starts].tolist(),
-        lasts[ends - 1].tolist(),
-        strict=True,
-    )
+    taker_steps = np.where(makers, 0, steps)
+    taker_notional = np.where(makers, 0, notional)
+    out = np.empty((11, len(seg)), np.int64)
+    out[0] = ticks[starts]
+    out[1] = np.maximum.reduceat(ticks, starts)
+    out[2] = np.minimum.reduceat(ticks, starts)
+    out[3] = ticks[ends - 1]
+    out[4] = np.add.reduceat(steps, starts)
+    out[5] = np.add.reduceat(notional, starts)
+    out[6] = np.add.reduceat(lasts - firsts + 1, starts)
+    out[7] = np.add.reduceat(taker_steps, starts)
+    out[8] = np.add.reduceat(taker_notional, starts)
+    out[9] = firsts[starts]
+    out[10] = lasts[ends - 1]
+    return seg, out
+
+
+def aggregates(seg: I64, reduced: I64, ranges: int) -> list[Agg | None]:
+    """``reduce``'s answer as an aggregate (in units, Python ints) per range."""
+    out: list[Agg | None] = [None] * ranges
     quote = TICK_UNITS * STEP_UNITS
-    for i, (o, h, low, c, v, q, n, tv, tq, f, last) in zip(seg.tolist(), cols, strict=True):
-        out[i] = (
+    for i, (o, h, low, c, v, q, n, tv, tq, f, last) in zip(
+        seg.tolist(), reduced.T.tolist(), strict=True
+    ):
+        out[i] = [
             o * TICK_UNITS,
             h * TICK_UNITS,
             low * TICK_UNITS,
@@ -258,9 +265,5 @@ def aggregate(
             tq * quote,
             f,
             last,
-        )
+        ]
     return out
-
-
-def as_agg(t: tuple[int, ...] | None) -> Agg | None:
-    return None if t is None else list(t)

@@ -27,8 +27,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from livecandle.domain.intervals import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, Interval
-from livecandle.domain.model import SCALE, Candle
-from livecandle.emulator.history import CHUNK, Chunk, ChunkCache, PricePath, aggregate
+from livecandle.domain.model import SCALE
+from livecandle.emulator.history import (
+    CHUNK,
+    I64,
+    Chunk,
+    ChunkCache,
+    PricePath,
+    aggregates,
+    reduce,
+)
 from livecandle.emulator.tape import (
     _M64,
     Agg,
@@ -37,7 +45,6 @@ from livecandle.emulator.tape import (
     _hash64,
     _mix64,
     agg_add,
-    agg_candle,
     agg_merge,
 )
 
@@ -188,22 +195,22 @@ class SymbolMarket:
     def block_trades(self, ti: int, b: int) -> list[TradeTuple]:
         return self._chunk(ti, b // CHUNK).block_trades(b)
 
-    def history_aggs(self, bounds: list[int]) -> list[Agg | None]:
-        """The aggregate of the history trades in each ``[bounds[i], bounds[i + 1])``
-        (ascending bounds), tier by tier in one pass over their chunks."""
-        out: list[Agg | None] = [None] * (len(bounds) - 1)
+    def history_reduce(self, bounds: list[int] | I64) -> tuple[I64, I64]:
+        """The history trades in each ``[bounds[i], bounds[i + 1])`` (ascending bounds),
+        reduced in one pass over every tier's chunks (``history.reduce``)."""
+        chunks: list[Chunk] = []
         for ti, tier in enumerate(self.tiers):
-            lo, hi = max(bounds[0], tier.start_ms), min(bounds[-1], tier.end_ms)
+            lo, hi = max(int(bounds[0]), tier.start_ms), min(int(bounds[-1]), tier.end_ms)
             if hi <= lo:
                 continue
             first = (lo - tier.start_ms) // tier.block_ms // CHUNK
             last = (hi - 1 - tier.start_ms) // tier.block_ms // CHUNK
-            chunks = [self._chunk(ti, c) for c in range(first, last + 1)]
-            for i, t in enumerate(aggregate(chunks, bounds)):
-                if t is not None:
-                    prev = out[i]
-                    out[i] = list(t) if prev is None else agg_merge(prev, list(t))
-        return out
+            chunks += [self._chunk(ti, c) for c in range(first, last + 1)]
+        return reduce(chunks, bounds)
+
+    def history_aggs(self, bounds: list[int]) -> list[Agg | None]:
+        """The aggregate of the history trades in each ``[bounds[i], bounds[i + 1])``."""
+        return aggregates(*self.history_reduce(bounds), len(bounds) - 1)
 
     def _history_range(self, a: int, b: int) -> Agg | None:
         return self.history_aggs([a, b])[0]
@@ -320,42 +327,14 @@ class SymbolMarket:
                 blk -= 1
         return None
 
+    def price_before(self, t_ms: int) -> int:
+        """The price an empty kline opening at ``t_ms`` shows: the last trade's before it,
+        or, before the first trade, one near the fair price."""
+        price = self.last_price_before(t_ms)
+        return self._price(t_ms, random.Random(0)) if price is None else price
+
     def first_open(self, interval: Interval) -> int:
         return interval.open_of(self.listing_ms)
-
-    def candles(self, interval: Interval, opens: list[int]) -> list[Candle]:
-        """The klines opening at ``opens`` (consecutive, ascending) as the exchange shows
-        them now; none before the listing, after now, or inside an outage. History rows
-        come from one pass over the history's chunks, live ones from minute aggregates."""
-        nexts = [interval.next_open(o) for o in opens]
-        keep = [
-            i for i, o in enumerate(opens) if nexts[i] > self.listing_ms and o <= self.revealed_ms
-        ]
-        if not keep:
-            return []
-        opens = [opens[i] for i in keep]
-        nexts = [nexts[i] for i in keep]
-        live = self.live_start_ms
-        aggs: list[Agg | None] = [None] * len(opens)
-        if opens[0] < live:
-            bounds = [min(o, live) for o in opens] + [min(nexts[-1], live)]
-            aggs = self.history_aggs(bounds)
-        out: list[Candle] = []
-        prev: int | None = None
-        for o, nxt, agg in zip(opens, nexts, aggs, strict=True):
-            if nxt > live:
-                agg = agg_merge(agg, self._live_range(o, nxt))
-            if agg is not None:
-                out.append(agg_candle(agg, o, nxt - 1))
-            elif not self.in_outage(o, nxt):
-                price = prev if prev is not None else self.last_price_before(o)
-                if price is None:
-                    price = self._price(o, random.Random(0))
-                out.append(Candle.empty(o, nxt - 1, price))
-            else:
-                continue
-            prev = out[-1].close
-        return out
 
     # -- aggTrades ----------------------------------------------------------------------
 

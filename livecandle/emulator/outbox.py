@@ -46,6 +46,22 @@ def text_frame(data: bytes) -> bytes:
     return b"\x81\x7f" + n.to_bytes(8, "big") + data
 
 
+# a text frame's header for each payload length below 16 KB, as latin-1 text
+_HEADERS = [text_frame(b"x" * n)[: 2 if n < 126 else 4].decode("latin-1") for n in range(16_384)]
+
+
+def text_frames(msgs: list[str]) -> bytes:
+    """``text_frame`` of each message, encoded at once: ASCII messages (every market
+    event) are joined with their headers as latin-1 text, one encoding per batch."""
+    headers = _HEADERS
+    if "".join(msgs).isascii():
+        try:
+            return "".join([x for m in msgs for x in (headers[len(m)], m)]).encode("latin-1")
+        except IndexError:  # a message of 16 KB or more
+            pass
+    return b"".join([text_frame(m.encode()) for m in msgs])
+
+
 class Outbox:
     """Messages waiting for one connection, and its writer."""
 
@@ -62,6 +78,17 @@ class Outbox:
             return
         self.items.append(msg)
         if len(self.items) == 1:
+            self._wake.set()
+        if len(self.items) > self.limit:
+            self.close()
+
+    def put_all(self, msgs: list[str]) -> None:
+        """``put`` of each message, in order."""
+        if self.closing or not msgs:
+            return
+        was_empty = not self.items
+        self.items += msgs
+        if was_empty:
             self._wake.set()
         if len(self.items) > self.limit:
             self.close()
@@ -110,7 +137,7 @@ class Outbox:
             if proto.close_sent or conn.state is not OPEN or transport.is_closing():
                 return
             if raw:
-                transport.write(b"".join([text_frame(m.encode()) for m in batch]))
+                transport.write(text_frames(batch))
             else:
                 for m in batch:
                     conn.send_text(m.encode())

@@ -90,6 +90,7 @@ class Market:
         self.trades_total = 0
         self._rng = random.Random(f"schedule-{seed}")
         self._heap: list[tuple[float, str]] = []
+        self._per_ms: dict[str, float] = {}  # each trading symbol's rate, trades per ms
         self._pending: dict[str, list[TradeTuple]] = {}
         # live trades start now (not at the minute's start: no burst at start-up)
         self._reschedule(start_ms)
@@ -110,6 +111,7 @@ class Market:
         self._heap = [
             (from_ms + expo(x.rate_per_s / 1000), x.symbol) for x in trading if x.rate_per_s > 0
         ]
+        self._per_ms = {x.symbol: x.rate_per_s / 1000 for x in trading}
         heapq.heapify(self._heap)
 
     def advance(self, now_ms: int) -> dict[str, list[TradeTuple]]:
@@ -119,7 +121,7 @@ class Market:
         if now_ms <= self.clock.ms:
             return new
         heap = self._heap
-        listings = self.listings
+        per_ms = self._per_ms
         made = self.symbols.made
         rand, log, replace = self._rng.random, math.log, heapq.heapreplace
         while heap and heap[0][0] <= now_ms:
@@ -134,7 +136,7 @@ class Market:
             else:
                 got.append(trade)
             # random.expovariate inline (the same draws): one call less per trade
-            replace(heap, (t - log(1.0 - rand()) / (listings[symbol].rate_per_s / 1000), symbol))
+            replace(heap, (t - log(1.0 - rand()) / per_ms[symbol], symbol))
         self.clock.ms = now_ms
         self.trades_total += sum(map(len, new.values())) - pending
         return new

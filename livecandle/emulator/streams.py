@@ -110,6 +110,7 @@ class StreamHub:
         }
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random(seed + 7)
+        self._agg_streams: dict[str, str] = {}  # symbol -> its aggTrade stream's name
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="emulator-ticker")
@@ -160,6 +161,24 @@ class StreamHub:
                 conn.outbox.put(payload)
             self.sent += 1
 
+    def _send_all(self, stream: str, payloads: list[str]) -> None:
+        """``_send`` of each payload, in order (one call per connection, not per message)."""
+        conns = self.subs.get(stream)
+        if not conns:
+            return
+        wrapped = None
+        for conn in conns:
+            if conn.closing:
+                continue
+            if conn.combined:
+                if wrapped is None:
+                    head = f'{{"stream":"{stream}","data":'
+                    wrapped = [f"{head}{p}}}" for p in payloads]
+                conn.outbox.put_all(wrapped)
+            else:
+                conn.outbox.put_all(payloads)
+            self.sent += len(payloads)
+
     def _silent(self) -> set[str]:
         """Symbols whose streams are stalled now (a fault switch)."""
         stalled = self.venue.faults.stalled
@@ -176,20 +195,27 @@ class StreamHub:
         silent = self._silent()
         now_s = time.monotonic()
         subs = self.subs
+        names = self._agg_streams
+        klines_traded, tickers_traded = self.klines.traded, self.tickers.traded
         for symbol, trades in new.items():
-            self.klines.traded(symbol, now_s)
-            self.tickers.traded(symbol)
-            stream = f"{symbol.lower()}@aggTrade"
+            klines_traded(symbol, now_s)
+            tickers_traded(symbol)
+            stream = names.get(symbol)
+            if stream is None:
+                stream = names[symbol] = f"{symbol.lower()}@aggTrade"
             if stream not in subs:
                 continue
             if symbol in silent:
                 self.skipped += len(trades)
                 continue
-            for t in trades:
-                if skip and self._rng.random() < skip:
-                    self.skipped += 1
-                    continue
-                self._send(stream, agg_trade_payload(symbol, t, now))
+            if skip:
+                for t in trades:
+                    if self._rng.random() < skip:
+                        self.skipped += 1
+                        continue
+                    self._send(stream, agg_trade_payload(symbol, t, now))
+                continue
+            self._send_all(stream, [agg_trade_payload(symbol, t, now) for t in trades])
 
     async def _run(self) -> None:
         tick_s = self.tick_ms / 1000

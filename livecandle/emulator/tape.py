@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from livecandle.domain.model import Candle
+from livecandle.domain.model import SCALE, Candle
 
 # A trade: (agg_id, price, qty, first_trade_id, last_trade_id, time_ms, buyer_is_maker)
 TradeTuple = tuple[int, int, int, int, int, int, bool]
@@ -79,6 +79,14 @@ def agg_merge(a: Agg | None, b: Agg | None) -> Agg | None:
         a[9],
         b[10],
     ]
+
+
+def quote8(q: int) -> int:
+    """A 1e-16 quote amount in 1e-8 units, rounding half to even (``format_quote``)."""
+    whole, rest = divmod(q, SCALE)
+    if rest * 2 > SCALE or (rest * 2 == SCALE and whole % 2):
+        whole += 1
+    return whole
 
 
 def agg_candle(agg: Agg, open_ms: int, close_ms: int) -> Candle:

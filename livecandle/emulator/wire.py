@@ -1,14 +1,25 @@
 """Binance's JSON bodies for klines and aggTrades, formatted straight from ints.
 
 The emulator formats its own rows (it is the independent oracle the service's codec is
-tested against); a 1,000-row answer is one f-string per row, not a list of strings
-encoded by a JSON library, so a backfill's thousands of answers stay cheap.
+tested against), not through a JSON library. A klines answer (``klines_body``) is made
+with numpy from the table's columns: every value's decimal digits four at a time from a
+table, the row's pieces gathered by one index and the leading zeros dropped by one mask,
+so that a 1,000-row answer costs a few dozen array operations, not 19,000 conversions of
+an int to text (a single ``%`` over them took ~3 ms). ``kline_rows`` is the per-row
+formatter it is tested against.
 """
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
+import numpy.typing as npt
+
 from livecandle.domain.model import SCALE, Candle, format_units
-from livecandle.emulator.tape import TradeTuple
+from livecandle.emulator.history import I64
+from livecandle.emulator.kline_table import KlineTable
+from livecandle.emulator.tape import TradeTuple, quote8
 
 
 def units(x: int) -> str:
@@ -16,14 +27,6 @@ def units(x: int) -> str:
     if x < 0:
         return format_units(x)
     return f"{x // SCALE}.{x % SCALE:08d}"
-
-
-def _quote8(q: int) -> int:
-    """A 1e-16 quote amount in 1e-8 units, rounding half to even (``format_quote``)."""
-    whole, rest = divmod(q, SCALE)
-    if rest * 2 > SCALE or (rest * 2 == SCALE and whole % 2):
-        whole += 1
-    return whole
 
 
 _ROW = (
@@ -39,7 +42,7 @@ def kline_rows(candles: list[Candle]) -> bytes:
     values: list[int] = []
     put = values.extend
     for c in candles:
-        q, tq = _quote8(c.quote_volume), _quote8(c.taker_buy_quote_volume)
+        q, tq = quote8(c.quote_volume), quote8(c.taker_buy_quote_volume)
         put(
             (
                 c.open_ms,
@@ -75,3 +78,123 @@ def agg_trades(trades: list[TradeTuple]) -> bytes:
         put((t[0], t[1] // s, t[1] % s, t[2] // s, t[2] % s, t[3], t[4], t[5]))
         values.append("true" if t[6] else "false")
     return ("[" + ",".join([_AGG] * len(trades)) % tuple(values) + "]").encode()
+
+
+# ---- numpy formatting ---------------------------------------------------------------
+
+_DIGITS4 = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), np.uint32)
+_POW10 = 10 ** np.arange(19, dtype=np.int64)  # 1 .. 1e18
+_BELOW = 99  # the digit count of a byte always kept
+
+
+class Layout:
+    """A row template of ``%d`` (a non-negative int) and ``%08d`` fields between literal
+    text, formatted for many rows at once (``format``)."""
+
+    def __init__(self, template: str) -> None:
+        parts = re.split("(%d|%08d)", template)
+        self.literals = parts[0::2]
+        self.fixed = np.array([p == "%08d" for p in parts[1::2]], np.bool_)
+        self.text = np.frombuffer("".join(self.literals).encode(), np.uint8)
+        self._plans: dict[tuple[int, ...], tuple[npt.NDArray[np.intp], ...]] = {}
+
+    def _plan(self, limbs: int, widths: tuple[int, ...]) -> tuple[npt.NDArray[np.intp], ...]:
+        """For fields of ``widths`` digits, each made as ``limbs`` four-digit groups:
+        which byte of (every field's digits, then the literal text) each byte of a row is,
+        the field it shows (or the last column: always kept), and the digit count from
+        which it is a leading zero to drop."""
+        key = (limbs, *widths)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        k, size = len(widths), limbs * 4
+        index: list[int] = []
+        field: list[int] = []
+        below: list[int] = []
+        at = k * size
+        for f, lit in enumerate(self.literals):
+            index += range(at, at + len(lit))
+            field += [k] * len(lit)
+            below += [0] * len(lit)
+            at += len(lit)
+            if f == k:
+                break
+            w = widths[f]
+            index += range(f * size + size - w, (f + 1) * size)
+            field += [k if self.fixed[f] else f] * w
+            below += range(w, 0, -1)
+        plan = self._plans[key] = (
+            np.array(index, np.intp),
+            np.array(field, np.intp),
+            np.array(below, np.uint8),
+        )
+        return plan
+
+    def format(self, values: I64) -> bytes:
+        """The rows of ``values`` (``(n, fields)``, non-negative), one after another."""
+        n, k = values.shape
+        if not n:
+            return b""
+        digits = np.searchsorted(_POW10, values, "right").astype(np.uint8)  # (n, k)
+        np.maximum(digits, 1, out=digits)
+        widths = np.where(self.fixed, 8, digits.max(0))
+        nl = -(-int(widths.max()) // 4)  # four-digit groups per value
+        r: npt.NDArray[np.integer] = values
+        if nl <= 2:  # below 1e8: 32-bit arithmetic is cheaper
+            r = values.astype(np.int32)
+        limbs = np.empty((n, k, nl), np.uint16)
+        for j in range(nl - 1, -1, -1):
+            limbs[:, :, j] = r % 10_000
+            if j:
+                r = r // 10_000
+        size = nl * 4
+        full = np.empty((n, k * size + len(self.text)), np.uint8)
+        full[:, : k * size] = _DIGITS4[limbs].view(np.uint8).reshape(n, k * size)
+        full[:, k * size :] = self.text
+        index, field, below = self._plan(nl, tuple(widths.tolist()))
+        out = np.take(full, index, 1)
+        if (digits.min(0) == digits.max(0))[~self.fixed].all():
+            return out.tobytes()  # no field's width varies: no leading zero to drop
+        shown = np.empty((n, k + 1), np.uint8)
+        shown[:, :k] = digits
+        shown[:, k] = _BELOW
+        keep = np.take(shown, field, 1) >= below
+        return np.compress(keep.ravel(), out.ravel()).tobytes()
+
+
+# a klines row, the times split in two below 1e8 (as "%d%08d": they are past 1e8)
+_KLINE = Layout(
+    ',[%d%08d,"%d.%08d","%d.%08d","%d.%08d","%d.%08d","%d.%08d",%d%08d,"%d.%08d",%d,'
+    '"%d.%08d","%d.%08d","0"]'
+)
+# the table's columns in the order of the row's fields: times and amounts split in two
+_SPLIT = [0, 2, 3, 4, 5, 6, 1, 7, 9, 10]
+_HIGH = [0, 2, 4, 6, 8, 10, 12, 14, 17, 19]  # the row's fields of their whole parts
+_LOW = [1, 3, 5, 7, 9, 11, 13, 15, 18, 20]  # and of the 8 digits below
+_TRADES = 16
+
+
+def klines_body(table: KlineTable) -> bytes:
+    """``kline_rows`` of a whole table at once."""
+    m = table.rows
+    n = m.shape[1]
+    if not n:
+        return b"[]"
+    if int(m.min()) < 0 or int(m[0].min()) < SCALE:  # not the market's: the per-row way
+        return kline_rows([Candle(*r) for r in _candle_values(table)])
+    values = np.empty((n, 21), np.int64)
+    split = m[_SPLIT]
+    values[:, _HIGH] = (split // SCALE).T
+    values[:, _LOW] = (split % SCALE).T
+    values[:, _TRADES] = m[8]
+    return b"[" + _KLINE.format(values)[1:] + b"]"
+
+
+def _candle_values(table: KlineTable) -> list[list[int]]:
+    """Rows as ``Candle`` fields (quotes back in 1e-16 units)."""
+    out = []
+    for r in table.rows.T.tolist():
+        r[7] *= SCALE
+        r[10] *= SCALE
+        out.append(r)
+    return out

@@ -71,7 +71,7 @@ def check(sm: SymbolMarket, rows: list[list[object]]) -> int:
 @pytest.mark.parametrize("interval", ["1s", "1m", "5m", "15m", "1h", "4h", "1d", "1w"])
 def test_the_newest_1000_klines_are_the_aggregates_of_their_agg_trades(interval: str) -> None:
     sm = market()
-    rows = json.loads(wire.kline_rows(klines(sm, INTERVALS[interval], None, None, 1000)))
+    rows = json.loads(wire.klines_body(klines(sm, INTERVALS[interval], None, None, 1000)))
     assert rows and [r[0] for r in rows] == sorted(r[0] for r in rows)
     assert check(sm, rows) > min(20, len(rows) // 2)
 
@@ -90,7 +90,7 @@ def test_klines_across_tier_edges_are_the_aggregates_of_their_agg_trades(
     interval: str, start_ms: int
 ) -> None:
     sm = market()
-    rows = json.loads(wire.kline_rows(klines(sm, INTERVALS[interval], start_ms, None, 300)))
+    rows = json.loads(wire.klines_body(klines(sm, INTERVALS[interval], start_ms, None, 300)))
     assert check(sm, rows) >= 10
 
 
