@@ -113,8 +113,8 @@ class Outbox:
         send = ws.scope.get(RAW_SEND, ws._send)  # not Starlette's wrapper: it costs
         proto: Any = getattr(send, "__self__", None)
         conn = getattr(proto, "conn", None)
-        transport = getattr(proto, "transport", None)
-        if isinstance(conn, Protocol) and isinstance(transport, asyncio.WriteTransport):
+        transport: Any = getattr(proto, "transport", None)
+        if isinstance(conn, Protocol) and _writable(transport):
             self.mode = "protocol" if conn.extensions else "frames"
             await self._frames(proto, conn, transport)
             return
@@ -143,3 +143,9 @@ class Outbox:
                     conn.send_text(m.encode())
                 transport.write(b"".join(conn.data_to_send()))
             self.sent += len(batch)
+
+
+def _writable(transport: Any) -> bool:
+    """A transport the frames can be written to: asyncio's, or uvloop's (which does not
+    derive from ``asyncio.WriteTransport``)."""
+    return all(callable(getattr(transport, m, None)) for m in ("write", "is_closing", "abort"))

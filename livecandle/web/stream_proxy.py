@@ -121,8 +121,9 @@ class Connection:
         self.queued_bytes = 0
         self._wake.set()
         transport = getattr(getattr(self._send, "__self__", None), "transport", None)
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.abort()  # the reader side then sees the disconnect
+        abort = getattr(transport, "abort", None)  # asyncio's or uvloop's transport
+        if callable(abort):
+            abort()  # the reader side then sees the disconnect
         elif self.writer is not None:
             self.writer.cancel()  # a server without a transport to abort: stop writing
 
