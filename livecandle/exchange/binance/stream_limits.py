@@ -150,7 +150,7 @@ class ControlledConnection:
                     autoping=False,  # we answer pings (``receive``): they count
                     autoclose=True,
                     compress=0,
-                    max_msg_size=max_size,
+                    max_msg_size=max_size + 1,  # aiohttp refuses one of exactly its limit
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
                 )
         except BaseException:
