@@ -228,11 +228,17 @@ class ControlledConnection:
             await self._session.close()
 
     def abort(self) -> None:
-        """Drop the socket now, without a handshake (a peer that does not answer)."""
-        connector = self._session.connector
-        if connector is not None:
-            # starts closing every socket of the session at once; nothing to wait for
-            connector.close(abort_ssl=True)
+        """Drop the socket without waiting (our close was cancelled or failed). aiohttp's
+        own close already drops it on a timeout or a cancellation of the handshake; this
+        covers the rest, closing the session (its socket) in a task of its own."""
+        if self._session.closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._session.close())
+        _closing.add(task)  # a strong reference until done
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
 
 
 def control_messages(
