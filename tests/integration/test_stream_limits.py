@@ -181,7 +181,7 @@ async def test_a_cut_of_12_connections_reconnects_within_the_attempt_budget() ->
     assert most_in_window(opened, 1.9) <= 6
     assert stats["attempts"] == 24 and stats["waits"] >= 6
     reconnects = sorted(t for t in opened if t > cut_s)
-    assert reconnects[-1] - reconnects[0] >= 2.0  # spread: the budget made half wait
+    assert reconnects[-1] - reconnects[0] >= 1.9  # spread: the budget made half wait
 
 
 async def test_unsubscribe_closes_an_emptied_connection_and_subscribe_after_it_works() -> None:
