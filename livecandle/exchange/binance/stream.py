@@ -4,13 +4,15 @@ Raw messages go into a queue; nothing here decodes them, so a slow consumer neve
 the socket. Rules kept (``reference/binance-api.md`` section 3, the limits themselves in
 ``stream_limits``): combined streams ``/stream?streams=a/b`` with short URLs, at most 1024
 streams per connection, SUBSCRIBE / UNSUBSCRIBE messages cut by size and paced with our
-pongs under 5 messages a second per connection, server pings answered (by the websockets
-library), every connection attempt of the process taken from one ``ConnectionAttempts``
-budget (300 per 5 minutes per IP). A connection lives at most 24 h: it is replaced before
-that with overlap (duplicates are dropped downstream by id), at an age staggered per
-connection so that they do not all reconnect at once; reconnects after a cut are spread
-by jitter too. A connection silent for too long is replaced; one left without streams
-(every stream unsubscribed) closes.
+pongs under 5 messages a second per connection, server pings answered as they are read,
+messages up to 4 MiB, every connection attempt of the process taken from one
+``ConnectionAttempts`` budget (300 per 5 minutes per IP). The sockets are aiohttp's, without
+compression: its C frame parser costs less than half the CPU a message of the websockets
+library's pure-Python one, which dominated the stream process on the whole market. A
+connection lives at most 24 h: it is replaced before that with overlap (duplicates are
+dropped downstream by id), at an age staggered per connection so that they do not all
+reconnect at once; reconnects after a cut are spread by jitter too. A connection silent
+for too long is replaced; one left without streams (every stream unsubscribed) closes.
 """
 
 from __future__ import annotations
@@ -26,12 +28,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import websockets
-
 from livecandle.backoff import Backoff, delay_s
 from livecandle.exchange.binance.stream_limits import (
     MAX_MESSAGE_BYTES,
     MAX_URL_BYTES,
+    OPEN_ERRORS,
     ConnectionAttempts,
     ControlledConnection,
     MemoryConnectionAttempts,
@@ -244,33 +245,34 @@ class BinanceStream:
 
     # -- one connection -----------------------------------------------------------------
 
-    async def _open(self, group: _Group) -> ControlledConnection:
+    async def _open(
+        self, group: _Group, first: asyncio.Event | None = None
+    ) -> tuple[ControlledConnection, asyncio.Task[None]]:
         """A new socket carrying the group's streams: as many as a short URL holds, the
-        rest by SUBSCRIBE. Waits for a connection attempt of the budget first."""
+        rest by SUBSCRIBE; and its reader, started at once (it answers the pings, so
+        they are answered while the SUBSCRIBEs are paced). Waits for a connection attempt
+        of the budget first."""
         await self.attempts.take()
         streams = list(group.streams)
         base = f"{self.ws_url}/stream"
         n = url_streams(base, streams, self.max_url_bytes)
-        ws = await websockets.connect(
-            f"{base}?streams={'/'.join(streams[:n])}",
-            open_timeout=self.open_timeout_s,
-            ping_interval=None,  # the server pings; the library answers with pongs
-            max_size=2**22,
-            max_queue=None,
-            compression=None,
-            create_connection=ControlledConnection,
+        ws = await ControlledConnection.open(
+            f"{base}?streams={'/'.join(streams[:n])}", self.open_timeout_s
         )
-        assert isinstance(ws, ControlledConnection)
+        reader = asyncio.create_task(self._read(ws, group.stats, self.queue, first))
         try:
             await self._send_control(ws, streams[n:])
         except BaseException:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
             await _close(ws)
             raise
         # the new socket carries ``streams``: pending changes are those made since
         carried = set(streams)
         group.pending_subscribe = [s for s in group.pending_subscribe if s not in carried]
         group.pending_unsubscribe = [s for s in group.pending_unsubscribe if s in carried]
-        return ws
+        return ws, reader
 
     async def _send_control(
         self, ws: ControlledConnection, streams: list[str], method: str = "SUBSCRIBE"
@@ -294,8 +296,8 @@ class BinanceStream:
             if handed is None:
                 stats.state = ConnState.CONNECTING
                 try:
-                    ws = await self._open(group)
-                except (OSError, websockets.WebSocketException, TimeoutError) as e:
+                    ws, reader = await self._open(group)
+                except OPEN_ERRORS as e:
                     delay = backoff.next_s()
                     stats.last_error = f"{type(e).__name__}: {e}"
                     stats.state = ConnState.BACKOFF
@@ -306,7 +308,6 @@ class BinanceStream:
                     )
                     await asyncio.sleep(delay)
                     continue
-                reader = asyncio.create_task(self._read(ws, stats, self.queue))
                 stats.connects += 1
                 if stats.connects > 1:
                     self.reconnects += 1
@@ -384,7 +385,8 @@ class BinanceStream:
         first: asyncio.Event | None = None,
     ) -> None:
         put = queue.put_nowait
-        async for message in ws:
+        receive = ws.receive
+        while (message := await receive()) is not None:
             stats.messages += 1
             stats.last_message = time.monotonic()
             put(message)
@@ -403,14 +405,13 @@ class BinanceStream:
         try:
             # the old socket still reads, but nothing else of it is served meanwhile: a
             # rotation waiting long for a connection attempt is tried again later
+            first = asyncio.Event()
             async with asyncio.timeout(2 * self.open_timeout_s):
-                new = await self._open(group)
-        except (OSError, websockets.WebSocketException, TimeoutError) as e:
+                new, reader = await self._open(group, first)
+        except OPEN_ERRORS as e:
             log.warning("%s: rotation failed (%r); keeping the old socket", group.name, e)
             stats.opened = time.monotonic() - group.rotate_age_s + 30  # retry in 30 s
             return None
-        first = asyncio.Event()
-        reader = asyncio.create_task(self._read(new, stats, self.queue, first))
         try:
             async with asyncio.timeout(self.silence_s):
                 await first.wait()
@@ -433,10 +434,10 @@ async def _close(ws: ControlledConnection) -> None:
         async with asyncio.timeout(2):
             await ws.close()
     except asyncio.CancelledError:
-        ws.transport.abort()
+        ws.abort()
         raise
     except Exception:  # a peer that does not answer the close handshake
-        ws.transport.abort()
+        ws.abort()
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

@@ -6,10 +6,10 @@
   keeps it for one process; a shared implementation (Redis, for several processes of one
   IP) only needs ``take`` and ``stats``.
 * **Incoming messages**: at most 5 a second per connection, pings, pongs and JSON control
-  messages alike; more closes the connection. The websockets library answers each server
-  ping with a pong we cannot delay, so ``ControlledConnection`` watches the pings (the
-  shortest interval seen, the first counted from the opening; two pongs a window are
-  assumed until a ping is seen) and ``send_control`` paces
+  messages alike; more closes the connection. ``ControlledConnection`` (aiohttp's client
+  websocket, pings not answered by the library) answers each server ping with a pong as
+  it reads it and watches the pings (the shortest interval seen, the first counted from
+  the opening; two pongs a window are assumed until a ping is seen); ``send_control`` paces
   our SUBSCRIBE / UNSUBSCRIBE messages so that, with the pongs that can fall in the same
   window, no ``CONTROL_WINDOW_S`` (1.1 s: a tenth of a second of margin) holds more than
   ``INCOMING_MESSAGES_PER_S`` (5). Against Binance (a ping every 20 s): 3 of ours per
@@ -32,9 +32,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
+import aiohttp
 import msgspec
-from websockets.asyncio.client import ClientConnection
-from websockets.frames import Frame, Opcode
+from aiohttp import WSCloseCode, WSMsgType
 
 CONNECTION_ATTEMPTS = 300  # Binance: per IP
 CONNECTION_ATTEMPTS_WINDOW_S = 300.0
@@ -42,6 +42,10 @@ INCOMING_MESSAGES_PER_S = 5  # Binance closes a connection above (pongs count to
 CONTROL_WINDOW_S = 1.1
 MAX_MESSAGE_BYTES = 3_500  # a SUBSCRIBE much above 4 KB is ignored silently
 MAX_URL_BYTES = 2_000
+MAX_FRAME_BYTES = 2**22  # an incoming message above 4 MiB closes the connection
+CLOSE_TIMEOUT_S = 2.0  # the peer's answer to our close, waited for at most
+# what a failed connection attempt raises (DNS, refused, handshake, timeout)
+OPEN_ERRORS: tuple[type[BaseException], ...] = (OSError, aiohttp.ClientError, TimeoutError)
 _GOLDEN = (5**0.5 - 1) / 2  # successive multiples mod 1 spread evenly over [0, 1)
 
 
@@ -114,27 +118,75 @@ class MemoryConnectionAttempts:
         }
 
 
-class ControlledConnection(ClientConnection):
-    """A client connection that remembers when it sent each message the server counts:
-    the pongs the library answers pings with (as they are sent) and our control messages."""
+class ControlledConnection:
+    """One client websocket (aiohttp's, without compression) that answers the server's
+    pings itself and remembers when it sent each message the server counts: the pongs
+    (as the server's pings arrive) and our control messages.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    Only one task reads (``receive``); it answers each ping as it meets it, so a
+    connection must be read from its opening on, or its pongs would bunch up."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._session = session
+        self._ws = ws
         self.sent_s: deque[float] = deque()  # our control messages in the last window
         self.control_sent = 0
         self.pongs = 0
         self.ping_interval_s: float | None = None  # the shortest seen
         self._last_ping_s = time.monotonic()  # the server's first ping counts from here
 
-    def process_event(self, event: Any) -> None:
-        if self.response is not None and isinstance(event, Frame) and event.opcode is Opcode.PING:
-            now = time.monotonic()  # the protocol answers it with a pong at once
-            interval = now - self._last_ping_s
-            if self.ping_interval_s is None or interval < self.ping_interval_s:
-                self.ping_interval_s = interval
-            self._last_ping_s = now
-            self.pongs += 1
-        super().process_event(event)
+    @classmethod
+    async def open(
+        cls, url: str, open_timeout_s: float, max_size: int = MAX_FRAME_BYTES
+    ) -> ControlledConnection:
+        """Connect (DNS, TCP, TLS and the handshake within ``open_timeout_s``): messages
+        up to ``max_size`` bytes, no permessage-deflate, no pings of ours."""
+        # a session per socket: it lives as long, and closing it drops the socket
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        try:
+            async with asyncio.timeout(open_timeout_s):
+                ws = await session.ws_connect(
+                    url,
+                    autoping=False,  # we answer pings (``receive``): they count
+                    autoclose=True,
+                    compress=0,
+                    max_msg_size=max_size + 1,  # aiohttp refuses one of exactly its limit
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
+                )
+        except BaseException:
+            await session.close()
+            raise
+        return cls(session, ws)
+
+    async def receive(self) -> str | bytes | None:
+        """The next data message (text as str), answering pings meanwhile; None once
+        closed normally (by us, or by the server with 1000 / 1001). Raises when the
+        connection ends otherwise (a broken socket, a close with an error code)."""
+        ws = self._ws
+        while True:
+            msg = await ws.receive()
+            kind = msg.type
+            if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                return msg.data  # type: ignore[no-any-return]
+            if kind is WSMsgType.PING:
+                now = time.monotonic()
+                interval = now - self._last_ping_s
+                if self.ping_interval_s is None or interval < self.ping_interval_s:
+                    self.ping_interval_s = interval
+                self._last_ping_s = now
+                self.pongs += 1
+                await ws.pong(msg.data)
+                continue
+            if kind is WSMsgType.PONG:
+                continue
+            if kind is WSMsgType.ERROR:
+                raise msg.data
+            if kind is WSMsgType.CLOSING:  # our ``close`` from another task
+                return None
+            code = ws.close_code
+            if code in (WSCloseCode.OK, WSCloseCode.GOING_AWAY):
+                return None
+            raise ConnectionError(f"websocket closed with code {code}")
 
     def control_room(
         self, per_s: int = INCOMING_MESSAGES_PER_S, window_s: float = CONTROL_WINDOW_S
@@ -165,7 +217,28 @@ class ControlledConnection(ClientConnection):
             await asyncio.sleep(sent[0] + window_s - now)
         sent.append(now)
         self.control_sent += 1
-        await self.send(text)
+        await self._ws.send_str(text)
+
+    async def close(self) -> None:
+        """Close politely: the close handshake (at most ``CLOSE_TIMEOUT_S``), then the
+        socket. A reader in ``receive`` gets None."""
+        try:
+            await self._ws.close()
+        finally:
+            await self._session.close()
+
+    def abort(self) -> None:
+        """Drop the socket without waiting (our close was cancelled or failed). aiohttp's
+        own close already drops it on a timeout or a cancellation of the handshake; this
+        covers the rest, closing the session (its socket) in a task of its own."""
+        if self._session.closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._session.close())
+        _closing.add(task)  # a strong reference until done
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
 
 
 def control_messages(
