@@ -155,7 +155,7 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from livecandle.runtime.serve import serve
+    from livecandle.runtime.serve import serve, settle_gc
 
     known = {"fetcher", "stream", "web"}
     roles = known if args.role == "all" else {r.strip() for r in args.role.split(",")}
@@ -163,7 +163,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--role {args.role!r}: use all, or a comma list of fetcher, stream, web")
     # the fetcher alone is background work: the live path on this machine comes first
     nice = settings.fetcher_nice if roles == {"fetcher"} else 0
-    _run(lambda stop: serve(settings, roles, stop, nice=nice))
+    _run(lambda stop: serve(settings, roles, stop, nice=nice, started=lambda _: settle_gc()))
     return 0
 
 
