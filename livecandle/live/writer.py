@@ -46,9 +46,11 @@ _enc = msgspec.json.Encoder()
 
 # what is kept for the retry while Redis is away: closed candles and their notifications
 KEPT_WHILE_FAILING = 10_000
-# final candles stored in one flush (at 00:00 UTC every series closes: the rest go in the
-# next flushes, so live updates keep flowing in between)
-FINALS_PER_FLUSH = 2_000
+# final candles stored in one flush: at 00:00 UTC every series closes (the whole market's
+# 9,600 in 48 script calls, ~0.3 s of Redis) and all go in the first flush after they
+# came; in slices of 2,000 they waited behind the flushes between (each as long, with
+# that close's 9,600 closed live candles): lag at 00:00 p99 5.3 -> 2.0 s, stream only
+FINALS_PER_FLUSH = 10_000
 # Binance's REST may serve a just-closed candle stale this long after its close
 REST_LAG_MS = 30_000
 
