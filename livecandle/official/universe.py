@@ -190,12 +190,9 @@ class Universe:
             log.info("following %d more symbols: %s", len(change.follow), _few(change.follow))
         if change.stop:
             log.warning(
-                "stopping %d symbols that left TRADING: %s",
+                "stopping %d symbols: %s",
                 len(change.stop),
-                ", ".join(
-                    f"{s} ({entries[s].status if s in entries else 'delisted'})"
-                    for s in change.stop[:20]
-                ),
+                ", ".join(f"{s} ({_why_stopped(entries.get(s))})" for s in change.stop[:20]),
             )
         if change:
             for listener in self._listeners:
@@ -268,3 +265,11 @@ def _few(symbols: Sequence[str], n: int = 20) -> str:
 
 
 __all__ = ["TRADING", "Universe", "exchange_listing"]
+
+
+def _why_stopped(entry: SymbolEntry | None) -> str:
+    if entry is None:
+        return "delisted"
+    if entry.status == TRADING:
+        return f"{TRADING}, no longer asked for"
+    return entry.status

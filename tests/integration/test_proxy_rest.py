@@ -448,3 +448,67 @@ async def test_signed_requests_go_untouched_when_the_operator_opts_in(
             await upstream.aclose()
     # the emulator has no account endpoint: its own 404, not the proxy's refusal
     assert answer.status == 404 and upstream.forwarded == 1 and used == 0
+
+
+class _ClosingOnReuse:
+    """A real HTTP/1.1 server that answers the first request of each connection with
+    keep-alive and closes the connection, unanswered, when a second request arrives on
+    it: an idle timeout crossing a reused connection, as every server has one."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.answered: list[bytes] = []
+        self.dropped = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.answered.append(head.split(b"\r\n", 1)[0])
+            body = b'{"mins":5,"price":"1.00000000","closeTime":1}'
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"X-MBX-USED-WEIGHT-1M: 2\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")  # reused: dropped unanswered
+            self.dropped += 1
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_get_on_a_kept_alive_connection_the_exchange_closed_is_sent_again() -> None:
+    exchange = _ClosingOnReuse()
+    server = await asyncio.start_server(exchange.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with BinanceRest(f"http://127.0.0.1:{port}") as rest:
+            upstream = Upstream(rest, forward_signed=True)
+            try:
+                first = await upstream.forward("/api/v3/avgPrice", "symbol=BTCUSDT")
+                again = await upstream.forward("/api/v3/avgPrice", "symbol=ETHUSDT")
+                signed = await upstream.forward(
+                    "/api/v3/myTrades", "symbol=BTCUSDT&signature=ab", {"x-mbx-apikey": "k"}
+                )
+                order = await upstream.forward(
+                    "/api/v3/order", "symbol=BTCUSDT&signature=ab", {"x-mbx-apikey": "k"}, "POST"
+                )
+            finally:
+                await upstream.aclose()
+            # the fetcher's own client gets its answers on the same server
+            own = [await rest.get("/api/v3/avgPrice", {"symbol": s}) for s in ("BNB", "XRP")]
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert own[0] == own[1] == first.body
+    assert exchange.answered[-1] == b"GET /api/v3/avgPrice?symbol=XRP HTTP/1.1"
+    assert (first.status, again.status, signed.status) == (200, 200, 200)
+    assert exchange.answered[1:3] == [
+        b"GET /api/v3/avgPrice?symbol=ETHUSDT HTTP/1.1",
+        b"GET /api/v3/myTrades?symbol=BTCUSDT&signature=ab HTTP/1.1",
+    ]
+    # an order met by the same close is not sent twice: it may have been taken
+    assert order.status == 503
+    assert exchange.answered[3].startswith(b"GET /api/v3/avgPrice?symbol=BNB")

@@ -27,6 +27,11 @@ from livecandle.exchange.binance.weights import Priority, WeightBudget
 log = logging.getLogger(__name__)
 _json = msgspec.json.Encoder()
 
+# a kept-alive connection the exchange closed as it was reused (its idle timeout
+# crossing the request): the request never got an answer, a GET is sent again
+_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_RESENDS = 2
+
 # /api/v3 endpoints that need an API key (and mostly a signature)
 SIGNED = frozenset(
     {
@@ -250,7 +255,7 @@ class Upstream:
         url = host.base_url + path + ("?" + query if query else "")
         async with budget.sending(cost, Priority.PROXY):
             try:
-                resp = await self.client.get(url)
+                resp = await self._get(url)
             except httpx.TransportError as e:
                 log.info("forwarding %s: %r", path, e)
                 return binance_error(
@@ -263,6 +268,16 @@ class Upstream:
         if "retry-after" in resp.headers:
             out["Retry-After"] = resp.headers["retry-after"]
         return Answer(resp.status_code, resp.content, out)
+
+    async def _get(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        """A GET, sent again (at most ``_RESENDS`` times) when a pooled connection
+        turned out closed by the server before it answered."""
+        for _ in range(_RESENDS):
+            try:
+                return await self.client.get(url, headers=headers)
+            except _STALE as e:
+                log.info("resending %s: %r", url, e)
+        return await self.client.get(url, headers=headers)
 
     @staticmethod
     def _account(budget: WeightBudget, resp: httpx.Response, path: str) -> None:
@@ -291,7 +306,10 @@ class Upstream:
         url = host.base_url + path + ("?" + query if query else "")
         sent = {k: v for k, v in headers.items() if k.lower() in ("x-mbx-apikey", "content-type")}
         try:
-            resp = await self.client.request(method, url, headers=sent, content=body)
+            if method == "GET":
+                resp = await self._get(url, sent)
+            else:  # an order may have been taken: never sent twice
+                resp = await self.client.request(method, url, headers=sent, content=body)
         except httpx.TransportError:
             return binance_error(
                 503, -1001, "Internal error; unable to process your request. Please try again."
