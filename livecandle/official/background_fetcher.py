@@ -29,7 +29,6 @@ import msgspec
 from livecandle.backoff import Backoff
 from livecandle.domain.clock import ServerClock
 from livecandle.domain.model import SeriesKey
-from livecandle.exchange.binance.parse import kline_member
 from livecandle.exchange.binance.rest import (
     KLINES_LIMIT,
     BinanceBanned,
@@ -40,7 +39,7 @@ from livecandle.exchange.binance.rest import (
 from livecandle.exchange.binance.weights import Priority
 from livecandle.official.due import DueHeap
 from livecandle.official.reconciler import Reconciler
-from livecandle.official.rows import closed_rows, find_gaps, first_missing
+from livecandle.official.rows import closed_rows, find_gaps, first_missing, packed_rows
 from livecandle.store import Meta, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -193,11 +192,11 @@ class BackgroundFetcher:
                 if rows or gaps:
                     # a row closed within the REST lag window may be stale: it only fills
                     settled_until_ms = interval.open_of(now_ms - self.rest_lag_ms) - 1
-                    members = [(r.open_ms, kline_member(r)) for r in rows]
-                    bulk = len(members) >= BULK_ROWS
+                    packed = packed_rows(rows)
+                    bulk = len(rows) >= BULK_ROWS
                     async with self._bulk if bulk else contextlib.nullcontext():
                         written = await self.store.write_candles(
-                            series, members, now_ms, gaps, replace_until_ms=settled_until_ms
+                            series, packed, now_ms, gaps, replace_until_ms=settled_until_ms
                         )
                     result.stored += written.added
                     result.replaced += written.replaced

@@ -13,12 +13,16 @@ import msgspec
 from livecandle.domain.model import Candle, Trade, quote_to_units, to_units
 
 
-class KlineRow(msgspec.Struct, array_like=True, frozen=True):
+class KlineRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """One ``/api/v3/klines`` row::
 
     [1634943780000,"60685.22000000","60729.84000000","60670.90000000","60719.27000000",
      "21.63272000",1634943839999,"1313200.01340410",617,"12.28492000",
      "745719.41022840","0"]
+
+    Not tracked by the garbage collector (``gc=False``: it holds only ints and strings,
+    so it can be in no cycle): a history page makes 1,000 of them, and each tracked one
+    counted towards the next young collection.
     """
 
     open_ms: int
@@ -194,6 +198,21 @@ member_encoder = msgspec.json.Encoder()
 def kline_member(row: KlineRow) -> bytes:
     """The stored form of a kline: Binance's 12-field array as compact JSON."""
     return member_encoder.encode(row)
+
+
+def kline_members(rows: list[KlineRow]) -> bytes:
+    """``kline_member`` of each row, newline-separated (``WRITE_CANDLES``' members
+    argument): one encode of the whole list with its row separators ``],[`` made
+    ``]\n[``, not an encode per row (~0.6 against ~0.25 ms for 1,000 rows). The same
+    bytes as joining the members: compact JSON has no raw newline, so the newlines are
+    the separators alone unless a string held ``],[`` (then a newline too many: joined
+    one by one)."""
+    if not rows:
+        return b""
+    joined = member_encoder.encode(rows)[1:-1].replace(b"],[", b"]\n[")
+    if joined.count(b"\n") == len(rows) - 1:
+        return joined
+    return b"\n".join([kline_member(r) for r in rows])
 
 
 def stream_kline_member(k: KlinePayload) -> bytes:
