@@ -313,6 +313,16 @@ class Store:
         h = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.meta(series)))
         return Meta.from_hash(h)
 
+    async def metas(self, series: Sequence[SeriesKey]) -> list[Meta]:
+        """``meta`` of each series, in one pipelined round trip."""
+        if not series:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for s in series:
+                pipe.hgetall(self.keys.meta(s))
+            found = await pipe.execute()
+        return [Meta.from_hash(h) for h in found]
+
     async def set_error(self, series: SeriesKey, error: str | None) -> None:
         key = self.keys.meta(series)
         if error is None:
