@@ -72,9 +72,9 @@ class WriteResult:
 @dataclass(frozen=True, slots=True)
 class PackedRows:
     """Official rows as ``WRITE_CANDLES`` takes them: ``count`` rows, their open times
-    as decimal ints separated by spaces, their members separated by newlines. A caller
-    that has its rows in one piece (a klines page) packs them once, without a Python
-    object per row (``pack_rows`` packs ``(open_ms, member)`` pairs)."""
+    as decimal ints separated by spaces, their members each followed by a newline. A
+    caller that has its rows in one piece (a klines page) packs them once, without a
+    Python object per row (``pack_rows`` packs ``(open_ms, member)`` pairs)."""
 
     count: int
     opens: bytes
@@ -94,7 +94,7 @@ def pack_rows(rows: Rows) -> PackedRows:
     return PackedRows(
         len(rows),
         " ".join([str(open_ms) for open_ms, _ in rows]).encode(),
-        b"\n".join([member for _, member in rows]),
+        b"".join([member + b"\n" for _, member in rows]),
     )
 
 

@@ -201,18 +201,11 @@ def kline_member(row: KlineRow) -> bytes:
 
 
 def kline_members(rows: list[KlineRow]) -> bytes:
-    """``kline_member`` of each row, newline-separated (``WRITE_CANDLES``' members
-    argument): one encode of the whole list with its row separators ``],[`` made
-    ``]\n[``, not an encode per row (~0.6 against ~0.25 ms for 1,000 rows). The same
-    bytes as joining the members: compact JSON has no raw newline, so the newlines are
-    the separators alone unless a string held ``],[`` (then a newline too many: joined
-    one by one)."""
-    if not rows:
-        return b""
-    joined = member_encoder.encode(rows)[1:-1].replace(b"],[", b"]\n[")
-    if joined.count(b"\n") == len(rows) - 1:
-        return joined
-    return b"\n".join([kline_member(r) for r in rows])
+    """``kline_member`` of each row, each followed by a newline (``WRITE_CANDLES``'
+    members argument): msgspec's newline-delimited encoding of the whole list, not an
+    encode per row (~0.2 against ~0.6 ms for 1,000 rows). Compact JSON has no raw
+    newline, so the newlines are the separators alone."""
+    return member_encoder.encode_lines(rows)
 
 
 def stream_kline_member(k: KlinePayload) -> bytes:
