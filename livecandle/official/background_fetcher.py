@@ -29,7 +29,6 @@ import msgspec
 from livecandle.backoff import Backoff
 from livecandle.domain.clock import ServerClock
 from livecandle.domain.model import SeriesKey
-from livecandle.exchange.binance.parse import kline_member
 from livecandle.exchange.binance.rest import (
     KLINES_LIMIT,
     BinanceBanned,
@@ -40,7 +39,7 @@ from livecandle.exchange.binance.rest import (
 from livecandle.exchange.binance.weights import Priority
 from livecandle.official.due import DueHeap
 from livecandle.official.reconciler import Reconciler
-from livecandle.official.rows import closed_rows, find_gaps, first_missing
+from livecandle.official.rows import closed_rows, find_gaps, first_missing, packed_rows
 from livecandle.store import Meta, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -94,6 +93,7 @@ class _Job:
     start_ms: int | None  # None: the first sync (from what is stored, or a backfill)
     prev_open_ms: int | None
     priority: Priority
+    meta: Meta | None = None  # of a first sync: read with those of the other due series
 
 
 class BackgroundFetcher:
@@ -193,11 +193,11 @@ class BackgroundFetcher:
                 if rows or gaps:
                     # a row closed within the REST lag window may be stale: it only fills
                     settled_until_ms = interval.open_of(now_ms - self.rest_lag_ms) - 1
-                    members = [(r.open_ms, kline_member(r)) for r in rows]
-                    bulk = len(members) >= BULK_ROWS
+                    packed = packed_rows(rows)
+                    bulk = len(rows) >= BULK_ROWS
                     async with self._bulk if bulk else contextlib.nullcontext():
                         written = await self.store.write_candles(
-                            series, members, now_ms, gaps, replace_until_ms=settled_until_ms
+                            series, packed, now_ms, gaps, replace_until_ms=settled_until_ms
                         )
                     result.stored += written.added
                     result.replaced += written.replaced
@@ -330,14 +330,17 @@ class BackgroundFetcher:
         reads, ``CHECK_BATCH`` series a round trip."""
         now_ms = self.clock.now_ms()
         checks: list[tuple[SeriesKey, int, int]] = []
+        firsts: list[SeriesKey] = []
         for series in due:
             filled_ms = self.status[series].filled_ms
             if filled_ms is None:
-                self._queue(_Job(series, None, None, Priority.HISTORY))
+                firsts.append(series)
             else:  # up to the newest candle whose stream final had its grace
                 interval = series.interval
                 newest_ms = interval.shift(interval.open_of(now_ms - self.stream_grace_ms), -1)
                 checks.append((series, filled_ms, newest_ms))
+        for n in range(0, len(firsts), CHECK_BATCH):
+            await self._queue_firsts(firsts[n : n + CHECK_BATCH])
         for n in range(0, len(checks), CHECK_BATCH):
             batch = checks[n : n + CHECK_BATCH]
             try:
@@ -350,6 +353,18 @@ class BackgroundFetcher:
                         log.warning("%s: %s", series, self.storage_error)
                     st.last_error = self.storage_error
                     self._due.schedule(series, now_ms + int(st.backoff.next_s() * 1000))
+
+    async def _queue_firsts(self, firsts: list[SeriesKey]) -> None:
+        """Queue the first sync of each series with its meta read for all of them in one
+        round trip, not one each (the whole market's history starts with ~10,000). A
+        meta a little old by the time its job runs is a lower bound of what is stored:
+        the sync then starts no later than it should."""
+        try:
+            metas: list[Meta | None] = list(await self.store.metas(firsts))
+        except StoreError:  # each job reads its own (and meets the error itself)
+            metas = [None] * len(firsts)
+        for series, meta in zip(firsts, metas, strict=True):
+            self._queue(_Job(series, None, None, Priority.HISTORY, meta))
 
     async def _check(self, checks: list[tuple[SeriesKey, int, int]]) -> None:
         present = await self.store.present_opens(checks)
@@ -398,13 +413,17 @@ class BackgroundFetcher:
             if due_ms is not None and job.series in self._followed:
                 self._due.schedule(job.series, due_ms)
 
-    async def _start_of(self, series: SeriesKey) -> tuple[int | None, int | None, bool]:
+    async def _start_of(
+        self, series: SeriesKey, meta: Meta | None = None
+    ) -> tuple[int | None, int | None, bool]:
         """Where the first sync of a series starts: a backfill while the stored history is
         shorter than ``backfill_candles`` (the stream may have stored its first finals
         already); else the first hole among the newest stored candles (a stream may have
         stored later ones), else after the newest. And whether a previous run left an
-        error in the series' meta (cleared once a sync succeeds)."""
-        meta = await self.store.meta(series)
+        error in the series' meta (cleared once a sync succeeds). ``meta``: the series'
+        meta if already read."""
+        if meta is None:
+            meta = await self.store.meta(series)
         start_ms, prev_ms = await self._start_after(series, meta)
         return start_ms, prev_ms, meta.last_error is not None
 
@@ -434,7 +453,7 @@ class BackgroundFetcher:
             start_ms, prev_ms = job.start_ms, job.prev_open_ms
             had_error = st.last_error is not None
             if start_ms is None:
-                start_ms, prev_ms, left_error = await self._start_of(series)
+                start_ms, prev_ms, left_error = await self._start_of(series, job.meta)
                 had_error = had_error or left_error
             result = await self.sync(series, start_ms, None, None, job.priority, prev_ms)
             st.backoff.reset()

@@ -1,12 +1,14 @@
 """Which rows of an exchange's klines answer are final, and which open times are
-missing: between rows (exchange gaps) or from the store (candles no source stored yet)."""
+missing: between rows (exchange gaps) or from the store (candles no source stored yet);
+the final rows packed for the store."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from livecandle.domain.intervals import Interval
-from livecandle.exchange.binance.parse import KlineRow
+from livecandle.exchange.binance.parse import KlineRow, kline_members, member_encoder
+from livecandle.store.store import PackedRows
 
 # The last row of an answer reaching "now" is kept only if it closed this long ago
 # (guards against clock skew: the exchange may still be filling it).
@@ -34,6 +36,8 @@ def find_gaps(
 ) -> list[tuple[int, int]]:
     """``(first missing open, next present open)`` for each hole between ``prev_open_ms``
     (the newest stored candle, if any) and the rows, and between consecutive rows."""
+    if _consecutive(interval, prev_open_ms, rows):
+        return []
     gaps = []
     for r in rows:
         if prev_open_ms is not None:
@@ -42,6 +46,29 @@ def find_gaps(
                 gaps.append((expected_ms, r.open_ms))
         prev_open_ms = r.open_ms
     return gaps
+
+
+def _consecutive(interval: Interval, prev_open_ms: int | None, rows: Sequence[KlineRow]) -> bool:
+    """The rows open one after another on the interval's grid, the first one not after
+    the candle following ``prev_open_ms``: no gap (a history page, without a call per
+    row)."""
+    length_ms = interval.length_ms
+    if not rows or not length_ms:
+        return False
+    first_ms = rows[0].open_ms
+    if not interval.is_aligned(first_ms):
+        return False
+    if prev_open_ms is not None and first_ms > interval.next_open(prev_open_ms):
+        return False
+    end_ms = first_ms + len(rows) * length_ms
+    return [r.open_ms for r in rows] == list(range(first_ms, end_ms, length_ms))
+
+
+def packed_rows(rows: list[KlineRow]) -> PackedRows:
+    """``rows`` as the store takes them, their members ``kline_member``'s bytes: one
+    encode of all their open times and one of all the rows, no object per row."""
+    opens = member_encoder.encode([r.open_ms for r in rows])[1:-1].replace(b",", b" ")
+    return PackedRows(len(rows), opens, kline_members(rows))
 
 
 def first_missing(

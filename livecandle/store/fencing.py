@@ -24,6 +24,7 @@ from livecandle.store.store import (
     ClosedLive,
     LiveWrite,
     OfficialWrite,
+    Rows,
     Store,
     WriteResult,
     _write_result,
@@ -185,7 +186,7 @@ class FencedStore(Store):
     async def write_candles(
         self,
         series: SeriesKey,
-        rows: Sequence[tuple[int, bytes]],
+        rows: Rows,
         now_ms: int,
         gaps: Sequence[tuple[int, int]] = (),
         replace_from_ms: int = -ANY_OPEN_MS,

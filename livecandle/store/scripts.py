@@ -35,8 +35,9 @@ WRITE_CANDLES: Final = (
 --   row of a candle that closed just now may be stale; a late stream row is not trusted
 --   over a reconciled one)
 -- ARGV[9] the n open times, space-separated; ARGV[10] the n members (compact JSON, never
---   a raw newline), newline-separated: two arguments, not 2n (the client packs and Redis
---   parses a thousand arguments a row at a time: several times the cost of one blob)
+--   a raw newline), each followed by a newline (or newline-separated): two arguments,
+--   not 2n (the client packs and Redis parses a thousand arguments a row at a time:
+--   several times the cost of one blob)
 -- then n-gaps pairs (first missing open, next open)
 -- Returns {added, replaced, unchanged, latest or false, count, kept, replaced opens}:
 -- kept = rows that differ from the stored one but were not allowed to replace it.

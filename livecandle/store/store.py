@@ -70,13 +70,42 @@ class WriteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PackedRows:
+    """Official rows as ``WRITE_CANDLES`` takes them: ``count`` rows, their open times
+    as decimal ints separated by spaces, their members each followed by a newline. A
+    caller that has its rows in one piece (a klines page) packs them once, without a
+    Python object per row (``pack_rows`` packs ``(open_ms, member)`` pairs)."""
+
+    count: int
+    opens: bytes
+    members: bytes
+
+    def __len__(self) -> int:
+        return self.count
+
+
+# ``(open_ms, member)`` pairs, or the same rows packed
+Rows = Sequence[tuple[int, bytes]] | PackedRows
+
+
+def pack_rows(rows: Rows) -> PackedRows:
+    if isinstance(rows, PackedRows):
+        return rows
+    return PackedRows(
+        len(rows),
+        " ".join([str(open_ms) for open_ms, _ in rows]).encode(),
+        b"".join([member + b"\n" for _, member in rows]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class OfficialWrite:
     """Official rows of one series for ``Store.write_officials``: ``(open_ms, member)``
     pairs; a row replaces a different stored one only if its open time is in
     ``[replace_from_ms, replace_until_ms]``, else it only fills a missing open time."""
 
     series: SeriesKey
-    rows: Sequence[tuple[int, bytes]]
+    rows: Rows
     replace_from_ms: int = -ANY_OPEN_MS
     replace_until_ms: int = ANY_OPEN_MS
 
@@ -148,13 +177,14 @@ class Store:
     async def write_candles(
         self,
         series: SeriesKey,
-        rows: Sequence[tuple[int, bytes]],
+        rows: Rows,
         now_ms: int,
         gaps: Sequence[tuple[int, int]] = (),
         replace_from_ms: int = -ANY_OPEN_MS,
         replace_until_ms: int = ANY_OPEN_MS,
     ) -> WriteResult:
-        """Atomically store ``(open_ms, kline JSON)`` rows and known exchange gaps.
+        """Atomically store ``(open_ms, kline JSON)`` rows (or the same ``PackedRows``)
+        and known exchange gaps.
 
         One member per open time: equal rows are no-ops, changed rows replace the old
         member if their open time is in ``[replace_from_ms, replace_until_ms]`` (else the
@@ -211,24 +241,25 @@ class Store:
     def _write_args(
         self,
         series: SeriesKey,
-        rows: Sequence[tuple[int, bytes]],
+        rows: Rows,
         now_ms: int,
         gaps: Sequence[tuple[int, int]],
         replace_from_ms: int,
         replace_until_ms: int,
     ) -> list[Any]:
+        packed = pack_rows(rows)
         args: list[Any] = [
             now_ms,
             self.keys.klines_updated_channel,
             series.symbol,
             series.interval.name,
-            len(rows),
+            packed.count,
             len(gaps),
             replace_from_ms,
             replace_until_ms,
+            packed.opens,
+            packed.members,
         ]
-        args.append(" ".join(str(open_ms) for open_ms, _ in rows))
-        args.append(b"\n".join(member for _, member in rows))
         for first, nxt in gaps:
             args.append(first)
             args.append(nxt)
@@ -281,6 +312,16 @@ class Store:
     async def meta(self, series: SeriesKey) -> Meta:
         h = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self.keys.meta(series)))
         return Meta.from_hash(h)
+
+    async def metas(self, series: Sequence[SeriesKey]) -> list[Meta]:
+        """``meta`` of each series, in one pipelined round trip."""
+        if not series:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for s in series:
+                pipe.hgetall(self.keys.meta(s))
+            found = await pipe.execute()
+        return [Meta.from_hash(h) for h in found]
 
     async def set_error(self, series: SeriesKey, error: str | None) -> None:
         key = self.keys.meta(series)

@@ -14,7 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from livecandle.domain.model import SeriesKey
 from livecandle.store import ClosedLive, Keys, LiveWrite, Meta, Store, connect
-from livecandle.store.store import OfficialWrite
+from livecandle.store.store import OfficialWrite, pack_rows
 from tests.builders import kline_member
 from tests.integration.cluster_support import cluster
 
@@ -342,3 +342,31 @@ async def test_one_open_time_twice_in_a_batch_is_stored_once_the_later_row_winni
         members = await store.members(s)
         assert len(members) == n
         assert members[0] == (kline_member(T0, close="100.50000000"), float(T0))
+
+
+async def test_packed_rows_are_stored_as_their_pairs_are(store: Store) -> None:
+    pairs = [(T0 + i * 60_000, kline_member(T0 + i * 60_000)) for i in range(300)]
+    packed = pack_rows(pairs)
+    as_pairs = SeriesKey.of("BTCUSDT", "5m")  # only the key differs
+    assert await store.write_candles(S, packed, 1) == await store.write_candles(as_pairs, pairs, 1)
+    k = store.keys
+    assert await store.redis.zrange(k.klines(S), 0, -1, withscores=True) == (
+        await store.redis.zrange(k.klines(as_pairs), 0, -1, withscores=True)
+    )
+    assert [m for _, m in pairs] == await store.redis.zrange(k.klines(S), 0, -1)
+
+
+async def test_the_metas_of_many_series_are_each_series_meta(store: Store) -> None:
+    series = [SeriesKey.of(f"S{i}USDT", "1m") for i in range(5)]
+    for i, s in enumerate(series[:3]):
+        await store.write_candles(s, [(T0 + i * 60_000, kline_member(T0 + i * 60_000))], 7)
+    await store.set_error(series[1], "down")
+    assert await store.metas(series) == [await store.meta(s) for s in series]
+    assert [m.latest for m in await store.metas(series)] == [
+        T0,
+        T0 + 60_000,
+        T0 + 120_000,
+        None,
+        None,
+    ]
+    assert await store.metas([]) == []

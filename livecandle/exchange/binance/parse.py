@@ -13,12 +13,16 @@ import msgspec
 from livecandle.domain.model import Candle, Trade, quote_to_units, to_units
 
 
-class KlineRow(msgspec.Struct, array_like=True, frozen=True):
+class KlineRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """One ``/api/v3/klines`` row::
 
     [1634943780000,"60685.22000000","60729.84000000","60670.90000000","60719.27000000",
      "21.63272000",1634943839999,"1313200.01340410",617,"12.28492000",
      "745719.41022840","0"]
+
+    Not tracked by the garbage collector (``gc=False``: it holds only ints and strings,
+    so it can be in no cycle): a history page makes 1,000 of them, and each tracked one
+    counted towards the next young collection.
     """
 
     open_ms: int
@@ -194,6 +198,14 @@ member_encoder = msgspec.json.Encoder()
 def kline_member(row: KlineRow) -> bytes:
     """The stored form of a kline: Binance's 12-field array as compact JSON."""
     return member_encoder.encode(row)
+
+
+def kline_members(rows: list[KlineRow]) -> bytes:
+    """``kline_member`` of each row, each followed by a newline (``WRITE_CANDLES``'
+    members argument): msgspec's newline-delimited encoding of the whole list, not an
+    encode per row (~0.2 against ~0.6 ms for 1,000 rows). Compact JSON has no raw
+    newline, so the newlines are the separators alone."""
+    return member_encoder.encode_lines(rows)
 
 
 def stream_kline_member(k: KlinePayload) -> bytes:
