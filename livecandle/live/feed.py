@@ -405,9 +405,10 @@ class LiveFeed:
                 continue  # the snapshot is ahead of our trades: wait for them
             after = st.trades_after(snap.last_trade_id, snap.open_ms)
             del st.pending_seeds[i]
-            if after is None or snap.candle is None:
+            candle = None if after is None else snap.candle  # read only when it can seed
+            if after is None or candle is None:
                 continue  # not on a trade boundary, too old, unreadable: wait for the next
-            if b.seed(i, snap.candle, after):
+            if b.seed(i, candle, after):
                 st.live.dirty = True
 
     # -- time ---------------------------------------------------------------------------
