@@ -209,7 +209,6 @@ class LiveFeed:
         st = self.states.get(ev.symbol)
         if st is None:
             return
-        st.heard_from_stream()
         st.traded()
         if ev.event_ms > st.stream_ms:
             st.stream_ms = ev.event_ms
@@ -443,8 +442,14 @@ class LiveFeed:
                 # when the stream has gone on for long without the trades
                 urgent = st.stream_ms - st.behind_first_ms > BEHIND_URGENT_MS
                 self._spawn(self._tail_fetch(st, speculative=not urgent), f"tail:{st.symbol}")
+            # advance(min(now, safe_ms + grace)) closes something only from the next
+            # boundary on: asked first, without the call (1,600 symbols ten times a second)
             live = st.live
-            closed = live.builder.advance(min(now, st.safe_ms + live.builder.close_grace_ms))
+            b = live.builder
+            boundary = b.boundary_ms
+            if boundary < 0 or st.safe_ms < boundary or now - b.close_grace_ms < boundary:
+                continue
+            closed = b.advance(min(now, st.safe_ms + b.close_grace_ms))
             if closed:
                 live.add_closed(closed)
 
