@@ -79,7 +79,9 @@ class LiveCandleBuilder:
         self._previous_complete = [False] * n
         self._bucket: Ohlcv | None = None
         self._floor = 0  # newest boundary passed: trades older than this are late
-        self._boundary = -1  # next boundary of any interval; -1 = no trade yet
+        # the next boundary of any interval (the soonest close + 1), -1 before the first
+        # trade: read by the feed's clock (``advance`` closes nothing before it)
+        self.boundary_ms = -1
         self.last_price: int | None = None
         self.last_time_ms: int | None = None
         self.late_trades = 0
@@ -92,8 +94,8 @@ class LiveCandleBuilder:
     ) -> list[ClosedCandle] | None:
         """One (aggregate) trade; returns the candles this trade closed, if any."""
         closed = None
-        if time_ms >= self._boundary:
-            if self._boundary < 0:
+        if time_ms >= self.boundary_ms:
+            if self.boundary_ms < 0:
                 self._start(time_ms)
             else:
                 closed = self._roll(time_ms)
@@ -138,7 +140,7 @@ class LiveCandleBuilder:
         for i, interval in enumerate(self.intervals):
             self._opens[i] = interval.open_of(time_ms)
             self._nexts[i] = interval.next_open(self._opens[i])
-        self._boundary = min(self._nexts)
+        self.boundary_ms = min(self._nexts)
         self._floor = max(self._opens)
 
     def _fold(self) -> None:
@@ -195,7 +197,7 @@ class LiveCandleBuilder:
             self._nexts[i] = interval.next_open(new_open)
             self._complete[i] = new_open > self._lost_until_ms
         self.all_complete = all(self._complete)
-        self._boundary = min(self._nexts)
+        self.boundary_ms = min(self._nexts)
         self._floor = max(self._opens)
         return closed
 
@@ -241,17 +243,17 @@ class LiveCandleBuilder:
     def advance(self, now_ms: int | None = None) -> list[ClosedCandle]:
         """Close candles whose period ended more than ``close_grace_ms`` ago, trades or
         not (the grace lets in-flight trades of the old period arrive first)."""
-        if self._boundary < 0:
+        if self.boundary_ms < 0:
             return []
         now = self.clock.now_ms() if now_ms is None else now_ms
-        if now - self.close_grace_ms >= self._boundary:
+        if now - self.close_grace_ms >= self.boundary_ms:
             return self._roll(now - self.close_grace_ms)
         return []
 
     def roll_to(self, time_ms: int) -> list[ClosedCandle]:
         """Close every candle whose period ends at or before ``time_ms`` now (the
         exchange said so: its final kline arrived and all its trades are in)."""
-        if self._boundary < 0 or time_ms < self._boundary:
+        if self.boundary_ms < 0 or time_ms < self.boundary_ms:
             return []
         return self._roll(time_ms)
 
@@ -272,7 +274,7 @@ class LiveCandleBuilder:
     def forming(self, i: int) -> Candle | None:
         """The forming candle of interval number ``i`` (trades so far, or an empty
         candle at the last price when its period has none yet)."""
-        if self._boundary < 0:
+        if self.boundary_ms < 0:
             return None
         acc = _combined(self._candles[i], self._bucket)
         if acc is not None:
@@ -285,7 +287,7 @@ class LiveCandleBuilder:
         """``forming(i)`` without its times (``open_of``, ``close_of``) and without a
         copy: the result may be the builder's own, read it before the next trade and
         never change it (the live writer reads thousands a second)."""
-        if self._boundary < 0:
+        if self.boundary_ms < 0:
             return None
         c, b = self._candles[i], self._bucket
         if c is None:
@@ -299,7 +301,7 @@ class LiveCandleBuilder:
         """``forming_sums(i)`` as a tuple (open, high, low, close, volume, quote volume,
         trades, taker-buy volume, taker-buy quote volume), built without an ``Ohlcv``:
         the live writer reads thousands a second."""
-        if self._boundary < 0:
+        if self.boundary_ms < 0:
             return None
         c, b = self._candles[i], self._bucket
         if c is None:
@@ -341,6 +343,13 @@ class LiveCandleBuilder:
             c.taker_buy_quote_volume + b.taker_buy_quote_volume,
         )
 
+    def periods(self) -> tuple[list[int], list[int], list[bool], list[bool]]:
+        """For every interval at once: the forming candle's open time, the next open (its
+        close time + 1), whether it is complete and whether ``previous`` is; the
+        builder's own lists, not copies: read them, never change them (the live writer
+        reads thousands of intervals a second)."""
+        return self._opens, self._nexts, self._complete, self._previous_complete
+
     def close_of(self, i: int) -> int:
         return self._nexts[i] - 1
 
@@ -359,7 +368,7 @@ class LiveCandleBuilder:
         """Make the forming candle of interval ``i`` exact from an exchange snapshot
         (a kline update covering trades up to some id) plus the trades processed after
         it. Returns False when the snapshot is not for the forming period."""
-        if self._boundary < 0 or snapshot.open_ms != self._opens[i]:
+        if self.boundary_ms < 0 or snapshot.open_ms != self._opens[i]:
             return False
         self._fold()
         acc = Ohlcv.of_candle(snapshot) if snapshot.trades else None

@@ -8,6 +8,7 @@ the stream lost trades.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, TypeVar
 
@@ -42,25 +43,107 @@ class TradeEvent:
         )
 
 
-@dataclass(frozen=True, slots=True)
+_SNAPSHOT_FIELDS = (
+    "symbol",
+    "interval",
+    "open_ms",
+    "close_ms",
+    "first_trade_id",
+    "last_trade_id",
+    "final",
+    "event_ms",
+    "candle",
+    "row",
+)
+
+
 class CandleSnapshot:
     """The exchange's own view of a candle at exchange time ``event_ms``: forming, or
     ``final`` (closed). It covers the individual trades ``first_trade_id`` to
     ``last_trade_id``; both are -1 while its period has no trade yet. ``candle`` is None
     when the exchange's figures cannot be read exactly: the times and ids still count.
     ``row``, on a readable final snapshot: the exchange's own record of the candle in the
-    stored (official) form, opaque here, written as it is."""
+    stored (official) form, opaque here, written as it is.
 
-    symbol: str
-    interval: str  # the interval's name, e.g. "1m"
-    open_ms: int
-    close_ms: int
-    first_trade_id: int
-    last_trade_id: int
-    final: bool
-    event_ms: int
-    candle: Candle | None
-    row: bytes | None = None
+    ``read``, instead of ``candle``: how to read the figures, called when ``candle`` is
+    first asked for. Most snapshots are looked at only for their times and ids (the
+    whole market's kline streams send ~3,000 a second; a forming candle's figures are
+    needed only to seed a symbol), and reading eleven exact amounts costs more than all
+    the rest of a snapshot. A plain slotted class, not a frozen dataclass: one is built
+    per kline message, and frozen costs several times that."""
+
+    __slots__ = (
+        "_candle",
+        "_read",
+        "close_ms",
+        "event_ms",
+        "final",
+        "first_trade_id",
+        "interval",
+        "last_trade_id",
+        "open_ms",
+        "row",
+        "symbol",
+    )
+
+    def __init__(
+        self,
+        symbol: str,
+        interval: str,  # the interval's name, e.g. "1m"
+        open_ms: int,
+        close_ms: int,
+        first_trade_id: int,
+        last_trade_id: int,
+        final: bool,
+        event_ms: int,
+        candle: Candle | None = None,
+        row: bytes | None = None,
+        read: Callable[[], Candle | None] | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self.interval = interval
+        self.open_ms = open_ms
+        self.close_ms = close_ms
+        self.first_trade_id = first_trade_id
+        self.last_trade_id = last_trade_id
+        self.final = final
+        self.event_ms = event_ms
+        self._candle = candle
+        self._read = read
+        self.row = row
+
+    @property
+    def candle(self) -> Candle | None:
+        read = self._read
+        if read is not None:
+            self._candle, self._read = read(), None
+        return self._candle
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.symbol,
+            self.interval,
+            self.open_ms,
+            self.close_ms,
+            self.first_trade_id,
+            self.last_trade_id,
+            self.final,
+            self.event_ms,
+            self.candle,
+            self.row,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CandleSnapshot):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # compared by value, read lazily
+
+    def __repr__(self) -> str:
+        names = _SNAPSHOT_FIELDS
+        inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
+        return f"CandleSnapshot({inner})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,7 +209,6 @@ class LiveFeed:
         st = self.states.get(ev.symbol)
         if st is None:
             return
-        st.heard_from_stream()
         st.traded()
         if ev.event_ms > st.stream_ms:
             st.stream_ms = ev.event_ms
@@ -381,7 +380,9 @@ class LiveFeed:
         official = ev.candle
         if official is None:
             return
-        if to_row(official) == to_row(prev):  # as published: quotes at 8 decimals
+        # as published (quotes at 8 decimals); equal amounts are equal rows, without
+        # formatting both (the whole market's closes come ~1,600 at once)
+        if official == prev or to_row(official) == to_row(prev):
             st.matches += 1
         else:
             st.mismatches += 1
@@ -405,9 +406,10 @@ class LiveFeed:
                 continue  # the snapshot is ahead of our trades: wait for them
             after = st.trades_after(snap.last_trade_id, snap.open_ms)
             del st.pending_seeds[i]
-            if after is None or snap.candle is None:
+            candle = None if after is None else snap.candle  # read only when it can seed
+            if after is None or candle is None:
                 continue  # not on a trade boundary, too old, unreadable: wait for the next
-            if b.seed(i, snap.candle, after):
+            if b.seed(i, candle, after):
                 st.live.dirty = True
 
     # -- time ---------------------------------------------------------------------------
@@ -442,8 +444,14 @@ class LiveFeed:
                 # when the stream has gone on for long without the trades
                 urgent = st.stream_ms - st.behind_first_ms > BEHIND_URGENT_MS
                 self._spawn(self._tail_fetch(st, speculative=not urgent), f"tail:{st.symbol}")
+            # advance(min(now, safe_ms + grace)) closes something only from the next
+            # boundary on: asked first, without the call (1,600 symbols ten times a second)
             live = st.live
-            closed = live.builder.advance(min(now, st.safe_ms + live.builder.close_grace_ms))
+            b = live.builder
+            boundary = b.boundary_ms
+            if boundary < 0 or st.safe_ms < boundary or now - b.close_grace_ms < boundary:
+                continue
+            closed = b.advance(min(now, st.safe_ms + b.close_grace_ms))
             if closed:
                 live.add_closed(closed)
 

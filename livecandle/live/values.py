@@ -21,6 +21,9 @@ from livecandle.store.codec import encode_closed
 
 _enc = msgspec.json.Encoder()
 _HALF = SCALE // 2
+# ``LiveWrite(key, value)`` without the named tuple's Python-level ``__new__``: half the
+# cost, ~18,000 values a second on the whole market
+_live_write = tuple.__new__
 
 
 def _units(units: int) -> str:
@@ -96,18 +99,19 @@ class LiveValues:
         """The value of each interval with a forming candle, as of ``now_ms``."""
         out = []
         previous = b.previous
+        opens, nexts, complete, previous_complete = b.periods()
+        forming = b.forming_fields
         last_close, last_close_text = -1, ""
         for i, s in enumerate(self._series):
-            f = b.forming_fields(i)
+            f = forming(i)
             if f is None:
                 continue
             opn, high, low, close, vol, qvol, trades, tvol, tqvol = f
-            open_ms = b.open_of(i)
+            open_ms = opens[i]
             if open_ms != s.open_ms or opn != s.open:  # a new period (or a seeded open)
                 s.open_ms, s.open = open_ms, opn
                 s.head = (
-                    f'{self._names[i]}{open_ms},"close_time":{b.close_of(i)},'
-                    f'"open":"{_units(opn)}",'
+                    f'{self._names[i]}{open_ms},"close_time":{nexts[i] - 1},"open":"{_units(opn)}",'
                 )
             text = s.text
             if high != s.high:
@@ -126,7 +130,7 @@ class LiveValues:
                 s.taker_buy_volume, text[5] = tvol, _units(tvol)
             if tqvol != s.taker_buy_quote_volume:
                 s.taker_buy_quote_volume, text[6] = tqvol, _quote(tqvol)
-            prev, prev_complete = previous[i], b.previous_complete(i)
+            prev, prev_complete = previous[i], previous_complete[i]
             if prev is not s.prev or prev_complete != s.complete:
                 s.prev, s.complete = prev, prev_complete
                 s.prev_json = (
@@ -137,8 +141,8 @@ class LiveValues:
                 f'"volume":"{text[3]}","quote_volume":"{text[4]}","trades":{trades},'
                 f'"taker_buy_volume":"{text[5]}","taker_buy_quote_volume":"{text[6]}",'
                 f'"is_incomplete":true,"source":"live",'
-                f'"complete":{"true" if b.is_complete(i) else "false"},'
+                f'"complete":{"true" if complete[i] else "false"},'
                 f'"updated_ms":{now_ms},"previous":{s.prev_json}}}'
             )
-            out.append(LiveWrite(s.key, value.encode()))
+            out.append(_live_write(LiveWrite, (s.key, value.encode())))
         return out

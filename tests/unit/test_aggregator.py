@@ -304,3 +304,14 @@ def test_forming_fields_are_the_forming_sums_as_a_tuple() -> None:
                 o.taker_buy_volume,
                 o.taker_buy_quote_volume,
             )
+
+
+def test_periods_are_each_intervals_open_close_and_completeness() -> None:
+    b = LiveCandleBuilder([M1, M5], ManualClock(T0), close_grace_ms=0)
+    assert b.boundary_ms == -1  # no trade yet: nothing to close
+    b.add(T0 + 61_000, u("100"), u("1"))
+    opens, nexts, complete, previous_complete = b.periods()
+    assert opens == [b.open_of(0), b.open_of(1)] == [T0 + 60_000, T0]
+    assert nexts == [b.close_of(0) + 1, b.close_of(1) + 1] == [T0 + 120_000, T0 + 300_000]
+    assert complete == [False, False] and previous_complete == [False, False]
+    assert b.boundary_ms == T0 + 120_000  # the soonest close + 1

@@ -169,6 +169,24 @@ def test_a_kline_with_unreadable_figures_keeps_its_times_and_ids(fields: dict[st
     )
 
 
+@pytest.mark.parametrize("final", [False, True], ids=["forming", "final"])
+def test_a_kline_whose_figures_are_not_even_strings_keeps_its_times_and_ids(final: bool) -> None:
+    event = decode_frame(combined("bnbbtc@kline_1m", with_kline(x=final, o=5, q=None)))
+    assert isinstance(event, CandleSnapshot)
+    assert event.candle is None and event.row is None
+    assert (event.open_ms, event.last_trade_id, event.final) == (1672515780000, 200, final)
+
+
+def test_a_forming_klines_candle_is_read_from_its_own_frame_each_time() -> None:
+    first = decode_frame(combined("bnbbtc@kline_1m", KLINE))
+    second = decode_frame(combined("bnbbtc@kline_1m", with_kline(c="0.0011", n=101, L=201)))
+    assert isinstance(first, CandleSnapshot) and isinstance(second, CandleSnapshot)
+    assert second.candle is not None and first.candle is not None
+    assert (second.candle.close, second.candle.trades) == (110_000, 101)
+    assert (first.candle.close, first.candle.trades) == (200_000, 100)
+    assert second.last_trade_id == 201
+
+
 def test_a_server_shutdown_notice_is_its_own_event() -> None:
     frame = b'{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1672515782136}}'
     assert decode_frame(frame) == ServerShutdown(1672515782136)

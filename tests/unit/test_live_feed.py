@@ -214,6 +214,39 @@ def test_a_final_snapshot_closes_the_candle_once_its_trades_are_in() -> None:
     assert st.live.closed[0].candle.trades == 2
 
 
+@pytest.mark.parametrize(("volume", "matched"), [(SCALE + SCALE // 2, True), (2 * SCALE, False)])
+def test_a_closed_candle_is_compared_with_the_exchanges_final_one_as_published(
+    volume: int, matched: bool
+) -> None:
+    f = feed()
+    open0 = INTERVALS["1m"].open_of(T0)
+    f.handle(agg(1, t=open0 + 1_000))  # trade id 10: 1 at 100
+    so_far = [100 * SCALE] * 4 + [SCALE, 100 * QUOTE, 1, SCALE, 100 * QUOTE]
+    exact_so_far = Candle(open0, open0 + 59_999, *so_far)
+    f.handle(snapshot(open0, open0 + 1_500, first=10, last=10, candle=exact_so_far))
+    st = f.states["BTCUSDT"]
+    assert st.live.builder.is_complete(0)
+    # 0.5 at 100.00000001: a quote of 50.000000005, published at 8 decimals as 50.00000000
+    price = 100 * SCALE + 1
+    f.handle(TradeEvent("BTCUSDT", 2, price, SCALE // 2, 11, 11, open0 + 2_000, True, open0))
+    official = Candle(
+        open0,
+        open0 + 59_999,
+        open=100 * SCALE,
+        high=price,
+        low=100 * SCALE,
+        close=price,
+        volume=volume,
+        quote_volume=150 * QUOTE,
+        trades=2,
+        taker_buy_volume=SCALE,
+        taker_buy_quote_volume=100 * QUOTE,
+    )
+    f.handle(snapshot(open0, open0 + 60_100, first=10, last=11, candle=official, final=True))
+    assert [c.candle.quote_volume for c in st.live.closed] == [150 * QUOTE + SCALE // 2]
+    assert (st.matches, st.mismatches) == ((1, 0) if matched else (0, 1))
+
+
 def test_a_kline_without_trades_does_not_let_the_clock_close_over_missed_trades() -> None:
     clock = ManualClock(T0)
     f = feed(clock=clock)

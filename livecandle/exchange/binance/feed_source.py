@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 import msgspec
 
@@ -21,7 +22,7 @@ from livecandle.domain.events import (
     UnknownMessage,
 )
 from livecandle.domain.intervals import Interval
-from livecandle.domain.model import Trade, to_units
+from livecandle.domain.model import Candle, Trade, to_units
 from livecandle.exchange.binance import parse
 from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.exchange.binance.weights import Priority
@@ -32,13 +33,21 @@ Frame = str | bytes  # one websocket message, as the stream client queues it
 
 
 class _Combined(msgspec.Struct):
-    """``{"stream": "btcusdt@aggTrade", "data": {...}}`` (combined streams)."""
+    """``{"stream": "btcusdt@aggTrade", "data": {...}}`` (combined streams), read as far as
+    needed first: the stream's name is skipped (the event names its symbol), a kline's
+    figures too (``_snapshot``)."""
 
-    stream: str
-    data: parse.StreamEvent
+    data: parse.StreamHead
+
+
+class _CombinedKline(msgspec.Struct):
+    """A kline message read whole: its figures too."""
+
+    data: parse.KlineEvent
 
 
 _combined = msgspec.json.Decoder(_Combined)
+_combined_kline = msgspec.json.Decoder(_CombinedKline)
 _UNKNOWN = UnknownMessage()
 
 
@@ -65,35 +74,66 @@ def decode_frame(frame: Frame) -> MarketEvent | None:
         except ValueError as e:
             return BadMessage(f"aggTrade {data.a} of {data.s}: {e}", data.s)
         return TradeEvent(data.s, data.a, price, qty, data.f, data.l, data.T, data.m, data.E)
-    if type(data) is parse.KlineEvent:
-        return _snapshot(data)
+    if type(data) is parse.KlineHeadEvent:
+        return _snapshot(data, frame)
     assert type(data) is parse.ServerShutdownEvent
     return ServerShutdown(data.E)
 
 
-def _snapshot(event: parse.KlineEvent) -> CandleSnapshot:
+def _snapshot(head: parse.KlineHeadEvent, frame: Frame) -> CandleSnapshot:
     """A kline update::
 
     {"e":"kline","E":1672515782136,"s":"BNBBTC","k":{"t":1672515780000,
      "T":1672515839999,"s":"BNBBTC","i":"1m","f":100,"L":200,"o":"0.0010",...,"x":false}}
-    """
-    k = event.k
-    try:
-        candle = k.candle()
-    except ValueError:  # not exact decimals, or high below low: only ids and times count
-        candle = None
+
+    A forming kline's figures are read from the frame only if the feed asks for its
+    candle (to seed a symbol): the whole market sends ~3,000 a second, and reading one
+    whole costs several times reading its times and ids. A final kline is read whole at
+    once (its row is stored, its candle compared with ours). Figures that cannot be read
+    (not exact decimals, high below low, not even strings) make no candle and no row:
+    only the times and ids count."""
+    k = head.k
+    if not k.x:
+        return CandleSnapshot(
+            head.s, k.i, k.t, k.T, k.f, k.L, False, head.E, read=partial(_candle_of, frame)
+        )
+    payload = _payload_of(frame)
+    candle = _candle_from(payload)
     return CandleSnapshot(
-        symbol=event.s,
-        interval=k.i,
-        open_ms=k.t,
-        close_ms=k.T,
-        first_trade_id=k.f,
-        last_trade_id=k.L,
-        final=k.x,
-        event_ms=event.E,
-        candle=candle,
-        row=parse.stream_kline_member(k) if k.x and candle is not None else None,
+        head.s,
+        k.i,
+        k.t,
+        k.T,
+        k.f,
+        k.L,
+        True,
+        head.E,
+        candle,
+        row=parse.stream_kline_member(payload)
+        if payload is not None and candle is not None
+        else None,
     )
+
+
+def _payload_of(frame: Frame) -> parse.KlinePayload | None:
+    try:
+        data = _combined_kline.decode(frame).data
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return data.k
+
+
+def _candle_from(k: parse.KlinePayload | None) -> Candle | None:
+    if k is None:
+        return None
+    try:
+        return k.candle()
+    except ValueError:  # not exact decimals, or high below low
+        return None
+
+
+def _candle_of(frame: Frame) -> Candle | None:
+    return _candle_from(_payload_of(frame))
 
 
 def _undecodable(frame: Frame, error: Exception) -> MarketEvent | None:

@@ -145,6 +145,28 @@ class KlineEvent(msgspec.Struct, frozen=True, tag_field="e", tag="kline"):
     k: KlinePayload
 
 
+class KlineHead(msgspec.Struct, frozen=True):
+    """A ``KlinePayload`` without its figures: what a forming kline is mostly read for
+    (its times and trade ids). The figures' fields are skipped by the decoder, not
+    copied out of the message."""
+
+    t: int
+    T: int
+    s: str
+    i: str
+    f: int
+    L: int
+    x: bool
+
+
+class KlineHeadEvent(msgspec.Struct, frozen=True, tag_field="e", tag="kline"):
+    """A ``KlineEvent`` read as far as ``KlineHead``."""
+
+    E: int
+    s: str
+    k: KlineHead
+
+
 class ServerShutdownEvent(msgspec.Struct, frozen=True, tag_field="e", tag="serverShutdown"):
     """``{"e":"serverShutdown","E":1672515782136}``: reconnect."""
 
@@ -152,6 +174,8 @@ class ServerShutdownEvent(msgspec.Struct, frozen=True, tag_field="e", tag="serve
 
 
 StreamEvent = AggTradeEvent | KlineEvent | ServerShutdownEvent
+# what a stream message is first read as: a kline's figures only when needed
+StreamHead = AggTradeEvent | KlineHeadEvent | ServerShutdownEvent
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
