@@ -23,6 +23,7 @@ from livecandle.domain.model import SCALE, SeriesKey
 from livecandle.live.writer import FinalCandle, LiveWriter, SymbolLive
 from livecandle.runtime.redis_server import RedisServer, free_port
 from livecandle.store import Keys, Store
+from livecandle.store.closings import decode_closings
 from tests.builders import kline_member
 from tests.integration.redis_support import client, command_stats, full, own_server
 
@@ -282,8 +283,8 @@ async def test_while_redis_is_full_the_writer_backs_off_says_so_once_and_publish
             assert updates.empty()
             assert batch["prices"][0]["price"] == newest
             assert batch["candles"][0]["close"] == newest
-            announced = [msgspec.json.decode(m) for _, m in await drain(closes)]
-            assert [a["open_ms"] for a in announced] == [OPEN0]
+            announced = [decode_closings(m) for _, m in await drain(closes)]
+            assert announced == [[(BTC_1M, OPEN0)]]
         assert (await json_at(c, "live_price:BTCUSDT"))["price"] == newest
         candle = await json_at(c, "live_candle:BTCUSDT:1m")
         assert (candle["time"], candle["close"]) == (OPEN0 + 60_000, newest)
