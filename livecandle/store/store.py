@@ -360,8 +360,8 @@ class Store:
         closed_candles: Iterable[ClosedLive] = (),
     ) -> None:
         """One pipelined round trip: live candles, live prices, closed live candles kept
-        until confirmed, the batch message for the web app and ``candle_closed``
-        notifications for the fetcher."""
+        until confirmed (many series per script call), the batch message for the web app
+        and the ``candle_closed`` message(s) for the fetcher (``store.closings``)."""
         if self._cluster:
             await self._write_live_on_cluster(candles, prices, publish, closed, closed_candles)
             return
