@@ -95,7 +95,7 @@ def _write_result(res: Sequence[Any]) -> WriteResult:
 
 
 OFFICIALS_PER_CALL = 200  # series per WRITE_OFFICIALS call (~5 ms of Redis)
-LIVE_CLOSED_PER_CALL = 1000  # series per WRITE_LIVE_CLOSED_MANY call
+LIVE_CLOSED_PER_CALL = 500  # series per WRITE_LIVE_CLOSED_MANY call (~5-10 ms of Redis)
 LIVE_NAMES_KEPT = 100_000  # live_candle key names remembered (the market's series)
 
 

@@ -188,9 +188,7 @@ async def test_a_closed_candle_is_kept_in_live_closed_and_announced_at_once(
     async with listening(store, channel) as queue:
         await writer.flush(write_keys=False)  # a close does not wait for the write period
         [announced] = await received(store, channel, queue)
-    assert announced == {
-        "closed": [{"interval": "1m", "open_ms": OPEN0, "symbols": ["BTCUSDT"]}]
-    }
+    assert announced == {"closed": [{"interval": "1m", "open_ms": OPEN0, "symbols": ["BTCUSDT"]}]}
     [(member, score)] = await redis.zrange(store.keys.live_closed(BTC_1M), 0, -1, withscores=True)
     closed = msgspec.json.decode(member)
     assert score == OPEN0 and closed["time"] == OPEN0
