@@ -220,7 +220,7 @@ WRITE_LIVE_CLOSED_MANY: Final = (
     + _SPLIT
     + r"""
 -- WRITE_LIVE_CLOSED of many series in one call (at 00:00 UTC every followed series
--- closes at once: a call per series was most of that second's work).
+-- closes at once: a call per series, 9,600 of them, was most of that flush's work).
 -- ARGV[1] the keys: each series' live_closed then its klines_meta, newline-separated
 -- ARGV[2] the closed live candles (compact JSON, never a raw newline), newline-separated
 -- ARGV[3] per series, space-separated: TTL ms, n, then the open times of its n candles
