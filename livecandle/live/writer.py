@@ -4,8 +4,9 @@ Whatever the trade rate, each ``live_candle`` / ``live_price`` key is written at
 once per write period (default 100 ms). For the web app one batch message is published
 per publish period (default 10 ms): prices every time (a trade reaches a browser within
 tens of milliseconds; the page moves its forming candle with them), candles every write
-period and at once when one closes. ``candle_closed`` notifications for the fetcher go
-in the same pipelined round trip.
+period and at once when one closes. The candles that closed are stored (``live_closed``,
+many series per script call) and announced to the fetcher (one ``candle_closed``
+message naming them all: ``store.closings``) in the same pipelined round trip.
 The exchange's final candles (the stream's closed klines) are official: each flush stores
 those that arrived since the last in one pipelined round trip, through the same store
 script as REST rows, before anything else. A final candle replaces a different stored
@@ -35,6 +36,7 @@ from livecandle.domain.intervals import Interval
 from livecandle.domain.model import SeriesKey, format_units
 from livecandle.live.values import LiveValues
 from livecandle.store import ClosedLive, LiveWrite, Store
+from livecandle.store.closings import encode_closings
 from livecandle.store.codec import closed_value
 from livecandle.store.fencing import write_live_fenced
 from livecandle.store.leases import Resume
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 
 _enc = msgspec.json.Encoder()
 
-# what is kept for the retry while Redis is away: closed candles and their notifications
+# what is kept for the retry while Redis is away: closed candles and their announcements
 KEPT_WHILE_FAILING = 10_000
 # final candles stored in one flush: at 00:00 UTC every series closes (the whole market's
 # 9,600 in 48 script calls, ~0.3 s of Redis) and all go in the first flush after they
@@ -208,7 +210,8 @@ class LiveWriter:
         self._last_write = 0.0
         self._announced: set[tuple[str, str, int]] = set()
         self._closed: list[ClosedLive] = []  # kept until a write succeeds
-        self._closed_msgs: list[bytes] = []  # candle_closed notifications, likewise
+        # (symbol, interval, open_ms) of the candles to announce (candle_closed), likewise
+        self._closings: list[tuple[str, str, int]] = []
         self.rest_lag_ms = rest_lag_ms
         self._finals: list[tuple[SeriesKey, FinalCandle]] = []  # kept until stored
         self.finals_stored = 0  # official candles the stream added
@@ -307,7 +310,9 @@ class LiveWriter:
                 writes.extend(st.unwritten)
                 if st.unwritten_price is not None:
                     prices.append((st.symbol, st.unwritten_price))
-        closed, closed_msgs = self._closed, self._closed_msgs
+        closed = self._closed
+        # one message for every candle that closed (at 00:00 UTC the whole market's)
+        closed_msgs = [encode_closings(self._closings)] if self._closings else []
         if not (
             writes
             or prices
@@ -326,7 +331,7 @@ class LiveWriter:
             if self._finals:
                 await self._store_finals(now)
             if self.fence is not None:
-                await self._write_fenced(self.fence, writes, prices, message, written)
+                await self._write_fenced(self.fence, writes, prices, message, closed_msgs, written)
             elif failing:  # a full Redis refuses the keys but not a PUBLISH: keys first
                 await self.store.write_live(writes, prices, None, (), closed)
                 await self.store.write_live((), (), message, closed_msgs)
@@ -335,7 +340,7 @@ class LiveWriter:
         except Exception as e:
             self._failed(e)
             return 0
-        self._closed, self._closed_msgs = [], []
+        self._closed, self._closings = [], []
         if write_keys:
             self._last_write = started
             for st in written:
@@ -356,6 +361,7 @@ class LiveWriter:
         writes: list[LiveWrite],
         prices: list[tuple[str, bytes]],
         message: bytes | None,
+        closed_msgs: list[bytes],
         written: list[SymbolLive],
     ) -> None:
         """The write of a leased worker: only symbols it owns, each at its epoch, with its
@@ -373,7 +379,7 @@ class LiveWriter:
             prices = [p for p in prices if p[0] in epochs]
             self._closed = [c for c in self._closed if c.series.symbol in epochs]
         refused = await write_live_fenced(
-            self.store, epochs, resume, writes, prices, message, self._closed_msgs, self._closed
+            self.store, epochs, resume, writes, prices, message, closed_msgs, self._closed
         )
         if refused:
             self.refused += len(refused)
@@ -392,16 +398,7 @@ class LiveWriter:
             key = (st.symbol, c.interval.name, c.candle.open_ms)
             if not c.correction and key not in self._announced:
                 self._announced.add(key)
-                self._closed_msgs.append(
-                    _enc.encode(
-                        {
-                            "symbol": st.symbol,
-                            "interval": c.interval.name,
-                            "open_ms": c.candle.open_ms,
-                            "complete": c.complete,
-                        }
-                    )
-                )
+                self._closings.append(key)
         st.closed.clear()
         if len(self._announced) > 100_000:
             self._announced.clear()
@@ -441,7 +438,7 @@ class LiveWriter:
         self._outage_errors += 1
         self.last_error = f"{type(e).__name__}: {e}"[:300]
         del self._closed[:-KEPT_WHILE_FAILING]
-        del self._closed_msgs[:-KEPT_WHILE_FAILING]
+        del self._closings[:-KEPT_WHILE_FAILING]
         del self._finals[:-KEPT_WHILE_FAILING]
         for st in self.symbols.values():
             st.dirty = True

@@ -24,8 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from livecandle.backoff import Backoff
 from livecandle.domain.clock import ServerClock
 from livecandle.domain.model import SeriesKey
@@ -41,6 +39,7 @@ from livecandle.official.due import DueHeap
 from livecandle.official.reconciler import Reconciler
 from livecandle.official.rows import closed_rows, find_gaps, first_missing, packed_rows
 from livecandle.store import Meta, Store, StoreError
+from livecandle.store.closings import decode_closings
 
 log = logging.getLogger(__name__)
 
@@ -507,19 +506,19 @@ class BackgroundFetcher:
             await self.store.set_error(series, error)
 
     async def listen_closed(self) -> None:
-        """Turn ``candle_closed`` messages into checks of the store; ``listening`` is
-        set once Redis has confirmed the subscription."""
+        """Turn ``candle_closed`` messages (each names every candle that closed in one
+        flush of the live writer: ``store.closings``) into checks of the store;
+        ``listening`` is set once Redis has confirmed the subscription."""
         self.listening.clear()
         async for _, data in self.store.listen(
             self.store.keys.closed_channel, subscribed=self.listening.set
         ):
             try:
-                message = msgspec.json.decode(data)
-                series = SeriesKey.of(message["symbol"], message["interval"])
-                open_ms = message.get("open_ms")
-            except (msgspec.DecodeError, KeyError, ValueError, TypeError, AttributeError):
+                closed = decode_closings(data)
+            except ValueError:  # not such a message
                 continue
-            self.request(series, open_ms if isinstance(open_ms, int) else None)
+            for series, open_ms in closed:
+                self.request(series, open_ms)
 
     async def prepare(self) -> None:
         """Server clock and rate limits from the exchange; unknown symbols reported."""

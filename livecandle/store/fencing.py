@@ -72,8 +72,7 @@ async def write_live_fenced(
                 }
                 live, live_prices, live_closed = _without(refused, candles, prices, closed_candles)
                 pipe.multi()  # type: ignore[no-untyped-call]
-                for keys, args in store._closed_writes(live_closed):
-                    pipe.eval(scripts.WRITE_LIVE_CLOSED, len(keys), *keys, *args)
+                store._write_closed_many(pipe, live_closed)
                 store._set_live(pipe, live, live_prices)
                 for s, r in resume.items():
                     if s not in refused:

@@ -151,5 +151,7 @@ class Keys:
 
     @property
     def closed_channel(self) -> str:
-        """Stream -> fetcher: ``{symbol, interval, open_ms}`` of a candle that just closed."""
+        """Stream -> fetcher: one message per live-writer flush naming every candle that
+        closed in it, grouped by interval and open time (``store.closings``):
+        ``{"closed": [{"interval": "1m", "open_ms": ..., "symbols": ["BTCUSDT", ...]}]}``."""
         return f"{self.prefix}candle_closed"

@@ -1,6 +1,7 @@
 """Lua scripts of the store. Each runs atomically and touches only keys of one series
-(one cluster slot when keys are hash-tagged), except ``SET_LIVE`` and ``WRITE_OFFICIALS``,
-which a single Redis runs for the keys of many series at once (never sent to a cluster)."""
+(one cluster slot when keys are hash-tagged), except ``SET_LIVE``, ``WRITE_OFFICIALS`` and
+``WRITE_LIVE_CLOSED_MANY``, which a single Redis runs for the keys of many series at once
+(never sent to a cluster)."""
 
 from __future__ import annotations
 
@@ -177,6 +178,23 @@ return out
 """
 )
 
+# a newline-separated blob into its parts (a plain find, not a pattern: this runs over
+# megabytes); see SET_LIVE for why blobs rather than an argument each
+_SPLIT: Final = r"""
+local function split(blob)
+  local out, at, find, sub = {}, 1, string.find, string.sub
+  while true do
+    local nl = find(blob, '\n', at, true)
+    if not nl then
+      out[#out + 1] = sub(blob, at)
+      return out
+    end
+    out[#out + 1] = sub(blob, at, nl - 1)
+    at = nl + 1
+  end
+end
+"""
+
 WRITE_LIVE_CLOSED: Final = r"""
 -- Keep closed live candles until their official candles are stored, so a chart never
 -- shows a hole however long the official data takes (one member per open time).
@@ -195,6 +213,50 @@ local kept = redis.call('ZCARD', z)
 if kept > 0 then redis.call('PEXPIRE', z, ARGV[1]) end
 return kept
 """
+
+WRITE_LIVE_CLOSED_MANY: Final = (
+    "local function write_series(KEYS, ARGV)\n"
+    + WRITE_LIVE_CLOSED
+    + "end\n"
+    + _SPLIT
+    + r"""
+-- WRITE_LIVE_CLOSED of many series in one call (at 00:00 UTC every followed series
+-- closes at once: a call per series, 9,600 of them, was most of that flush's work).
+-- ARGV[1] the keys: each series' live_closed then its klines_meta, newline-separated
+-- ARGV[2] the closed live candles (compact JSON, never a raw newline), newline-separated
+-- ARGV[3] per series, space-separated: TTL ms, n, then the open times of its n candles
+-- (the next n values of ARGV[2], in order)   ARGV[4] the most to keep per series
+-- The keys are not declared (KEYS): this runs on a single Redis only, never on a
+-- cluster. Returns the number of series written.
+local keys, values = split(ARGV[1]), split(ARGV[2])
+local layout = {}
+for word in string.gmatch(ARGV[3], '%S+') do layout[#layout + 1] = word end
+-- checked before anything is written (a script's writes are not rolled back)
+local series, candles, l = 0, 0, 1
+while l < #layout do
+  local n = tonumber(layout[l + 1])
+  series, candles, l = series + 1, candles + n, l + 2 + n
+end
+if l ~= #layout + 1 or 2 * series ~= #keys or candles ~= #values then
+  return redis.error_reply('ERR live closed: ' .. #keys .. ' keys, ' .. #values ..
+                           ' values and a layout of ' .. #layout .. ' do not match')
+end
+local v = 1
+l = 1
+for s = 1, series do
+  local n = tonumber(layout[l + 1])
+  local args = {layout[l], ARGV[4]}
+  for j = 1, n do
+    args[2 * j + 1] = layout[l + 1 + j]
+    args[2 * j + 2] = values[v]
+    v = v + 1
+  end
+  write_series({keys[2 * s - 1], keys[2 * s]}, args)
+  l = l + 2 + n
+end
+return series
+"""
+)
 
 READ_WITH_LIVE: Final = r"""
 -- One consistent snapshot for a chart read.
@@ -244,7 +306,8 @@ end
 """
 )
 
-SET_LIVE: Final = r"""
+SET_LIVE: Final = (
+    r"""
 -- Set the live keys of one write period in one command (the per-command cost of a
 -- pipeline of thousands of SETs is most of a whole-market live write).
 -- ARGV[1] the keys, newline-separated, grouped by TTL   ARGV[2] their values (compact
@@ -253,19 +316,9 @@ SET_LIVE: Final = r"""
 -- the client packs, and Redis parses, thousands of arguments one at a time at several
 -- times the cost of splitting two strings. The keys are not declared (KEYS): this runs
 -- on a single Redis only, never on a cluster. Returns the number of keys set.
-local function split(blob)  -- a plain find, not a pattern: this runs over megabytes
-  local out, at, find, sub = {}, 1, string.find, string.sub
-  while true do
-    local nl = find(blob, '\n', at, true)
-    if not nl then
-      out[#out + 1] = sub(blob, at)
-      return out
-    end
-    out[#out + 1] = sub(blob, at, nl - 1)
-    at = nl + 1
-  end
-end
-local keys, values = split(ARGV[1]), split(ARGV[2])
+"""
+    + _SPLIT
+    + r"""local keys, values = split(ARGV[1]), split(ARGV[2])
 local n = #keys
 if #values ~= n then
   return redis.error_reply('ERR ' .. n .. ' live keys and ' .. #values .. ' values given')
@@ -282,6 +335,7 @@ while i <= n do
 end
 return n
 """
+)
 
 # -- leases (store.leases): one owner per symbol, fenced by an epoch -------------------
 

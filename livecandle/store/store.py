@@ -124,6 +124,7 @@ def _write_result(res: Sequence[Any]) -> WriteResult:
 
 
 OFFICIALS_PER_CALL = 200  # series per WRITE_OFFICIALS call (~5 ms of Redis)
+LIVE_CLOSED_PER_CALL = 500  # series per WRITE_LIVE_CLOSED_MANY call (~5-10 ms of Redis)
 LIVE_NAMES_KEPT = 100_000  # live_candle key names remembered (the market's series)
 
 
@@ -400,15 +401,14 @@ class Store:
         closed_candles: Iterable[ClosedLive] = (),
     ) -> None:
         """One pipelined round trip: live candles, live prices, closed live candles kept
-        until confirmed, the batch message for the web app and ``candle_closed``
-        notifications for the fetcher."""
+        until confirmed (many series per script call), the batch message for the web app
+        and the ``candle_closed`` message(s) for the fetcher (``store.closings``)."""
         if self._cluster:
             await self._write_live_on_cluster(candles, prices, publish, closed, closed_candles)
             return
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
-        for keys, args in self._closed_writes(closed_candles):
-            await self._write_closed(keys=keys, args=args, client=pipe)
+        self._write_closed_many(pipe, closed_candles)
         self._set_live(pipe, candles, prices)
         if publish is not None:
             pipe.publish(k.live_channel, publish)
@@ -424,18 +424,49 @@ class Store:
     def _closed_writes(
         self, closed_candles: Iterable[ClosedLive]
     ) -> list[tuple[list[str], list[Any]]]:
-        """``(keys, args)`` of the ``WRITE_LIVE_CLOSED`` call of each series closing."""
+        """``(keys, args)`` of the ``WRITE_LIVE_CLOSED`` call of each series closing (a
+        cluster's path: each series' keys are in a slot of their own)."""
         k = self.keys
-        by_series: dict[SeriesKey, list[ClosedLive]] = {}
-        for c in closed_candles:
-            by_series.setdefault(c.series, []).append(c)
         calls = []
-        for series, items in by_series.items():
+        for series, items in _by_series(closed_candles).items():
             args: list[Any] = [live_candle_ttl_ms(series.interval), LIVE_CLOSED_MAX]
             for c in items:
                 args += [c.open_ms, c.value]
             calls.append(([k.live_closed(series), k.meta(series)], args))
         return calls
+
+    def _write_closed_many(self, pipe: Any, closed_candles: Iterable[ClosedLive]) -> None:
+        """Queue on ``pipe`` (a single Redis's) the closed live candles' writes: a
+        ``WRITE_LIVE_CLOSED_MANY`` call per ``LIVE_CLOSED_PER_CALL`` series, each stored
+        as ``WRITE_LIVE_CLOSED`` stores it (at 00:00 UTC the whole market closes at once:
+        9,600 series, a call each was ~40% of the stream process for 2 s)."""
+        by_series = list(_by_series(closed_candles).items())
+        k = self.keys
+        for at in range(0, len(by_series), LIVE_CLOSED_PER_CALL):
+            keys: list[str] = []
+            values: list[bytes] = []
+            layout: list[str] = []
+            for series, items in by_series[at : at + LIVE_CLOSED_PER_CALL]:
+                keys += [k.live_closed(series), k.meta(series)]
+                layout += [str(live_candle_ttl_ms(series.interval)), str(len(items))]
+                layout += [str(c.open_ms) for c in items]
+                values += [c.value for c in items]
+            key_blob, value_blob = "\n".join(keys), b"\n".join(values)
+            if key_blob.count("\n") != len(keys) - 1 or value_blob.count(b"\n") != len(values) - 1:
+                # a value with a newline (never compact JSON): a call per series
+                for keys_of, args in self._closed_writes(
+                    c for _, items in by_series[at : at + LIVE_CLOSED_PER_CALL] for c in items
+                ):
+                    pipe.eval(scripts.WRITE_LIVE_CLOSED, len(keys_of), *keys_of, *args)
+                continue
+            pipe.eval(
+                scripts.WRITE_LIVE_CLOSED_MANY,
+                0,
+                key_blob,
+                value_blob,
+                " ".join(layout),
+                LIVE_CLOSED_MAX,
+            )
 
     def _set_live(
         self,
@@ -686,6 +717,13 @@ class Store:
             ops.append(functools.partial(_publish, channel=k.closed_channel, message=message))
         if ops:
             await self._pipelined_on_cluster(ops)
+
+
+def _by_series(closed_candles: Iterable[ClosedLive]) -> dict[SeriesKey, list[ClosedLive]]:
+    by_series: dict[SeriesKey, list[ClosedLive]] = {}
+    for c in closed_candles:
+        by_series.setdefault(c.series, []).append(c)
+    return by_series
 
 
 def _set_each(pipe: Any, keys: list[str], values: list[bytes], tail: list[int]) -> None:

@@ -21,6 +21,7 @@ from livecandle.official.integrity import verify
 from livecandle.runtime.redis_server import RedisServer
 from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store
+from livecandle.store.closings import encode_closings
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import official
 from tests.integration.redis_support import client, full, own_server
@@ -147,7 +148,7 @@ async def test_a_closed_candle_message_before_its_check_is_due_changes_nothing(
             await asyncio.wait_for(fetcher.listening.wait(), 5)
             before = emulator.state()["requests_by_endpoint"]["klines"]
             # a stray message for a candle long stored: no request for it
-            message = msgspec.json.encode({"symbol": "BTCUSDT", "interval": "1h", "open_ms": 0})
+            message = encode_closings([("BTCUSDT", "1h", 0)])
             await store.redis.publish(store.keys.closed_channel, message)
             await asyncio.sleep(1.0)  # nothing to await: the point is that nothing happens
             assert emulator.state()["requests_by_endpoint"]["klines"] == before

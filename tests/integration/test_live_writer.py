@@ -23,6 +23,7 @@ from livecandle.domain.model import SCALE, SeriesKey
 from livecandle.live.writer import FinalCandle, LiveWriter, SymbolLive
 from livecandle.runtime.redis_server import RedisServer, free_port
 from livecandle.store import Keys, Store
+from livecandle.store.closings import decode_closings
 from tests.builders import kline_member
 from tests.integration.redis_support import client, command_stats, full, own_server
 
@@ -187,7 +188,7 @@ async def test_a_closed_candle_is_kept_in_live_closed_and_announced_at_once(
     async with listening(store, channel) as queue:
         await writer.flush(write_keys=False)  # a close does not wait for the write period
         [announced] = await received(store, channel, queue)
-    assert announced == {"symbol": "BTCUSDT", "interval": "1m", "open_ms": OPEN0, "complete": False}
+    assert announced == {"closed": [{"interval": "1m", "open_ms": OPEN0, "symbols": ["BTCUSDT"]}]}
     [(member, score)] = await redis.zrange(store.keys.live_closed(BTC_1M), 0, -1, withscores=True)
     closed = msgspec.json.decode(member)
     assert score == OPEN0 and closed["time"] == OPEN0
@@ -280,8 +281,8 @@ async def test_while_redis_is_full_the_writer_backs_off_says_so_once_and_publish
             assert updates.empty()
             assert batch["prices"][0]["price"] == newest
             assert batch["candles"][0]["close"] == newest
-            announced = [msgspec.json.decode(m) for _, m in await drain(closes)]
-            assert [a["open_ms"] for a in announced] == [OPEN0]
+            announced = [decode_closings(m) for _, m in await drain(closes)]
+            assert announced == [[(BTC_1M, OPEN0)]]
         assert (await json_at(c, "live_price:BTCUSDT"))["price"] == newest
         candle = await json_at(c, "live_candle:BTCUSDT:1m")
         assert (candle["time"], candle["close"]) == (OPEN0 + 60_000, newest)

@@ -1,0 +1,163 @@
+"""The 00:00 UTC boundary (issue 9): every interval of every followed symbol closes at
+once. The closed live candles are written many series per script call and announced in
+one ``candle_closed`` message; each series is stored as a call of its own stored it, a
+stale lease epoch is still refused, and the fetcher checks every candle named."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from livecandle.domain.aggregator import LiveCandleBuilder
+from livecandle.domain.clock import ManualClock
+from livecandle.domain.intervals import DAY_MS, INTERVALS
+from livecandle.domain.model import SCALE, SeriesKey
+from livecandle.exchange.binance.rest import BinanceRest
+from livecandle.live.writer import LiveWriter, SymbolLive
+from livecandle.official.background_fetcher import BackgroundFetcher
+from livecandle.store import ClosedLive, Keys, Store, scripts
+from livecandle.store.closings import decode_closings
+from livecandle.store.fencing import write_live_fenced
+from livecandle.store.store import LIVE_CLOSED_PER_CALL
+from tests.builders import kline_member
+from tests.integration.test_live_writer import listening, received
+
+MIDNIGHT = 1_700_006_400_000  # 2023-11-15 00:00 UTC
+assert MIDNIGHT % DAY_MS == 0
+CLOSING = [INTERVALS[i] for i in ("1m", "3m", "5m", "15m", "1h", "1d")]
+SYMBOLS = [f"S{n:03d}USDT" for n in range(40)]  # 240 series close at once
+
+
+class RecordingFetcher(BackgroundFetcher):
+    """The fetcher, noting each after-close check it is asked for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.requested: dict[SeriesKey, int | None] = {}
+        self.all_requested = asyncio.Event()
+
+    def request(self, series: SeriesKey, open_ms: int | None = None) -> None:
+        self.requested[series] = open_ms
+        if len(self.requested) == len(self.series):
+            self.all_requested.set()
+        super().request(series, open_ms)
+
+
+async def test_a_whole_market_close_is_stored_per_series_announced_once_and_checked(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    lives = {s: SymbolLive(s, LiveCandleBuilder(CLOSING, ManualClock(MIDNIGHT))) for s in SYMBOLS}
+    for n, (symbol, live) in enumerate(lives.items()):
+        for time_ms, price in ((MIDNIGHT - 1_000, 100 + n), (MIDNIGHT, 200 + n)):
+            closed = live.builder.add(time_ms, price * SCALE, SCALE)
+            live.traded(time_ms)
+            if closed:
+                live.add_closed(closed)
+        assert len(live.closed) == len(CLOSING), symbol
+    every = [SeriesKey(s, i) for s in SYMBOLS for i in CLOSING]
+    writer = LiveWriter(store, lives, lambda: MIDNIGHT + 5)
+    rest = BinanceRest("http://127.0.0.1:9")  # never asked: only the checks are looked at
+    fetcher = RecordingFetcher(store, rest, every, reconcile=False)
+    listener = asyncio.create_task(fetcher.listen_closed())
+    try:
+        async with asyncio.timeout(5):
+            await fetcher.listening.wait()
+        channel = store.keys.closed_channel
+        async with listening(store, channel) as queue:
+            await writer.flush(write_keys=False)  # the close goes out at once
+            [message] = await received(store, channel, queue)  # one message for all
+        async with asyncio.timeout(5):
+            await fetcher.all_requested.wait()
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+    opens = {s: s.interval.open_of(MIDNIGHT - 1_000) for s in every}
+    assert sorted(decode_closings(msgspec.json.encode(message)), key=str) == sorted(
+        opens.items(), key=str
+    )
+    assert fetcher.requested == opens
+    pipe = redis.pipeline(transaction=False)
+    for s in every:
+        pipe.zrange(store.keys.live_closed(s), 0, -1, withscores=True)
+        pipe.pttl(store.keys.live_closed(s))
+    found = await pipe.execute()
+    for n, s in enumerate(every):
+        [(member, score)], ttl_ms = found[2 * n], found[2 * n + 1]
+        candle = msgspec.json.decode(member)
+        price = f"{100 + SYMBOLS.index(s.symbol)}.00000000"
+        assert score == opens[s] and candle["time"] == opens[s], s
+        assert (candle["open"], candle["close"], candle["trades"]) == (price, price, 1), s
+        assert ttl_ms > DAY_MS - 10_000, s
+
+
+def _closings(symbols: list[str], opens_ms: list[int], tag: str) -> list[ClosedLive]:
+    return [
+        ClosedLive(SeriesKey(s, INTERVALS["1m"]), o, msgspec.json.encode({"t": o, "v": tag}))
+        for s in symbols
+        for o in opens_ms
+    ]
+
+
+async def test_closed_live_candles_of_many_series_are_stored_as_a_call_per_series_stores_them(
+    redis: aioredis.Redis,
+) -> None:
+    """The same writes and stored state, once through the one-call-per-series script (the
+    cluster's path) and once in batches; every series ends up the same, including what
+    the kept rows replace and what a stored official row prunes."""
+    t = MIDNIGHT
+    symbols = [f"B{n:04d}USDT" for n in range(LIVE_CLOSED_PER_CALL + 50)]  # two calls
+    before = _closings(symbols[::3], [t - 60_000, t], "old")  # some replaced, some pruned
+    closing = _closings(symbols, [t], "new") + _closings(symbols[::7], [t + 60_000], "next")
+    # a newline in a value (never compact JSON): that batch goes a call per series
+    closing.append(ClosedLive(SeriesKey(symbols[-1], INTERVALS["1m"]), t + 120_000, b"{\n}"))
+    one_by_one, batched = Store(redis, Keys(prefix="a:")), Store(redis, Keys(prefix="b:"))
+    for store in (one_by_one, batched):
+        for s in symbols[::5]:  # the official row of t - 60s is stored: pruned
+            await store.write_candles(
+                SeriesKey(s, INTERVALS["1m"]), [(t - 60_000, kline_member(t - 60_000))], 1
+            )
+        await store.write_live([], closed_candles=before)
+    for keys, args in one_by_one._closed_writes(closing):
+        await redis.eval(scripts.WRITE_LIVE_CLOSED, len(keys), *keys, *args)
+    await batched.write_live([], closed_candles=closing)
+    pipe = redis.pipeline(transaction=False)
+    for s in symbols:
+        for store in (one_by_one, batched):
+            pipe.zrange(
+                store.keys.live_closed(SeriesKey(s, INTERVALS["1m"])), 0, -1, withscores=True
+            )
+    found = await pipe.execute()
+    pairs = list(zip(found[::2], found[1::2], strict=True))
+    assert all(a == b for a, b in pairs), [
+        s for s, (a, b) in zip(symbols, pairs, strict=True) if a != b
+    ]
+    assert found[-1][-1] == (b"{\n}", t + 120_000)
+    assert found[0] == [  # t - 60 s pruned (its official row is stored), t replaced
+        (b'{"t":1700006400000,"v":"new"}', t),
+        (b'{"t":1700006460000,"v":"next"}', t + 60_000),
+    ]
+    assert found[6] == [  # t - 60 s kept (no official row), t replaced
+        (b'{"t":1700006340000,"v":"old"}', t - 60_000),
+        (b'{"t":1700006400000,"v":"new"}', t),
+    ]
+
+
+async def test_a_stale_lease_epoch_refuses_its_closed_candles_in_a_whole_market_write(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    symbols = [f"F{n:03d}USDT" for n in range(300)]
+    for s in symbols:
+        await redis.set(store.keys.lease_epoch(s), 2 if s == "F007USDT" else 1)
+    closing = _closings(symbols, [MIDNIGHT], "x")
+    refused = await write_live_fenced(
+        store, dict.fromkeys(symbols, 1), {}, [], closed_candles=closing
+    )
+    assert refused == {"F007USDT"}
+    pipe = redis.pipeline(transaction=False)
+    for s in symbols:
+        pipe.zcard(store.keys.live_closed(SeriesKey(s, INTERVALS["1m"])))
+    kept = dict(zip(symbols, await pipe.execute(), strict=True))
+    assert kept == {s: 0 if s == "F007USDT" else 1 for s in symbols}
