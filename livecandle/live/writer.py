@@ -53,6 +53,10 @@ KEPT_WHILE_FAILING = 10_000
 # came; in slices of 2,000 they waited behind the flushes between (each as long, with
 # that close's 9,600 closed live candles): lag at 00:00 p99 5.3 -> 2.0 s, stream only
 FINALS_PER_FLUSH = 10_000
+# ... and while ``run`` goes, in a loop of their own beside the live flushes, this many
+# per round trip: the live updates of the busiest symbols no longer wait the second or
+# so the whole market's finals take at 00:00 (Python building the calls, then Redis)
+FINALS_PER_SLICE = 1_000
 # Binance's REST may serve a just-closed candle stale this long after its close
 REST_LAG_MS = 30_000
 
@@ -214,6 +218,7 @@ class LiveWriter:
         self._closings: list[tuple[str, str, int]] = []
         self.rest_lag_ms = rest_lag_ms
         self._finals: list[tuple[SeriesKey, FinalCandle]] = []  # kept until stored
+        self._finals_queued = asyncio.Event()  # for run's finals loop
         self.finals_stored = 0  # official candles the stream added
         self.finals_replaced = 0  # ... that replaced a different (stale) stored row
         self.finals_kept = 0  # late finals that differed from the stored row (not applied)
@@ -229,20 +234,41 @@ class LiveWriter:
         return self.last_error if self.failing_since_s is not None else None
 
     async def run(self) -> None:
+        """The live flushes, and beside them the exchange's final candles' writes."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._run_finals(), name="live-writer-finals")
+            await self._run_flushes()
+
+    async def _run_flushes(self) -> None:
         period = self.publish_period_ms / 1000
         while True:
             started = time.monotonic()
             write = (started - self._last_write) * 1000 >= self.write_period_ms
-            await self.flush(write_keys=write)
+            await self.flush(write_keys=write, finals=False)
             if self.failing_since_s is not None:
                 await asyncio.sleep(self._backoff.next_s())
                 continue
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
-    async def flush(self, write_keys: bool = True) -> int:
+    async def _run_finals(self) -> None:
+        """Store the final candles the flushes queue, a slice per round trip; a failure
+        is the writer's (``_failed``: kept, retried with its backoff)."""
+        while True:
+            await self._finals_queued.wait()
+            self._finals_queued.clear()
+            while self._finals:
+                try:
+                    await self._store_finals(self.now_ms(), FINALS_PER_SLICE)
+                except Exception as e:
+                    self._failed(e)
+                    await asyncio.sleep(self._backoff.next_s())
+
+    async def flush(self, write_keys: bool = True, finals: bool = True) -> int:
         """Publish what changed since the last flush; with ``write_keys`` also set the
         keys of everything changed since the last key write. Returns keys written.
-        While writes fail, every flush writes the keys first and publishes after."""
+        While writes fail, every flush writes the keys first and publishes after.
+        ``finals``: store the exchange's final candles waiting, first (else they are
+        left to ``run``'s loop of their own)."""
         failing = self.failing_since_s is not None
         write_keys = write_keys or failing
         now = self.now_ms()
@@ -313,6 +339,9 @@ class LiveWriter:
         closed = self._closed
         # one message for every candle that closed (at 00:00 UTC the whole market's)
         closed_msgs = [encode_closings(self._closings)] if self._closings else []
+        store_finals = finals and bool(self._finals)
+        if self._finals and not finals:
+            self._finals_queued.set()
         if not (
             writes
             or prices
@@ -320,7 +349,7 @@ class LiveWriter:
             or closed_msgs
             or batch_candles
             or batch_prices
-            or self._finals
+            or store_finals
         ):
             return 0
         message = None
@@ -328,8 +357,8 @@ class LiveWriter:
             message = _enc.encode({"time": now, "prices": batch_prices, "candles": batch_candles})
         started = time.monotonic()
         try:
-            if self._finals:
-                await self._store_finals(now)
+            if store_finals:
+                await self._store_finals(now, FINALS_PER_FLUSH)
             if self.fence is not None:
                 await self._write_fenced(self.fence, writes, prices, message, closed_msgs, written)
             elif failing:  # a full Redis refuses the keys but not a PUBLISH: keys first
@@ -403,9 +432,10 @@ class LiveWriter:
         if len(self._announced) > 100_000:
             self._announced.clear()
 
-    async def _store_finals(self, now_ms: int) -> None:
-        """The exchange's final candles as official rows, one round trip for all."""
-        batch = self._finals[:FINALS_PER_FLUSH]
+    async def _store_finals(self, now_ms: int, most: int) -> None:
+        """The exchange's final candles as official rows (``most`` of them), one round
+        trip for all."""
+        batch = self._finals[:most]
         writes = []
         fence = self.fence
         for series, f in batch:

@@ -20,7 +20,7 @@ from livecandle.domain.aggregator import LiveCandleBuilder
 from livecandle.domain.clock import ManualClock
 from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import SCALE, SeriesKey
-from livecandle.live.writer import FinalCandle, LiveWriter, SymbolLive
+from livecandle.live.writer import FINALS_PER_SLICE, FinalCandle, LiveWriter, SymbolLive
 from livecandle.runtime.redis_server import RedisServer, free_port
 from livecandle.store import Keys, Store
 from livecandle.store.closings import decode_closings
@@ -327,3 +327,35 @@ async def test_a_late_final_candle_does_not_replace_a_reconciled_row(store: Stor
     await writer.flush()
     assert await store.members(BTC_1M) == [(settled, float(OPEN0))]
     assert (writer.finals_replaced, writer.finals_kept) == (0, 1)
+
+
+async def test_a_running_writer_stores_the_finals_in_slices_beside_its_live_flushes(
+    store: Store,
+) -> None:
+    n = FINALS_PER_SLICE * 2 + 500  # three slices
+    names = [f"S{i:04d}USDT" for i in range(n)]
+    lives = {name: symbol_live(name) for name in names}
+    now_ms = OPEN0 + 61_000
+    writer = LiveWriter(store, lives, lambda: now_ms)
+    for live in lives.values():
+        live.add_final(FinalCandle(M1, OPEN0, OPEN0 + 59_999, kline_member(OPEN0)))
+    trade(lives[names[0]], now_ms, 100 * SCALE)  # and a live trade to publish
+    async with (
+        listening(store, store.keys.klines_updated_channel) as updated,
+        listening(store, store.keys.live_channel) as live_updates,
+    ):
+        task = asyncio.create_task(writer.run())
+        try:
+            stored: set[str] = set()
+            async with asyncio.timeout(30):
+                while len(stored) < n:
+                    _, raw = await updated.get()
+                    stored.add(msgspec.json.decode(raw)["symbol"])
+                _, raw = await live_updates.get()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert stored == set(names) and writer.finals_stored == n
+    assert msgspec.json.decode(raw)["prices"][0]["symbol"] == names[0]
+    for name in (names[0], names[FINALS_PER_SLICE], names[-1]):
+        assert await store.members(SeriesKey(name, M1)) == [(kline_member(OPEN0), float(OPEN0))]
