@@ -20,7 +20,7 @@ from livecandle.domain.aggregator import LiveCandleBuilder
 from livecandle.domain.clock import ManualClock
 from livecandle.domain.intervals import INTERVALS, Interval
 from livecandle.domain.model import SCALE, SeriesKey
-from livecandle.live.writer import FINALS_PER_SLICE, FinalCandle, LiveWriter, SymbolLive
+from livecandle.live.writer import FinalCandle, LiveWriter, SymbolLive
 from livecandle.runtime.redis_server import RedisServer, free_port
 from livecandle.store import Keys, Store
 from livecandle.store.closings import decode_closings
@@ -329,10 +329,10 @@ async def test_a_late_final_candle_does_not_replace_a_reconciled_row(store: Stor
     assert (writer.finals_replaced, writer.finals_kept) == (0, 1)
 
 
-async def test_a_running_writer_stores_the_finals_in_slices_beside_its_live_flushes(
+async def test_a_running_writer_stores_the_finals_beside_its_live_flushes(
     store: Store,
 ) -> None:
-    n = FINALS_PER_SLICE * 2 + 500  # three slices
+    n = 2_500
     names = [f"S{i:04d}USDT" for i in range(n)]
     lives = {name: symbol_live(name) for name in names}
     now_ms = OPEN0 + 61_000
@@ -357,5 +357,5 @@ async def test_a_running_writer_stores_the_finals_in_slices_beside_its_live_flus
             await asyncio.gather(task, return_exceptions=True)
     assert stored == set(names) and writer.finals_stored == n
     assert msgspec.json.decode(raw)["prices"][0]["symbol"] == names[0]
-    for name in (names[0], names[FINALS_PER_SLICE], names[-1]):
+    for name in (names[0], names[n // 2], names[-1]):
         assert await store.members(SeriesKey(name, M1)) == [(kline_member(OPEN0), float(OPEN0))]
