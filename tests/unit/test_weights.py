@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from livecandle.domain.clock import ManualClock
-from livecandle.exchange.binance.weights import LEARNED_LIMIT_TTL_MS, WeightBudget
+from livecandle.exchange.binance.weights import LEARNED_LIMIT_TTL_MS, Priority, WeightBudget
 
 MIN = 60_000
 T0 = 28_333_334 * MIN  # a window start (1_700_000_040_000)
@@ -296,3 +296,21 @@ async def test_an_answer_to_a_request_sent_before_the_window_turned_does_not_fil
     assert clock.slept_s == []
     b.observe(85, sent_ms=clock.now_ms())  # a request of this window: heeded
     assert b.used == 85
+
+
+async def test_weight_sent_at_a_windows_end_counts_in_the_next_window_too() -> None:
+    # sent 100 ms before the turn, a request may reach the exchange after it: the
+    # exchange then counts it in the new window, where the budget must count it too
+    clock = SleepingClock(T0 + MIN - 100)
+    b = budget(clock)
+    await b.acquire(30)
+    clock.advance(200)  # the next window
+    assert b.room(Priority.HISTORY) == 70
+    await b.acquire(70)
+    await b.acquire(1)  # full: waits for the window after
+    assert b.waits == 1 and clock.now_ms() == T0 + 2 * MIN + 50
+    # well inside a window, nothing carries over
+    clock.advance(10_000)
+    await b.acquire(50)
+    clock.advance(MIN)
+    assert b.room(Priority.HISTORY) == 100

@@ -56,6 +56,10 @@ from livecandle.domain.clock import Clock
 log = logging.getLogger(__name__)
 
 _SKEW_MARGIN_MS = 50
+# a request sent this close to the end of a window may reach the exchange in the next
+# one (in flight, queued on a busy host, or sent within the skew margin after the
+# exchange's turn): its weight counts in both (at most an eighth of a window)
+_STRADDLE_MS = 500
 # Little's law with room to spare: in flight = rate x latency, doubled
 _IN_FLIGHT_HEADROOM = 2.0
 # a weight limit learned from a 429 is trusted over exchangeInfo's this long after the last
@@ -156,6 +160,7 @@ class WeightBudget:
         self._sent_weight = dict.fromkeys(Priority, 0)
         self._sent_last_window = 0  # weight this budget sent in the previous window
         self._sent_this_window = 0
+        self._straddling = 0  # weight sent near this window's end: the next one's too
 
     @property
     def header(self) -> str:
@@ -241,8 +246,9 @@ class WeightBudget:
         if window > self._window:
             self._sent_last_window = self._sent_this_window if window == self._window + 1 else 0
             self._sent_this_window = 0
+            self.used = self._straddling if window == self._window + 1 else 0
+            self._straddling = 0
             self._window = window
-            self.used = 0
             self._accepted = 0
 
     # -- the queue ----------------------------------------------------------------------
@@ -342,6 +348,9 @@ class WeightBudget:
                 return taken
         if self.used + weight <= ceiling or self.used == 0:
             self.used += weight
+            end_ms = (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
+            if end_ms - self.clock.now_ms() <= min(_STRADDLE_MS, self.window_ms // 8):
+                self._straddling += weight
             return True
         return False
 
