@@ -203,7 +203,12 @@ class BackgroundFetcher:
                     result.kept += written.kept
                     result.latest = written.latest
                     result.gaps.extend(gaps)
-                    if written.added and rows and rows[-1].open_ms > settled_until_ms:
+                    # a row of the lag window the stream's final candle had not stored
+                    # yet: the reconciler re-reads it once settled (one the final did
+                    # store is the exchange's own word, and needs no re-read: at the
+                    # whole market's start those re-reads took a quarter of history's
+                    # weight)
+                    if written.filled:
                         result.fresh_added = True
                 if rows:
                     prev_open_ms = rows[-1].open_ms

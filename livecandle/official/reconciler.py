@@ -84,6 +84,11 @@ class Reconciler:
         if series in self._from:
             self._suspect.add(series)
 
+    @property
+    def suspects(self) -> frozenset[SeriesKey]:
+        """The series waiting to be re-read as soon as they have settled."""
+        return frozenset(self._suspect)
+
     def _settled_ms(self, series: SeriesKey) -> int:
         """When the candle the next re-read starts at will have settled."""
         return series.interval.next_open(self._from[series]) + self.rest_lag_ms

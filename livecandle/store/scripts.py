@@ -40,8 +40,9 @@ WRITE_CANDLES: Final = (
 --   not 2n (the client packs and Redis parses a thousand arguments a row at a time:
 --   several times the cost of one blob)
 -- then n-gaps pairs (first missing open, next open)
--- Returns {added, replaced, unchanged, latest or false, count, kept, replaced opens}:
--- kept = rows that differ from the stored one but were not allowed to replace it.
+-- Returns {added, replaced, unchanged, latest or false, count, kept, replaced opens, filled}:
+-- kept = rows that differ from the stored one but were not allowed to replace it;
+-- filled = of added, the rows outside the replace window (they filled a missing open time)
 -- ZADD NX would compare members, not scores: a changed official row would be added
 -- beside the old one. Here an equal member is a no-op; any other member at that score
 -- (including duplicates left by older code) is removed before the new one is added.
@@ -67,7 +68,7 @@ if #opens ~= n or #members ~= n then
   return redis.error_reply('ERR ' .. n .. ' candles announced, ' .. #opens .. ' open times and '
     .. #members .. ' members given')
 end
-local added, replaced, unchanged, kept = 0, 0, 0, 0
+local added, replaced, unchanged, kept, filled = 0, 0, 0, 0, 0
 local replaced_opens = {}
 if n > 0 then
   local lo, hi, nums = math.huge, -math.huge, {}
@@ -102,6 +103,7 @@ if n > 0 then
         replaced_opens[#replaced_opens + 1] = opens[i]
       else
         added = added + 1
+        if s < rfrom or s > runtil then filled = filled + 1 end
       end
       have[s] = member
       many[s] = nil
@@ -147,7 +149,7 @@ end
     .. '","latest":' .. (latest or 'null') .. ',"count":' .. count
     .. ',"added":' .. added .. ',"replaced":' .. replaced .. '}')
 end
-return {added, replaced, unchanged, latest, count, kept, replaced_opens}
+return {added, replaced, unchanged, latest, count, kept, replaced_opens, filled}
 """
 )
 

@@ -67,6 +67,9 @@ class WriteResult:
     count: int
     kept: int = 0  # rows that differ from the stored one and were not let replace it
     replaced_opens: tuple[int, ...] = ()
+    # of ``added``: rows outside the replace window, that filled a missing open time (a
+    # REST row of a just-closed candle the stream's final candle had not stored yet)
+    filled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,7 @@ def _write_result(res: Sequence[Any]) -> WriteResult:
         int(res[4]),
         int(res[5]),
         tuple(int(o) for o in res[6]),
+        int(res[7]),
     )
 
 

@@ -11,8 +11,10 @@ from livecandle.domain.model import SeriesKey
 from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.integrity import verify
+from livecandle.exchange.binance.parse import kline_member
 from livecandle.official.reconciler import Reconciler
 from livecandle.store import Store
+from livecandle.store.store import OfficialWrite
 from tests.helpers import EmulatorProcess
 from tests.integration.live_support import official
 
@@ -102,3 +104,37 @@ async def test_without_spare_weight_only_a_suspect_series_is_re_read(
             await asyncio.gather(runner, return_exceptions=True)
     assert reconciler.reads == 1
     assert await store.count(suspect) > 0 and await store.count(other) == 0
+
+
+async def test_a_just_closed_rest_row_is_suspect_only_where_no_final_candle_stored_it(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    """A REST row of the lag window that filled a missing open time may be stale: its
+    series is re-read once settled. Where the stream's final candles had stored the lag
+    window's open times already, the rows there are the exchange's own and nothing is
+    re-read, though the page filled older ones (at the whole market's start such re-reads
+    took a quarter of history's weight)."""
+    finals, bare = SeriesKey.of("BTCUSDT", "1s"), SeriesKey.of("ETHUSDT", "1s")
+    lag_ms = 10_000
+    async with BinanceRest(emulator.rest_url) as rest:
+        await rest.server_time()
+        fetcher = BackgroundFetcher(store, rest, [finals, bare], rest_lag_ms=lag_ms)
+        reconciler = fetcher.reconciler
+        assert reconciler is not None
+        now_ms = rest.clock.now_ms()
+        start_ms = now_ms - now_ms % 1000 - 30_000
+        rows = await rest.klines("BTCUSDT", "1s", start_ms, None, 1000)
+        end_ms = [r for r in rows if r.close_ms < rest.clock.now_ms()][-1].open_ms
+        # the stream's final candles of one series' last 15 s, stored first (as the live
+        # writer does); older open times are left to REST
+        fresh = [r for r in rows if end_ms - 15_000 < r.open_ms <= end_ms]
+        await store.write_officials(
+            [OfficialWrite(finals, [(r.open_ms, kline_member(r)) for r in fresh])], now_ms
+        )
+        on_finals = await fetcher.sync(finals, start_ms, end_ms, prev_open_ms=start_ms - 1000)
+        on_bare = await fetcher.sync(bare, start_ms, end_ms, prev_open_ms=start_ms - 1000)
+        # the sync ran within the lag window of the newest row: it was fresh
+        assert rest.clock.now_ms() - lag_ms < end_ms
+    assert on_finals.stored > 0 and not on_finals.fresh_added
+    assert on_bare.stored > on_finals.stored and on_bare.fresh_added
+    assert reconciler.suspects == {bare}

@@ -286,11 +286,20 @@ async def test_a_row_outside_its_replace_window_only_fills_a_missing_open_time(
     res = await store.write_candles(
         S, [(T0, stale), (later, kline_member(later))], 2, replace_until_ms=T0 - 1
     )
-    assert (res.added, res.replaced, res.kept, res.replaced_opens) == (1, 0, 1, ())
+    # the row added outside the window is counted as filled (the fetcher has it re-read)
+    assert (res.added, res.replaced, res.kept, res.replaced_opens, res.filled) == (1, 0, 1, (), 1)
     assert [m for m, _ in await store.members(S)] == [good, kline_member(later)]
     res = await store.write_candles(S, [(T0, stale)], 3, replace_until_ms=T0)
-    assert (res.replaced, res.kept, res.replaced_opens) == (1, 0, (T0,))
-    assert [m for m, _ in await store.members(S)] == [stale, kline_member(later)]
+    assert (res.replaced, res.kept, res.replaced_opens, res.filled) == (1, 0, (T0,), 0)
+    # inside the window an added row is not one that merely filled
+    earlier = T0 - 60_000
+    res = await store.write_candles(S, [(earlier, kline_member(earlier))], 4, replace_until_ms=T0)
+    assert (res.added, res.filled) == (1, 0)
+    assert [m for m, _ in await store.members(S)] == [
+        kline_member(earlier),
+        stale,
+        kline_member(later),
+    ]
 
 
 async def test_official_writes_of_many_series_go_in_one_round_trip(store: Store) -> None:
