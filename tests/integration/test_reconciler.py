@@ -8,10 +8,10 @@ import asyncio
 import msgspec
 
 from livecandle.domain.model import SeriesKey
+from livecandle.exchange.binance.parse import kline_member
 from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.integrity import verify
-from livecandle.exchange.binance.parse import kline_member
 from livecandle.official.reconciler import Reconciler
 from livecandle.store import Store
 from livecandle.store.store import OfficialWrite
