@@ -244,7 +244,7 @@ def run() -> list[dict[str, Any]]:
                 time.sleep(1)
                 peak_rss = max(peak_rss, sum(rss_mb(p) for p in pids))
                 if history_s is None:
-                    full = sum(1 for c in watcher.counts.values() if c >= CANDLES)
+                    full = sum(1 for c in list(watcher.counts.values()) if c >= CANDLES)
                     if full >= n_series:
                         history_s = time.monotonic() - t0
                         history_end_ms = time.time() * 1000 + offset_ms
@@ -253,7 +253,7 @@ def run() -> list[dict[str, Any]]:
             cpu_emu = (pid_cpu_seconds(emu.proc.pid) - cpu_emu0) / elapsed
             out, _ = client.communicate(timeout=120)
             arrivals = json.loads(out)["lat"] if client.returncode == 0 and out.strip() else []
-            full = sum(1 for c in watcher.counts.values() if c >= CANDLES)
+            full = sum(1 for c in list(watcher.counts.values()) if c >= CANDLES)
         watcher.close()
         state = emu.state()
         redis_mb = redis.Redis.from_url(redis_url).info("memory")["used_memory"] / 2**20
