@@ -120,6 +120,28 @@ async def test_history_leaves_the_urgent_share_of_every_window() -> None:
     assert b.used == 2
 
 
+async def test_history_may_fill_the_urgent_share_in_a_windows_last_twelfth() -> None:
+    """Urgent work (an official candle the stream missed) comes just after candles
+    close, at a window's start: in the window's last 5 s history may take the rest."""
+    clock = GatedClock(T0 + 10_000)
+    b = plan(clock, urgent_share=0.1)
+    for _ in range(45):
+        await b.acquire(2, Priority.HISTORY)
+    late = asyncio.create_task(b.acquire(2, Priority.HISTORY))
+    await settle()
+    assert not late.done() and clock.sleepers == 1
+    clock.gate.set()
+    await late
+    # in the same window, 5 s (and the skew margin) before its end
+    assert clock.now_ms() == T0 + MIN + 50 - 5_000 and b.used == 92
+    for _ in range(4):
+        await b.acquire(2, Priority.HISTORY)
+    assert clock.now_ms() == T0 + MIN + 50 - 5_000 and b.used == 100
+    # past the urgent share's release history waits for the next window, like anyone
+    await b.acquire(2, Priority.HISTORY)
+    assert clock.now_ms() == T0 + MIN + 50 and b.used == 2
+
+
 async def test_reconciliation_uses_spare_weight_only() -> None:
     clock = GatedClock(T0 + 10_000)
     b = plan(clock, spare_share=0.5)

@@ -13,7 +13,11 @@ history never holds back a just-closed candle. Each priority may fill a window u
 ceiling only, so that urgent work arriving later in the window finds room at once:
 
 * ``GAP_FILL`` and ``CLOSED`` may use the whole budget;
-* ``HISTORY`` leaves the last ``urgent_share`` (default 10 %) of every window to them;
+* ``HISTORY`` leaves the last ``urgent_share`` (default 10 %) of every window to them,
+  until the window's last twelfth (5 s of Binance's minute): the urgent work it is kept
+  for comes mostly just after candles close, at a window's start (Binance's windows turn
+  on the minute, as candles close), and one arriving in those last seconds waits for the
+  turn at most that long, while history gains a tenth more of every window;
 * ``RECONCILE`` and ``PROXY`` use spare weight only: they go when nothing more urgent
   waits, and never past ``spare_share`` (default 50 %) of a window's budget.
 
@@ -60,6 +64,8 @@ _SKEW_MARGIN_MS = 50
 # one (in flight, queued on a busy host, or sent within the skew margin after the
 # exchange's turn): its weight counts in both (at most an eighth of a window)
 _STRADDLE_MS = 500
+# the last part of a window in which HISTORY may use the urgent share too (module docstring)
+_RELEASE_PART = 12
 # Little's law with room to spare: in flight = rate x latency, doubled
 _IN_FLIGHT_HEADROOM = 2.0
 # a weight limit learned from a 429 is trusted over exchangeInfo's this long after the last
@@ -203,6 +209,18 @@ class WeightBudget:
             share = min(self.spare_share, 1.0 - self.urgent_share)
         return max(1, int(self.budget * share))
 
+    def _release_ms(self) -> int:
+        """When the current window's last twelfth begins (HISTORY may fill it then)."""
+        end_ms = (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
+        return end_ms - self.window_ms // _RELEASE_PART
+
+    def _ceiling_now(self, priority: Priority, now_ms: int) -> int:
+        """``ceiling``, with HISTORY's raised to the whole budget in a window's last
+        twelfth."""
+        if priority == Priority.HISTORY and now_ms >= self._release_ms():
+            return self.ceiling(Priority.CLOSED)
+        return self.ceiling(priority)
+
     @property
     def in_flight_cap(self) -> int:
         """Requests that may be in flight at once: one while recovering from a 429,
@@ -307,8 +325,14 @@ class WeightBudget:
                     self._dequeue(ticket)
                     return
                 self.waits += 1
-                next_window_ms = (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
-                await self._sleep(max(1, next_window_ms - now_ms) / 1000)
+                wake_ms = (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
+                if (
+                    priority == Priority.HISTORY
+                    and now_ms < self._release_ms()
+                    and self.used + weight <= self.ceiling(Priority.CLOSED)
+                ):
+                    wake_ms = self._release_ms()  # the urgent share is history's then
+                await self._sleep(max(1, wake_ms - now_ms) / 1000)
         finally:
             if queued:  # cancelled while waiting: the next in line goes on
                 self._dequeue(ticket)
@@ -320,7 +344,7 @@ class WeightBudget:
         if now_ms < self.blocked_until_ms:
             return 0
         self._roll(now_ms)
-        return max(0, self.ceiling(priority) - self.used)
+        return max(0, self._ceiling_now(priority, now_ms) - self.used)
 
     def retry_after_ms(self) -> int:
         """Until the pause ends, or else the current window does."""
@@ -332,7 +356,7 @@ class WeightBudget:
     async def _fits(self, weight: int, priority: Priority) -> bool:
         """Take ``weight`` from the window if it fits this priority's ceiling (or the
         window is empty): here, and in the shared window when there is one."""
-        ceiling = self.ceiling(priority)
+        ceiling = self._ceiling_now(priority, self.clock.now_ms())
         if self.shared is not None:
             try:
                 taken, used = await self.shared.take(
