@@ -7,7 +7,8 @@ candle since the last re-read, plus a little overlap), and the REST row then rep
 different stored one, whatever wrote it. Reading only costs spare weight: a re-read waits
 while the fetcher has work or the window's weight is above ``spare_share`` of the budget,
 except for a series the fetcher filled over REST within the lag window (a row that may be
-stale): that one is re-read as soon as its candle has settled.
+stale): that one is re-read as soon as its candle has settled and the fetcher is idle, or
+after ``suspect_wait_ms`` (5 minutes) whatever the fetcher does.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 
 KLINES_WEIGHT = 2  # of one klines request of up to 1000 rows
 IDLE_POLL_S = 0.2  # how often a waiting re-read looks for spare weight again
-NOT_READY_WAIT_MS = 5_000  # a series not yet synced by the fetcher is looked at again
+NOT_READY_WAIT_MS = 5_000
+# a suspect series waits at most this long for history to be fetched (``_suspect_due``)
+SUSPECT_WAIT_MS = 300_000  # a series not yet synced by the fetcher is looked at again
 
 
 class Reconciler:
@@ -43,6 +46,7 @@ class Reconciler:
         spare_share: float = 0.5,
         busy: Callable[[], bool] = lambda: False,
         ready: Callable[[SeriesKey], bool] = lambda series: True,
+        suspect_wait_ms: int = SUSPECT_WAIT_MS,
     ) -> None:
         self.store = store
         self.rest = rest
@@ -55,7 +59,9 @@ class Reconciler:
         self.ready = ready  # the fetcher has synced the series (a backfill goes first)
         self._from: dict[SeriesKey, int] = {}  # open time the next re-read starts at
         self._due: DueHeap[SeriesKey] = DueHeap()
-        self._suspect: set[SeriesKey] = set()
+        # series -> when it became suspect
+        self._suspect: dict[SeriesKey, int] = {}
+        self.suspect_wait_ms = suspect_wait_ms
         self.reads = 0
         self.rows_checked = 0
         self.replaced = 0  # stored rows that differed from the settled REST row
@@ -76,18 +82,28 @@ class Reconciler:
     def remove(self, series: SeriesKey) -> None:
         self._from.pop(series, None)
         self._due.cancel(series)
-        self._suspect.discard(series)
+        self._suspect.pop(series, None)
 
     def suspect(self, series: SeriesKey) -> None:
         """A row of ``series`` was stored from REST within the lag window: re-read it as
         soon as it has settled, spare weight or not."""
         if series in self._from:
-            self._suspect.add(series)
+            self._suspect.setdefault(series, self.clock.now_ms())
 
     @property
     def suspects(self) -> frozenset[SeriesKey]:
         """The series waiting to be re-read as soon as they have settled."""
         return frozenset(self._suspect)
+
+    def _suspect_due(self, series: SeriesKey, now_ms: int) -> bool:
+        """A suspect series goes once settled, spare weight or not; while the fetcher
+        has history to fetch it waits up to ``suspect_wait_ms``: at the whole market's
+        start the rows of candles that closed before the stream ran are all suspect
+        (~1,000 re-reads), and history, which users wait for, goes first."""
+        due_ms = self._due.due_ms(series)
+        if due_ms is None or due_ms > now_ms:
+            return False
+        return not self.busy() or now_ms - self._suspect[series] >= self.suspect_wait_ms
 
     def _settled_ms(self, series: SeriesKey) -> int:
         """When the candle the next re-read starts at will have settled."""
@@ -136,8 +152,7 @@ class Reconciler:
             if first_ms is not None and first_ms <= now_ms:
                 # a suspect series that is due goes first, spare weight or not
                 for s in self._suspect:
-                    due_ms = due.due_ms(s)
-                    if due_ms is not None and due_ms <= now_ms:
+                    if self._suspect_due(s, now_ms):
                         due.pop(s)
                         return s
                 if self._spare():
@@ -160,7 +175,7 @@ class Reconciler:
         self.reads += 1
         now_ms = self.clock.now_ms()
         settled = [r for r in rows if r.close_ms < now_ms - self.rest_lag_ms]
-        self._suspect.discard(series)
+        self._suspect.pop(series, None)
         if not settled:
             return 0
         result = await self.store.write_candles(

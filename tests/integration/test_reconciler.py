@@ -85,24 +85,30 @@ async def test_without_spare_weight_only_a_suspect_series_is_re_read(
     store: Store, emulator: EmulatorProcess
 ) -> None:
     """A row filled over REST within the lag window may be stale: it is re-read once
-    settled even while the fetcher is busy; other series wait for spare weight."""
+    settled, and while the fetcher stays busy (history) once it has waited
+    ``suspect_wait_ms``; other series wait for spare weight."""
     suspect, other = SeriesKey.of("BTCUSDT", "1m"), SeriesKey.of("ETHUSDT", "1m")
     async with BinanceRest(emulator.rest_url) as rest:
         await rest.server_time()
-        reconciler = Reconciler(store, rest, rest.clock, rest_lag_ms=0, busy=lambda: True)
+        reconciler = Reconciler(
+            store, rest, rest.clock, rest_lag_ms=0, busy=lambda: True, suspect_wait_ms=1_000
+        )
         reconciler.add(suspect)
         reconciler.add(other)
+        suspected_ms = rest.clock.now_ms()
         reconciler.suspect(suspect)
         runner = asyncio.create_task(reconciler.run())
         try:
             async with asyncio.timeout(5):
                 while reconciler.reads == 0:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
+            read_ms = rest.clock.now_ms()
             await asyncio.sleep(0.5)  # nothing to await: the other one must stay unread
         finally:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
     assert reconciler.reads == 1
+    assert read_ms - suspected_ms >= 1_000  # history went first, for its wait
     assert await store.count(suspect) > 0 and await store.count(other) == 0
 
 
