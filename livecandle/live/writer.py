@@ -52,10 +52,11 @@ KEPT_WHILE_FAILING = 10_000
 # came; in slices of 2,000 they waited behind the flushes between (each as long, with
 # that close's 9,600 closed live candles): lag at 00:00 p99 5.3 -> 2.0 s, stream only
 FINALS_PER_FLUSH = 10_000
-# While ``run`` goes they are stored by a loop of their own beside the live flushes, as
-# many a round trip: the live updates no longer wait the second or so Redis takes over
-# the whole market's finals at 00:00. (In slices of 1,000 the live flushes between them,
-# heavy at 00:00 too, made the finals later: whole-market official lag p99 4.2 -> 5.7 s.)
+# While ``run`` goes they are stored by a loop of their own beside the live flushes, at
+# most FINALS_PER_ROUND_TRIP a round trip, so the live flushes run between: packing the
+# whole market's 9,600 into one round trip, and reading their results, held this
+# process's event loop (every live update) 0.1-0.2 s at a time at 00:00 (py-spy).
+FINALS_PER_ROUND_TRIP = 1_000
 # closed candles taken into one flush (a symbol's closes are never split): at 00:00 UTC
 # the whole market's 9,600 in one flush held every live update ~1 s (their values, the
 # stored closed candles and a batch message of ~7 MB); the rest wait for the next flushes,
@@ -200,6 +201,7 @@ class LiveWriter:
         rest_lag_ms: int = REST_LAG_MS,
         fence: Fence | None = None,
         closes_per_flush: int = CLOSES_PER_FLUSH,
+        finals_per_round_trip: int = FINALS_PER_ROUND_TRIP,
     ) -> None:
         self.store = store
         self.fence = fence  # leases: only owned symbols are written, at their epoch
@@ -209,6 +211,7 @@ class LiveWriter:
         self._held: set[str] = set()  # changed candles waiting for the next key write
         self._unwritten: dict[str, SymbolLive] = {}  # values encoded, keys not set yet
         self.closes_per_flush = closes_per_flush
+        self.finals_per_round_trip = finals_per_round_trip
         # symbols whose closes (and so their candles) wait for the next flush, in order
         self._deferred: dict[str, None] = {}
         self.now_ms = now_ms
@@ -259,14 +262,15 @@ class LiveWriter:
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     async def _run_finals(self) -> None:
-        """Store the final candles the flushes queue, all in a round trip; a failure
+        """Store the final candles the flushes queue, ``finals_per_round_trip`` a round
+        trip, one round trip after another; a failure
         is the writer's (``_failed``: kept, retried with its backoff)."""
         while True:
             await self._finals_queued.wait()
             self._finals_queued.clear()
             while self._finals:
                 try:
-                    await self._store_finals(self.now_ms(), FINALS_PER_FLUSH)
+                    await self._store_finals(self.now_ms(), self.finals_per_round_trip)
                 except Exception as e:
                     self._failed(e)
                     await asyncio.sleep(self._backoff.next_s())
