@@ -57,10 +57,11 @@ FINALS_PER_FLUSH = 10_000
 # whole market's 9,600 into one round trip, and reading their results, held this
 # process's event loop (every live update) 0.1-0.2 s at a time at 00:00 (py-spy).
 FINALS_PER_ROUND_TRIP = 1_000
-# closed candles taken into one flush (a symbol's closes are never split): at 00:00 UTC
-# the whole market's 9,600 in one flush held every live update ~1 s (their values, the
-# stored closed candles and a batch message of ~7 MB); the rest wait for the next flushes,
-# 10 ms apart, while each flush still publishes every price
+# closed candles taken into one flush (a symbol's closes are never split): a flush
+# taking 1,200 spent 60-120 ms encoding them and their symbols' values at 00:00 UTC, so
+# the whole market's 9,600 in one flush held every live update for most of a second
+# (with a batch message of ~7 MB); the rest wait for the next flushes, which still
+# publish every price
 CLOSES_PER_FLUSH = 1_200
 # Binance's REST may serve a just-closed candle stale this long after its close
 REST_LAG_MS = 30_000
