@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 MAX_GAP_FILL = 200_000  # larger holes are abandoned (the candles are then incomplete)
 FILL_GIVE_UP_S = 60.0  # a hole not fetched by then is abandoned: the symbol goes on
+# messages handled between two turns of the event loop: at 00:00 UTC the whole market's
+# 9,600 final klines come at once, and a backlog of them handled in one go (~80 us each)
+# held the live writer's flushes (every live update) for half a second
+DRAIN_MOST = 500
 # trades held behind a hole: ``max_held`` per symbol, ``max_held_total`` across symbols
 # (domain.sequencer); more and the hole is abandoned. Recent trades kept for seeding:
 # ``recent_trades`` per symbol, ``recent_total`` across symbols (live.state)
@@ -80,7 +84,9 @@ class LiveFeed:
         max_held_total: int = MAX_HELD_TOTAL,
         recent_trades: int = RECENT_TRADES,
         recent_total: int = RECENT_TRADES_TOTAL,
+        drain_most: int = DRAIN_MOST,
     ) -> None:
+        self.drain_most = drain_most
         self.fill_give_up_s = fill_give_up_s
         self.close_grace_ms = close_grace_ms
         self.max_held = max_held
@@ -175,8 +181,12 @@ class LiveFeed:
             event = decode(frame)
             if event is not None:
                 handle(event)
-            # drain what is already there without yielding per message
-            for _ in range(queue.qsize()):
+            # drain what is already there without yielding per message, but yielding
+            # every ``drain_most`` (the writer's flushes run between)
+            most = self.drain_most
+            for n in range(1, queue.qsize() + 1):
+                if n % most == 0:
+                    await asyncio.sleep(0)
                 self.messages += 1
                 event = decode(queue.get_nowait())
                 if event is not None:

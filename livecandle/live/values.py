@@ -15,9 +15,9 @@ from __future__ import annotations
 import msgspec
 
 from livecandle.domain.aggregator import LiveCandleBuilder
+from livecandle.domain.intervals import Interval
 from livecandle.domain.model import SCALE, Candle, SeriesKey, format_quote, format_units
 from livecandle.store import LiveWrite
-from livecandle.store.codec import encode_closed
 
 _enc = msgspec.json.Encoder()
 _HALF = SCALE // 2
@@ -43,6 +43,20 @@ def _quote(quote_units: int) -> str:
         return format_quote(quote_units)
     digits = "%09d" % q  # noqa: UP031
     return digits[:-8] + "." + digits[-8:]
+
+
+def closed_text(c: Candle, complete: bool) -> str:
+    """A closed live candle's JSON (``store.codec.encode_closed``'s bytes, as text), by
+    template: at 00:00 UTC the whole market's 9,600 close in one flush."""
+    return (
+        f'{{"time":{c.open_ms},"close_time":{c.close_ms},"open":"{_units(c.open)}",'
+        f'"high":"{_units(c.high)}","low":"{_units(c.low)}","close":"{_units(c.close)}",'
+        f'"volume":"{_units(c.volume)}","quote_volume":"{_quote(c.quote_volume)}",'
+        f'"trades":{c.trades},"taker_buy_volume":"{_units(c.taker_buy_volume)}",'
+        f'"taker_buy_quote_volume":"{_quote(c.taker_buy_quote_volume)}",'
+        f'"is_incomplete":false,"confirmed":false,"source":"live",'
+        f'"complete":{"true" if complete else "false"}}}'
+    )
 
 
 class _Series:
@@ -84,16 +98,27 @@ class _Series:
 class LiveValues:
     """Encodes the ``live_candle`` values of a symbol's intervals (``encode``)."""
 
-    __slots__ = ("_names", "_series", "symbol")
+    __slots__ = ("_by_interval", "_names", "_series", "symbol")
 
     def __init__(self, symbol: str, builder: LiveCandleBuilder) -> None:
         self.symbol = symbol
         self._series = [_Series(SeriesKey(symbol, i)) for i in builder.intervals]
+        self._by_interval = {s.key.interval: s for s in self._series}
         sym = _enc.encode(symbol).decode()
         self._names = [
             f'{{"symbol":{sym},"interval":{_enc.encode(i.name).decode()},"time":'
             for i in builder.intervals
         ]
+
+    def closed(self, interval: Interval, candle: Candle, complete: bool) -> bytes:
+        """The stored value of a candle of ``interval`` that closed (``closed_text``),
+        kept as the ``previous`` of the series' next value: each close is encoded once,
+        not once for ``live_closed`` and again for ``live_candle``."""
+        text = closed_text(candle, complete)
+        s = self._by_interval.get(interval)
+        if s is not None:  # the builder's newest closed candle is this object (or a later one)
+            s.prev, s.complete, s.prev_json = candle, complete, text
+        return text.encode()
 
     def encode(self, b: LiveCandleBuilder, now_ms: int) -> list[LiveWrite]:
         """The value of each interval with a forming candle, as of ``now_ms``."""
@@ -133,9 +158,7 @@ class LiveValues:
             prev, prev_complete = previous[i], previous_complete[i]
             if prev is not s.prev or prev_complete != s.complete:
                 s.prev, s.complete = prev, prev_complete
-                s.prev_json = (
-                    "null" if prev is None else encode_closed(prev, prev_complete).decode()
-                )
+                s.prev_json = "null" if prev is None else closed_text(prev, prev_complete)
             value = (
                 f'{s.head}"high":"{text[0]}","low":"{text[1]}","close":"{text[2]}",'
                 f'"volume":"{text[3]}","quote_volume":"{text[4]}","trades":{trades},'

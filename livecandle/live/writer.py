@@ -37,7 +37,6 @@ from livecandle.domain.model import SeriesKey, format_units
 from livecandle.live.values import LiveValues
 from livecandle.store import ClosedLive, LiveWrite, Store
 from livecandle.store.closings import encode_closings
-from livecandle.store.codec import closed_value
 from livecandle.store.fencing import write_live_fenced
 from livecandle.store.leases import Resume
 from livecandle.store.store import ANY_OPEN_MS, OfficialWrite
@@ -53,10 +52,17 @@ KEPT_WHILE_FAILING = 10_000
 # came; in slices of 2,000 they waited behind the flushes between (each as long, with
 # that close's 9,600 closed live candles): lag at 00:00 p99 5.3 -> 2.0 s, stream only
 FINALS_PER_FLUSH = 10_000
-# While ``run`` goes they are stored by a loop of their own beside the live flushes, as
-# many a round trip: the live updates no longer wait the second or so Redis takes over
-# the whole market's finals at 00:00. (In slices of 1,000 the live flushes between them,
-# heavy at 00:00 too, made the finals later: whole-market official lag p99 4.2 -> 5.7 s.)
+# While ``run`` goes they are stored by a loop of their own beside the live flushes, at
+# most FINALS_PER_ROUND_TRIP a round trip, so the live flushes run between: packing the
+# whole market's 9,600 into one round trip, and reading their results, held this
+# process's event loop (every live update) 0.1-0.2 s at a time at 00:00 (py-spy).
+FINALS_PER_ROUND_TRIP = 1_000
+# closed candles taken into one flush (a symbol's closes are never split): a flush
+# taking 1,200 spent 60-120 ms encoding them and their symbols' values at 00:00 UTC, so
+# the whole market's 9,600 in one flush held every live update for most of a second
+# (with a batch message of ~7 MB); the rest wait for the next flushes, which still
+# publish every price
+CLOSES_PER_FLUSH = 1_200
 # Binance's REST may serve a just-closed candle stale this long after its close
 REST_LAG_MS = 30_000
 
@@ -195,6 +201,8 @@ class LiveWriter:
         retry_cap_s: float = 2.0,
         rest_lag_ms: int = REST_LAG_MS,
         fence: Fence | None = None,
+        closes_per_flush: int = CLOSES_PER_FLUSH,
+        finals_per_round_trip: int = FINALS_PER_ROUND_TRIP,
     ) -> None:
         self.store = store
         self.fence = fence  # leases: only owned symbols are written, at their epoch
@@ -203,6 +211,10 @@ class LiveWriter:
         self.symbols = symbols if isinstance(symbols, LiveStates) else LiveStates(symbols)
         self._held: set[str] = set()  # changed candles waiting for the next key write
         self._unwritten: dict[str, SymbolLive] = {}  # values encoded, keys not set yet
+        self.closes_per_flush = closes_per_flush
+        self.finals_per_round_trip = finals_per_round_trip
+        # symbols whose closes (and so their candles) wait for the next flush, in order
+        self._deferred: dict[str, None] = {}
         self.now_ms = now_ms
         self.write_period_ms = write_period_ms
         self.publish_period_ms = publish_period_ms
@@ -251,14 +263,15 @@ class LiveWriter:
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     async def _run_finals(self) -> None:
-        """Store the final candles the flushes queue, all in a round trip; a failure
+        """Store the final candles the flushes queue, ``finals_per_round_trip`` a round
+        trip, one round trip after another; a failure
         is the writer's (``_failed``: kept, retried with its backoff)."""
         while True:
             await self._finals_queued.wait()
             self._finals_queued.clear()
             while self._finals:
                 try:
-                    await self._store_finals(self.now_ms(), FINALS_PER_FLUSH)
+                    await self._store_finals(self.now_ms(), self.finals_per_round_trip)
                 except Exception as e:
                     self._failed(e)
                     await asyncio.sleep(self._backoff.next_s())
@@ -277,8 +290,15 @@ class LiveWriter:
         if write_keys and self._held:
             changed |= self._held
             self._held = set()
-        names = list(changed)
+        deferred = self._deferred
+        if deferred:  # first: closes wait at most as long as those before them
+            names = list(deferred)
+            names += (n for n in changed if n not in deferred)
+            self._deferred = {}
+        else:
+            names = list(changed)
         changed.clear()  # what changes while this flush awaits Redis goes in the next
+        closes_left = self.closes_per_flush
         # the batch is built from the values already encoded for the keys
         batch_candles: list[msgspec.Raw] = []
         batch_prices: list[msgspec.Raw] = []
@@ -304,6 +324,12 @@ class LiveWriter:
                 st.finals.clear()
             closing = bool(st.closed)
             if closing:
+                if closes_left <= 0:
+                    # its candles wait with its closes: a live candle never shows a
+                    # period before the closed one is stored
+                    self._deferred[name] = None
+                    continue
+                closes_left -= len(st.closed)
                 self._take_closed(st)
             if not st._dirty:
                 continue
@@ -416,12 +442,13 @@ class LiveWriter:
 
     def _take_closed(self, st: SymbolLive) -> None:
         """The symbol's closed candles into the next write, each announced once."""
+        values = st.values
         for c in st.closed:
             self._closed.append(
                 ClosedLive(
                     SeriesKey(st.symbol, c.interval),
                     c.candle.open_ms,
-                    _enc.encode(closed_value(c.candle, c.complete)),
+                    values.closed(c.interval, c.candle, c.complete),
                 )
             )
             key = (st.symbol, c.interval.name, c.candle.open_ms)

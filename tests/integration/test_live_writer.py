@@ -359,3 +359,38 @@ async def test_a_running_writer_stores_the_finals_beside_its_live_flushes(
     assert msgspec.json.decode(raw)["prices"][0]["symbol"] == names[0]
     for name in (names[0], names[n // 2], names[-1]):
         assert await store.members(SeriesKey(name, M1)) == [(kline_member(OPEN0), float(OPEN0))]
+
+
+async def test_a_running_writer_stores_many_finals_in_bounded_round_trips(
+    store: Store,
+) -> None:
+    n = 2_500
+    names = [f"S{i:04d}USDT" for i in range(n)]
+    lives = {name: symbol_live(name) for name in names}
+    now_ms = OPEN0 + 61_000
+    writer = LiveWriter(store, lives, lambda: now_ms, finals_per_round_trip=1_000)
+    round_trips: list[int] = []
+    all_stored = asyncio.Event()
+    write_officials = store.write_officials
+
+    async def recorded(writes: Any, now_ms: int) -> Any:
+        round_trips.append(len(writes))
+        results = await write_officials(writes, now_ms)
+        if sum(round_trips) == n:
+            all_stored.set()
+        return results
+
+    store.write_officials = recorded  # type: ignore[method-assign]
+    for live in lives.values():
+        live.add_final(FinalCandle(M1, OPEN0, OPEN0 + 59_999, kline_member(OPEN0)))
+    task = asyncio.create_task(writer.run())
+    try:
+        async with asyncio.timeout(30):
+            await all_stored.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    # Redis serves the live flushes' pipelines between them (none waits behind all)
+    assert round_trips == [1_000, 1_000, 500] and writer.finals_stored == n
+    for name in (names[0], names[n // 2], names[-1]):
+        assert await store.members(SeriesKey(name, M1)) == [(kline_member(OPEN0), float(OPEN0))]

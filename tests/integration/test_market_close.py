@@ -161,3 +161,60 @@ async def test_a_stale_lease_epoch_refuses_its_closed_candles_in_a_whole_market_
         pipe.zcard(store.keys.live_closed(SeriesKey(s, INTERVALS["1m"])))
     kept = dict(zip(symbols, await pipe.execute(), strict=True))
     assert kept == {s: 0 if s == "F007USDT" else 1 for s in symbols}
+
+
+async def test_a_whole_market_close_is_spread_over_flushes_each_carrying_every_price(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    symbols = SYMBOLS[:6]
+    closing = CLOSING[:2]
+    lives = {s: SymbolLive(s, LiveCandleBuilder(closing, ManualClock(MIDNIGHT))) for s in symbols}
+    for n, live in enumerate(lives.values()):
+        for time_ms in (MIDNIGHT - 1_000, MIDNIGHT):
+            closed = live.builder.add(time_ms, (100 + n) * SCALE, SCALE)
+            live.traded(time_ms)
+            if closed:
+                live.add_closed(closed)
+    # the closes of two symbols a flush
+    writer = LiveWriter(store, lives, lambda: MIDNIGHT + 5, closes_per_flush=2 * len(closing))
+    live_channel, closed_channel = store.keys.live_channel, store.keys.closed_channel
+    stored_before: list[set[str]] = []
+    async with (
+        listening(store, live_channel) as batches,
+        listening(store, closed_channel) as closings,
+    ):
+        for _ in range(3):
+            await writer.flush(write_keys=False)
+            stored_before.append(
+                {
+                    s
+                    for s in symbols
+                    if await redis.exists(store.keys.live_closed(SeriesKey(s, closing[0])))
+                }
+            )
+        published = await received(store, live_channel, batches)
+        announced = await received(store, closed_channel, closings)
+    assert len(published) == 3
+    # every price in the first flush; each symbol's candles in the flush of its closes
+    assert {p["symbol"] for p in published[0]["prices"]} == set(symbols)
+    took = [{c["symbol"] for c in batch["candles"]} for batch in published]
+    assert [len(t) for t in took] == [2, 2, 2] and set().union(*took) == set(symbols)
+    for batch in published:
+        assert len(batch["candles"]) == 2 * len(closing)
+        assert all(c["time"] == MIDNIGHT and c["previous"] is not None for c in batch["candles"])
+    # a symbol's closed candles are stored by the flush that publishes its new period
+    assert stored_before == [took[0], took[0] | took[1], set(symbols)]
+    # each close announced once, in the flush that took it
+    named = [decode_closings(msgspec.json.encode(m)) for m in announced]
+    assert [{s.symbol for s, _ in n} for n in named] == took
+    every = sorted((str(s), o) for n in named for s, o in n)
+    assert every == sorted(
+        (str(SeriesKey(s, i)), i.open_of(MIDNIGHT - 1_000)) for s in symbols for i in closing
+    )
+    for s in symbols:
+        for i in closing:
+            [(member, score)] = await redis.zrange(
+                store.keys.live_closed(SeriesKey(s, i)), 0, -1, withscores=True
+            )
+            assert score == i.open_of(MIDNIGHT - 1_000)
+            assert msgspec.json.decode(member)["close"] == f"{100 + symbols.index(s)}.00000000"

@@ -118,6 +118,39 @@ async def test_consume_hands_each_frame_to_the_decoder_and_its_event_to_the_feed
     assert f.bad_messages == 0
 
 
+async def test_a_backlog_is_handled_in_turns_so_other_tasks_run_between() -> None:
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], MemoryHistory(), ManualClock(T0), drain_most=100)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    total = 1_000
+    for a in range(1, total + 1):  # the whole backlog is there before the consumer runs
+        queue.put_nowait(a)
+    seen_by_others: list[int] = []
+    done = asyncio.Event()
+
+    def decode(a: int) -> MarketEvent | None:
+        if a == total:
+            done.set()
+        return agg(a)
+
+    async def other() -> None:  # e.g. the live writer's flushes
+        while not done.is_set():
+            seen_by_others.append(f.messages)
+            await asyncio.sleep(0)
+
+    others = asyncio.create_task(other())
+    consumer = asyncio.create_task(f.consume(queue, decode))
+    try:
+        async with asyncio.timeout(5):
+            await done.wait()
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, others, return_exceptions=True)
+    assert f.states["BTCUSDT"].sequencer.last_id == total  # in order, every one
+    # the other task ran while the backlog was handled, at most 100 messages apart
+    during = [m for m in seen_by_others if 0 < m < total]
+    assert during and max(b - a for a, b in zip([0, *during], [*during, total], strict=True)) <= 100
+
+
 def test_duplicates_are_dropped_by_id() -> None:
     f = feed()
     for a in (1, 2, 2, 3, 1):

@@ -7,7 +7,7 @@ import msgspec
 from livecandle.domain.aggregator import LiveCandleBuilder
 from livecandle.domain.clock import ManualClock
 from livecandle.domain.intervals import INTERVALS
-from livecandle.domain.model import SCALE
+from livecandle.domain.model import SCALE, Candle
 from livecandle.live.values import LiveValues
 from livecandle.store.codec import encode_closed, encode_live
 
@@ -60,3 +60,49 @@ def test_amounts_are_formatted_as_the_codec_does_halves_rounding_to_even() -> No
         assert _quote(q) == format_quote(q)
     for u in (0, 1, 99_999_999, SCALE, 12_345_678_912_345, -1, -SCALE - 5):
         assert _units(u) == format_units(u)
+
+
+def test_a_close_is_encoded_once_as_the_codec_encodes_it_and_kept_as_previous() -> None:
+    rng = random.Random(11)
+    half = SCALE // 2
+    m1 = INTERVALS["1m"]
+    b = LiveCandleBuilder([m1], ManualClock(T0), close_grace_ms=0)
+    values = LiveValues("BTCUSDT", b)
+    for _ in range(300):
+        price = rng.randint(1, 10**12)
+        quote = rng.choice((0, half, 3 * SCALE + half, rng.randint(0, 10**20)))
+        candle = Candle(
+            T0,
+            T0 + 59_999,
+            price,
+            price + 7,
+            price - 1 if price > 1 else 1,
+            price,
+            rng.randint(0, 10**12),
+            quote,
+            rng.randint(0, 999),
+            5,
+            quote // 3,
+        )
+        complete = rng.random() < 0.5
+        assert values.closed(m1, candle, complete) == encode_closed(candle, complete)
+    b.add(T0, 100 * SCALE, SCALE)
+    [closed] = b.add(T0 + 60_000, 101 * SCALE, SCALE)
+    stored = values.closed(closed.interval, closed.candle, closed.complete)
+    import livecandle.live.values as module
+
+    encoded: list[Candle] = []
+    original = module.closed_text
+
+    def counting(c: Candle, complete: bool) -> str:
+        encoded.append(c)
+        return original(c, complete)
+
+    module.closed_text = counting  # type: ignore[assignment]
+    try:
+        [value] = values.encode(b, T0 + 60_001)
+    finally:
+        module.closed_text = original  # type: ignore[assignment]
+    assert encoded == []  # the live value's previous is the text stored for the close
+    assert msgspec.json.decode(value.value)["previous"] == msgspec.json.decode(stored)
+    assert [value.value] == expected(b, "BTCUSDT", T0 + 60_001)
