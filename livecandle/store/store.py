@@ -113,6 +113,13 @@ class OfficialWrite:
     replace_until_ms: int = ANY_OPEN_MS
 
 
+def _field(value: bytes | str | int) -> bytes:
+    """One field of a ``WRITE_OFFICIALS`` record."""
+    if isinstance(value, bytes):
+        return value
+    return (value if isinstance(value, str) else str(value)).encode()
+
+
 def _write_result(res: Sequence[Any]) -> WriteResult:
     latest = int(float(res[3])) if res[3] else None
     return WriteResult(
@@ -228,14 +235,14 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:  # reset if cancelled
             # a call per OFFICIALS_PER_CALL series: one call holds Redis that long
             for at in range(0, len(writes), OFFICIALS_PER_CALL):
-                args: list[Any] = []
+                records = []
                 for w in writes[at : at + OFFICIALS_PER_CALL]:
                     keys = self._write_keys(w.series)
                     own = self._write_args(
                         w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
                     )
-                    args += [len(keys), *keys, len(own), *own]
-                pipe.eval(scripts.WRITE_OFFICIALS, 0, *args)
+                    records.append(b"\x1f".join(map(_field, (*keys, *own))))
+                pipe.eval(scripts.WRITE_OFFICIALS, 0, b"\x1e".join(records))
             replies = await pipe.execute()
         return [_write_result(res) for reply in replies for res in reply]
 
