@@ -140,14 +140,19 @@ class Emulator:
         query ``params`` from client ``ip``."""
         self.requests += 1
         self.by_endpoint[endpoint] = self.by_endpoint.get(endpoint, 0) + 1
-        now, new = self.advance()  # the answer holds every trade up to now
-        if self.hub is not None and any(new.values()):
-            self.hub.publish(new)
+        now = self.publish()  # the answer holds every trade up to now
         started = time.thread_time()  # the answer's own cost (the trades are the ticker's)
         try:
             return self._handle(endpoint, params, ip, now)
         finally:
             self.rest_cost.add(endpoint, started)
+
+    def publish(self) -> int:
+        """Run the market up to now and send its new trades to their streams: now."""
+        now, new = self.advance()
+        if self.hub is not None and any(new.values()):
+            self.hub.publish(new)
+        return now
 
     def _handle(self, endpoint: str, params: Mapping[str, str], ip: str, now: int) -> Response:
         if endpoint in TICKERS:
@@ -358,7 +363,8 @@ class KlinesFirst:
     flight, and answered back to back (4-6 ms of CPU each on 2 busy cores) they held the
     trade streams' ticker and the websocket writers for tens of milliseconds at a time,
     a delay the service's live latency showed as its own. Between two answers the loop
-    now runs its timers (the ticker) and its I/O (the writers) once."""
+    now runs its timers (the ticker) and its I/O (the writers) once, and the trades up to
+    an answer's start are written before it is computed."""
 
     PATHS = {"/api/v3/klines": "klines", "/api/v3/uiKlines": "uiKlines"}
 
@@ -378,6 +384,9 @@ class KlinesFirst:
                 if self._turn is None:
                     self._turn = asyncio.Lock()
                 async with self._turn:
+                    # the trades up to now first: the writers send them before the answer
+                    self.emulator.publish()
+                    await asyncio.sleep(0)
                     response = self.emulator.answer(endpoint, params, client[0] if client else "?")
                     # hold the turn until the loop has gone round: the next answer waits
                     # for the timers and writers that came due during this one
