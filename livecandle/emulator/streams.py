@@ -224,6 +224,12 @@ class StreamHub:
             try:
                 now, new = self.venue.advance()
                 self.publish(new)
+                if new:
+                    # the writers send the trades before the rest of the tick (the kline
+                    # feed may spend its time budget): then on with the market of now
+                    await asyncio.sleep(0)
+                    now, new = self.venue.advance()
+                    self.publish(new)
                 silent = self._silent()
                 self.klines.closes(now)
                 self.klines.updates(now, time.monotonic(), self._send, silent)
