@@ -153,6 +153,22 @@ return {added, replaced, unchanged, latest, count, kept, replaced_opens, filled}
 """
 )
 
+# a blob into its fields at each ``sep`` (a plain find, not a pattern), empty ones too
+_FIELDS: Final = r"""
+local function fields(s, sep)
+  local out, pos, find, sub = {}, 1, string.find, string.sub
+  while true do
+    local e = find(s, sep, pos, true)
+    if e == nil then
+      out[#out + 1] = sub(s, pos)
+      return out
+    end
+    out[#out + 1] = sub(s, pos, e - 1)
+    pos = e + 1
+  end
+end
+"""
+
 # ``WRITE_CANDLES`` of many series in one call (a single Redis only: the keys are
 # arguments, not declared; a cluster sends one ``WRITE_CANDLES`` per series). At 00:00 UTC
 # every followed series' final candle arrives at once: thousands of EVALSHAs, each
@@ -166,21 +182,9 @@ return {added, replaced, unchanged, latest, count, kept, replaced_opens, filled}
 WRITE_OFFICIALS: Final = (
     "local function write_series(KEYS, ARGV)\n"
     + WRITE_CANDLES
-    + r"""end
--- every field, empty ones too (a write of no rows has empty open times and members)
-local function fields(s, sep)
-  local out, pos, find, sub = {}, 1, string.find, string.sub
-  while true do
-    local e = find(s, sep, pos, true)
-    if e == nil then
-      out[#out + 1] = sub(s, pos)
-      return out
-    end
-    out[#out + 1] = sub(s, pos, e - 1)
-    pos = e + 1
-  end
-end
-local out = {}
+    + "end\n"
+    + _FIELDS
+    + r"""local out = {}
 for _, record in ipairs(fields(ARGV[1], '\30')) do
   local f = fields(record, '\31')
   local res = write_series({f[1], f[2], f[3], f[4]}, {unpack(f, 5)})
@@ -193,20 +197,7 @@ return out
 
 # a newline-separated blob into its parts (a plain find, not a pattern: this runs over
 # megabytes); see SET_LIVE for why blobs rather than an argument each
-_SPLIT: Final = r"""
-local function split(blob)
-  local out, at, find, sub = {}, 1, string.find, string.sub
-  while true do
-    local nl = find(blob, '\n', at, true)
-    if not nl then
-      out[#out + 1] = sub(blob, at)
-      return out
-    end
-    out[#out + 1] = sub(blob, at, nl - 1)
-    at = nl + 1
-  end
-end
-"""
+_SPLIT: Final = _FIELDS + "local function split(blob) return fields(blob, '\\n') end\n"
 
 WRITE_LIVE_CLOSED: Final = r"""
 -- Keep closed live candles until their official candles are stored, so a chart never
