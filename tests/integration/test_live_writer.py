@@ -329,16 +329,22 @@ async def test_a_late_final_candle_does_not_replace_a_reconciled_row(store: Stor
     assert (writer.finals_replaced, writer.finals_kept) == (0, 1)
 
 
+def _market_with_finals(n: int) -> tuple[list[str], dict[str, SymbolLive]]:
+    """``n`` symbols, each with its 1m final candle of OPEN0 waiting to be stored."""
+    names = [f"S{i:04d}USDT" for i in range(n)]
+    lives = {name: symbol_live(name) for name in names}
+    for live in lives.values():
+        live.add_final(FinalCandle(M1, OPEN0, OPEN0 + 59_999, kline_member(OPEN0)))
+    return names, lives
+
+
 async def test_a_running_writer_stores_the_finals_beside_its_live_flushes(
     store: Store,
 ) -> None:
     n = 2_500
-    names = [f"S{i:04d}USDT" for i in range(n)]
-    lives = {name: symbol_live(name) for name in names}
+    names, lives = _market_with_finals(n)
     now_ms = OPEN0 + 61_000
     writer = LiveWriter(store, lives, lambda: now_ms)
-    for live in lives.values():
-        live.add_final(FinalCandle(M1, OPEN0, OPEN0 + 59_999, kline_member(OPEN0)))
     trade(lives[names[0]], now_ms, 100 * SCALE)  # and a live trade to publish
     async with (
         listening(store, store.keys.klines_updated_channel) as updated,
@@ -365,8 +371,7 @@ async def test_a_running_writer_stores_many_finals_in_bounded_round_trips(
     store: Store,
 ) -> None:
     n = 2_500
-    names = [f"S{i:04d}USDT" for i in range(n)]
-    lives = {name: symbol_live(name) for name in names}
+    names, lives = _market_with_finals(n)
     now_ms = OPEN0 + 61_000
     writer = LiveWriter(store, lives, lambda: now_ms, finals_per_round_trip=1_000)
     round_trips: list[int] = []
@@ -381,8 +386,6 @@ async def test_a_running_writer_stores_many_finals_in_bounded_round_trips(
         return results
 
     store.write_officials = recorded  # type: ignore[method-assign]
-    for live in lives.values():
-        live.add_final(FinalCandle(M1, OPEN0, OPEN0 + 59_999, kline_member(OPEN0)))
     task = asyncio.create_task(writer.run())
     try:
         async with asyncio.timeout(30):
