@@ -51,6 +51,11 @@ async def test_a_stale_rest_row_never_replaces_a_stored_row_within_the_lag_windo
     store: Store, emulator: EmulatorProcess
 ) -> None:
     series = SeriesKey.of("BTCUSDT", "1s")
+    # seconds with trades, which the switch cuts (a session's emulator just started has
+    # none in its first rows, and a row without trades cannot be served stale)
+    async with asyncio.timeout(15):
+        while emulator.state()["symbols"]["BTCUSDT"]["live_trades"] < 100:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
     async with BinanceRest(emulator.rest_url) as rest:
         await rest.server_time()
         fetcher = BackgroundFetcher(
