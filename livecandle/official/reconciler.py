@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 KLINES_WEIGHT = 2  # of one klines request of up to 1000 rows
 IDLE_POLL_S = 0.2  # how often a waiting re-read looks for spare weight again
-NOT_READY_WAIT_MS = 5_000
+NOT_READY_WAIT_MS = 5_000  # a series not yet synced by the fetcher is looked at again
 # a suspect series waits at most this long for history to be fetched (``_suspect_due``)
-SUSPECT_WAIT_MS = 300_000  # a series not yet synced by the fetcher is looked at again
+SUSPECT_WAIT_MS = 300_000
 
 
 class Reconciler:
