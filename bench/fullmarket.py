@@ -62,6 +62,9 @@ HISTORY_LIMIT_S = 600.0  # give up waiting for history after this (then say so)
 # cannot spend the budget: the figure is reported with the setting used
 IN_FLIGHT = os.environ.get("BENCH_FULLMARKET_IN_FLIGHT", "8")
 ROLES = os.environ.get("BENCH_FULLMARKET_ROLES", "split")
+# a file for the slowest closes and the unannounced ones, a folder for the roles' logs
+DIAG = os.environ.get("BENCH_FULLMARKET_DIAG", "")
+LOGS = os.environ.get("BENCH_FULLMARKET_LOGS", "")
 INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d")
 CANDLES = 1000
 WATCHED = 10
@@ -88,6 +91,10 @@ asyncio.run(main())
 """
 
 
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%H:%M:%S")
+
+
 def _pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -105,7 +112,10 @@ class Watcher:
         self.started_ms = started_ms  # exchange ms the service started at
         self.counts: dict[tuple[str, str], int] = {}
         self.lags: list[tuple[int, float]] = []  # (close ms, lag ms)
+        self.slowest: list[tuple[float, str, str, int]] = []  # (lag ms, symbol, interval, open)
         self.seen: set[tuple[str, str, int]] = set()
+        # per series, every newest open time announced and when (the exchange clock)
+        self.newest: dict[tuple[str, str], list[tuple[int, float]]] = {}
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe("klines_updated")
         self.stop = threading.Event()
@@ -124,11 +134,30 @@ class Watcher:
             latest = m["latest"]
             if latest is None:
                 continue
+            self.newest.setdefault(key, []).append((latest, now_ms))
             close_ms = parse_interval(m["interval"]).next_open(latest)
             if close_ms > self.started_ms + 1000 and (*key, latest) not in self.seen:
                 # a candle that closed while the service ran: its first arrival
                 self.seen.add((*key, latest))
                 self.lags.append((close_ms, now_ms - close_ms))
+                self.slowest.append((now_ms - close_ms, m["symbol"], m["interval"], latest))
+
+    def unannounced(self, until_ms: int) -> list[tuple[str, str, int, float | None]]:
+        """Candles that closed while the service ran but were never announced as a
+        series' newest (a newer one came first): (symbol, interval, open, lag of the
+        first newer announcement)."""
+        out: list[tuple[str, str, int, float | None]] = []
+        for (symbol, name), seen in list(self.newest.items()):
+            interval = parse_interval(name)
+            opens = {latest for latest, _ in seen}
+            open_ms = interval.open_of(self.started_ms + 1000)
+            while (close_ms := interval.next_open(open_ms)) <= until_ms:
+                if close_ms > self.started_ms + 1000 and open_ms not in opens:
+                    later = [at for latest, at in seen if latest > open_ms]
+                    lag = min(later) - close_ms if later else None
+                    out.append((symbol, name, open_ms, lag))
+                open_ms = close_ms
+        return out
 
     def close(self) -> None:
         self.stop.set()
@@ -149,7 +178,7 @@ def _background_roles(redis_url: str, env: dict[str, str]) -> Iterator[list[int]
             env=dict(os.environ, LIVECANDLE_REDIS_URL=redis_url, PYTHONUNBUFFERED="1", **env),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=open(Path(LOGS, f"{role}.log"), "w") if LOGS else subprocess.DEVNULL,  # noqa: SIM115
         )
         for role in ("stream", "fetcher")
     ]
@@ -255,6 +284,8 @@ def run() -> list[dict[str, Any]]:
             arrivals = json.loads(out)["lat"] if client.returncode == 0 and out.strip() else []
             full = sum(1 for c in list(watcher.counts.values()) if c >= CANDLES)
         watcher.close()
+        # every close up to 10 s before the end had time to be announced
+        unannounced = watcher.unannounced(int(time.time() * 1000) + offset_ms - 10_000)
         state = emu.state()
         redis_mb = redis.Redis.from_url(redis_url).info("memory")["used_memory"] / 2**20
         exchange_now_ms = int(time.time() * 1000) + offset_ms  # the emulator's clock
@@ -278,6 +309,13 @@ def run() -> list[dict[str, Any]]:
         f"{name} {_pct(part, 0.99) or 0:.0f} ms ({len(part)})" for name, part in parts.items()
     )
     lags = [lag for _, lag in watcher.lags]
+    slowest = sorted(watcher.slowest, reverse=True)[:3]
+    if DIAG:
+        Path(DIAG).write_text(
+            json.dumps(
+                {"slowest": sorted(watcher.slowest, reverse=True)[:200], "unannounced": unannounced}
+            )
+        )
     midnight = [lag for close_ms, lag in watcher.lags if close_ms == midnight_ms]
     rows += [
         {
@@ -296,7 +334,15 @@ def run() -> list[dict[str, Any]]:
             f"{max(lags, default=0):.0f}",
             "unit": "ms",
             "goal": "p99 <= 5,000 ms",
-            "note": f"{len(lags)} closes",
+            "note": f"{len(lags)} closes; slowest "
+            + ", ".join(f"{sym} {iv} {_utc(o)} {lag / 1000:.1f} s" for lag, sym, iv, o in slowest)
+            + f"; {len(unannounced)} closes announced only with a newer candle"
+            + "".join(
+                f" ({sym} {iv} {_utc(o)}, "
+                + (f"{lag / 1000:.1f} s" if lag is not None else "never")
+                + ")"
+                for sym, iv, o, lag in unannounced[:2]
+            ),
         },
         {
             "bench": "fullmarket",
