@@ -63,6 +63,11 @@ FINALS_PER_ROUND_TRIP = 1_000
 # (with a batch message of ~7 MB); the rest wait for the next flushes, which still
 # publish every price
 CLOSES_PER_FLUSH = 1_200
+# A key write is spread over the flushes of half a write period, at least this many
+# symbols a flush: at whole-market scale ~300 symbols (~1,900 values) changed in each
+# write period, and writing them in one flush took ~35 ms to encode and ~60 ms of round
+# trip (p99 150-450 ms), while no price went out: that was most of the live tail
+KEYS_PER_FLUSH = 64
 # Binance's REST may serve a just-closed candle stale this long after its close
 REST_LAG_MS = 30_000
 
@@ -203,6 +208,7 @@ class LiveWriter:
         fence: Fence | None = None,
         closes_per_flush: int = CLOSES_PER_FLUSH,
         finals_per_round_trip: int = FINALS_PER_ROUND_TRIP,
+        keys_per_flush: int = KEYS_PER_FLUSH,
     ) -> None:
         self.store = store
         self.fence = fence  # leases: only owned symbols are written, at their epoch
@@ -210,6 +216,10 @@ class LiveWriter:
         # is adopted once (its states then mark their changes here)
         self.symbols = symbols if isinstance(symbols, LiveStates) else LiveStates(symbols)
         self._held: set[str] = set()  # changed candles waiting for the next key write
+        # the symbols of the key write under way, in order: a share of them each flush
+        self._round: dict[str, None] = {}
+        self._share = 0  # symbols of the round written per flush
+        self.keys_per_flush = keys_per_flush
         self._unwritten: dict[str, SymbolLive] = {}  # values encoded, keys not set yet
         self.closes_per_flush = closes_per_flush
         self.finals_per_round_trip = finals_per_round_trip
@@ -277,9 +287,12 @@ class LiveWriter:
                     await asyncio.sleep(self._backoff.next_s())
 
     async def flush(self, write_keys: bool = True, finals: bool = True) -> int:
-        """Publish what changed since the last flush; with ``write_keys`` also set the
-        keys of everything changed since the last key write. Returns keys written.
-        While writes fail, every flush writes the keys first and publishes after.
+        """Publish what changed since the last flush; with ``write_keys`` also start a
+        key write of everything changed since the last one. A key write goes a share of
+        its symbols a flush (``keys_per_flush`` or more, so that it ends within half a
+        write period), each symbol's candles published with its keys; a symbol closing a
+        candle is written at once. Returns keys written.
+        While writes fail, every flush writes all the keys first and publishes after.
         ``finals``: store the exchange's final candles waiting, first (else they are
         left to ``run``'s loop of their own)."""
         failing = self.failing_since_s is not None
@@ -287,22 +300,41 @@ class LiveWriter:
         now = self.now_ms()
         symbols = self.symbols
         changed = symbols.changed
-        if write_keys and self._held:
-            changed |= self._held
+        round_ = self._round
+        unwritten = self._unwritten
+        if (write_keys and not round_) or failing:
+            # a new key write: what changed since the last, oldest first
+            for name in (*self._held, *changed):
+                st = symbols.get(name)
+                if st is not None and (st._dirty or st._price_dirty or name in unwritten):
+                    round_[name] = None
             self._held = set()
+            if round_:
+                self._last_write = time.monotonic()
+            self._share = max(
+                self.keys_per_flush,
+                -(-len(round_) * 2 * self.publish_period_ms // max(1, self.write_period_ms)),
+            )
+        due: dict[str, None] = {}
+        if round_:
+            share = len(round_) if failing else self._share
+            for name in round_:
+                due[name] = None
+                if len(due) >= share:
+                    break
+            for name in due:
+                del round_[name]
         deferred = self._deferred
-        if deferred:  # first: closes wait at most as long as those before them
-            names = list(deferred)
-            names += (n for n in changed if n not in deferred)
-            self._deferred = {}
-        else:
-            names = list(changed)
+        names = list(deferred)  # first: closes wait at most as long as those before them
+        self._deferred = {}
+        names += (n for n in due if n not in deferred)
+        names += (n for n in changed if n not in deferred and n not in due)
         changed.clear()  # what changes while this flush awaits Redis goes in the next
         closes_left = self.closes_per_flush
         # the batch is built from the values already encoded for the keys
         batch_candles: list[msgspec.Raw] = []
         batch_prices: list[msgspec.Raw] = []
-        unwritten = self._unwritten
+        writing: list[SymbolLive] = []  # the symbols whose keys this flush sets
         for name in names:
             st = symbols.get(name)
             if st is None:  # no longer followed
@@ -331,12 +363,16 @@ class LiveWriter:
                     continue
                 closes_left -= len(st.closed)
                 self._take_closed(st)
-            if not st._dirty:
-                continue
-            if not (write_keys or closing):
-                # candles go out each write period, or at once on a close; live_price
+            if not (closing or name in due):
+                # candles go out with their keys, or at once on a close; live_price
                 # (every publish period) carries the trades in between
-                self._held.add(name)
+                if (st._dirty or name in unwritten) and name not in round_:
+                    self._held.add(name)
+                continue
+            if name in unwritten or st._dirty:
+                writing.append(st)
+                unwritten[name] = st
+            if not st._dirty:
                 continue
             st._dirty = False
             st.unwritten = st.values.encode(st.builder, now)
@@ -355,13 +391,12 @@ class LiveWriter:
             unwritten[name] = st
         writes: list[LiveWrite] = []
         prices: list[tuple[str, bytes]] = []
-        written: list[SymbolLive] = []
-        if write_keys:
-            written = list(unwritten.values())
-            for st in written:
-                writes.extend(st.unwritten)
-                if st.unwritten_price is not None:
-                    prices.append((st.symbol, st.unwritten_price))
+        # while writes fail, all that is unwritten goes (the keys first: write_live)
+        written = list(unwritten.values()) if failing else writing
+        for st in written:
+            writes.extend(st.unwritten)
+            if st.unwritten_price is not None:
+                prices.append((st.symbol, st.unwritten_price))
         closed = self._closed
         # one message for every candle that closed (at 00:00 UTC the whole market's)
         closed_msgs = [encode_closings(self._closings)] if self._closings else []
@@ -396,12 +431,10 @@ class LiveWriter:
             self._failed(e)
             return 0
         self._closed, self._closings = [], []
-        if write_keys:
-            self._last_write = started
-            for st in written:
-                st.unwritten = []
-                st.unwritten_price = None
-            self._unwritten = {}
+        for st in written:
+            st.unwritten = []
+            st.unwritten_price = None
+            unwritten.pop(st.symbol, None)
         self.last_flush_s = time.monotonic() - started
         self.flushes += 1
         self.published += message is not None

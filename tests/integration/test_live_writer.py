@@ -139,6 +139,34 @@ async def test_keys_are_written_at_most_once_per_write_period(store: Store) -> N
     assert writer.published >= 2 * key_writes  # prices went out in between
 
 
+async def test_a_key_write_of_many_symbols_is_spread_over_flushes_while_prices_go_out_each(
+    store: Store,
+) -> None:
+    # 200 symbols changed in one write period: the write goes 64 symbols a flush (each
+    # symbol's candle published with its keys), every price in the first
+    names = [f"S{n:03d}USDT" for n in range(200)]
+    lives = {s: symbol_live(s) for s in names}
+    writer = LiveWriter(
+        store, lives, lambda: T0, write_period_ms=100, publish_period_ms=10, keys_per_flush=64
+    )
+    for n, live in enumerate(lives.values()):
+        trade(live, T0, (100 + n) * SCALE)
+    channel = store.keys.live_channel
+    async with listening(store, channel) as queue:
+        assert await writer.flush(write_keys=True) == 64 * 2  # a candle and a price each
+        [first] = await received(store, channel, queue)
+        assert {p["symbol"] for p in first["prices"]} == set(names)
+        assert len(first["candles"]) == 64
+        # the next flushes go on with the same key write, a write period or not
+        assert [await writer.flush(write_keys=False) for _ in range(4)] == [128, 128, 16, 0]
+        batches = await received(store, channel, queue)
+    published = [c["symbol"] for b in [first, *batches] for c in b["candles"]]
+    assert sorted(published) == names  # each symbol's candle once
+    assert all(b["prices"] == [] for b in batches)  # no price changed since
+    keys = [store.keys.live_candle(SeriesKey(s, M1)) for s in names]
+    assert None not in await store.redis.mget(keys)
+
+
 async def test_a_flush_writes_and_publishes_only_the_symbols_that_changed(store: Store) -> None:
     lives = {s: symbol_live(s) for s in ("BTCUSDT", "ETHUSDT", "BNBUSDT")}
     writer = LiveWriter(store, lives, lambda: T0)
