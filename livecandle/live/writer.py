@@ -3,8 +3,9 @@
 Whatever the trade rate, each ``live_candle`` / ``live_price`` key is written at most
 once per write period (default 100 ms). For the web app one batch message is published
 per publish period (default 10 ms): prices every time (a trade reaches a browser within
-tens of milliseconds; the page moves its forming candle with them), candles every write
-period and at once when one closes. The candles that closed are stored (``live_closed``,
+tens of milliseconds; the page moves its forming candle with them), candles with their
+keys and at once when one closes. A key write goes a share of its symbols a flush, so
+that a whole market's write never holds the prices back. The candles that closed are stored (``live_closed``,
 many series per script call) and announced to the fetcher (one ``candle_closed``
 message naming them all: ``store.closings``) in the same pipelined round trip.
 The exchange's final candles (the stream's closed klines) are official: each flush stores
