@@ -363,8 +363,14 @@ class LiveFeed:
             if st.safe_ms < ev.event_ms:
                 st.safe_ms = ev.event_ms
             st.behind_ms = st.behind_first_ms = 0
-        elif not st.behind_ms:
+        elif not st.behind_ms or st.last_trade_id >= st.behind_id:
+            # the first snapshot ahead of our trades (or the first since those of the
+            # last one came): its trades are awaited for BEHIND_MS of the stream
             st.behind_ms = st.behind_first_ms = ev.event_ms
+            st.behind_id = last
+        if not st.last_trade_mono:  # no trade of it yet: how often does it trade?
+            first = ev.first_trade_id
+            st.guess_gap(ev.event_ms - ev.open_ms, last - first + 1 if first >= 0 else 0)
         if ev.final:
             self._final(st, i, ev)
         elif not b.is_complete(i) and b.open_of(i) == ev.open_ms:
@@ -449,11 +455,17 @@ class LiveFeed:
                 and st.stream_ms - st.behind_ms > BEHIND_MS
                 and st.sequencer.last_id is not None
             ):
-                st.behind_ms = st.stream_ms  # once every BEHIND_MS at most
-                # a look at first (a connection running late looks the same), urgent
-                # when the stream has gone on for long without the trades
-                urgent = st.stream_ms - st.behind_first_ms > BEHIND_URGENT_MS
-                self._spawn(self._tail_fetch(st, speculative=not urgent), f"tail:{st.symbol}")
+                if st.last_trade_id >= st.behind_id:
+                    # its trades came after it (the stream moved on with them: a symbol's
+                    # first trades after a snapshot made before we subscribed, trades on
+                    # their way while its snapshots ran ahead): nothing is missing
+                    st.behind_ms = st.behind_first_ms = 0
+                else:
+                    st.behind_ms = st.stream_ms  # once every BEHIND_MS at most
+                    # a look at first (a connection running late looks the same), urgent
+                    # when the stream has gone on for long without the trades
+                    urgent = st.stream_ms - st.behind_first_ms > BEHIND_URGENT_MS
+                    self._spawn(self._tail_fetch(st, speculative=not urgent), f"tail:{st.symbol}")
             # advance(min(now, safe_ms + grace)) closes something only from the next
             # boundary on: asked first, without the call (1,600 symbols ten times a second)
             live = st.live
