@@ -139,13 +139,13 @@ async def test_a_symbol_without_trades_yet_is_asked_about_after_its_usual_gaps(
         assert history.asked == expected, silent_s
 
 
-def test_the_guessed_gap_gives_way_to_the_gaps_seen() -> None:
-    """Once two trades have come, the symbol's own gaps count, not the guess."""
+def test_the_gaps_seen_move_the_guessed_gap() -> None:
+    """Once trades come, the symbol's own gaps count: a busy one is soon asked about
+    after ``silence_s`` again."""
     f = feed(AskedHistory())
     f.handle(snapshot(OPEN + 50_000, 100, 100))
     st = f.states["BTCUSDT"]
     assert st.quiet_s(f.silence_s, f.quiet_s) == 70
-    f.handle(agg(1, 101, OPEN + 51_000))
-    assert st.quiet_s(f.silence_s, f.quiet_s) == 70  # one trade tells no gap
-    f.handle(agg(2, 102, OPEN + 51_001))
+    for a in range(1, 41):  # 40 trades within microseconds
+        f.handle(agg(a, 100 + a, OPEN + 51_000))
     assert st.quiet_s(f.silence_s, f.quiet_s) == 10
