@@ -368,9 +368,10 @@ class LiveFeed:
             # last one came): its trades are awaited for BEHIND_MS of the stream
             st.behind_ms = st.behind_first_ms = ev.event_ms
             st.behind_id = last
-        if not st.last_trade_mono:  # no trade of it yet: how often does it trade?
+        span_ms = ev.event_ms - ev.open_ms
+        if span_ms > 2 * st.guessed_span_ms:  # how often does it trade? (about once)
             first = ev.first_trade_id
-            st.guess_gap(ev.event_ms - ev.open_ms, last - first + 1 if first >= 0 else 0)
+            st.guess_gap(span_ms, last - first + 1 if first >= 0 else 0)
         if ev.final:
             self._final(st, i, ev)
         elif not b.is_complete(i) and b.open_of(i) == ev.open_ms:

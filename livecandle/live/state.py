@@ -55,7 +55,7 @@ class SymbolState:
     # busy symbol's silence is noticed in seconds and a rarely traded one costs nothing
     trade_gap_s: float = 0.0
     last_trade_mono: float = 0.0
-    guessed_span_ms: int = 0  # before its first trade: what trade_gap_s was guessed from
+    guessed_span_ms: int = 0  # the candle span trade_gap_s was last guessed from
     index: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -77,16 +77,18 @@ class SymbolState:
         self.last_trade_mono = now
 
     def guess_gap(self, span_ms: int, trades: int) -> None:
-        """Before its first trade has arrived: the symbol's usual gap between trades as a
-        candle snapshot tells it (``trades`` individual trades in the ``span_ms`` since
-        its candle opened; aggregate trades are as many at most, so the guess is never
-        longer than the real gap), the longest span seen the best; the gaps seen then
-        move it as any average. Started from nothing instead, the average made a rarely
-        traded symbol's first silences look long: the whole market's start asked about
-        ~260 of them in its first minute (~0.2 of the weight), finding nothing."""
-        if span_ms > self.guessed_span_ms:
-            self.guessed_span_ms = span_ms
-            self.trade_gap_s = span_ms / 1000 / max(trades, 1)
+        """The symbol's usual gap between trades as a candle snapshot tells it
+        (``trades`` individual trades in the ``span_ms`` since its candle opened;
+        aggregate trades are as many at most, so the guess is never longer than the
+        real gap), for the average of the gaps seen to start from: started from
+        nothing, it made a rarely traded symbol's first silences look long (its first
+        trades come before its first snapshots), and the whole market's start asked
+        about hundreds of them in its first minute, finding nothing. The gaps seen
+        then move it as before."""
+        self.guessed_span_ms = span_ms
+        guess_s = span_ms / 1000 / max(trades, 1)
+        if guess_s > self.trade_gap_s:
+            self.trade_gap_s = guess_s
 
     def quiet_s(self, silence_s: float, longest_s: float) -> float:
         """How long this symbol may be silent before the exchange is asked whether its

@@ -139,6 +139,18 @@ async def test_a_symbol_without_trades_yet_is_asked_about_after_its_usual_gaps(
         assert history.asked == expected, silent_s
 
 
+def test_a_symbol_whose_first_trades_came_before_its_first_snapshot_takes_the_guess() -> None:
+    """At start a symbol's first trades come before its kline streams' first snapshots:
+    two trades a moment apart tell no usual gap."""
+    f = feed(AskedHistory())
+    st = f.states["BTCUSDT"]
+    f.handle(agg(1, 101, OPEN + 49_000))
+    f.handle(agg(2, 102, OPEN + 49_001))
+    assert st.quiet_s(f.silence_s, f.quiet_s) == 10
+    f.handle(snapshot(OPEN + 50_000, 100, 102))
+    assert st.quiet_s(f.silence_s, f.quiet_s) == 70
+
+
 def test_the_gaps_seen_move_the_guessed_gap() -> None:
     """Once trades come, the symbol's own gaps count: a busy one is soon asked about
     after ``silence_s`` again."""
