@@ -367,7 +367,7 @@ class LiveFeed:
             # the first snapshot ahead of our trades (or the first since those of the
             # last one came): its trades are awaited for BEHIND_MS of the stream
             st.behind_ms = st.behind_first_ms = ev.event_ms
-            st.behind_id = last
+            st.behind_id, st.behind_had_id = last, st.last_trade_id
         span_ms = ev.event_ms - ev.open_ms
         if span_ms > 2 * st.guessed_span_ms:  # how often does it trade? (about once)
             first = ev.first_trade_id
@@ -456,16 +456,21 @@ class LiveFeed:
                 and st.stream_ms - st.behind_ms > BEHIND_MS
                 and st.sequencer.last_id is not None
             ):
+                urgent = st.stream_ms - st.behind_first_ms > BEHIND_URGENT_MS
                 if st.last_trade_id >= st.behind_id:
                     # its trades came after it (the stream moved on with them: a symbol's
                     # first trades after a snapshot made before we subscribed, trades on
                     # their way while its snapshots ran ahead): nothing is missing
                     st.behind_ms = st.behind_first_ms = 0
+                elif st.last_trade_id > st.behind_had_id and not urgent:
+                    # its trades still come, late (their connection behind its snapshots'):
+                    # wait on. A lost one among them shows as a hole when the next comes;
+                    # only lost last ones need asking for, and after them trades stop
+                    st.behind_ms, st.behind_had_id = st.stream_ms, st.last_trade_id
                 else:
                     st.behind_ms = st.stream_ms  # once every BEHIND_MS at most
                     # a look at first (a connection running late looks the same), urgent
                     # when the stream has gone on for long without the trades
-                    urgent = st.stream_ms - st.behind_first_ms > BEHIND_URGENT_MS
                     self._spawn(self._tail_fetch(st, speculative=not urgent), f"tail:{st.symbol}")
             # advance(min(now, safe_ms + grace)) closes something only from the next
             # boundary on: asked first, without the call (1,600 symbols ten times a second)

@@ -48,6 +48,7 @@ class SymbolState:
     behind_ms: int = 0  # exchange time of a snapshot that showed trades we lack
     behind_first_ms: int = 0  # ... the first of them, while we still lack them
     behind_id: int = -1  # ... the newest (individual) trade id that snapshot showed
+    behind_had_id: int = -1  # ... and ours then (or at the last look at it)
     stream_ms: int = 0  # exchange time of the newest message about this symbol handled
     checking_silence: bool = False  # asking the exchange whether a silence lost trades
     since_ms: int = 0  # exchange time the symbol was added

@@ -83,6 +83,44 @@ async def test_trades_arriving_after_the_snapshot_that_showed_them_are_not_asked
     assert f.states["BTCUSDT"].sequencer.last_id == 2
 
 
+async def test_trades_on_a_connection_behind_their_symbols_snapshots_are_waited_for() -> None:
+    """The connection carrying BTCUSDT's trades runs 5 s late while its snapshots run
+    ahead (on another connection): the snapshots show trade 13 while trades 11, 12
+    and 13 still come, one at a time, for 6 s of the snapshots' exchange time. They
+    are not lost: nothing is asked."""
+    history = AskedHistory([agg(a, 10 + a - 1, T0 + a).trade() for a in range(2, 5)])
+    f = feed(history)
+    f.handle(agg(1, 10, T0))
+    f.handle(snapshot(T0 + 1000, 10, 13))
+    for a, snap_ms in ((2, T0 + 3500), (3, T0 + 6000), (4, T0 + 8000)):
+        f.handle(agg(a, 10 + a - 1, snap_ms - 5000))
+        f.tick()
+        f.handle(snapshot(snap_ms, 10, 13))
+        f.tick()
+    await settled(f)
+    assert history.asked == 0
+    assert f.states["BTCUSDT"].sequencer.last_id == 4
+
+
+async def test_lost_last_trades_are_asked_for_once_the_late_trades_before_them_stop() -> None:
+    """Trade 11 still comes late after the snapshot showing 13; 12 and 13 were lost:
+    once no trade has come for ``BEHIND_MS`` of the snapshots, they are asked for."""
+    history = AskedHistory([agg(a, 10 + a - 1, T0 + a).trade() for a in range(2, 5)])
+    f = feed(history)
+    f.handle(agg(1, 10, T0))
+    f.handle(snapshot(T0 + 1000, 10, 13))
+    f.handle(agg(2, 11, T0 + 500))
+    f.handle(snapshot(T0 + 3500, 10, 13))
+    f.tick()
+    await settled(f)
+    assert history.asked == 0
+    f.handle(snapshot(T0 + 6000, 10, 13))
+    f.tick()
+    await settled(f)
+    assert history.asked == 1
+    assert f.states["BTCUSDT"].sequencer.last_id == 4
+
+
 async def test_a_symbols_first_trade_after_a_snapshot_made_before_we_subscribed() -> None:
     """At start each kline stream's first snapshot shows the trades of its candle so far,
     made before we subscribed and never ours to receive; a quiet symbol's first trade
