@@ -55,7 +55,8 @@ FILL_RETRY_CAP_S = 10.0
 # a snapshot ahead of our trades asks the exchange for the missing ones once the symbol's
 # own stream has gone this far past it (exchange time of its messages handled, not the
 # wall clock: a consumer behind its queue, or a connection behind the others, must not
-# mistake queued trades for lost ones)
+# mistake queued trades for lost ones) without them, and without any trade of it coming
+# meanwhile (trades still coming are late, and a lost one among them shows as a hole)
 BEHIND_MS = 2_000
 BEHIND_URGENT_MS = 10_000
 # after a silence, trades this much younger than the newest message handled may still be
