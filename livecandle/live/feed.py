@@ -55,7 +55,8 @@ FILL_RETRY_CAP_S = 10.0
 # a snapshot ahead of our trades asks the exchange for the missing ones once the symbol's
 # own stream has gone this far past it (exchange time of its messages handled, not the
 # wall clock: a consumer behind its queue, or a connection behind the others, must not
-# mistake queued trades for lost ones)
+# mistake queued trades for lost ones) without them, and without any trade of it coming
+# meanwhile (trades still coming are late, and a lost one among them shows as a hole)
 BEHIND_MS = 2_000
 BEHIND_URGENT_MS = 10_000
 # after a silence, trades this much younger than the newest message handled may still be
@@ -363,8 +364,15 @@ class LiveFeed:
             if st.safe_ms < ev.event_ms:
                 st.safe_ms = ev.event_ms
             st.behind_ms = st.behind_first_ms = 0
-        elif not st.behind_ms:
+        elif not st.behind_ms or st.last_trade_id >= st.behind_id:
+            # the first snapshot ahead of our trades (or the first since those of the
+            # last one came): its trades are awaited for BEHIND_MS of the stream
             st.behind_ms = st.behind_first_ms = ev.event_ms
+            st.behind_id, st.behind_had_id = last, st.last_trade_id
+        span_ms = ev.event_ms - ev.open_ms
+        if span_ms > 2 * st.guessed_span_ms:  # how often does it trade? (about once)
+            first = ev.first_trade_id
+            st.guess_gap(span_ms, last - first + 1 if first >= 0 else 0)
         if ev.final:
             self._final(st, i, ev)
         elif not b.is_complete(i) and b.open_of(i) == ev.open_ms:
@@ -449,11 +457,22 @@ class LiveFeed:
                 and st.stream_ms - st.behind_ms > BEHIND_MS
                 and st.sequencer.last_id is not None
             ):
-                st.behind_ms = st.stream_ms  # once every BEHIND_MS at most
-                # a look at first (a connection running late looks the same), urgent
-                # when the stream has gone on for long without the trades
                 urgent = st.stream_ms - st.behind_first_ms > BEHIND_URGENT_MS
-                self._spawn(self._tail_fetch(st, speculative=not urgent), f"tail:{st.symbol}")
+                if st.last_trade_id >= st.behind_id:
+                    # its trades came after it (the stream moved on with them: a symbol's
+                    # first trades after a snapshot made before we subscribed, trades on
+                    # their way while its snapshots ran ahead): nothing is missing
+                    st.behind_ms = st.behind_first_ms = 0
+                elif st.last_trade_id > st.behind_had_id and not urgent:
+                    # its trades still come, late (their connection behind its snapshots'):
+                    # wait on. A lost one among them shows as a hole when the next comes;
+                    # only lost last ones need asking for, and after them trades stop
+                    st.behind_ms, st.behind_had_id = st.stream_ms, st.last_trade_id
+                else:
+                    st.behind_ms = st.stream_ms  # once every BEHIND_MS at most
+                    # a look at first (a connection running late looks the same), urgent
+                    # when the stream has gone on for long without the trades
+                    self._spawn(self._tail_fetch(st, speculative=not urgent), f"tail:{st.symbol}")
             # advance(min(now, safe_ms + grace)) closes something only from the next
             # boundary on: asked first, without the call (1,600 symbols ten times a second)
             live = st.live

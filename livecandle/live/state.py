@@ -47,6 +47,8 @@ class SymbolState:
     safe_ms: int = 0
     behind_ms: int = 0  # exchange time of a snapshot that showed trades we lack
     behind_first_ms: int = 0  # ... the first of them, while we still lack them
+    behind_id: int = -1  # ... the newest (individual) trade id that snapshot showed
+    behind_had_id: int = -1  # ... and ours then (or at the last look at it)
     stream_ms: int = 0  # exchange time of the newest message about this symbol handled
     checking_silence: bool = False  # asking the exchange whether a silence lost trades
     since_ms: int = 0  # exchange time the symbol was added
@@ -54,6 +56,7 @@ class SymbolState:
     # busy symbol's silence is noticed in seconds and a rarely traded one costs nothing
     trade_gap_s: float = 0.0
     last_trade_mono: float = 0.0
+    guessed_span_ms: int = 0  # the candle span trade_gap_s was last guessed from
     index: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -73,6 +76,20 @@ class SymbolState:
         if self.last_trade_mono:
             self.trade_gap_s += (now - self.last_trade_mono - self.trade_gap_s) * 0.1
         self.last_trade_mono = now
+
+    def guess_gap(self, span_ms: int, trades: int) -> None:
+        """The symbol's usual gap between trades as a candle snapshot tells it
+        (``trades`` individual trades in the ``span_ms`` since its candle opened;
+        aggregate trades are as many at most, so the guess is never longer than the
+        real gap), for the average of the gaps seen to start from: started from
+        nothing, it made a rarely traded symbol's first silences look long (its first
+        trades come before its first snapshots), and the whole market's start asked
+        about hundreds of them in its first minute, finding nothing. The gaps seen
+        then move it as before."""
+        self.guessed_span_ms = span_ms
+        guess_s = span_ms / 1000 / max(trades, 1)
+        if guess_s > self.trade_gap_s:
+            self.trade_gap_s = guess_s
 
     def quiet_s(self, silence_s: float, longest_s: float) -> float:
         """How long this symbol may be silent before the exchange is asked whether its
