@@ -104,6 +104,7 @@ class SymbolLive:
         "closed",
         "finals",
         "last_trade_ms",
+        "priced",
         "symbol",
         "trade_id",
         "unwritten",
@@ -118,6 +119,7 @@ class SymbolLive:
         self.symbol = symbol
         self.builder = builder
         self.changed: set[str] = set() if changed is None else changed
+        self.priced: set[str] = set()  # the symbols whose price changed (shared likewise)
         self._dirty = False  # candles changed since the last publish
         self._price_dirty = False
         self.last_trade_ms = 0
@@ -151,12 +153,14 @@ class SymbolLive:
         self._price_dirty = value
         if value:
             self.changed.add(self.symbol)
+            self.priced.add(self.symbol)
 
     def traded(self, time_ms: int) -> None:
         """A trade at ``time_ms`` moved the candles and the price."""
         self.last_trade_ms = time_ms
         self._dirty = self._price_dirty = True
         self.changed.add(self.symbol)
+        self.priced.add(self.symbol)
 
     def add_closed(self, closed: Iterable[ClosedCandle]) -> None:
         self.closed.extend(closed)
@@ -175,13 +179,14 @@ class LiveStates(dict[str, SymbolLive]):
     def __init__(self, states: Mapping[str, SymbolLive] | None = None) -> None:
         super().__init__()
         self.changed: set[str] = set()
+        self.priced: set[str] = set()  # of them, those whose price changed
         for symbol, st in (states or {}).items():
             self.adopt(st)
             self[symbol] = st
 
     def adopt(self, st: SymbolLive) -> SymbolLive:
         """Have ``st`` mark its changes here; it starts as changed."""
-        st.changed = self.changed
+        st.changed, st.priced = self.changed, self.priced
         self.changed.add(st.symbol)
         return st
 
@@ -211,6 +216,8 @@ class LiveWriter:
         self.symbols = symbols if isinstance(symbols, LiveStates) else LiveStates(symbols)
         self._held: set[str] = set()  # changed candles waiting for the next key write
         self._unwritten: dict[str, SymbolLive] = {}  # values encoded, keys not set yet
+        self._running_prices = False  # run's price loop goes
+        self._written_ok = False  # a flush has succeeded since the last failure
         self.closes_per_flush = closes_per_flush
         self.finals_per_round_trip = finals_per_round_trip
         # symbols whose closes (and so their candles) wait for the next flush, in order
@@ -246,17 +253,84 @@ class LiveWriter:
         return self.last_error if self.failing_since_s is not None else None
 
     async def run(self) -> None:
-        """The live flushes, and beside them the exchange's final candles' writes."""
+        """The live flushes, and beside them the exchange's final candles' writes and
+        (without a fence) the prices' publishes."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._run_finals(), name="live-writer-finals")
+            if self.fence is None:
+                tasks.create_task(self._run_prices(), name="live-writer-prices")
             await self._run_flushes()
+
+    def _prices_apart(self) -> bool:
+        """Prices go out by ``run``'s price loop, not with the flushes: while writes
+        succeed (once one has; while they fail, keys go first and one flush publishes
+        everything after)."""
+        return self._running_prices and self._written_ok and self.failing_since_s is None
+
+    async def _run_prices(self) -> None:
+        """Every publish period the prices that changed, in a message of their own: a
+        flush's round trip can be long (at 00:00 UTC the whole market's closes and
+        candles, megabytes a flush, sent between the turns of a busy event loop:
+        ~0.3-0.5 s each), and no price waits for it. In order: one publish at a time."""
+        period = self.publish_period_ms / 1000
+        self._running_prices = True
+        try:
+            while True:
+                started = time.monotonic()
+                if self._prices_apart():
+                    await self._publish_prices()
+                await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
+        finally:
+            self._running_prices = False
+
+    async def _publish_prices(self) -> None:
+        """The changed prices as one batch message (their keys go with the next key
+        write, as a flush's prices do)."""
+        priced = self.symbols.priced
+        if not priced:
+            return
+        names = list(priced)
+        priced.clear()
+        symbols = self.symbols
+        unwritten = self._unwritten
+        batch: list[msgspec.Raw] = []
+        for name in names:
+            st = symbols.get(name)
+            if st is None or not st._price_dirty:
+                continue
+            price = self._price_of(st)
+            if price is not None:
+                batch.append(msgspec.Raw(price))
+                unwritten[name] = st
+        if not batch:
+            return
+        message = _enc.encode({"time": self.now_ms(), "prices": batch, "candles": []})
+        try:
+            await self.store.write_live((), (), message)
+        except Exception as e:
+            self._failed(e)  # the prices are published again once writes succeed
+            return
+        self.published += 1
+
+    def _price_of(self, st: SymbolLive) -> bytes | None:
+        """The symbol's ``live_price`` value, kept for the next key write; its price is
+        no longer dirty."""
+        last = st.builder.last_price
+        if last is None:
+            return None
+        price = _enc.encode(
+            {"symbol": st.symbol, "price": format_units(last), "time": st.last_trade_ms}
+        )
+        st.unwritten_price = price
+        st._price_dirty = False
+        return price
 
     async def _run_flushes(self) -> None:
         period = self.publish_period_ms / 1000
         while True:
             started = time.monotonic()
             write = (started - self._last_write) * 1000 >= self.write_period_ms
-            await self.flush(write_keys=write, finals=False)
+            await self.flush(write_keys=write, finals=False, prices=not self._prices_apart())
             if self.failing_since_s is not None:
                 await asyncio.sleep(self._backoff.next_s())
                 continue
@@ -276,12 +350,13 @@ class LiveWriter:
                     self._failed(e)
                     await asyncio.sleep(self._backoff.next_s())
 
-    async def flush(self, write_keys: bool = True, finals: bool = True) -> int:
+    async def flush(self, write_keys: bool = True, finals: bool = True, prices: bool = True) -> int:
         """Publish what changed since the last flush; with ``write_keys`` also set the
         keys of everything changed since the last key write. Returns keys written.
         While writes fail, every flush writes the keys first and publishes after.
         ``finals``: store the exchange's final candles waiting, first (else they are
-        left to ``run``'s loop of their own)."""
+        left to ``run``'s loop of their own); ``prices``: publish the changed prices
+        too (else they are left to ``run``'s price loop)."""
         failing = self.failing_since_s is not None
         write_keys = write_keys or failing
         now = self.now_ms()
@@ -307,18 +382,11 @@ class LiveWriter:
             st = symbols.get(name)
             if st is None:  # no longer followed
                 continue
-            if st._price_dirty and st.builder.last_price is not None:
-                price = _enc.encode(
-                    {
-                        "symbol": name,
-                        "price": format_units(st.builder.last_price),
-                        "time": st.last_trade_ms,
-                    }
-                )
-                st.unwritten_price = price
-                batch_prices.append(msgspec.Raw(price))
-                st._price_dirty = False
-                unwritten[name] = st
+            if prices and st._price_dirty:
+                price = self._price_of(st)
+                if price is not None:
+                    batch_prices.append(msgspec.Raw(price))
+                    unwritten[name] = st
             if st.finals:
                 series_of = st.values.series_of
                 self._finals.extend((series_of(f.interval), f) for f in st.finals)
@@ -355,14 +423,14 @@ class LiveWriter:
             batch_candles.extend(msgspec.Raw(w.value) for w in st.unwritten)
             unwritten[name] = st
         writes: list[LiveWrite] = []
-        prices: list[tuple[str, bytes]] = []
-        written: list[SymbolLive] = []
+        price_keys: list[tuple[str, bytes]] = []
+        written: list[tuple[SymbolLive, bytes | None]] = []
         if write_keys:
-            written = list(unwritten.values())
-            for st in written:
+            written = [(st, st.unwritten_price) for st in unwritten.values()]
+            for st, price in written:
                 writes.extend(st.unwritten)
-                if st.unwritten_price is not None:
-                    prices.append((st.symbol, st.unwritten_price))
+                if price is not None:
+                    price_keys.append((st.symbol, price))
         closed = self._closed
         # one message for every candle that closed (at 00:00 UTC the whole market's)
         closed_msgs = [encode_closings(self._closings)] if self._closings else []
@@ -371,7 +439,7 @@ class LiveWriter:
             self._finals_queued.set()
         if not (
             writes
-            or prices
+            or price_keys
             or closed
             or closed_msgs
             or batch_candles
@@ -387,29 +455,36 @@ class LiveWriter:
             if store_finals:
                 await self._store_finals(now, FINALS_PER_FLUSH)
             if self.fence is not None:
-                await self._write_fenced(self.fence, writes, prices, message, closed_msgs, written)
+                states = [st for st, _ in written]
+                await self._write_fenced(
+                    self.fence, writes, price_keys, message, closed_msgs, states
+                )
             elif failing:  # a full Redis refuses the keys but not a PUBLISH: keys first
-                await self.store.write_live(writes, prices, None, (), closed)
+                await self.store.write_live(writes, price_keys, None, (), closed)
                 await self.store.write_live((), (), message, closed_msgs)
             else:
-                await self.store.write_live(writes, prices, message, closed_msgs, closed)
+                await self.store.write_live(writes, price_keys, message, closed_msgs, closed)
         except Exception as e:
             self._failed(e)
             return 0
         self._closed, self._closings = [], []
         if write_keys:
             self._last_write = started
-            for st in written:
+            for st, price in written:
                 st.unwritten = []
-                st.unwritten_price = None
-            self._unwritten = {}
+                # a price published meanwhile (run's price loop) waits for the next write
+                if st.unwritten_price is price:
+                    st.unwritten_price = None
+                    if unwritten.get(st.symbol) is st:
+                        del unwritten[st.symbol]
+        self._written_ok = True
         self.last_flush_s = time.monotonic() - started
         self.flushes += 1
         self.published += message is not None
-        self.keys_written += len(writes) + len(prices)
+        self.keys_written += len(writes) + len(price_keys)
         if failing:
             self._recovered()
-        return len(writes) + len(prices)
+        return len(writes) + len(price_keys)
 
     async def _write_fenced(
         self,
@@ -492,6 +567,7 @@ class LiveWriter:
     def _failed(self, e: Exception) -> None:
         """Keep what the retry needs (bounded) and have it carry the newest state; say
         it once per outage."""
+        self._written_ok = False
         self.errors += 1
         self._outage_errors += 1
         self.last_error = f"{type(e).__name__}: {e}"[:300]
