@@ -22,6 +22,7 @@ until the keys are stored: then one flush writes and publishes the newest state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -102,6 +103,7 @@ class SymbolLive:
         "builder",
         "changed",
         "closed",
+        "finaled",
         "finals",
         "last_trade_ms",
         "priced",
@@ -120,6 +122,7 @@ class SymbolLive:
         self.builder = builder
         self.changed: set[str] = set() if changed is None else changed
         self.priced: set[str] = set()  # the symbols whose price changed (shared likewise)
+        self.finaled: set[str] = set()  # ... that have final candles to store (likewise)
         self._dirty = False  # candles changed since the last publish
         self._price_dirty = False
         self.last_trade_ms = 0
@@ -170,6 +173,7 @@ class SymbolLive:
     def add_final(self, final: FinalCandle) -> None:
         self.finals.append(final)
         self.changed.add(self.symbol)
+        self.finaled.add(self.symbol)
 
 
 class LiveStates(dict[str, SymbolLive]):
@@ -180,14 +184,19 @@ class LiveStates(dict[str, SymbolLive]):
         super().__init__()
         self.changed: set[str] = set()
         self.priced: set[str] = set()  # of them, those whose price changed
+        self.finaled: set[str] = set()  # ... and those with final candles to store
         for symbol, st in (states or {}).items():
             self.adopt(st)
             self[symbol] = st
 
     def adopt(self, st: SymbolLive) -> SymbolLive:
         """Have ``st`` mark its changes here; it starts as changed."""
-        st.changed, st.priced = self.changed, self.priced
+        st.changed, st.priced, st.finaled = self.changed, self.priced, self.finaled
         self.changed.add(st.symbol)
+        if st.price_dirty:
+            self.priced.add(st.symbol)
+        if st.finals:
+            self.finaled.add(st.symbol)
         return st
 
 
@@ -337,18 +346,38 @@ class LiveWriter:
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     async def _run_finals(self) -> None:
-        """Store the final candles the flushes queue, ``finals_per_round_trip`` a round
-        trip, one round trip after another; a failure
-        is the writer's (``_failed``: kept, retried with its backoff)."""
+        """Store the final candles the feed marks, ``finals_per_round_trip`` a round
+        trip, one round trip after another, taken straight from the symbols (a flush's
+        round trip at 00:00 UTC can be long: they do not wait for the next one); a
+        failure is the writer's (``_failed``: kept, retried with its backoff)."""
+        period = self.publish_period_ms / 1000
         while True:
-            await self._finals_queued.wait()
-            self._finals_queued.clear()
-            while self._finals:
-                try:
-                    await self._store_finals(self.now_ms(), self.finals_per_round_trip)
-                except Exception as e:
-                    self._failed(e)
-                    await asyncio.sleep(self._backoff.next_s())
+            self._collect_finals()
+            if not self._finals:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(period):
+                        await self._finals_queued.wait()
+                self._finals_queued.clear()
+                continue
+            try:
+                await self._store_finals(self.now_ms(), self.finals_per_round_trip)
+            except Exception as e:
+                self._failed(e)
+                await asyncio.sleep(self._backoff.next_s())
+
+    def _collect_finals(self) -> None:
+        """The symbols' final candles (``SymbolLive.add_final``) into the queue to store."""
+        finaled = self.symbols.finaled
+        if not finaled:
+            return
+        names = list(finaled)
+        finaled.clear()
+        for name in names:
+            st = self.symbols.get(name)
+            if st is not None and st.finals:
+                series_of = st.values.series_of
+                self._finals.extend((series_of(f.interval), f) for f in st.finals)
+                st.finals.clear()
 
     async def flush(self, write_keys: bool = True, finals: bool = True, prices: bool = True) -> int:
         """Publish what changed since the last flush; with ``write_keys`` also set the
@@ -373,6 +402,7 @@ class LiveWriter:
         else:
             names = list(changed)
         changed.clear()  # what changes while this flush awaits Redis goes in the next
+        self._collect_finals()
         closes_left = self.closes_per_flush
         # the batch is built from the values already encoded for the keys
         batch_candles: list[msgspec.Raw] = []
@@ -387,10 +417,6 @@ class LiveWriter:
                 if price is not None:
                     batch_prices.append(msgspec.Raw(price))
                     unwritten[name] = st
-            if st.finals:
-                series_of = st.values.series_of
-                self._finals.extend((series_of(f.interval), f) for f in st.finals)
-                st.finals.clear()
             closing = bool(st.closed)
             if closing:
                 if closes_left <= 0:

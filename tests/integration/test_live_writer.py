@@ -442,3 +442,36 @@ async def test_a_running_writer_publishes_prices_while_a_flush_is_under_way(stor
     assert all(m["candles"] == [] for m in during)
     shown = [int(p["price"].split(".")[0]) for m in during for p in m["prices"]]
     assert shown == sorted(shown) and shown[-1] >= 105
+
+
+async def test_a_running_writer_stores_finals_while_a_flush_is_under_way(store: Store) -> None:
+    """The exchange's final candles are taken straight from the symbols by the finals'
+    loop: they do not wait for a long flush (at 00:00 UTC, the whole market's)."""
+    live, other = symbol_live(), symbol_live("ETHUSDT")
+    writer = LiveWriter(store, {"BTCUSDT": live, "ETHUSDT": other}, lambda: OPEN0 + 61_000)
+    write_live = store.write_live
+    slow, under_way, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    stored_during: list[bool] = []
+
+    async def slowed(candles: Any, *args: Any) -> None:
+        candles = list(candles)
+        if candles and slow.is_set() and not done.is_set():
+            under_way.set()
+            await asyncio.sleep(0.5)
+            stored_during.append(bool(await store.members(SeriesKey("ETHUSDT", M1))))
+            done.set()
+        await write_live(candles, *args)
+
+    store.write_live = slowed  # type: ignore[method-assign]
+    task = asyncio.create_task(writer.run())
+    try:
+        async with asyncio.timeout(5):
+            slow.set()
+            trade(live, OPEN0 + 1_000, 100 * SCALE)  # the next key write is slow
+            await under_way.wait()
+            other.add_final(FinalCandle(M1, OPEN0, OPEN0 + 59_999, kline_member(OPEN0)))
+            await done.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert stored_during == [True] and writer.finals_stored == 1
