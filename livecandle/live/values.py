@@ -197,22 +197,28 @@ class LiveValues:
                     f'{self._names[i]}{open_ms},"close_time":{nexts[i] - 1},"open":"{s.open_text}",'
                 )
             text = s.text
+            # a period's first value (at 00:00 UTC every series') shows one trade: its
+            # high, low and close are its open, its amounts often each other's
             if high != s.high:
-                s.high, text[0] = high, _units(high)
+                s.high, text[0] = high, s.open_text if high == opn else _units(high)
             if low != s.low:
-                s.low, text[1] = low, _units(low)
+                s.low, text[1] = low, s.open_text if low == opn else _units(low)
             if close != s.close:  # mostly the same close in every interval: once
                 if close != last_close:
-                    last_close, last_close_text = close, _units(close)
+                    last_close = close
+                    last_close_text = s.open_text if close == opn else _units(close)
                 s.close, text[2] = close, last_close_text
             if vol != s.volume:
                 s.volume, text[3] = vol, _units(vol)
             if qvol != s.quote_volume:
                 s.quote_volume, text[4] = qvol, _quote(qvol)
             if tvol != s.taker_buy_volume:
-                s.taker_buy_volume, text[5] = tvol, _units(tvol)
+                s.taker_buy_volume, text[5] = tvol, text[3] if tvol == vol else _units(tvol)
             if tqvol != s.taker_buy_quote_volume:
-                s.taker_buy_quote_volume, text[6] = tqvol, _quote(tqvol)
+                s.taker_buy_quote_volume, text[6] = (
+                    tqvol,
+                    text[4] if tqvol == qvol else _quote(tqvol),
+                )
             prev, prev_complete = previous[i], previous_complete[i]
             if prev is not s.prev or prev_complete != s.complete:
                 s.prev, s.complete = prev, prev_complete
