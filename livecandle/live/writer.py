@@ -7,6 +7,10 @@ tens of milliseconds; the page moves its forming candle with them), candles ever
 period and at once when one closes. The candles that closed are stored (``live_closed``,
 many series per script call) and announced to the fetcher (one ``candle_closed``
 message naming them all: ``store.closings``) in the same pipelined round trip.
+While ``run`` goes (without a fence, writes succeeding) the prices have a batch message
+of their own each publish period, published one at a time by a loop beside the
+flushes: a flush's round trip may be long (at 00:00 UTC the whole market's closes and
+candles) and no price waits for it; their keys still go with the next key write.
 The exchange's final candles (the stream's closed klines) are official: each flush stores
 those that arrived since the last in one pipelined round trip, through the same store
 script as REST rows, before anything else. A final candle replaces a different stored
