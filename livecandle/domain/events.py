@@ -65,16 +65,19 @@ class CandleSnapshot:
     ``row``, on a readable final snapshot: the exchange's own record of the candle in the
     stored (official) form, opaque here, written as it is.
 
-    ``read``, instead of ``candle``: how to read the figures, called when ``candle`` is
-    first asked for. Most snapshots are looked at only for their times and ids (the
-    whole market's kline streams send ~3,000 a second; a forming candle's figures are
-    needed only to seed a symbol), and reading eleven exact amounts costs more than all
-    the rest of a snapshot. A plain slotted class, not a frozen dataclass: one is built
+    ``read``, instead of ``candle`` and ``row``: how to read the figures (the candle, and
+    on a final snapshot its row), called when either is first asked for. Most snapshots
+    are looked at only for their times and ids (the whole market's kline streams send
+    ~3,000 a second; a forming candle's figures are needed only to seed a symbol), and
+    reading eleven exact amounts costs more than all the rest of a snapshot; a final one
+    is read when the feed comes to it (at 00:00 UTC the whole market's 9,600 arrive at
+    once, and trades go first). A plain slotted class, not a frozen dataclass: one is built
     per kline message, and frozen costs several times that."""
 
     __slots__ = (
         "_candle",
         "_read",
+        "_row",
         "close_ms",
         "event_ms",
         "final",
@@ -82,7 +85,6 @@ class CandleSnapshot:
         "interval",
         "last_trade_id",
         "open_ms",
-        "row",
         "symbol",
     )
 
@@ -98,7 +100,7 @@ class CandleSnapshot:
         event_ms: int,
         candle: Candle | None = None,
         row: bytes | None = None,
-        read: Callable[[], Candle | None] | None = None,
+        read: Callable[[], tuple[Candle | None, bytes | None]] | None = None,
     ) -> None:
         self.symbol = symbol
         self.interval = interval
@@ -110,14 +112,21 @@ class CandleSnapshot:
         self.event_ms = event_ms
         self._candle = candle
         self._read = read
-        self.row = row
+        self._row = row
 
     @property
     def candle(self) -> Candle | None:
         read = self._read
         if read is not None:
-            self._candle, self._read = read(), None
+            (self._candle, self._row), self._read = read(), None
         return self._candle
+
+    @property
+    def row(self) -> bytes | None:
+        read = self._read
+        if read is not None:
+            (self._candle, self._row), self._read = read(), None
+        return self._row
 
     def _fields(self) -> tuple[object, ...]:
         return (

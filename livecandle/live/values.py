@@ -48,12 +48,39 @@ def _quote(quote_units: int) -> str:
 def closed_text(c: Candle, complete: bool) -> str:
     """A closed live candle's JSON (``store.codec.encode_closed``'s bytes, as text), by
     template: at 00:00 UTC the whole market's 9,600 close in one flush."""
+    return _closed_json(
+        c,
+        _units(c.open),
+        _units(c.high),
+        _units(c.low),
+        _units(c.close),
+        _units(c.volume),
+        _quote(c.quote_volume),
+        _units(c.taker_buy_volume),
+        _quote(c.taker_buy_quote_volume),
+        complete,
+    )
+
+
+def _closed_json(
+    c: Candle,
+    opn: str,
+    high: str,
+    low: str,
+    close: str,
+    volume: str,
+    quote: str,
+    taker: str,
+    taker_quote: str,
+    complete: bool,
+) -> str:
+    """``closed_text`` of ``c`` with its amounts given as text."""
     return (
-        f'{{"time":{c.open_ms},"close_time":{c.close_ms},"open":"{_units(c.open)}",'
-        f'"high":"{_units(c.high)}","low":"{_units(c.low)}","close":"{_units(c.close)}",'
-        f'"volume":"{_units(c.volume)}","quote_volume":"{_quote(c.quote_volume)}",'
-        f'"trades":{c.trades},"taker_buy_volume":"{_units(c.taker_buy_volume)}",'
-        f'"taker_buy_quote_volume":"{_quote(c.taker_buy_quote_volume)}",'
+        f'{{"time":{c.open_ms},"close_time":{c.close_ms},"open":"{opn}",'
+        f'"high":"{high}","low":"{low}","close":"{close}",'
+        f'"volume":"{volume}","quote_volume":"{quote}",'
+        f'"trades":{c.trades},"taker_buy_volume":"{taker}",'
+        f'"taker_buy_quote_volume":"{taker_quote}",'
         f'"is_incomplete":false,"confirmed":false,"source":"live",'
         f'"complete":{"true" if complete else "false"}}}'
     )
@@ -71,6 +98,7 @@ class _Series:
         "low",
         "open",
         "open_ms",
+        "open_text",
         "prev",
         "prev_json",
         "quote_volume",
@@ -84,6 +112,7 @@ class _Series:
         self.key = key
         self.open_ms = -1  # the period the head is of
         self.open = -1  # -1 matches no amount: every field is formatted at first
+        self.open_text = ""
         self.head = ""  # '{"symbol":...,"open":"...",'
         self.high = self.low = self.close = self.volume = self.quote_volume = -1
         self.taker_buy_volume = self.taker_buy_quote_volume = -1
@@ -93,6 +122,28 @@ class _Series:
         self.prev: Candle | None = None
         self.complete = False
         self.prev_json = "null"
+
+
+def _closed_reusing(s: _Series, c: Candle, complete: bool) -> str:
+    """``closed_text``, with the text of each amount the series' last value showed (a
+    series closes mostly with the amounts it was last written with: at 00:00 UTC most of
+    the whole market's 9,600 closes), and an empty candle's price formatted once."""
+    t = s.text
+    opn = s.open_text if c.open == s.open else _units(c.open)
+    return _closed_json(
+        c,
+        opn,
+        t[0] if c.high == s.high else opn if c.high == c.open else _units(c.high),
+        t[1] if c.low == s.low else opn if c.low == c.open else _units(c.low),
+        t[2] if c.close == s.close else opn if c.close == c.open else _units(c.close),
+        t[3] if c.volume == s.volume else _units(c.volume),
+        t[4] if c.quote_volume == s.quote_volume else _quote(c.quote_volume),
+        t[5] if c.taker_buy_volume == s.taker_buy_volume else _units(c.taker_buy_volume),
+        t[6]
+        if c.taker_buy_quote_volume == s.taker_buy_quote_volume
+        else _quote(c.taker_buy_quote_volume),
+        complete,
+    )
 
 
 class LiveValues:
@@ -110,14 +161,21 @@ class LiveValues:
             for i in builder.intervals
         ]
 
+    def series_of(self, interval: Interval) -> SeriesKey:
+        """The symbol's series of ``interval`` (one object per series, not one a call)."""
+        s = self._by_interval.get(interval)
+        return SeriesKey(self.symbol, interval) if s is None else s.key
+
     def closed(self, interval: Interval, candle: Candle, complete: bool) -> bytes:
         """The stored value of a candle of ``interval`` that closed (``closed_text``),
         kept as the ``previous`` of the series' next value: each close is encoded once,
         not once for ``live_closed`` and again for ``live_candle``."""
-        text = closed_text(candle, complete)
         s = self._by_interval.get(interval)
-        if s is not None:  # the builder's newest closed candle is this object (or a later one)
-            s.prev, s.complete, s.prev_json = candle, complete, text
+        if s is None:
+            return closed_text(candle, complete).encode()
+        text = _closed_reusing(s, candle, complete)
+        # the builder's newest closed candle is this object (or a later one)
+        s.prev, s.complete, s.prev_json = candle, complete, text
         return text.encode()
 
     def encode(self, b: LiveCandleBuilder, now_ms: int) -> list[LiveWrite]:
@@ -134,27 +192,33 @@ class LiveValues:
             opn, high, low, close, vol, qvol, trades, tvol, tqvol = f
             open_ms = opens[i]
             if open_ms != s.open_ms or opn != s.open:  # a new period (or a seeded open)
-                s.open_ms, s.open = open_ms, opn
+                s.open_ms, s.open, s.open_text = open_ms, opn, _units(opn)
                 s.head = (
-                    f'{self._names[i]}{open_ms},"close_time":{nexts[i] - 1},"open":"{_units(opn)}",'
+                    f'{self._names[i]}{open_ms},"close_time":{nexts[i] - 1},"open":"{s.open_text}",'
                 )
             text = s.text
+            # a period's first value (at 00:00 UTC every series') shows one trade: its
+            # high, low and close are its open, its amounts often each other's
             if high != s.high:
-                s.high, text[0] = high, _units(high)
+                s.high, text[0] = high, s.open_text if high == opn else _units(high)
             if low != s.low:
-                s.low, text[1] = low, _units(low)
+                s.low, text[1] = low, s.open_text if low == opn else _units(low)
             if close != s.close:  # mostly the same close in every interval: once
                 if close != last_close:
-                    last_close, last_close_text = close, _units(close)
+                    last_close = close
+                    last_close_text = s.open_text if close == opn else _units(close)
                 s.close, text[2] = close, last_close_text
             if vol != s.volume:
                 s.volume, text[3] = vol, _units(vol)
             if qvol != s.quote_volume:
                 s.quote_volume, text[4] = qvol, _quote(qvol)
             if tvol != s.taker_buy_volume:
-                s.taker_buy_volume, text[5] = tvol, _units(tvol)
+                s.taker_buy_volume, text[5] = tvol, text[3] if tvol == vol else _units(tvol)
             if tqvol != s.taker_buy_quote_volume:
-                s.taker_buy_quote_volume, text[6] = tqvol, _quote(tqvol)
+                s.taker_buy_quote_volume, text[6] = (
+                    tqvol,
+                    text[4] if tqvol == qvol else _quote(tqvol),
+                )
             prev, prev_complete = previous[i], previous_complete[i]
             if prev is not s.prev or prev_complete != s.complete:
                 s.prev, s.complete = prev, prev_complete

@@ -5,9 +5,14 @@ once per write period (default 100 ms). For the web app one batch message is pub
 per publish period (default 10 ms): prices every time (a trade reaches a browser within
 tens of milliseconds; the page moves its forming candle with them), candles with their
 keys and at once when one closes. A key write goes a share of its symbols a flush, so
-that a whole market's write never holds the prices back. The candles that closed are stored (``live_closed``,
-many series per script call) and announced to the fetcher (one ``candle_closed``
-message naming them all: ``store.closings``) in the same pipelined round trip.
+that no flush carries a whole market's values. The candles that closed are stored
+(``live_closed``, many series per script call) and announced to the fetcher (one
+``candle_closed`` message naming them all: ``store.closings``) in the same pipelined
+round trip.
+While ``run`` goes (without a fence, writes succeeding) the prices have a batch message
+of their own each publish period, published one at a time by a loop beside the
+flushes: a flush's round trip may be long (at 00:00 UTC the whole market's closes and
+candles) and no price waits for it; their keys still go with the next key write.
 The exchange's final candles (the stream's closed klines) are official: each flush stores
 those that arrived since the last in one pipelined round trip, through the same store
 script as REST rows, before anything else. A final candle replaces a different stored
@@ -23,11 +28,11 @@ until the keys are stored: then one flush writes and publishes the newest state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -84,9 +89,10 @@ class Fence(Protocol):
     async def refused(self, symbols: set[str]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class FinalCandle:
-    """The exchange's final candle of one interval, in its stored form (``row``)."""
+class FinalCandle(NamedTuple):
+    """The exchange's final candle of one interval, in its stored form (``row``). A
+    tuple: the feed makes the whole market's 9,600 at 00:00 UTC (a frozen dataclass
+    costs several times as much to build)."""
 
     interval: Interval
     open_ms: int
@@ -108,8 +114,10 @@ class SymbolLive:
         "builder",
         "changed",
         "closed",
+        "finaled",
         "finals",
         "last_trade_ms",
+        "priced",
         "symbol",
         "trade_id",
         "unwritten",
@@ -124,6 +132,8 @@ class SymbolLive:
         self.symbol = symbol
         self.builder = builder
         self.changed: set[str] = set() if changed is None else changed
+        self.priced: set[str] = set()  # the symbols whose price changed (shared likewise)
+        self.finaled: set[str] = set()  # ... that have final candles to store (likewise)
         self._dirty = False  # candles changed since the last publish
         self._price_dirty = False
         self.last_trade_ms = 0
@@ -157,12 +167,14 @@ class SymbolLive:
         self._price_dirty = value
         if value:
             self.changed.add(self.symbol)
+            self.priced.add(self.symbol)
 
     def traded(self, time_ms: int) -> None:
         """A trade at ``time_ms`` moved the candles and the price."""
         self.last_trade_ms = time_ms
         self._dirty = self._price_dirty = True
         self.changed.add(self.symbol)
+        self.priced.add(self.symbol)
 
     def add_closed(self, closed: Iterable[ClosedCandle]) -> None:
         self.closed.extend(closed)
@@ -172,6 +184,7 @@ class SymbolLive:
     def add_final(self, final: FinalCandle) -> None:
         self.finals.append(final)
         self.changed.add(self.symbol)
+        self.finaled.add(self.symbol)
 
 
 class LiveStates(dict[str, SymbolLive]):
@@ -181,14 +194,20 @@ class LiveStates(dict[str, SymbolLive]):
     def __init__(self, states: Mapping[str, SymbolLive] | None = None) -> None:
         super().__init__()
         self.changed: set[str] = set()
+        self.priced: set[str] = set()  # of them, those whose price changed
+        self.finaled: set[str] = set()  # ... and those with final candles to store
         for symbol, st in (states or {}).items():
             self.adopt(st)
             self[symbol] = st
 
     def adopt(self, st: SymbolLive) -> SymbolLive:
         """Have ``st`` mark its changes here; it starts as changed."""
-        st.changed = self.changed
+        st.changed, st.priced, st.finaled = self.changed, self.priced, self.finaled
         self.changed.add(st.symbol)
+        if st.price_dirty:
+            self.priced.add(st.symbol)
+        if st.finals:
+            self.finaled.add(st.symbol)
         return st
 
 
@@ -222,6 +241,8 @@ class LiveWriter:
         self._share = 0  # symbols of the round written per flush
         self.keys_per_flush = keys_per_flush
         self._unwritten: dict[str, SymbolLive] = {}  # values encoded, keys not set yet
+        self._running_prices = False  # run's price loop goes
+        self._written_ok = False  # a flush has succeeded since the last failure
         self.closes_per_flush = closes_per_flush
         self.finals_per_round_trip = finals_per_round_trip
         # symbols whose closes (and so their candles) wait for the next flush, in order
@@ -257,37 +278,124 @@ class LiveWriter:
         return self.last_error if self.failing_since_s is not None else None
 
     async def run(self) -> None:
-        """The live flushes, and beside them the exchange's final candles' writes."""
+        """The live flushes, and beside them the exchange's final candles' writes and
+        (without a fence) the prices' publishes."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._run_finals(), name="live-writer-finals")
+            if self.fence is None:
+                tasks.create_task(self._run_prices(), name="live-writer-prices")
             await self._run_flushes()
+
+    def _prices_apart(self) -> bool:
+        """Prices go out by ``run``'s price loop, not with the flushes: while writes
+        succeed (once one has; while they fail, keys go first and one flush publishes
+        everything after)."""
+        return self._running_prices and self._written_ok and self.failing_since_s is None
+
+    async def _run_prices(self) -> None:
+        """Every publish period the prices that changed, in a message of their own: a
+        flush's round trip can be long (at 00:00 UTC the whole market's closes and
+        candles, megabytes a flush, sent between the turns of a busy event loop:
+        ~0.3-0.5 s each), and no price waits for it. In order: one publish at a time."""
+        period = self.publish_period_ms / 1000
+        self._running_prices = True
+        try:
+            while True:
+                started = time.monotonic()
+                if self._prices_apart():
+                    await self._publish_prices()
+                await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
+        finally:
+            self._running_prices = False
+
+    async def _publish_prices(self) -> None:
+        """The changed prices as one batch message (their keys go with the next key
+        write, as a flush's prices do)."""
+        priced = self.symbols.priced
+        if not priced:
+            return
+        names = list(priced)
+        priced.clear()
+        symbols = self.symbols
+        unwritten = self._unwritten
+        batch: list[msgspec.Raw] = []
+        for name in names:
+            st = symbols.get(name)
+            if st is None or not st._price_dirty:
+                continue
+            price = self._price_of(st)
+            if price is not None:
+                batch.append(msgspec.Raw(price))
+                unwritten[name] = st
+        if not batch:
+            return
+        message = _enc.encode({"time": self.now_ms(), "prices": batch, "candles": []})
+        try:
+            await self.store.write_live((), (), message)
+        except Exception as e:
+            self._failed(e)  # the prices are published again once writes succeed
+            return
+        self.published += 1
+
+    def _price_of(self, st: SymbolLive) -> bytes | None:
+        """The symbol's ``live_price`` value, kept for the next key write; its price is
+        no longer dirty."""
+        last = st.builder.last_price
+        if last is None:
+            return None
+        price = _enc.encode(
+            {"symbol": st.symbol, "price": format_units(last), "time": st.last_trade_ms}
+        )
+        st.unwritten_price = price
+        st._price_dirty = False
+        return price
 
     async def _run_flushes(self) -> None:
         period = self.publish_period_ms / 1000
         while True:
             started = time.monotonic()
             write = (started - self._last_write) * 1000 >= self.write_period_ms
-            await self.flush(write_keys=write, finals=False)
+            await self.flush(write_keys=write, finals=False, prices=not self._prices_apart())
             if self.failing_since_s is not None:
                 await asyncio.sleep(self._backoff.next_s())
                 continue
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     async def _run_finals(self) -> None:
-        """Store the final candles the flushes queue, ``finals_per_round_trip`` a round
-        trip, one round trip after another; a failure
-        is the writer's (``_failed``: kept, retried with its backoff)."""
+        """Store the final candles the feed marks, ``finals_per_round_trip`` a round
+        trip, one round trip after another, taken straight from the symbols (a flush's
+        round trip at 00:00 UTC can be long: they do not wait for the next one); a
+        failure is the writer's (``_failed``: kept, retried with its backoff)."""
+        period = self.publish_period_ms / 1000
         while True:
-            await self._finals_queued.wait()
-            self._finals_queued.clear()
-            while self._finals:
-                try:
-                    await self._store_finals(self.now_ms(), self.finals_per_round_trip)
-                except Exception as e:
-                    self._failed(e)
-                    await asyncio.sleep(self._backoff.next_s())
+            self._collect_finals()
+            if not self._finals:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(period):
+                        await self._finals_queued.wait()
+                self._finals_queued.clear()
+                continue
+            try:
+                await self._store_finals(self.now_ms(), self.finals_per_round_trip)
+            except Exception as e:
+                self._failed(e)
+                await asyncio.sleep(self._backoff.next_s())
 
-    async def flush(self, write_keys: bool = True, finals: bool = True) -> int:
+    def _collect_finals(self) -> None:
+        """The symbols' final candles (``SymbolLive.add_final``) into the queue to store."""
+        finaled = self.symbols.finaled
+        if not finaled:
+            return
+        names = list(finaled)
+        finaled.clear()
+        for name in names:
+            st = self.symbols.get(name)
+            if st is not None and st.finals:
+                series_of = st.values.series_of
+                self._finals.extend((series_of(f.interval), f) for f in st.finals)
+                st.finals.clear()
+
+    async def flush(self, write_keys: bool = True, finals: bool = True, prices: bool = True) -> int:
         """Publish what changed since the last flush; with ``write_keys`` also start a
         key write of everything changed since the last one. A key write goes a share of
         its symbols a flush (``keys_per_flush`` or more, so that it ends within half a
@@ -295,7 +403,8 @@ class LiveWriter:
         candle is written at once. Returns keys written.
         While writes fail, every flush writes all the keys first and publishes after.
         ``finals``: store the exchange's final candles waiting, first (else they are
-        left to ``run``'s loop of their own)."""
+        left to ``run``'s loop of their own); ``prices``: publish the changed prices
+        too (else they are left to ``run``'s price loop)."""
         failing = self.failing_since_s is not None
         write_keys = write_keys or failing
         now = self.now_ms()
@@ -331,6 +440,7 @@ class LiveWriter:
         names += (n for n in due if n not in deferred)
         names += (n for n in changed if n not in deferred and n not in due)
         changed.clear()  # what changes while this flush awaits Redis goes in the next
+        self._collect_finals()
         closes_left = self.closes_per_flush
         # the batch is built from the values already encoded for the keys
         batch_candles: list[msgspec.Raw] = []
@@ -340,21 +450,11 @@ class LiveWriter:
             st = symbols.get(name)
             if st is None:  # no longer followed
                 continue
-            if st._price_dirty and st.builder.last_price is not None:
-                price = _enc.encode(
-                    {
-                        "symbol": name,
-                        "price": format_units(st.builder.last_price),
-                        "time": st.last_trade_ms,
-                    }
-                )
-                st.unwritten_price = price
-                batch_prices.append(msgspec.Raw(price))
-                st._price_dirty = False
-                unwritten[name] = st
-            if st.finals:
-                self._finals.extend((SeriesKey(name, f.interval), f) for f in st.finals)
-                st.finals.clear()
+            if prices and st._price_dirty:
+                price = self._price_of(st)
+                if price is not None:
+                    batch_prices.append(msgspec.Raw(price))
+                    unwritten[name] = st
             closing = bool(st.closed)
             if closing:
                 if closes_left <= 0:
@@ -391,13 +491,13 @@ class LiveWriter:
             batch_candles.extend(msgspec.Raw(w.value) for w in st.unwritten)
             unwritten[name] = st
         writes: list[LiveWrite] = []
-        prices: list[tuple[str, bytes]] = []
+        price_keys: list[tuple[str, bytes]] = []
         # while writes fail, all that is unwritten goes (the keys first: write_live)
-        written = list(unwritten.values()) if failing else writing
-        for st in written:
+        written = [(st, st.unwritten_price) for st in (unwritten.values() if failing else writing)]
+        for st, price in written:
             writes.extend(st.unwritten)
-            if st.unwritten_price is not None:
-                prices.append((st.symbol, st.unwritten_price))
+            if price is not None:
+                price_keys.append((st.symbol, price))
         closed = self._closed
         # one message for every candle that closed (at 00:00 UTC the whole market's)
         closed_msgs = [encode_closings(self._closings)] if self._closings else []
@@ -406,7 +506,7 @@ class LiveWriter:
             self._finals_queued.set()
         if not (
             writes
-            or prices
+            or price_keys
             or closed
             or closed_msgs
             or batch_candles
@@ -422,27 +522,34 @@ class LiveWriter:
             if store_finals:
                 await self._store_finals(now, FINALS_PER_FLUSH)
             if self.fence is not None:
-                await self._write_fenced(self.fence, writes, prices, message, closed_msgs, written)
+                states = [st for st, _ in written]
+                await self._write_fenced(
+                    self.fence, writes, price_keys, message, closed_msgs, states
+                )
             elif failing:  # a full Redis refuses the keys but not a PUBLISH: keys first
-                await self.store.write_live(writes, prices, None, (), closed)
+                await self.store.write_live(writes, price_keys, None, (), closed)
                 await self.store.write_live((), (), message, closed_msgs)
             else:
-                await self.store.write_live(writes, prices, message, closed_msgs, closed)
+                await self.store.write_live(writes, price_keys, message, closed_msgs, closed)
         except Exception as e:
             self._failed(e)
             return 0
         self._closed, self._closings = [], []
-        for st in written:
+        for st, price in written:
             st.unwritten = []
-            st.unwritten_price = None
-            unwritten.pop(st.symbol, None)
+            # a price published meanwhile (run's price loop) waits for the next write
+            if st.unwritten_price is price:
+                st.unwritten_price = None
+                if unwritten.get(st.symbol) is st:
+                    del unwritten[st.symbol]
+        self._written_ok = True
         self.last_flush_s = time.monotonic() - started
         self.flushes += 1
         self.published += message is not None
-        self.keys_written += len(writes) + len(prices)
+        self.keys_written += len(writes) + len(price_keys)
         if failing:
             self._recovered()
-        return len(writes) + len(prices)
+        return len(writes) + len(price_keys)
 
     async def _write_fenced(
         self,
@@ -480,7 +587,7 @@ class LiveWriter:
         for c in st.closed:
             self._closed.append(
                 ClosedLive(
-                    SeriesKey(st.symbol, c.interval),
+                    values.series_of(c.interval),
                     c.candle.open_ms,
                     values.closed(c.interval, c.candle, c.complete),
                 )
@@ -525,6 +632,7 @@ class LiveWriter:
     def _failed(self, e: Exception) -> None:
         """Keep what the retry needs (bounded) and have it carry the newest state; say
         it once per outage."""
+        self._written_ok = False
         self.errors += 1
         self._outage_errors += 1
         self.last_error = f"{type(e).__name__}: {e}"[:300]

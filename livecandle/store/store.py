@@ -113,13 +113,6 @@ class OfficialWrite:
     replace_until_ms: int = ANY_OPEN_MS
 
 
-def _field(value: bytes | str | int) -> bytes:
-    """One field of a ``WRITE_OFFICIALS`` record."""
-    if isinstance(value, bytes):
-        return value
-    return (value if isinstance(value, str) else str(value)).encode()
-
-
 def _write_result(res: Sequence[Any]) -> WriteResult:
     latest = int(float(res[3])) if res[3] else None
     return WriteResult(
@@ -178,6 +171,9 @@ class Store:
         self._remove = redis.register_script(scripts.REMOVE_MEMBERS)
         self._write_closed = redis.register_script(scripts.WRITE_LIVE_CLOSED)
         self._live_names: dict[SeriesKey, str] = {}  # live_candle key of each series
+        # each series' own fields of a WRITE_OFFICIALS record (its keys; the channel and
+        # its names), built once
+        self._official_heads: dict[SeriesKey, tuple[bytes, bytes]] = {}
         self._cluster = cluster.is_cluster(redis)
         self.replication = cluster.Replication()  # used on a cluster only
         self._probe: RedisProbe | Literal[False] | None = None  # False: none possible
@@ -235,16 +231,45 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:  # reset if cancelled
             # a call per OFFICIALS_PER_CALL series: one call holds Redis that long
             for at in range(0, len(writes), OFFICIALS_PER_CALL):
-                records = []
-                for w in writes[at : at + OFFICIALS_PER_CALL]:
-                    keys = self._write_keys(w.series)
-                    own = self._write_args(
-                        w.series, w.rows, now_ms, (), w.replace_from_ms, w.replace_until_ms
-                    )
-                    records.append(b"\x1f".join(map(_field, (*keys, *own))))
+                record = self._official_record
+                records = [record(w, now_ms) for w in writes[at : at + OFFICIALS_PER_CALL]]
                 pipe.eval(scripts.WRITE_OFFICIALS, 0, b"\x1e".join(records))
             replies = await pipe.execute()
         return [_write_result(res) for reply in replies for res in reply]
+
+    def _official_record(self, w: OfficialWrite, now_ms: int) -> bytes:
+        """One series' ``WRITE_OFFICIALS`` record: its ``WRITE_CANDLES`` keys and
+        arguments (without gaps) joined by \\x1f. At 00:00 UTC the whole market's 9,600
+        final candles come at once: the series' own fields are joined once per series,
+        a single row is packed in place, and the record is one format."""
+        head = self._official_heads.get(w.series)
+        if head is None:
+            if len(self._official_heads) > LIVE_NAMES_KEPT:  # symbols come and go: bounded
+                self._official_heads.clear()
+            series = w.series
+            keys = self._write_keys(series)
+            names = (self.keys.klines_updated_channel, series.symbol, series.interval.name)
+            head = self._official_heads[series] = (
+                "\x1f".join(keys).encode(),
+                "\x1f".join(names).encode(),
+            )
+        rows = w.rows
+        if type(rows) is list and len(rows) == 1:
+            open_ms, member = rows[0]
+            count, opens, members = 1, b"%d" % open_ms, member + b"\n"
+        else:
+            packed = pack_rows(rows)
+            count, opens, members = packed.count, packed.opens, packed.members
+        return b"%b\x1f%d\x1f%b\x1f%d\x1f0\x1f%d\x1f%d\x1f%b\x1f%b" % (
+            head[0],
+            now_ms,
+            head[1],
+            count,
+            w.replace_from_ms,
+            w.replace_until_ms,
+            opens,
+            members,
+        )
 
     def _write_keys(self, series: SeriesKey) -> list[str]:
         k = self.keys

@@ -425,3 +425,81 @@ async def test_a_running_writer_stores_many_finals_in_bounded_round_trips(
     assert round_trips == [1_000, 1_000, 500] and writer.finals_stored == n
     for name in (names[0], names[n // 2], names[-1]):
         assert await store.members(SeriesKey(name, M1)) == [(kline_member(OPEN0), float(OPEN0))]
+
+
+async def test_a_running_writer_publishes_prices_while_a_flush_is_under_way(store: Store) -> None:
+    """A flush's round trip can be long (at 00:00 UTC the whole market's closes and
+    candles, megabytes sent between the turns of a busy event loop): the prices that
+    change meanwhile go out on their own, in order, without waiting for it."""
+    live = symbol_live()
+    writer = LiveWriter(store, {"BTCUSDT": live}, lambda: T0)
+    write_live = store.write_live
+    slow, under_way, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    seen: list[int] = []  # messages received when the slow write started, and ended
+
+    async def slowed(candles: Any, *args: Any) -> None:
+        candles = list(candles)
+        if candles and slow.is_set() and not seen:
+            seen.append(updates.qsize())
+            under_way.set()
+            await asyncio.sleep(0.5)
+            seen.append(updates.qsize())
+            done.set()
+        await write_live(candles, *args)
+
+    store.write_live = slowed  # type: ignore[method-assign]
+    async with listening(store, store.keys.live_channel) as updates:
+        task = asyncio.create_task(writer.run())
+        try:
+            trade(live, T0, 100 * SCALE)
+            async with asyncio.timeout(5):
+                await updates.get()  # the first flush: its keys, candle and price
+                slow.set()
+                trade(live, T0 + 1, 101 * SCALE)  # the next key write is slow
+                await under_way.wait()
+                for i in range(2, 12):
+                    trade(live, T0 + i, (100 + i) * SCALE)
+                    await asyncio.sleep(0.02)
+                await done.wait()
+                messages = await received(store, store.keys.live_channel, updates)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    during = messages[seen[0] : seen[1]] if len(seen) == 2 else []
+    assert len(during) >= 3
+    assert all(m["candles"] == [] for m in during)
+    shown = [int(p["price"].split(".")[0]) for m in during for p in m["prices"]]
+    assert shown == sorted(shown) and shown[-1] >= 105
+
+
+async def test_a_running_writer_stores_finals_while_a_flush_is_under_way(store: Store) -> None:
+    """The exchange's final candles are taken straight from the symbols by the finals'
+    loop: they do not wait for a long flush (at 00:00 UTC, the whole market's)."""
+    live, other = symbol_live(), symbol_live("ETHUSDT")
+    writer = LiveWriter(store, {"BTCUSDT": live, "ETHUSDT": other}, lambda: OPEN0 + 61_000)
+    write_live = store.write_live
+    slow, under_way, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    stored_during: list[bool] = []
+
+    async def slowed(candles: Any, *args: Any) -> None:
+        candles = list(candles)
+        if candles and slow.is_set() and not done.is_set():
+            under_way.set()
+            await asyncio.sleep(0.5)
+            stored_during.append(bool(await store.members(SeriesKey("ETHUSDT", M1))))
+            done.set()
+        await write_live(candles, *args)
+
+    store.write_live = slowed  # type: ignore[method-assign]
+    task = asyncio.create_task(writer.run())
+    try:
+        async with asyncio.timeout(5):
+            slow.set()
+            trade(live, OPEN0 + 1_000, 100 * SCALE)  # the next key write is slow
+            await under_way.wait()
+            other.add_final(FinalCandle(M1, OPEN0, OPEN0 + 59_999, kline_member(OPEN0)))
+            await done.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert stored_during == [True] and writer.finals_stored == 1

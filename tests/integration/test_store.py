@@ -314,6 +314,48 @@ async def test_official_writes_of_many_series_go_in_one_round_trip(store: Store)
     assert present == [[T0]] * 3
 
 
+async def test_official_writes_mean_what_each_series_own_write_would(store: Store) -> None:
+    """``write_officials``' records (a single row packed in place, several rows, rows
+    packed by the caller; replace windows) are ``write_candles``' arguments: the same
+    results, members and notices, series by series."""
+    a, b, c = (SeriesKey.of(f"{x}USDT", "1m") for x in ("AAA", "BBB", "CCC"))
+    rows = [(T0 + i * 60_000, kline_member(T0 + i * 60_000)) for i in range(3)]
+    await store.write_candles(a, rows[:1], 1)
+    stale = kline_member(T0, close="100.50000000")
+    async with asyncio.timeout(10):
+        subscribed = asyncio.Event()
+        notices = store.listen(store.keys.klines_updated_channel, subscribed=subscribed.set)
+        first = asyncio.ensure_future(anext(notices))
+        await subscribed.wait()
+        results = await store.write_officials(
+            [
+                OfficialWrite(a, [(T0, stale)], T0 + 1, T0 + 60_000),  # outside: kept
+                OfficialWrite(b, rows),
+                OfficialWrite(c, pack_rows(rows), T0, T0),  # two rows fill, outside it
+            ],
+            7,
+        )
+        _, notice = await first
+        await notices.aclose()
+    got = [(r.added, r.unchanged, r.kept, r.latest, r.count, r.filled) for r in results]
+    assert got == [
+        (0, 0, 1, T0, 1, 0),
+        (3, 0, 0, T0 + 120_000, 3, 0),
+        (3, 0, 0, T0 + 120_000, 3, 2),
+    ]
+    assert [m for m, _ in await store.members(a)] == [kline_member(T0)]
+    assert [m for m, _ in await store.members(c)] == [m for _, m in rows]
+    assert ((await store.meta(b)).count, (await store.meta(c)).updated_ms) == (3, 7)
+    assert msgspec.json.decode(notice) == {
+        "symbol": "BBBUSDT",
+        "interval": "1m",
+        "latest": T0 + 120_000,
+        "count": 3,
+        "added": 3,
+        "replaced": 0,
+    }
+
+
 async def test_a_large_write_keeps_a_small_series_compact_and_leaves_no_scratch_key(
     store: Store, redis: aioredis.Redis
 ) -> None:

@@ -18,6 +18,7 @@ from livecandle.domain.events import (
 )
 from livecandle.domain.intervals import INTERVALS
 from livecandle.domain.model import SCALE, Candle
+from livecandle.exchange.binance import feed_source
 from livecandle.exchange.binance.feed_source import decode_frame, streams_for
 
 QUOTE = SCALE * SCALE
@@ -253,3 +254,24 @@ def test_only_a_readable_final_kline_carries_a_row() -> None:
     unreadable = decode_frame(combined("bnbbtc@kline_1m", with_kline(x=True, o="abc")))
     assert isinstance(forming, CandleSnapshot) and forming.row is None
     assert isinstance(unreadable, CandleSnapshot) and unreadable.row is None
+
+
+def test_a_final_klines_figures_are_read_once_and_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The feed puts a final aside as it arrives (at 00:00 UTC the whole market's come at
+    once, trades behind them): its amounts are read when the feed comes to it."""
+    reads: list[object] = []
+    real = feed_source._payload_of
+
+    def counted(frame: Any) -> Any:
+        reads.append(frame)
+        return real(frame)
+
+    monkeypatch.setattr(feed_source, "_payload_of", counted)
+    event = decode_frame(combined("bnbbtc@kline_1m", with_kline(x=True)))
+    assert isinstance(event, CandleSnapshot) and event.final
+    assert (event.open_ms, event.last_trade_id) == (1672515780000, 200) and reads == []
+    assert event.row is not None and event.row.startswith(b'[1672515780000,"0.0010",')
+    assert event.candle is not None and event.candle.high == 250_000
+    assert len(reads) == 1

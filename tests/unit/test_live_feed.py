@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from itertools import pairwise
 
 import pytest
 
@@ -149,6 +150,71 @@ async def test_a_backlog_is_handled_in_turns_so_other_tasks_run_between() -> Non
     # the other task ran while the backlog was handled, at most 100 messages apart
     during = [m for m in seen_by_others if 0 < m < total]
     assert during and max(b - a for a, b in zip([0, *during], [*during, total], strict=True)) <= 100
+
+
+async def test_trades_behind_final_candles_are_handled_before_the_finals() -> None:
+    """At 00:00 UTC every series' final kline arrives at once: the trades queued behind
+    them (every live price) go first; the finals follow, ``finals_per_turn`` a turn,
+    in the order they came."""
+    symbols = [f"S{n:03d}USDT" for n in range(50)] + ["BTCUSDT"]
+    one_m = INTERVALS["1m"]
+    f = LiveFeed(symbols, [one_m], MemoryHistory(), ManualClock(T0), finals_per_turn=20)
+    open0 = one_m.open_of(T0)
+    f.handle(agg(1, t=open0 + 1_000))
+    read: list[str] = []
+
+    def final(symbol: str) -> CandleSnapshot:
+        candle = Candle.empty(open0, open0 + 59_999, 100 * SCALE)
+
+        def reading() -> tuple[Candle | None, bytes | None]:
+            read.append(symbol)
+            return candle, b"row"
+
+        return CandleSnapshot(
+            symbol, "1m", open0, open0 + 59_999, -1, -1, True, open0 + 60_001, read=reading
+        )
+
+    queue: asyncio.Queue[MarketEvent] = asyncio.Queue()
+    for s in symbols[:50]:
+        queue.put_nowait(final(s))
+    queue.put_nowait(agg(2, t=open0 + 60_010))  # BTCUSDT's first trade of the next minute
+    queue.put_nowait(final("BTCUSDT"))
+    btc = f.states["BTCUSDT"]
+    seen: list[tuple[int, int]] = []  # (finals read, BTCUSDT's newest trade) each turn
+
+    async def other() -> None:  # e.g. the live writer's flushes
+        while len(read) < len(symbols):
+            seen.append((len(read), btc.sequencer.last_id or 0))
+            await asyncio.sleep(0)
+
+    others = asyncio.create_task(other())
+    consumer = asyncio.create_task(f.consume(queue, lambda e: e))
+    try:
+        async with asyncio.timeout(5):
+            await others
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+    # the trade was in before the first final was read; then 20 finals a turn
+    assert seen[1] == (20, 2)
+    assert all(b - a <= 20 for (a, _), (b, _) in pairwise(seen))
+    assert read == symbols
+    assert [fc.open_ms for fc in btc.live.finals] == [open0]  # stored as before
+    assert [c.candle.open_ms for c in btc.live.closed] == [open0]  # closed by the trade
+
+
+def test_a_final_handled_after_the_next_periods_trade_compares_the_same_candle() -> None:
+    f = feed()
+    open0 = INTERVALS["1m"].open_of(T0)
+    f.handle(agg(1, t=open0 + 1_000))
+    exact = Candle(open0, open0 + 59_999, *[100 * SCALE] * 4, SCALE, 100 * QUOTE, 1)
+    f.handle(snapshot(open0, open0 + 1_500, first=10, last=10, candle=exact))
+    f.handle(agg(2, t=open0 + 60_010))  # rolls the candle before its final is handled
+    st = f.states["BTCUSDT"]
+    official = Candle(open0, open0 + 59_999, *[100 * SCALE] * 4, SCALE, 100 * QUOTE, 1)
+    f.handle(snapshot(open0, open0 + 60_001, first=10, last=10, candle=official, final=True))
+    assert (st.matches, st.mismatches) == (1, 0)
+    assert [c.candle for c in st.live.closed] == [official]
 
 
 def test_duplicates_are_dropped_by_id() -> None:

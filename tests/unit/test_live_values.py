@@ -106,3 +106,27 @@ def test_a_close_is_encoded_once_as_the_codec_encodes_it_and_kept_as_previous() 
     assert encoded == []  # the live value's previous is the text stored for the close
     assert msgspec.json.decode(value.value)["previous"] == msgspec.json.decode(stored)
     assert [value.value] == expected(b, "BTCUSDT", T0 + 60_001)
+
+
+def test_a_close_reusing_the_text_of_the_last_value_is_the_codecs_bytes() -> None:
+    """A closed candle's amounts are mostly those its series was last written with (the
+    text is reused) or its own price (an empty candle): each close is still exactly
+    ``encode_closed`` of it, whatever was written before it."""
+    rng = random.Random(5)
+    intervals = [INTERVALS[n] for n in ("1m", "5m")]
+    b = LiveCandleBuilder(intervals, ManualClock(T0), close_grace_ms=0)
+    values = LiveValues("BTCUSDT", b)
+    t, price, closes = T0, 100 * SCALE, 0
+    for step in range(4_000):
+        t += rng.choice((1, 300, 20_000, 61_000, 200_000))
+        price = max(1, price + rng.randint(-2, 2) * SCALE // 100)
+        closed = b.add(t, price, rng.randint(1, 5 * 10**8), rng.randint(1, 3), rng.random() < 0.5)
+        if step % 7 == 0:
+            closed = (closed or []) + b.advance(t + rng.choice((0, 60_000, 400_000)))
+        for c in closed or []:
+            closes += 1
+            got = values.closed(c.interval, c.candle, c.complete)
+            assert got == encode_closed(c.candle, c.complete)
+        if rng.random() < 0.7:  # written after most trades: its last value is the candle
+            values.encode(b, t)
+    assert closes > 1_000

@@ -86,33 +86,16 @@ def _snapshot(head: parse.KlineHeadEvent, frame: Frame) -> CandleSnapshot:
     {"e":"kline","E":1672515782136,"s":"BNBBTC","k":{"t":1672515780000,
      "T":1672515839999,"s":"BNBBTC","i":"1m","f":100,"L":200,"o":"0.0010",...,"x":false}}
 
-    A forming kline's figures are read from the frame only if the feed asks for its
-    candle (to seed a symbol): the whole market sends ~3,000 a second, and reading one
-    whole costs several times reading its times and ids. A final kline is read whole at
-    once (its row is stored, its candle compared with ours). Figures that cannot be read
-    (not exact decimals, high below low, not even strings) make no candle and no row:
-    only the times and ids count."""
+    Its figures are read from the frame only when the feed asks for them: a forming
+    kline's candle only to seed a symbol (the whole market sends ~3,000 a second, and
+    reading one whole costs several times reading its times and ids); a final kline's
+    candle and row (stored as the official candle) when the feed comes to it, after
+    the trades that arrived with it (at 00:00 UTC the whole market's 9,600 finals come
+    at once). Figures that cannot be read (not exact decimals, high below low, not even
+    strings) make no candle and no row: only the times and ids count."""
     k = head.k
-    if not k.x:
-        return CandleSnapshot(
-            head.s, k.i, k.t, k.T, k.f, k.L, False, head.E, read=partial(_candle_of, frame)
-        )
-    payload = _payload_of(frame)
-    candle = _candle_from(payload)
-    return CandleSnapshot(
-        head.s,
-        k.i,
-        k.t,
-        k.T,
-        k.f,
-        k.L,
-        True,
-        head.E,
-        candle,
-        row=parse.stream_kline_member(payload)
-        if payload is not None and candle is not None
-        else None,
-    )
+    read = partial(_final_of, frame) if k.x else partial(_forming_of, frame)
+    return CandleSnapshot(head.s, k.i, k.t, k.T, k.f, k.L, k.x, head.E, read=read)
 
 
 def _payload_of(frame: Frame) -> parse.KlinePayload | None:
@@ -132,8 +115,17 @@ def _candle_from(k: parse.KlinePayload | None) -> Candle | None:
         return None
 
 
-def _candle_of(frame: Frame) -> Candle | None:
-    return _candle_from(_payload_of(frame))
+def _forming_of(frame: Frame) -> tuple[Candle | None, None]:
+    return _candle_from(_payload_of(frame)), None
+
+
+def _final_of(frame: Frame) -> tuple[Candle | None, bytes | None]:
+    """A final kline's candle and its row (only when the candle is readable)."""
+    payload = _payload_of(frame)
+    candle = _candle_from(payload)
+    if payload is None or candle is None:
+        return None, None
+    return candle, parse.stream_kline_member(payload)
 
 
 def _undecodable(frame: Frame, error: Exception) -> MarketEvent | None:
