@@ -68,8 +68,6 @@ class _Head(msgspec.Struct):
 
 
 _batch = msgspec.json.Decoder(_Batch)
-# klines_updated notices handled between two turns of the event loop, at most
-NOTICES_PER_TURN = 100
 _head = msgspec.json.Decoder(_Head)
 
 
@@ -188,48 +186,27 @@ class Realtime:
         return SeriesKey(symbol.upper(), INTERVALS[interval]), ""
 
     async def listen(self) -> None:
-        """Redis pub/sub -> pending emissions (the flusher sends them). The live batches
-        and the official candles' notices each on a subscription of their own: a burst
-        of notices (at 00:00 UTC the whole market's 9,600, one per series stored, ~50 us
-        each to receive) is not in front of the live batches on one connection."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._listen_live(), name="realtime-live")
-            tasks.create_task(self._listen_notices(), name="realtime-notices")
-
-    async def _listen_live(self) -> None:
-        async for _, raw in self.store.listen(self.store.keys.live_channel):
+        """Redis pub/sub -> pending emissions (the flusher sends them)."""
+        keys = self.store.keys
+        live_channel = keys.live_channel
+        async for channel, raw in self.store.listen(live_channel, keys.klines_updated_channel):
             self.received += 1
             self.last_message_ms = self.clock.now_ms()
-            try:
-                batch = _batch.decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            if channel == live_channel:
+                try:
+                    batch = _batch.decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                self._queue_batch(batch)
                 continue
-            self._queue_batch(batch)
-
-    async def _listen_notices(self) -> None:
-        """``klines_updated`` to the series' room, if somebody is in it; the event loop
-        turns every ``NOTICES_PER_TURN`` (a burst arrives in one read)."""
-        n = 0
-        async for _, raw in self.store.listen(self.store.keys.klines_updated_channel):
-            self.received += 1
-            self.last_message_ms = self.clock.now_ms()
-            n += 1
-            if n % NOTICES_PER_TURN == 0:
-                await asyncio.sleep(0)
-            try:
-                head = _head.decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue
-            room = self._series_rooms.get((head.symbol, head.interval))
-            if room is None:  # another deployment's series: nobody is in its room
-                continue
-            if self._direct and room not in self.sio.manager.rooms.get("/", {}):
-                continue  # nobody here watches it (read whole only if watched)
             try:
                 data = msgspec.json.decode(raw)
             except msgspec.DecodeError:
                 continue
-            await self.emit("klines_updated", data, room)
+            else:
+                room = self._series_rooms.get((data.get("symbol"), data.get("interval")))
+                if room is not None:  # another deployment's series: nobody is in its room
+                    await self.emit("klines_updated", data, room)
 
     def _queue_batch(self, batch: _Batch) -> None:
         """The batch's prices and candles of the series somebody watches. At market
