@@ -172,6 +172,8 @@ def _background_roles(redis_url: str, env: dict[str, str]) -> Iterator[list[int]
     if ROLES == "all":
         yield []
         return
+    if LOGS:
+        Path(LOGS).mkdir(parents=True, exist_ok=True)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "livecandle", "serve", "--role", role],

@@ -89,7 +89,8 @@ async def run_web(service: Service, stop: asyncio.Event) -> None:
     attempts = service.stream.attempts if service.stream is not None else None
     books = Books(service.rest, settings.binance_ws_url, attempts=attempts)
     asgi, api, realtime = build_app(service, service.store, settings, service.rest, books)
-    service.supervisor.spawn("web:realtime-listen", realtime.listen)
+    service.supervisor.spawn("web:realtime-live", realtime.listen_live)
+    service.supervisor.spawn("web:realtime-notices", realtime.listen_notices)
     service.supervisor.spawn("web:realtime-flush", realtime.flush_loop)
     if api.served.dynamic:  # patterns: the served symbols follow the stored universe
         api.on_served_change = lambda: realtime.serve_symbols(api.served.symbols)

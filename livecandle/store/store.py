@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, cast
 
@@ -586,7 +586,7 @@ class Store:
 
     async def listen(
         self, *channels: str, subscribed: Callable[[], None] | None = None
-    ) -> AsyncIterator[tuple[str, bytes]]:
+    ) -> AsyncGenerator[tuple[str, bytes], None]:
         """``(channel, data)`` of every message published on ``channels``, until the
         caller stops iterating (or is cancelled). ``subscribed`` is called once Redis has
         confirmed the subscription: messages published after that are received.

@@ -13,6 +13,7 @@ none waiting longer than ``stall_s``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -68,6 +69,8 @@ class _Head(msgspec.Struct):
 
 
 _batch = msgspec.json.Decoder(_Batch)
+# klines_updated notices handled between two turns of the event loop, at most
+NOTICES_PER_TURN = 100
 _head = msgspec.json.Decoder(_Head)
 
 
@@ -116,6 +119,8 @@ class Realtime:
         self.received = 0
         self.clients = 0
         self.last_message_ms: int | None = None
+        self.listening = asyncio.Event()  # both subscriptions confirmed by Redis (once)
+        self._subscriptions = 0
         self._register()
 
     def _register(self) -> None:
@@ -186,27 +191,58 @@ class Realtime:
         return SeriesKey(symbol.upper(), INTERVALS[interval]), ""
 
     async def listen(self) -> None:
-        """Redis pub/sub -> pending emissions (the flusher sends them)."""
-        keys = self.store.keys
-        live_channel = keys.live_channel
-        async for channel, raw in self.store.listen(live_channel, keys.klines_updated_channel):
-            self.received += 1
-            self.last_message_ms = self.clock.now_ms()
-            if channel == live_channel:
+        """Both subscriptions (``listen_live`` and ``listen_notices``) in one task."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.listen_live(), name="realtime-live")
+            tasks.create_task(self.listen_notices(), name="realtime-notices")
+
+    async def listen_live(self) -> None:
+        """Redis pub/sub live batches -> pending emissions (the flusher sends them). On a
+        subscription of its own: a burst of notices (at 00:00 UTC the whole market's
+        9,600, one per series stored) is not read ahead of the live batches."""
+        messages = self.store.listen(self.store.keys.live_channel, subscribed=self._subscribed)
+        async with contextlib.aclosing(messages):  # its connection closed when cancelled
+            async for _, raw in messages:
+                self.received += 1
+                self.last_message_ms = self.clock.now_ms()
                 try:
                     batch = _batch.decode(raw)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     continue
                 self._queue_batch(batch)
-                continue
-            try:
-                data = msgspec.json.decode(raw)
-            except msgspec.DecodeError:
-                continue
-            else:
-                room = self._series_rooms.get((data.get("symbol"), data.get("interval")))
-                if room is not None:  # another deployment's series: nobody is in its room
-                    await self.emit("klines_updated", data, room)
+
+    async def listen_notices(self) -> None:
+        """``klines_updated`` notices to their series' room, if somebody is in it; the
+        event loop turns every ``NOTICES_PER_TURN`` (a burst arrives in one read)."""
+        channel = self.store.keys.klines_updated_channel
+        messages = self.store.listen(channel, subscribed=self._subscribed)
+        n = 0
+        async with contextlib.aclosing(messages):  # its connection closed when cancelled
+            async for _, raw in messages:
+                self.received += 1
+                self.last_message_ms = self.clock.now_ms()
+                n += 1
+                if n % NOTICES_PER_TURN == 0:
+                    await asyncio.sleep(0)
+                try:
+                    head = _head.decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                room = self._series_rooms.get((head.symbol, head.interval))
+                if room is None:  # another deployment's series: nobody is in its room
+                    continue
+                if self._direct and room not in self.sio.manager.rooms.get("/", {}):
+                    continue  # nobody here watches it (decoded whole only if watched)
+                try:
+                    data = msgspec.json.decode(raw)
+                except msgspec.DecodeError:
+                    continue
+                await self.emit("klines_updated", data, room)
+
+    def _subscribed(self) -> None:
+        self._subscriptions += 1
+        if self._subscriptions >= 2:
+            self.listening.set()
 
     def _queue_batch(self, batch: _Batch) -> None:
         """The batch's prices and candles of the series somebody watches. At market
