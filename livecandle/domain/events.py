@@ -114,18 +114,19 @@ class CandleSnapshot:
         self._read = read
         self._row = row
 
-    @property
-    def candle(self) -> Candle | None:
+    def _read_once(self) -> None:
         read = self._read
         if read is not None:
             (self._candle, self._row), self._read = read(), None
+
+    @property
+    def candle(self) -> Candle | None:
+        self._read_once()
         return self._candle
 
     @property
     def row(self) -> bytes | None:
-        read = self._read
-        if read is not None:
-            (self._candle, self._row), self._read = read(), None
+        self._read_once()
         return self._row
 
     def _fields(self) -> tuple[object, ...]:

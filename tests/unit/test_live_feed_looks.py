@@ -64,6 +64,12 @@ async def settled(f: LiveFeed) -> None:
     await asyncio.wait_for(asyncio.gather(*f._fills), 30)
 
 
+async def outcome(f: LiveFeed, history: AskedHistory) -> tuple[int, int | None]:
+    """Once the looks asked for are done: (how many were asked, BTCUSDT's last trade)."""
+    await settled(f)
+    return history.asked, f.states["BTCUSDT"].sequencer.last_id
+
+
 async def test_trades_arriving_after_the_snapshot_that_showed_them_are_not_asked_for() -> None:
     """A snapshot shows trade 20 while our newest is 10; trade 20 itself comes 2.5 s of
     exchange time later (its connection runs late): it was never lost, so nothing is
@@ -78,9 +84,7 @@ async def test_trades_arriving_after_the_snapshot_that_showed_them_are_not_asked
     f.tick()
     f.handle(snapshot(T0 + 6000, 10, 20))
     f.tick()
-    await settled(f)
-    assert history.asked == 0
-    assert f.states["BTCUSDT"].sequencer.last_id == 2
+    assert await outcome(f, history) == (0, 2)  # (asked, last trade)
 
 
 async def test_trades_on_a_connection_behind_their_symbols_snapshots_are_waited_for() -> None:
@@ -97,9 +101,7 @@ async def test_trades_on_a_connection_behind_their_symbols_snapshots_are_waited_
         f.tick()
         f.handle(snapshot(snap_ms, 10, 13))
         f.tick()
-    await settled(f)
-    assert history.asked == 0
-    assert f.states["BTCUSDT"].sequencer.last_id == 4
+    assert await outcome(f, history) == (0, 4)  # (asked, last trade)
 
 
 async def test_lost_last_trades_are_asked_for_once_the_late_trades_before_them_stop() -> None:
@@ -116,9 +118,7 @@ async def test_lost_last_trades_are_asked_for_once_the_late_trades_before_them_s
     assert history.asked == 0
     f.handle(snapshot(T0 + 6000, 10, 13))
     f.tick()
-    await settled(f)
-    assert history.asked == 1
-    assert f.states["BTCUSDT"].sequencer.last_id == 4
+    assert await outcome(f, history) == (1, 4)  # (asked, last trade)
 
 
 async def test_a_symbols_first_trade_after_a_snapshot_made_before_we_subscribed() -> None:
@@ -151,9 +151,7 @@ async def test_a_newer_snapshot_ahead_once_the_last_ones_trades_came_is_awaited_
     assert history.asked == 0  # 1.5 s past the snapshot showing 12: it may still come
     f.handle(snapshot(T0 + 5000, 10, 12))
     f.tick()
-    await settled(f)
-    assert history.asked == 1
-    assert f.states["BTCUSDT"].sequencer.last_id == 3
+    assert await outcome(f, history) == (1, 3)  # (asked, last trade)
 
 
 @pytest.mark.parametrize(("trades", "asked_after_s"), [(1, 70), (500, 10)])
