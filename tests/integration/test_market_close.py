@@ -253,6 +253,37 @@ async def test_a_whole_market_close_is_spread_over_flushes_each_carrying_every_p
             assert msgspec.json.decode(member)["close"] == f"{100 + symbols.index(s)}.00000000"
 
 
+async def test_a_whole_market_close_takes_a_few_hundred_closes_a_flush(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    """Encoding a flush's closes (and its symbols' new candles) holds the event loop, every
+    price with it: 1,200 closes a flush were 60-120 ms at 00:00 UTC. Each is stored, and
+    published with its symbol's new period, by a later flush."""
+    symbols = [f"W{n:04d}USDT" for n in range(300)]
+    lives = {s: SymbolLive(s, LiveCandleBuilder(CLOSING, ManualClock(MIDNIGHT))) for s in symbols}
+    for n, live in enumerate(lives.values()):
+        for time_ms in (MIDNIGHT - 1_000, MIDNIGHT):
+            closed = live.builder.add(time_ms, (100 + n) * SCALE, SCALE)
+            live.traded(time_ms)
+            if closed:
+                live.add_closed(closed)
+    writer = LiveWriter(store, lives, lambda: MIDNIGHT + 5)  # the default
+    async with listening(store, store.keys.live_channel) as batches:
+        for _ in range(len(symbols)):
+            await writer.flush(write_keys=False)
+            if not any(live.closed for live in lives.values()):
+                break
+        published = await received(store, store.keys.live_channel, batches)
+    closes = [len(b["candles"]) for b in published if b["candles"]]  # a close each
+    assert max(closes) <= 300, closes
+    assert sum(closes) == len(symbols) * len(CLOSING)
+    pipe = redis.pipeline(transaction=False)
+    for s in symbols:
+        for i in CLOSING:
+            pipe.zcard(store.keys.live_closed(SeriesKey(s, i)))
+    assert await pipe.execute() == [1] * len(symbols) * len(CLOSING)
+
+
 async def test_no_single_call_sets_more_than_a_share_of_a_whole_market_live_write(
     store: Store, redis: aioredis.Redis
 ) -> None:
