@@ -44,12 +44,16 @@ FILL_GIVE_UP_S = 60.0  # a hole not fetched by then is abandoned: the symbol goe
 # messages handled between two turns of the event loop: at 00:00 UTC the whole market's
 # 9,600 final klines come at once, and a backlog of them handled in one go (~80 us each)
 # held the live writer's flushes (every live update) for half a second
-DRAIN_MOST = 500
+DRAIN_MOST = 250
 # the exchange's final candles handled per turn of the event loop, after the turn's
 # messages: a final is put aside when it arrives (its figures not read yet), so the
 # trades behind it in the queue (every live price) do not wait for the whole market's
 # 9,600 at 00:00 UTC (each read, checked, closed and compared: ~20-40 us)
 FINALS_PER_TURN = 200
+# ... read FINALS_PER_SLICE at a time, the event loop turning between, and apart from the
+# turn's messages: at 00:00 UTC a drain of 500 messages then 200 finals held the loop
+# (every live price) for up to ~120 ms at a time (py-spy, 2 busy cores)
+FINALS_PER_SLICE = 100
 # trades held behind a hole: ``max_held`` per symbol, ``max_held_total`` across symbols
 # (domain.sequencer); more and the hole is abandoned. Recent trades kept for seeding:
 # ``recent_trades`` per symbol, ``recent_total`` across symbols (live.state)
@@ -93,9 +97,11 @@ class LiveFeed:
         recent_total: int = RECENT_TRADES_TOTAL,
         drain_most: int = DRAIN_MOST,
         finals_per_turn: int = FINALS_PER_TURN,
+        finals_per_slice: int = FINALS_PER_SLICE,
     ) -> None:
         self.drain_most = drain_most
         self.finals_per_turn = finals_per_turn
+        self.finals_per_slice = finals_per_slice
         self._finals_later: deque[CandleSnapshot] = deque()  # put aside by ``consume``
         self.fill_give_up_s = fill_give_up_s
         self.close_grace_ms = close_grace_ms
@@ -184,9 +190,10 @@ class LiveFeed:
     async def consume(self, queue: asyncio.Queue[Frame], decode: EventDecoder[Frame]) -> None:
         """Handle the stream's raw messages, each turned into its event by ``decode``
         (the exchange adapter's; the frames themselves are never read here). Each turn
-        of the event loop handles the messages waiting (trades first), then at most
-        ``finals_per_turn`` of the final candles put aside, oldest first: a candle's
-        trades and its final are handled in the order they came, or the final later."""
+        of the event loop handles the messages waiting (trades first), then (the loop
+        turning first, and every ``finals_per_slice``) at most ``finals_per_turn`` of the
+        final candles put aside, oldest first: a candle's trades and its final are
+        handled in the order they came, or the final later."""
         later = self._finals_later
         take = self._take
         while True:
@@ -203,9 +210,13 @@ class LiveFeed:
                 self.messages += 1
                 take(decode(queue.get_nowait()))
             if later:
-                for _ in range(min(len(later), self.finals_per_turn)):
+                await asyncio.sleep(0)  # the turn's messages and its finals apart
+                per_slice = self.finals_per_slice
+                count = min(len(later), self.finals_per_turn)
+                for n in range(1, count + 1):
                     self.on_snapshot(later.popleft())
-                await asyncio.sleep(0)
+                    if n % per_slice == 0 or n == count:
+                        await asyncio.sleep(0)
 
     def _take(self, event: MarketEvent | None) -> None:
         """Handle ``event`` now, or put it aside if it is a final candle."""

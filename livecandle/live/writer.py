@@ -61,14 +61,17 @@ FINALS_PER_FLUSH = 10_000
 # While ``run`` goes they are stored by a loop of their own beside the live flushes, at
 # most FINALS_PER_ROUND_TRIP a round trip, so the live flushes run between: packing the
 # whole market's 9,600 into one round trip, and reading their results, held this
-# process's event loop (every live update) 0.1-0.2 s at a time at 00:00 (py-spy).
-FINALS_PER_ROUND_TRIP = 1_000
+# process's event loop (every live update) 0.1-0.2 s at a time at 00:00 (py-spy); 1,000
+# a round trip still held it ~20-40 ms (packing, then reading the replies)
+FINALS_PER_ROUND_TRIP = 400
 # closed candles taken into one flush (a symbol's closes are never split): a flush
-# taking 1,200 spent 60-120 ms encoding them and their symbols' values at 00:00 UTC, so
-# the whole market's 9,600 in one flush held every live update for most of a second
-# (with a batch message of ~7 MB); the rest wait for the next flushes, which still
-# publish every price
-CLOSES_PER_FLUSH = 1_200
+# taking 1,200 spent 60-120 ms encoding them and their symbols' values at 00:00 UTC (the
+# whole market's 9,600 in one flush held every live update for most of a second, with a
+# batch message of ~7 MB), and every price published waited that long: the live p99 of
+# the 10 s after 00:00 was ~100-120 ms at the stream's end alone. 300 (50 symbols of 6
+# intervals) a flush: the whole market's closes go in ~32 flushes, ~1-2 s; the rest wait
+# for the next flushes, which still publish every price
+CLOSES_PER_FLUSH = 300
 # A key write is spread over the flushes of half a write period, at least this many
 # symbols a flush: at whole-market scale ~300 symbols (~1,900 values) changed in each
 # write period, and writing them in one flush took ~35 ms to encode and ~60 ms of round

@@ -312,8 +312,9 @@ end
 
 SET_LIVE: Final = (
     r"""
--- Set the live keys of one write period in one command (the per-command cost of a
--- pipeline of thousands of SETs is most of a whole-market live write).
+-- Set many live keys in one command (the per-command cost of a pipeline of thousands
+-- of SETs is most of a whole-market live write); a flush's keys go in calls of at most
+-- store.SET_LIVE_PER_CALL, as one call holds Redis for every other client.
 -- ARGV[1] the keys, newline-separated, grouped by TTL   ARGV[2] their values (compact
 -- JSON, never a raw newline), newline-separated, in the same order   then one
 -- (ttl_ms, count) pair per group of consecutive keys. Two blobs rather than 2n arguments:

@@ -127,8 +127,15 @@ def _write_result(res: Sequence[Any]) -> WriteResult:
     )
 
 
-OFFICIALS_PER_CALL = 200  # series per WRITE_OFFICIALS call (~5 ms of Redis)
-LIVE_CLOSED_PER_CALL = 500  # series per WRITE_LIVE_CLOSED_MANY call (~5-10 ms of Redis)
+# Series per call of the scripts that write many series at once. One call holds Redis
+# (every other client: the web's reads, the prices' publishes) for as long as it runs;
+# the calls of a round trip are still sent in one pipeline, and Redis serves the other
+# clients between them. At 00:00 UTC (the whole market's 9,600 closes at once, on 2
+# busy cores) calls of 200 final candles took 15-50 ms each (SLOWLOG), of 500 closed
+# live candles up to 17 ms, a SET_LIVE of a flush's ~3,000 keys up to 23 ms.
+OFFICIALS_PER_CALL = 40  # WRITE_OFFICIALS (~2-6 ms)
+LIVE_CLOSED_PER_CALL = 120  # WRITE_LIVE_CLOSED_MANY (~2-4 ms)
+SET_LIVE_PER_CALL = 400  # live keys per SET_LIVE call (~2-3 ms)
 LIVE_NAMES_KEPT = 100_000  # live_candle key names remembered (the market's series)
 
 
@@ -510,8 +517,8 @@ class Store:
         candles: Iterable[LiveWrite],
         prices: Iterable[tuple[str, bytes]],
     ) -> None:
-        """Every live key in one ``SET_LIVE`` call, grouped by TTL, keys and values each
-        as one newline-separated blob."""
+        """The live keys in ``SET_LIVE`` calls of at most ``SET_LIVE_PER_CALL`` keys,
+        grouped by TTL, keys and values each as one newline-separated blob."""
         k = self.keys
         names = self._live_names
         groups: dict[Any, tuple[list[str], list[bytes]]] = {}
@@ -541,6 +548,29 @@ class Store:
             tail += [LIVE_PRICE_TTL_MS, len(keys) - n]
         if not keys:
             return
+        # a call per SET_LIVE_PER_CALL keys: one call holds Redis (every other client)
+        # that long
+        per_call = SET_LIVE_PER_CALL
+        at = 0
+        g = 0
+        left = tail[1]  # keys of group g not yet in a call
+        while at < len(keys):
+            end = min(at + per_call, len(keys))
+            part_tail: list[int] = []
+            taken = at
+            while taken < end:
+                count = min(left, end - taken)
+                part_tail += [tail[g], count]
+                taken += count
+                left -= count
+                if left == 0 and g + 2 < len(tail):
+                    g += 2
+                    left = tail[g + 1]
+            self._set_live_call(pipe, keys[at:end], values[at:end], part_tail)
+            at = end
+
+    @staticmethod
+    def _set_live_call(pipe: Any, keys: list[str], values: list[bytes], tail: list[int]) -> None:
         key_blob, value_blob = "\n".join(keys), b"\n".join(values)
         splittable = (
             key_blob.count("\n") == len(keys) - 1 and value_blob.count(b"\n") == len(values) - 1

@@ -6,6 +6,8 @@ stale lease epoch is still refused, and the fetcher checks every candle named.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -21,7 +23,14 @@ from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.store import ClosedLive, Keys, Store, scripts
 from livecandle.store.closings import decode_closings
 from livecandle.store.fencing import write_live_fenced
-from livecandle.store.store import LIVE_CLOSED_PER_CALL
+from livecandle.store.keys import live_candle_ttl_ms
+from livecandle.store.store import (
+    LIVE_CLOSED_PER_CALL,
+    OFFICIALS_PER_CALL,
+    SET_LIVE_PER_CALL,
+    LiveWrite,
+    OfficialWrite,
+)
 from tests.builders import kline_member
 from tests.integration.test_live_writer import listening, received
 
@@ -29,6 +38,30 @@ MIDNIGHT = 1_700_006_400_000  # 2023-11-15 00:00 UTC
 assert MIDNIGHT % DAY_MS == 0
 CLOSING = [INTERVALS[i] for i in ("1m", "3m", "5m", "15m", "1h", "1d")]
 SYMBOLS = [f"S{n:03d}USDT" for n in range(40)]  # 240 series close at once
+
+
+@contextlib.asynccontextmanager
+async def script_calls(redis: aioredis.Redis) -> AsyncIterator[list[list[str]]]:
+    """Each script call Redis runs meanwhile (MONITOR): the names of the commands it ran,
+    in order. One long call holds Redis, every other client waits that long."""
+    calls: list[list[str]] = []
+    end = "script-calls-end"
+    async with redis.monitor() as monitor:
+        yield calls
+        await redis.echo(end)
+        assert monitor.connection is not None
+        async with asyncio.timeout(30):
+            while True:
+                line = await monitor.connection.read_response()
+                assert isinstance(line, bytes)
+                client, _, command = line.partition(b"] ")
+                name = command[1 : command.index(b'"', 1)].decode().upper()
+                if client.endswith(b" lua"):
+                    calls[-1].append(name)
+                elif name in ("EVAL", "EVALSHA"):
+                    calls.append([])
+                elif name == "ECHO" and end.encode() in command:
+                    break
 
 
 class RecordingFetcher(BackgroundFetcher):
@@ -218,3 +251,104 @@ async def test_a_whole_market_close_is_spread_over_flushes_each_carrying_every_p
             )
             assert score == i.open_of(MIDNIGHT - 1_000)
             assert msgspec.json.decode(member)["close"] == f"{100 + symbols.index(s)}.00000000"
+
+
+async def test_a_whole_market_close_takes_a_few_hundred_closes_a_flush(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    """Encoding a flush's closes (and its symbols' new candles) holds the event loop, every
+    price with it: 1,200 closes a flush were 60-120 ms at 00:00 UTC. Each is stored, and
+    published with its symbol's new period, by a later flush."""
+    symbols = [f"W{n:04d}USDT" for n in range(300)]
+    lives = {s: SymbolLive(s, LiveCandleBuilder(CLOSING, ManualClock(MIDNIGHT))) for s in symbols}
+    for n, live in enumerate(lives.values()):
+        for time_ms in (MIDNIGHT - 1_000, MIDNIGHT):
+            closed = live.builder.add(time_ms, (100 + n) * SCALE, SCALE)
+            live.traded(time_ms)
+            if closed:
+                live.add_closed(closed)
+    writer = LiveWriter(store, lives, lambda: MIDNIGHT + 5)  # the default
+    async with listening(store, store.keys.live_channel) as batches:
+        for _ in range(len(symbols)):
+            await writer.flush(write_keys=False)
+            if not any(live.closed for live in lives.values()):
+                break
+        published = await received(store, store.keys.live_channel, batches)
+    closes = [len(b["candles"]) for b in published if b["candles"]]  # a close each
+    assert max(closes) <= 300, closes
+    assert sum(closes) == len(symbols) * len(CLOSING)
+    pipe = redis.pipeline(transaction=False)
+    for s in symbols:
+        for i in CLOSING:
+            pipe.zcard(store.keys.live_closed(SeriesKey(s, i)))
+    assert await pipe.execute() == [1] * len(symbols) * len(CLOSING)
+
+
+async def test_no_single_call_sets_more_than_a_share_of_a_whole_market_live_write(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    symbols = [f"K{n:04d}USDT" for n in range(1_650)]  # the calls split TTL groups
+    writes = [
+        LiveWrite(SeriesKey(s, i), b'{"s":"%b","i":"%b"}' % (s.encode(), i.name.encode()))
+        for s in symbols
+        for i in CLOSING
+    ]
+    prices = [(s, b'{"p":"%b"}' % s.encode()) for s in symbols]
+    async with script_calls(redis) as calls:
+        await store.write_live(writes, prices)
+    assert sum(len(c) for c in calls) == len(writes) + len(prices)
+    assert all(set(c) == {"SET"} and len(c) <= 500 for c in calls), [len(c) for c in calls]
+    assert max(len(c) for c in calls) <= SET_LIVE_PER_CALL
+    # every key set, with its interval's TTL (the calls split a TTL's group too)
+    pipe = redis.pipeline(transaction=False)
+    for w in writes:
+        pipe.get(store.keys.live_candle(w.series))
+        pipe.pttl(store.keys.live_candle(w.series))
+    for s, _ in prices:
+        pipe.get(store.keys.live_price(s))
+        pipe.pttl(store.keys.live_price(s))
+    found = await pipe.execute()
+    assert found[0::2] == [w.value for w in writes] + [p for _, p in prices]
+    ttls = found[1::2]
+    for w, ttl_ms in zip(writes, ttls, strict=False):
+        expected = live_candle_ttl_ms(w.series.interval)
+        assert expected - 10_000 < ttl_ms <= expected, w.series
+    assert all(DAY_MS - 10_000 < t <= DAY_MS for t in ttls[len(writes) :])
+
+
+async def test_no_single_call_stores_more_than_a_share_of_a_whole_market_of_final_candles(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    every = [SeriesKey(f"O{n:04d}USDT", i) for n in range(1_600) for i in CLOSING]
+    opens = {s: s.interval.open_of(MIDNIGHT - 1_000) for s in every}
+    writes = [
+        OfficialWrite(s, [(opens[s], kline_member(opens[s]))], opens[s], opens[s]) for s in every
+    ]
+    async with script_calls(redis) as calls:
+        results = await store.write_officials(writes, MIDNIGHT + 1_000)
+    assert [r.added for r in results] == [1] * len(every)
+    per_call = [c.count("PUBLISH") for c in calls]  # each series' notice
+    assert sum(per_call) == len(every)
+    assert max(per_call) <= 50, per_call
+    assert max(per_call) <= OFFICIALS_PER_CALL
+    metas = await store.metas(every)
+    assert [m.latest for m in metas] == [opens[s] for s in every]
+
+
+async def test_no_single_call_keeps_more_than_a_share_of_a_whole_market_of_closed_candles(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    every = [SeriesKey(f"C{n:04d}USDT", i) for n in range(1_600) for i in CLOSING]
+    opens = {s: s.interval.open_of(MIDNIGHT - 1_000) for s in every}
+    closed = [ClosedLive(s, opens[s], b'{"t":%d}' % opens[s]) for s in every]
+    async with script_calls(redis) as calls:
+        await store.write_live([], closed_candles=closed)
+    per_call = [c.count("ZADD") for c in calls]  # a closed candle a series
+    assert sum(per_call) == len(every)
+    assert max(per_call) <= 150, per_call
+    assert max(per_call) <= LIVE_CLOSED_PER_CALL
+    pipe = redis.pipeline(transaction=False)
+    for s in every:
+        pipe.zrange(store.keys.live_closed(s), 0, -1, withscores=True)
+    found = await pipe.execute()
+    assert found == [[(b'{"t":%d}' % opens[s], opens[s])] for s in every]

@@ -195,12 +195,55 @@ async def test_trades_behind_final_candles_are_handled_before_the_finals() -> No
     finally:
         consumer.cancel()
         await asyncio.gather(consumer, return_exceptions=True)
-    # the trade was in before the first final was read; then 20 finals a turn
-    assert seen[1] == (20, 2)
+    # the trade was in before the first final was read (a turn apart); then 20 a turn
+    assert seen[1] == (0, 2) and seen[2] == (20, 2)
     assert all(b - a <= 20 for (a, _), (b, _) in pairwise(seen))
     assert read == symbols
     assert [fc.open_ms for fc in btc.live.finals] == [open0]  # stored as before
     assert [c.candle.open_ms for c in btc.live.closed] == [open0]  # closed by the trade
+
+
+async def test_at_a_whole_market_close_no_turn_handles_a_backlog_and_many_finals_at_once() -> None:
+    """At 00:00 UTC the whole market's finals come with the trades: a turn of the event
+    loop that drained 500 messages then read 200 finals held every live price ~120 ms.
+    By default a turn handles at most 250 messages, or 100 finals, never both."""
+    symbols = ["BTCUSDT"] + [f"S{n:03d}USDT" for n in range(299)]
+    one_m = INTERVALS["1m"]
+    f = LiveFeed(symbols, [one_m], MemoryHistory(), ManualClock(T0))
+    open0 = one_m.open_of(T0)
+    candle = Candle.empty(open0, open0 + 59_999, 100 * SCALE)
+    queue: asyncio.Queue[MarketEvent] = asyncio.Queue()
+    for a in range(1, 601):  # BTCUSDT's trades, and every symbol's final
+        queue.put_nowait(agg(a, t=open0 + 1_000))
+        if a <= len(symbols):
+            queue.put_nowait(
+                CandleSnapshot(
+                    symbols[a - 1], "1m", open0, open0 + 59_999, -1, -1, True, open0 + 60_001,
+                    read=lambda: (candle, b"row"),
+                )
+            )  # fmt: skip
+    total = queue.qsize()
+    finals = lambda: sum(len(st.live.finals) for st in f.states.values())  # noqa: E731
+    seen: list[tuple[int, int]] = []  # (messages, finals read) each turn of another task
+
+    async def other() -> None:  # e.g. the live writer's flushes
+        while finals() < len(symbols):
+            seen.append((f.messages, finals()))
+            await asyncio.sleep(0)
+
+    others = asyncio.create_task(other())
+    consumer = asyncio.create_task(f.consume(queue, lambda e: e))
+    try:
+        async with asyncio.timeout(5):
+            await others
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+    assert f.messages == total and finals() == len(symbols)
+    steps = [(b[0] - a[0], b[1] - a[1]) for a, b in pairwise([*seen, (total, len(symbols))])]
+    assert max(m for m, _ in steps) <= 250, steps
+    assert max(n for _, n in steps) <= 100, steps
+    assert not [s for s in steps if s[0] and s[1]], steps
 
 
 def test_a_final_handled_after_the_next_periods_trade_compares_the_same_candle() -> None:
