@@ -17,11 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from livecandle.domain.intervals import INTERVALS, MINUTE_MS, Interval
-from livecandle.domain.model import format_quote
+from livecandle.domain.model import SCALE
 from livecandle.emulator.market import SymbolMarket
 from livecandle.emulator.schedule import Market
-from livecandle.emulator.tape import Agg, agg_merge
-from livecandle.emulator.wire import units
+from livecandle.emulator.tape import Agg, agg_merge, quote8
 
 
 @dataclass(slots=True)
@@ -195,18 +194,49 @@ class KlineFeed:
         return agg_merge(s.prefix, tail)
 
 
+# Binance's kline event: one ``%`` per event (the amounts as whole and 8-digit parts)
+_KLINE = (
+    '{"e":"kline","E":%d,"s":"%s","k":{"t":%d,"T":%d,"s":"%s","i":"%s","f":%d,"L":%d,'
+    '"o":"%d.%08d","c":"%d.%08d","h":"%d.%08d","l":"%d.%08d","v":"%d.%08d","n":%d,"x":%s,'
+    '"q":"%d.%08d","V":"%d.%08d","Q":"%d.%08d","B":"0"}}'
+)
+
+
 def kline_payload(
     s: KlineSeries, sm: SymbolMarket, agg: Agg, open_ms: int, now_ms: int, final: bool
 ) -> str:
-    """Binance's kline event, formatted directly (one string per event, whoever reads it)."""
+    """Binance's kline event, formatted directly (one string per event, whoever reads it;
+    the market's amounts are never negative)."""
     close_ms = s.interval.next_open(open_ms) - 1
     symbol = sm.symbol
-    return (
-        f'{{"e":"kline","E":{now_ms},"s":"{symbol}","k":{{"t":{open_ms},"T":{close_ms},'
-        f'"s":"{symbol}","i":"{s.interval.name}","f":{agg[9]},"L":{agg[10]},'
-        f'"o":"{units(agg[0])}","c":"{units(agg[3])}",'
-        f'"h":"{units(agg[1])}","l":"{units(agg[2])}",'
-        f'"v":"{units(agg[4])}","n":{agg[6]},"x":{"true" if final else "false"},'
-        f'"q":"{format_quote(agg[5])}","V":"{units(agg[7])}",'
-        f'"Q":"{format_quote(agg[8])}","B":"0"}}}}'
+    o, h, low, c, v, q, n, tv, tq, f, last = agg
+    q, tq = quote8(q), quote8(tq)
+    S = SCALE
+    return _KLINE % (
+        now_ms,
+        symbol,
+        open_ms,
+        close_ms,
+        symbol,
+        s.interval.name,
+        f,
+        last,
+        o // S,
+        o % S,
+        c // S,
+        c % S,
+        h // S,
+        h % S,
+        low // S,
+        low % S,
+        v // S,
+        v % S,
+        n,
+        "true" if final else "false",
+        q // S,
+        q % S,
+        tv // S,
+        tv % S,
+        tq // S,
+        tq % S,
     )
