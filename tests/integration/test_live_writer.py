@@ -395,13 +395,8 @@ async def test_a_running_writer_stores_the_finals_beside_its_live_flushes(
         assert await store.members(SeriesKey(name, M1)) == [(kline_member(OPEN0), float(OPEN0))]
 
 
-async def test_a_running_writer_stores_many_finals_in_bounded_round_trips(
-    store: Store,
-) -> None:
-    n = 2_500
-    names, lives = _market_with_finals(n)
-    now_ms = OPEN0 + 61_000
-    writer = LiveWriter(store, lives, lambda: now_ms, finals_per_round_trip=1_000)
+async def _round_trips_storing(store: Store, writer: LiveWriter, n: int) -> list[int]:
+    """Runs ``writer`` until it has stored ``n`` finals: how many each round trip took."""
     round_trips: list[int] = []
     all_stored = asyncio.Event()
     write_officials = store.write_officials
@@ -421,6 +416,17 @@ async def test_a_running_writer_stores_many_finals_in_bounded_round_trips(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    return round_trips
+
+
+async def test_a_running_writer_stores_many_finals_in_bounded_round_trips(
+    store: Store,
+) -> None:
+    n = 2_500
+    names, lives = _market_with_finals(n)
+    now_ms = OPEN0 + 61_000
+    writer = LiveWriter(store, lives, lambda: now_ms, finals_per_round_trip=1_000)
+    round_trips = await _round_trips_storing(store, writer, n)
     # Redis serves the live flushes' pipelines between them (none waits behind all)
     assert round_trips == [1_000, 1_000, 500] and writer.finals_stored == n
     for name in (names[0], names[n // 2], names[-1]):
@@ -436,25 +442,7 @@ async def test_a_running_writer_reads_no_more_than_a_few_hundred_finals_a_round_
     _, lives = _market_with_finals(n)
     now_ms = OPEN0 + 61_000
     writer = LiveWriter(store, lives, lambda: now_ms)  # the default
-    round_trips: list[int] = []
-    all_stored = asyncio.Event()
-    write_officials = store.write_officials
-
-    async def recorded(writes: Any, now_ms: int) -> Any:
-        round_trips.append(len(writes))
-        results = await write_officials(writes, now_ms)
-        if sum(round_trips) == n:
-            all_stored.set()
-        return results
-
-    store.write_officials = recorded  # type: ignore[method-assign]
-    task = asyncio.create_task(writer.run())
-    try:
-        async with asyncio.timeout(30):
-            await all_stored.wait()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    round_trips = await _round_trips_storing(store, writer, n)
     assert max(round_trips) <= 400, round_trips
     assert writer.finals_stored == n
 

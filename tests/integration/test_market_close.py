@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from livecandle.domain.aggregator import LiveCandleBuilder
 from livecandle.domain.clock import ManualClock
-from livecandle.domain.intervals import DAY_MS, INTERVALS
+from livecandle.domain.intervals import DAY_MS, INTERVALS, Interval
 from livecandle.domain.model import SCALE, SeriesKey
 from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.live.writer import LiveWriter, SymbolLive
@@ -196,18 +196,27 @@ async def test_a_stale_lease_epoch_refuses_its_closed_candles_in_a_whole_market_
     assert kept == {s: 0 if s == "F007USDT" else 1 for s in symbols}
 
 
-async def test_a_whole_market_close_is_spread_over_flushes_each_carrying_every_price(
-    store: Store, redis: aioredis.Redis
-) -> None:
-    symbols = SYMBOLS[:6]
-    closing = CLOSING[:2]
-    lives = {s: SymbolLive(s, LiveCandleBuilder(closing, ManualClock(MIDNIGHT))) for s in symbols}
+def _closed_at_midnight(
+    symbols: Sequence[str], intervals: Sequence[Interval]
+) -> dict[str, SymbolLive]:
+    """Each symbol traded a second before 00:00 and at 00:00 (at 100, 101, ... in
+    order): every interval's candle closed, not yet written."""
+    lives = {s: SymbolLive(s, LiveCandleBuilder(intervals, ManualClock(MIDNIGHT))) for s in symbols}
     for n, live in enumerate(lives.values()):
         for time_ms in (MIDNIGHT - 1_000, MIDNIGHT):
             closed = live.builder.add(time_ms, (100 + n) * SCALE, SCALE)
             live.traded(time_ms)
             if closed:
                 live.add_closed(closed)
+    return lives
+
+
+async def test_a_whole_market_close_is_spread_over_flushes_each_carrying_every_price(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    symbols = SYMBOLS[:6]
+    closing = CLOSING[:2]
+    lives = _closed_at_midnight(symbols, closing)
     # the closes of two symbols a flush
     writer = LiveWriter(store, lives, lambda: MIDNIGHT + 5, closes_per_flush=2 * len(closing))
     live_channel, closed_channel = store.keys.live_channel, store.keys.closed_channel
@@ -260,13 +269,7 @@ async def test_a_whole_market_close_takes_a_few_hundred_closes_a_flush(
     price with it: 1,200 closes a flush were 60-120 ms at 00:00 UTC. Each is stored, and
     published with its symbol's new period, by a later flush."""
     symbols = [f"W{n:04d}USDT" for n in range(300)]
-    lives = {s: SymbolLive(s, LiveCandleBuilder(CLOSING, ManualClock(MIDNIGHT))) for s in symbols}
-    for n, live in enumerate(lives.values()):
-        for time_ms in (MIDNIGHT - 1_000, MIDNIGHT):
-            closed = live.builder.add(time_ms, (100 + n) * SCALE, SCALE)
-            live.traded(time_ms)
-            if closed:
-                live.add_closed(closed)
+    lives = _closed_at_midnight(symbols, CLOSING)
     writer = LiveWriter(store, lives, lambda: MIDNIGHT + 5)  # the default
     async with listening(store, store.keys.live_channel) as batches:
         for _ in range(len(symbols)):

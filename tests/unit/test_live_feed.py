@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from itertools import pairwise
+from typing import Any
 
 import pytest
 
@@ -152,6 +153,21 @@ async def test_a_backlog_is_handled_in_turns_so_other_tasks_run_between() -> Non
     assert during and max(b - a for a, b in zip([0, *during], [*during, total], strict=True)) <= 100
 
 
+async def _consumed_beside(
+    f: LiveFeed, queue: asyncio.Queue[Any], other: Coroutine[Any, Any, None]
+) -> None:
+    """``f`` consumes ``queue`` beside ``other`` (e.g. the live writer's flushes) until
+    ``other`` ends."""
+    others = asyncio.create_task(other)
+    consumer = asyncio.create_task(f.consume(queue, lambda e: e))
+    try:
+        async with asyncio.timeout(5):
+            await others
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+
+
 async def test_trades_behind_final_candles_are_handled_before_the_finals() -> None:
     """At 00:00 UTC every series' final kline arrives at once: the trades queued behind
     them (every live price) go first; the finals follow, ``finals_per_turn`` a turn,
@@ -187,14 +203,7 @@ async def test_trades_behind_final_candles_are_handled_before_the_finals() -> No
             seen.append((len(read), btc.sequencer.last_id or 0))
             await asyncio.sleep(0)
 
-    others = asyncio.create_task(other())
-    consumer = asyncio.create_task(f.consume(queue, lambda e: e))
-    try:
-        async with asyncio.timeout(5):
-            await others
-    finally:
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
+    await _consumed_beside(f, queue, other())
     # the trade was in before the first final was read (a turn apart); then 20 a turn
     assert seen[1] == (0, 2) and seen[2] == (20, 2)
     assert all(b - a <= 20 for (a, _), (b, _) in pairwise(seen))
@@ -231,14 +240,7 @@ async def test_at_a_whole_market_close_no_turn_handles_a_backlog_and_many_finals
             seen.append((f.messages, finals()))
             await asyncio.sleep(0)
 
-    others = asyncio.create_task(other())
-    consumer = asyncio.create_task(f.consume(queue, lambda e: e))
-    try:
-        async with asyncio.timeout(5):
-            await others
-    finally:
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
+    await _consumed_beside(f, queue, other())
     assert f.messages == total and finals() == len(symbols)
     steps = [(b[0] - a[0], b[1] - a[1]) for a, b in pairwise([*seen, (total, len(symbols))])]
     assert max(m for m, _ in steps) <= 250, steps
