@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from livecandle.domain.intervals import DAY_MS, MINUTE_MS, parse_interval
 from livecandle.domain.model import SeriesKey
@@ -37,8 +38,10 @@ def backfill() -> int:
 
 @pytest.fixture
 async def proxy(
-    redis_url: str, market: EmulatorProcess, backfill: int
+    redis_url: str, redis: aioredis.Redis, market: EmulatorProcess, backfill: int
 ) -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
+    # ``redis`` (flushed) before the service starts: else the previous test's candles are
+    # there at its first sync (a backfill taken as done) and flushed under it by ``store``
     market.control(reset_limits=True, weight_limit=6000, enforce_weights=True)
     async with (
         running_service(
