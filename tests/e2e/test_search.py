@@ -133,6 +133,32 @@ async def test_the_search_finds_a_symbol_among_1600_and_opens_it(
         assert symbols[0] == "ETHBTC"  # the only one with a 24 h volume, by volume first
 
 
+async def test_the_search_opened_again_right_after_a_pick_stays_open(
+    market: Service, artifacts: Path
+) -> None:
+    async with browser_page(artifacts, "search_reopened") as page:
+        await page.goto(f"{market.web_url}/?symbol=BTCUSDT&interval=1h")
+        await page.wait_for_function("() => window.livecandle && window.livecandle.feed.loads >= 1")
+        await page.click("#search")
+        await page.keyboard.type("ethusdt")
+        await page.wait_for_selector('#search-list li[data-symbol="ETHUSDT"]')
+        await page.keyboard.press("Enter")  # picked: the input loses focus, the list closes
+        # the search at once again (before the blur's delayed close), then past that delay:
+        # the list shows what was typed
+        hidden = await page.evaluate(
+            """async () => {
+                const input = document.querySelector("#search");
+                input.focus();
+                input.value = "qab";
+                input.dispatchEvent(new Event("input"));
+                await new Promise((done) => setTimeout(done, 400));
+                return document.querySelector("#search-list").hidden;
+            }"""
+        )
+        assert hidden is False
+        assert await page.get_attribute("#search-list li[data-symbol]", "data-symbol") == "QABDBTC"
+
+
 async def test_honest_states(market: Service, artifacts: Path) -> None:
     async def halted(route: Any) -> None:
         await route.fulfill(

@@ -40,7 +40,11 @@ export class Search {
     this.index = 0;
     input.addEventListener("input", () => { this.index = 0; this.render(); });
     input.addEventListener("focus", () => { this.market.refresh(); this.render(); });
-    input.addEventListener("blur", () => setTimeout(() => this.close(), 150));
+    // closed a moment after the input loses focus (a click on a row lands first), unless
+    // it has it again by then (a pick, then the search at once: the list stays open)
+    input.addEventListener("blur", () => setTimeout(() => {
+      if (document.activeElement !== this.input) this.close();
+    }, 150));
     input.addEventListener("keydown", (e) => this.key(e));
     list.addEventListener("mousedown", (e) => {
       e.preventDefault(); // keep the input focused
