@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from livecandle.domain.model import format_units, to_units
 from livecandle.exchange.binance.order_book import LocalBook
@@ -154,7 +155,10 @@ async def test_books_beyond_the_cap_are_not_started(emulator: EmulatorProcess) -
 
 
 @pytest.fixture
-async def proxy(redis_url: str, emulator: EmulatorProcess) -> AsyncIterator[Service]:
+async def proxy(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
+) -> AsyncIterator[Service]:
+    """The web role on a flushed Redis (nothing of the previous test's)."""
     async with running_service(redis_url, emulator, "1m", roles=("web",), port=0) as svc:
         yield svc
 

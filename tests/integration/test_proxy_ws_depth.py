@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 import websockets
 
 from livecandle.exchange.binance.weights import Priority
@@ -37,8 +38,11 @@ from tests.integration.test_proxy_ws import (
 
 
 @pytest.fixture
-async def web(redis_url: str, emulator: EmulatorProcess) -> AsyncIterator[tuple[Service, str]]:
-    """The web role as ``serve`` runs it (no stream role: the proxy's hub alone upstream)."""
+async def web(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
+) -> AsyncIterator[tuple[Service, str]]:
+    """The web role as ``serve`` runs it (no stream role: the proxy's hub alone upstream),
+    on a flushed Redis."""
     async with running_service(redis_url, emulator, "1m", roles=("web",), port=0) as svc:
         assert svc.web_url is not None
         yield svc, svc.web_url
