@@ -143,7 +143,7 @@ async def test_a_polling_client_that_never_polls_is_bounded_then_disconnected(
 
 
 async def test_a_client_that_never_reads_its_answers_is_disconnected_at_the_queue_bound(
-    redis_url: str, emulator: EmulatorProcess
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess
 ) -> None:
     async with (
         running_service(

@@ -80,7 +80,7 @@ async def test_a_client_gets_live_events_of_its_room_only(
 
 
 async def test_unknown_pairs_get_an_error_and_the_connection_lives_on(
-    redis_url: str, emulator: EmulatorProcess, client_factory: Any
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess, client_factory: Any
 ) -> None:
     async with running_service(redis_url, emulator, "1m", roles=("web",), port=0) as svc:
         c = await client_factory(svc.web_url)
