@@ -71,6 +71,11 @@ async def test_learned_limit_spreads_requests_without_a_single_429() -> None:
         "--weight-limit", "20", "--weight-window", "2", "--history-days", "3"
     ) as emu:
         async with BinanceRest(emu.rest_url) as rest:
+            # exchangeInfo goes just after a turn of the emulator's 2-second window (its
+            # clock is this host's): answered within the plan's skew margin, its weight is
+            # the new window's, which the plan, learning the window from it, begins later
+            now_ms = rest.clock.now_ms()
+            await asyncio.sleep(((now_ms // 2000 + 1) * 2000 + 5 - now_ms) / 1000)
             await rest.exchange_info()  # weight 20: the whole first window
             assert rest.budget.limit == 20 and rest.budget.window_ms == 2000
             started = time.monotonic()

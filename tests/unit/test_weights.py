@@ -123,15 +123,71 @@ def test_the_header_names_the_window(window_ms: int, header: str) -> None:
 
 
 async def test_set_limit_changes_budget_and_window_and_keeps_what_was_used() -> None:
-    clock = SleepingClock(T0 + 10_000)
+    clock = SleepingClock(T0 + 11_000)  # inside a 2-second window
     b = WeightBudget(clock, sleep=clock.sleep)  # Binance's default: 6000 per minute
     await b.acquire(50)
     b.set_limit(100, 2_000)  # learned from exchangeInfo
     assert (b.limit, b.window_ms, b.budget, b.used) == (100, 2_000, 97, 50)
     assert b.header == "x-mbx-used-weight-2s"
     await b.acquire(50)  # 100 > 97: waits for the next 2-second window
-    assert clock.slept_s == [0.05] and clock.now_ms() == T0 + 10_050
+    assert clock.slept_s == [1.05] and clock.now_ms() == T0 + 12_050
     assert b.used == 50
+
+
+async def test_weight_answered_just_after_a_turn_of_the_learned_window_counts_in_both() -> None:
+    # exchangeInfo (20, taken under the default minute) answered 10 ms after a turn of the
+    # exchange's 2-second window, within the plan's skew margin: the exchange may have
+    # counted it in its new window, which the renumbered plan only starts 50 ms later
+    clock = SleepingClock(T0 + 10_000 - 5)
+    b = WeightBudget(clock, sleep=clock.sleep)
+    async with b.sending(20):
+        clock.advance(15)
+    b.set_limit(20, 2_000)
+    await b.acquire(2)  # not in the window of the 20: in the one after
+    assert clock.now_ms() == T0 + 12_050 and b.used == 2
+    # changed well inside a window, the weight counts in that window only
+    clock = SleepingClock(T0 + 10_500)
+    b = WeightBudget(clock, sleep=clock.sleep)
+    async with b.sending(20):
+        clock.advance(15)
+    b.set_limit(20, 2_000)
+    await b.acquire(2)
+    assert clock.now_ms() == T0 + 12_050 and b.used == 2
+    await b.acquire(2)
+    assert clock.now_ms() == T0 + 12_050 and b.used == 4
+
+
+async def test_a_request_still_on_its_way_when_the_window_turns_counts_in_the_new_one() -> None:
+    # sent well before the window's last 500 ms, answered only after the turn (a loaded
+    # host): the exchange may count it in either window
+    clock = SleepingClock(T0 + MIN - 2_000)
+    b = budget(clock)
+    async with b.sending(30):
+        clock.advance(2_500)
+        assert b.room(Priority.HISTORY) == 70
+        clock.advance(MIN)  # and in every window that begins before its answer
+        assert b.room(Priority.HISTORY) == 70
+    assert b.room(Priority.HISTORY) == 70
+    clock.advance(MIN)  # answered: the window after holds nothing of it
+    assert b.room(Priority.HISTORY) == 100
+
+
+async def test_a_request_answered_within_the_skew_margin_counts_in_the_next_window() -> None:
+    # answered 20 ms after the exchange's turn (before the plan's, 50 ms after it): it
+    # may have reached the exchange after the turn
+    clock = SleepingClock(T0 + MIN - 2_000)
+    b = budget(clock)
+    async with b.sending(30):
+        clock.advance(2_020)
+    clock.advance(100)  # the plan's next window
+    assert b.room(Priority.HISTORY) == 70
+    # answered before the last 100 ms of its window: nothing carries over (no weight of
+    # the whole market's history lost to requests that had landed well before the turn)
+    clock.set(T0 + 3 * MIN - 2_000)
+    async with b.sending(30):
+        clock.advance(1_900)  # 150 ms before the plan's turn
+    clock.advance(200)
+    assert b.room(Priority.HISTORY) == 100
 
 
 async def test_a_429_pauses_everyone_and_shrinks_the_limit_to_what_was_accepted() -> None:

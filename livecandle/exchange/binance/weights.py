@@ -22,7 +22,13 @@ ceiling only, so that urgent work arriving later in the window finds room at onc
   waits, and never past ``spare_share`` (default 50 %) of a window's budget.
 
 A request heavier than its ceiling still goes, alone, in a fresh window. The plan never
-causes a 429 itself: every ceiling is a share of ``limit * safety``.
+causes a 429 itself: every ceiling is a share of ``limit * safety``, and a request's
+weight counts in every window the exchange may count it in: the next one too when it is
+sent in a window's last ``_STRADDLE_MS`` (an eighth of a short window) or answered in its
+last ``_ANSWERED_MS`` (the skew margin either way), every one that begins while it is
+still on its way (a loaded host), and, when the window's length changes (exchangeInfo's
+2-second window replacing the default minute), the weight used so far in the renumbered
+next one too if the change comes within ``_ANSWERED_MS`` of its turn.
 
 A 429 means the limit is lower than the budget believed (it changed, or another client of
 the IP spends weight). Requests that land during the ``Retry-After`` period count against
@@ -64,6 +70,10 @@ _SKEW_MARGIN_MS = 50
 # one (in flight, queued on a busy host, or sent within the skew margin after the
 # exchange's turn): its weight counts in both (at most an eighth of a window)
 _STRADDLE_MS = 500
+# a request answered this close to the end of a window (the skew margin either way) may
+# have reached the exchange after its turn: its weight counts in the next window too, as
+# does that of every request still on its way when the window turns
+_ANSWERED_MS = 2 * _SKEW_MARGIN_MS
 # the last part of a window in which HISTORY may use the urgent share too (module docstring)
 _RELEASE_PART = 12
 # Little's law with room to spare: in flight = rate x latency, doubled
@@ -107,6 +117,7 @@ class _Ticket:
     weight: int
     since_ms: int
     turn: asyncio.Event = field(default_factory=asyncio.Event)  # set: it may be the head
+    counted_to: int = -1  # once sent: the last window whose count holds its weight
 
 
 class WeightBudget:
@@ -166,7 +177,8 @@ class WeightBudget:
         self._sent_weight = dict.fromkeys(Priority, 0)
         self._sent_last_window = 0  # weight this budget sent in the previous window
         self._sent_this_window = 0
-        self._straddling = 0  # weight sent near this window's end: the next one's too
+        self._straddling = 0  # weight sent or answered near this window's end: the next one's too
+        self._flying: set[_Ticket] = set()  # requests sent through ``sending``, unanswered
 
     @property
     def header(self) -> str:
@@ -190,6 +202,30 @@ class WeightBudget:
 
     def _window_of(self, ms: int) -> int:
         return (ms - _SKEW_MARGIN_MS) // self.window_ms
+
+    def _end_ms(self) -> int:
+        """When the current window ends, by this budget's numbering (the skew margin after
+        the exchange's turn)."""
+        return (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
+
+    def _straddle_ms(self) -> int:
+        return min(_STRADDLE_MS, self.window_ms // 8)
+
+    def _answered_late(self, now_ms: int) -> bool:
+        """An answer now may come from the exchange's next window (``_ANSWERED_MS``)."""
+        return self._end_ms() - now_ms <= min(_ANSWERED_MS, self._straddle_ms())
+
+    def _renumber(self, now_ms: int) -> None:
+        """The window's length changed: the windows are numbered anew from now. What was
+        used still counts in the window of now, and in the next one too when now is so
+        near its end that a request answered by now may have reached the exchange after
+        the turn (exchangeInfo's weight, taken under the default minute, answered just
+        after a turn of a 2-second window); requests on their way are carried at the turn."""
+        self._window = self._window_of(now_ms)
+        late = self._answered_late(now_ms)
+        self._straddling = self.used if late else min(self._straddling, self.used)
+        for t in self._flying:
+            t.counted_to = self._window + 1 if late else self._window
 
     @property
     def budget(self) -> int:
@@ -254,7 +290,7 @@ class WeightBudget:
         self.advertised = limit
         self.limit, self.window_ms = limit, window_ms
         # same window, new numbering: what was used in it still counts
-        self._window = self._window_of(now_ms)
+        self._renumber(now_ms)
         if recovering:  # regrowing starts over in the new numbering
             self._resume_window = self._window
         self._wake_head()
@@ -264,7 +300,12 @@ class WeightBudget:
         if window > self._window:
             self._sent_last_window = self._sent_this_window if window == self._window + 1 else 0
             self._sent_this_window = 0
-            self.used = self._straddling if window == self._window + 1 else 0
+            carried = self._straddling if window == self._window + 1 else 0
+            for t in self._flying:  # still on its way: it may reach the exchange in this one
+                if t.counted_to < window:
+                    carried += t.weight
+                    t.counted_to = window
+            self.used = carried
             self._straddling = 0
             self._window = window
             self._accepted = 0
@@ -295,6 +336,10 @@ class WeightBudget:
         priority, and every earlier one of the same, has gone; waiting while blocked,
         while the window is full up to this priority's ceiling, or while the requests in
         flight are at their cap."""
+        await self._acquire(weight, priority)
+
+    async def _acquire(self, weight: int, priority: Priority) -> _Ticket:
+        """``acquire``: the request's ticket, with the windows its weight counts in."""
         priority = Priority(priority)
         ticket = _Ticket(priority, weight, self.clock.now_ms())
         self._queues[priority].append(ticket)
@@ -315,7 +360,7 @@ class WeightBudget:
                 if self.in_flight and self.in_flight >= self.in_flight_cap:
                     await self._freed.wait()
                     continue
-                if await self._fits(weight, priority):
+                if await self._fits(ticket):
                     self.requests += 1
                     self.weight_sent += weight
                     self._sent_this_window += weight
@@ -323,7 +368,7 @@ class WeightBudget:
                     self._sent_weight[priority] += weight
                     queued = False
                     self._dequeue(ticket)
-                    return
+                    return ticket
                 self.waits += 1
                 wake_ms = (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
                 if (
@@ -353,9 +398,10 @@ class WeightBudget:
             return self.blocked_until_ms - now_ms
         return (self._window_of(now_ms) + 1) * self.window_ms + _SKEW_MARGIN_MS - now_ms
 
-    async def _fits(self, weight: int, priority: Priority) -> bool:
-        """Take ``weight`` from the window if it fits this priority's ceiling (or the
-        window is empty): here, and in the shared window when there is one."""
+    async def _fits(self, ticket: _Ticket) -> bool:
+        """Take the ticket's weight from the window if it fits its priority's ceiling (or
+        the window is empty): here, and in the shared window when there is one."""
+        weight, priority = ticket.weight, ticket.priority
         ceiling = self._ceiling_now(priority, self.clock.now_ms())
         if self.shared is not None:
             try:
@@ -369,22 +415,33 @@ class WeightBudget:
             else:
                 self._roll(self.clock.now_ms())
                 self.used = max(self.used, used)
+                if taken:
+                    self._count(ticket)
                 return taken
         if self.used + weight <= ceiling or self.used == 0:
             self.used += weight
-            end_ms = (self._window + 1) * self.window_ms + _SKEW_MARGIN_MS
-            if end_ms - self.clock.now_ms() <= min(_STRADDLE_MS, self.window_ms // 8):
-                self._straddling += weight
+            self._count(ticket)
             return True
         return False
+
+    def _count(self, ticket: _Ticket) -> None:
+        """The ticket's weight, just taken in this window, counts in the next one too
+        when sent near this one's end."""
+        ticket.counted_to = self._window
+        if self._end_ms() - self.clock.now_ms() <= self._straddle_ms():
+            self._straddling += ticket.weight
+            ticket.counted_to += 1
 
     @contextlib.asynccontextmanager
     async def sending(
         self, weight: int, priority: Priority = Priority.HISTORY
     ) -> AsyncIterator[None]:
         """Reserve ``weight`` and count it in flight until the answer is in (handle the
-        answer inside, so a 429 blocks everyone before the next sender is let go)."""
-        await self.acquire(weight, priority)
+        answer inside, so a 429 blocks everyone before the next sender is let go). Until
+        then the weight counts in every window that begins (the exchange may not have had
+        the request yet), and in the next one when the answer comes near a window's end."""
+        ticket = await self._acquire(weight, priority)
+        self._flying.add(ticket)
         self.in_flight += 1
         self.in_flight_peak = max(self.in_flight_peak, self.in_flight)
         started_s = time.perf_counter()
@@ -393,6 +450,12 @@ class WeightBudget:
         finally:
             latency_s = time.perf_counter() - started_s
             self.latency_s += (latency_s - self.latency_s) * _LATENCY_WEIGHT
+            now_ms = self.clock.now_ms()
+            self._roll(now_ms)
+            self._flying.discard(ticket)
+            if ticket.counted_to == self._window and self._answered_late(now_ms):
+                self._straddling += ticket.weight
+                ticket.counted_to += 1
             self.in_flight -= 1
             freed, self._freed = self._freed, asyncio.Event()
             freed.set()
@@ -464,7 +527,7 @@ class WeightBudget:
                 self.window_ms,
             )
             self.limit, self.window_ms = stated_limit, stated_window_ms
-            self._window = self._window_of(now_ms)  # as set_limit: the numbering changes
+            self._renumber(now_ms)  # as set_limit: the numbering changes
         first = now_ms >= self.blocked_until_ms  # not one of a volley already answered
         self.limited += 1
         self._limited_ms = now_ms
