@@ -24,11 +24,11 @@ ceiling only, so that urgent work arriving later in the window finds room at onc
 A request heavier than its ceiling still goes, alone, in a fresh window. The plan never
 causes a 429 itself: every ceiling is a share of ``limit * safety``, and a request's
 weight counts in every window the exchange may count it in: the next one too when it is
-sent in a window's last ``_STRADDLE_MS`` (an eighth of a short window) or answered in its
-last ``_ANSWERED_MS`` (the skew margin either way), every one that begins while it is
-still on its way (a loaded host), and, when the window's length changes (exchangeInfo's
-2-second window replacing the default minute), the weight used so far in the renumbered
-next one too if the change comes within ``_ANSWERED_MS`` of its turn.
+sent in a window's last ``_STRADDLE_MS`` (an eighth of a short window; not in a shared
+window) or answered in its last ``_ANSWERED_MS`` (the skew margin either way), every one
+that begins while it is still on its way (a loaded host), and, when the window's length
+changes (exchangeInfo's 2-second window replacing the default minute), the weight used so
+far in the renumbered next one too if the change comes within ``_ANSWERED_MS`` of its turn.
 
 A 429 means the limit is lower than the budget believed (it changed, or another client of
 the IP spends weight). Requests that land during the ``Retry-After`` period count against
@@ -415,8 +415,9 @@ class WeightBudget:
             else:
                 self._roll(self.clock.now_ms())
                 self.used = max(self.used, used)
-                if taken:
-                    self._count(ticket)
+                # (no margin at sending here, as before: ``sending`` carries the weight
+                # of a request answered late or still on its way at the turn)
+                ticket.counted_to = self._window
                 return taken
         if self.used + weight <= ceiling or self.used == 0:
             self.used += weight
