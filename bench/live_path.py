@@ -243,7 +243,7 @@ from livecandle.store import Store
 from livecandle.store.client import connect
 class History:
     async def trades_after(self, symbol, agg_id, limit, speculative=False): return []
-    async def latest_trades(self, symbol, limit, speculative=False): return []
+    async def first_trades(self, symbol, start_ms, end_ms, limit, speculative=False): return []
 class Clock:
     t = 0
     def now_ms(self): return self.t

@@ -200,8 +200,10 @@ class TradeHistory(Protocol):
         silence), not to fill a known hole: it may wait behind everything urgent."""
         ...
 
-    async def latest_trades(
-        self, symbol: str, limit: int, speculative: bool = False
+    async def first_trades(
+        self, symbol: str, start_ms: int, end_ms: int, limit: int, speculative: bool = False
     ) -> list[Trade]:
-        """The newest ``limit`` trades of ``symbol``, oldest first."""
+        """The oldest ``limit`` trades of ``symbol`` made from ``start_ms`` to ``end_ms``
+        (both included), oldest first; an exchange may look back a bounded span only
+        (Binance: the hour up to ``end_ms``)."""
         ...

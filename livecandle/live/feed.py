@@ -531,16 +531,20 @@ class LiveFeed:
     async def _check_silence(self, st: SymbolState) -> None:
         """A symbol silent for ``quiet_s``: a quiet market, or did its stream stop? The
         exchange tells (a speculative request, spare weight only): trades after our
-        newest that are older than the newest message handled (less a second between
-        connections) mean the stream lost them (they are applied, and the streams
-        reconnect); none mean the market is just quiet; newer ones may still be in the
-        queue (a busy consumer) or on the wire."""
+        newest (before the first: since the symbol was added) that are older than the
+        newest message handled (less a second between connections) mean the stream lost
+        them (they are applied, and the streams reconnect); none mean the market is just
+        quiet; newer ones may still be in the queue (a busy consumer) or on the wire."""
         before_ms = (self.newest_ms or self.clock.now_ms()) - IN_FLIGHT_MS
         try:
             last = st.sequencer.last_id
             if last is None:
-                newest = await self.history.latest_trades(st.symbol, 1, speculative=True)
-                missed = any(st.since_ms <= t.time_ms < before_ms for t in newest)
+                # the oldest trade since it was added, not the newest: a busy symbol's
+                # newest is always younger than the margin (its stall went unseen)
+                first = await self.history.first_trades(
+                    st.symbol, st.since_ms, before_ms - 1, 1, speculative=True
+                )
+                missed = any(st.since_ms <= t.time_ms < before_ms for t in first)
             else:
                 missed = await self._tail_fetch(st, speculative=True, before_ms=before_ms) > 0
         except Exception as e:  # cannot tell: the next silence asks again

@@ -45,11 +45,11 @@ class MemoryHistory:
         self._ask()
         return [t for t in self.trades if t.agg_id > agg_id][:limit]
 
-    async def latest_trades(
-        self, symbol: str, limit: int, speculative: bool = False
+    async def first_trades(
+        self, symbol: str, start_ms: int, end_ms: int, limit: int, speculative: bool = False
     ) -> list[Trade]:
         self._ask()
-        return self.trades[-limit:]
+        return [t for t in self.trades if start_ms <= t.time_ms <= end_ms][:limit]
 
     def _ask(self) -> None:
         self.asked += 1
@@ -492,6 +492,31 @@ async def test_a_silent_symbol_without_trades_reconnects_if_the_exchange_traded_
     await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect, if any
     assert history.asked == 1
     assert len(stalls) == reconnects
+
+
+async def test_a_busy_symbol_silent_before_its_first_trade_is_a_stall() -> None:
+    """Heard once (a snapshot), never a trade, while the exchange trades it every 100 ms:
+    its newest trade is always within the second a trade may still be on its way, but
+    the ones before, since it was added, were lost: a stall, reconnected, and health
+    says so (CI: a stall right after the service started was taken for a quiet market,
+    every look doubling the wait)."""
+    stalls: list[str] = []
+
+    async def on_stall(symbol: str) -> None:
+        stalls.append(symbol)
+
+    history = MemoryHistory([agg(a, t=T0 + 100 * a).trade() for a in range(1, 701)])
+    clock = ManualClock(T0)
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], history, clock, silence_s=5, on_stall=on_stall)
+    st = f.states["BTCUSDT"]  # added at T0
+    clock.advance(70_000)  # the exchange's newest trade: now
+    st.heard = time.monotonic() - f.quiet_s - 1
+    f.tick()
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect
+    assert history.asked == 1
+    assert stalls == ["BTCUSDT"]
+    assert st.stalled_since and f.stats()["symbols"]["BTCUSDT"]["stalled_s"] is not None
 
 
 def trade_of(symbol: str, a: int) -> TradeEvent:

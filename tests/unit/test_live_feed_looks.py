@@ -34,11 +34,11 @@ class AskedHistory:
         self.asked += 1
         return [t for t in self.trades if t.agg_id > agg_id][:limit]
 
-    async def latest_trades(
-        self, symbol: str, limit: int, speculative: bool = False
+    async def first_trades(
+        self, symbol: str, start_ms: int, end_ms: int, limit: int, speculative: bool = False
     ) -> list[Trade]:
         self.asked += 1
-        return self.trades[-limit:]
+        return [t for t in self.trades if start_ms <= t.time_ms <= end_ms][:limit]
 
 
 def agg(a: int, f: int, event_ms: int) -> TradeEvent:

@@ -138,6 +138,10 @@ def _undecodable(frame: Frame, error: Exception) -> MarketEvent | None:
     return BadMessage(f"{error}: {text[:200]}")
 
 
+# the longest span between startTime and endTime /api/v3/aggTrades answers (-1127 beyond)
+_AGG_TRADES_SPAN_MS = 3_600_000 - 1
+
+
 class RestTradeHistory:
     """``/api/v3/aggTrades`` as the feed's ``TradeHistory``."""
 
@@ -152,10 +156,16 @@ class RestTradeHistory:
         )
         return [r.trade() for r in rows]
 
-    async def latest_trades(
-        self, symbol: str, limit: int, speculative: bool = False
+    async def first_trades(
+        self, symbol: str, start_ms: int, end_ms: int, limit: int, speculative: bool = False
     ) -> list[Trade]:
-        rows = await self.rest.agg_trades(symbol, limit=limit, priority=_priority(speculative))
+        # Binance answers -1127 for more than an hour between startTime and endTime
+        start_ms = max(start_ms, end_ms - _AGG_TRADES_SPAN_MS)
+        if end_ms < start_ms:
+            return []
+        rows = await self.rest.agg_trades(
+            symbol, start_ms=start_ms, end_ms=end_ms, limit=limit, priority=_priority(speculative)
+        )
         return [r.trade() for r in rows]
 
 
