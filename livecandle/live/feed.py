@@ -603,11 +603,12 @@ class LiveFeed:
             self.tick()
 
     def stats(self) -> dict[str, Any]:
+        silence_s, longest_s = self.silence_s, self.quiet_s
         return {
             "messages": self.messages,
             "stalls": self.stalls,
             "bad_messages": self.bad_messages,
             "unknown_events": self.unknown_events,
             "last_bad": self.last_bad,
-            "symbols": {s: st.stats() for s, st in self.states.items()},
+            "symbols": {s: st.stats(silence_s, longest_s) for s, st in self.states.items()},
         }

@@ -142,8 +142,12 @@ class SymbolState:
             return out
         return None
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, silence_s: float, longest_s: float) -> dict[str, Any]:
+        """``silence_s``, ``longest_s``: the feed's, for ``look_after_s`` (``quiet_s``: how
+        long this symbol may be silent before the exchange is asked, the soonest its
+        stall can be reported)."""
         return {
+            "look_after_s": round(self.quiet_s(silence_s, longest_s), 3),
             "last_agg_id": self.sequencer.last_id,
             "gaps": self.sequencer.gaps,
             "recovered": self.sequencer.recovered,

@@ -76,6 +76,13 @@ async def test_a_stalled_symbol_makes_health_degraded_naming_it(
     ) as svc:
         assert svc.web_url is not None
         await health_until(svc.web_url, ok, 20)
+        # the stall of a symbol the service knows to be busy, whose silence is asked about
+        # after stream_silence_s: a fresh emulator's history trades sparsely, and its
+        # first snapshot (1 trade in 5 s) makes ETHUSDT look quiet (asked about after ten
+        # of its gaps, ~50 s) until its live trades have moved that guess
+        await health_until(
+            svc.web_url, lambda b: b["stream"]["symbols"]["ETHUSDT"]["look_after_s"] == 2.0, 20
+        )
         await asyncio.to_thread(emulator.control, stall={"symbol": "ETHUSDT", "seconds": 6})
         body = await health_until(svc.web_url, degraded_by("stream of ETHUSDT stalled"), 10)
         assert not any("BTCUSDT" in p for p in body["problems"])
