@@ -536,6 +536,7 @@ class LiveFeed:
         them (they are applied, and the streams reconnect); none mean the market is just
         quiet; newer ones may still be in the queue (a busy consumer) or on the wire."""
         before_ms = (self.newest_ms or self.clock.now_ms()) - IN_FLIGHT_MS
+        told = True  # the exchange answered (else: no reason to wait longer next time)
         try:
             last = st.sequencer.last_id
             if last is None:
@@ -546,15 +547,16 @@ class LiveFeed:
                 )
                 missed = any(st.since_ms <= t.time_ms < before_ms for t in first)
             else:
-                missed = await self._tail_fetch(st, speculative=True, before_ms=before_ms) > 0
+                found = await self._tail_fetch(st, speculative=True, before_ms=before_ms)
+                missed, told = found > 0, found >= 0
         except Exception as e:  # cannot tell: the next silence asks again
             log.warning("%s: silent, and the exchange cannot be asked (%s)", st.symbol, e)
-            missed = False
+            missed = told = False
         finally:
             st.checking_silence = False
             st.heard = time.monotonic()  # look again after another silence
         mono = time.monotonic()
-        if not missed:
+        if told and not missed:
             st.found_quiet(self.silence_s, self.quiet_s)
         if missed and not st.stalled_since:
             st.stalled_since = mono

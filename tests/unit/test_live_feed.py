@@ -519,6 +519,30 @@ async def test_a_busy_symbol_silent_before_its_first_trade_is_a_stall() -> None:
     assert st.stalled_since and f.stats()["symbols"]["BTCUSDT"]["stalled_s"] is not None
 
 
+@pytest.mark.parametrize("traded", [False, True])
+async def test_a_look_the_exchange_could_not_answer_does_not_lengthen_the_next_wait(
+    traded: bool,
+) -> None:
+    """A silent symbol (before its first trade, or after some) is looked at while every
+    REST call fails: it cannot tell a quiet market, so the wait before the next look
+    stays as it was (a quiet market's doubles: a stall during an outage went unreported
+    for ever longer)."""
+    history = MemoryHistory(failure=RuntimeError("exchange unreachable"))
+    clock = ManualClock(T0)
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], history, clock, silence_s=5)
+    st = f.states["BTCUSDT"]
+    if traded:
+        f.handle(agg(1, t=T0))
+    clock.advance(70_000)
+    before_s = st.quiet_s(f.silence_s, f.quiet_s)
+    for _ in range(3):
+        st.heard = time.monotonic() - f.quiet_s - 1
+        f.tick()
+        await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    assert history.asked == 3
+    assert st.quiet_s(f.silence_s, f.quiet_s) == before_s
+
+
 def trade_of(symbol: str, a: int) -> TradeEvent:
     return TradeEvent(symbol, a, 100 * SCALE, SCALE, a * 10, a * 10, T0 + a, False, T0 + a)
 
