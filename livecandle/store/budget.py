@@ -34,11 +34,18 @@ class RedisWeightWindow:
         self.refused = 0
 
     async def take(
-        self, window: int, window_ms: int, weight: int, ceiling: int, known: int
+        self,
+        window: int,
+        window_ms: int,
+        weight: int,
+        ceiling: int,
+        known: int,
+        carried: int = 0,
     ) -> tuple[bool, int]:
         key = self.store.keys.budget_window(f"{self.name}{window_ms}", window)
+        ttl_ms = window_ms * _WINDOW_TTL_FACTOR
         ok, used = await _run(
-            self.store, self._take, [key], [weight, ceiling, known, window_ms * _WINDOW_TTL_FACTOR]
+            self.store, self._take, [key], [weight, ceiling, known, ttl_ms, carried]
         )
         if int(ok):
             self.taken += 1

@@ -410,9 +410,11 @@ BUDGET_TAKE: Final = r"""
 -- Take weight from one fixed window of the IP's shared budget if it fits.
 -- KEYS[1] the window's counter   ARGV[1] weight   ARGV[2] ceiling   ARGV[3] what this
 -- process knows was used (the exchange's header; raises the count)   ARGV[4] TTL ms
+-- ARGV[5] weight this process carried into the window (requests of the last one that
+-- the exchange may count in this one), added to the count once
 -- Returns {1 taken or 0 not, the window's count after}. An empty window takes any weight
 -- (a request heavier than its ceiling goes alone in a fresh window).
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local used = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[5] or '0')
 local known = tonumber(ARGV[3])
 if known > used then used = known end
 local w = tonumber(ARGV[1])

@@ -4,6 +4,7 @@ the websocket connection attempts, taken atomically by every process of the IP."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -55,6 +56,25 @@ async def test_two_processes_together_stay_within_one_windows_weight(store: Stor
     clock.set(T0 + 60_000)
     await b.acquire(100, Priority.CLOSED)
     await _waits(a, 1, Priority.GAP_FILL)
+
+
+async def test_requests_of_two_processes_on_their_way_at_a_turn_both_count_in_the_next_window(
+    store: Store,
+) -> None:
+    """Each process has a request still unanswered when the window turns: the exchange may
+    count both in the new window, so the shared count holds both (each process carries
+    its own; the count is their sum, not the larger)."""
+    clock = ManualClock(T0)
+    a, b = _budget(store, clock), _budget(store, clock)
+    async with contextlib.AsyncExitStack() as flying:
+        await flying.enter_async_context(a.sending(10, Priority.HISTORY))
+        await flying.enter_async_context(b.sending(10, Priority.HISTORY))
+        clock.set(T0 + 60_000)  # both answered after the turn
+    await a.acquire(1, Priority.HISTORY)
+    await b.acquire(1, Priority.HISTORY)
+    assert b.used == 22
+    await a.acquire(1, Priority.HISTORY)  # carried once, not again
+    assert a.used == 23
 
 
 async def test_the_exchanges_header_raises_the_shared_count(store: Store) -> None:

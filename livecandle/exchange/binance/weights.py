@@ -101,11 +101,20 @@ class SharedWindow(Protocol):
     IP's limit. Priorities stay each process's own."""
 
     async def take(
-        self, window: int, window_ms: int, weight: int, ceiling: int, known: int
+        self,
+        window: int,
+        window_ms: int,
+        weight: int,
+        ceiling: int,
+        known: int,
+        carried: int = 0,
     ) -> tuple[bool, int]:
         """Add ``weight`` to the count of ``window`` if it stays within ``ceiling`` (an
         empty window takes any weight); ``known``: what this process knows was used (the
-        exchange's header), raising the count. Returns (taken, the count now)."""
+        exchange's header), raising the count; ``carried``: weight of this process's
+        requests of the window before that the exchange may count in this one, added to
+        the count (once: the caller passes it until a call has gone through). Returns
+        (taken, the count now)."""
         ...
 
 
@@ -179,6 +188,7 @@ class WeightBudget:
         self._sent_this_window = 0
         self._straddling = 0  # weight sent or answered near this window's end: the next one's too
         self._flying: set[_Ticket] = set()  # requests sent through ``sending``, unanswered
+        self._unshared = 0  # weight carried into this window, not yet in the shared count
 
     @property
     def header(self) -> str:
@@ -305,7 +315,7 @@ class WeightBudget:
                 if t.counted_to < window:
                     carried += t.weight
                     t.counted_to = window
-            self.used = carried
+            self.used = self._unshared = carried
             self._straddling = 0
             self._window = window
             self._accepted = 0
@@ -404,15 +414,18 @@ class WeightBudget:
         weight, priority = ticket.weight, ticket.priority
         ceiling = self._ceiling_now(priority, self.clock.now_ms())
         if self.shared is not None:
+            window, carried = self._window, self._unshared
             try:
                 taken, used = await self.shared.take(
-                    self._window, self.window_ms, weight, ceiling, self.used
+                    window, self.window_ms, weight, ceiling, self.used, carried
                 )
             except Exception as e:  # the shared count is out of reach: this process's own
                 self.shared_errors += 1
                 if self.shared_errors == 1 or self.shared_errors % 100 == 0:
                     log.warning("the shared weight budget cannot be read (%s)", e)
             else:
+                if self._window == window:  # the carry is in the shared count now
+                    self._unshared -= carried
                 self._roll(self.clock.now_ms())
                 self.used = max(self.used, used)
                 # (no margin at sending here, as before: ``sending`` carries the weight
