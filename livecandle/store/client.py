@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
@@ -24,6 +24,7 @@ from redis.asyncio.connection import (
 )
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.cluster import PRIMARY
 
 DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_TIMEOUT_S = 3.0
@@ -76,6 +77,35 @@ class _UnixConnection(_CancellableSend, UnixDomainSocketConnection):
     pass
 
 
+class _KeptNodes(NodesManager):
+    """redis-py 7.4's, routing by the nodes it keeps (as redis-py 8 does, #4057).
+
+    A topology refresh (a failover, a node that stopped answering) reads CLUSTER SLOTS
+    into fresh node objects, keeps its old object of every node it knew, and then routes
+    by the fresh ones: their connections are not the ones ``aclose`` closes (each
+    refresh left a socket per node open until the garbage collector found it) and the
+    kept nodes' roles go stale (a promoted replica is no primary to ``get_primaries``).
+    Here the slots point at the kept nodes again, with the roles CLUSTER SLOTS gave."""
+
+    __slots__ = ()
+
+    async def initialize(self) -> None:
+        await super().initialize()
+        kept: dict[int, list[ClusterNode]] = {}  # slot ranges share one list: keep that
+        for slot, nodes in self.slots_cache.items():
+            same = kept.get(id(nodes))
+            if same is None:
+                same = kept[id(nodes)] = []
+                for node in nodes:
+                    known = self.nodes_cache.setdefault(node.name, node)
+                    known.server_type = node.server_type
+                    same.append(known)
+            self.slots_cache[slot] = same
+        primaries = self.get_nodes_by_server_type(PRIMARY)
+        if primaries and (self.default_node is None or self.default_node not in primaries):
+            self.default_node = primaries[0]
+
+
 _CANCELLABLE: dict[type[AbstractConnection], type[AbstractConnection]] = {
     Connection: _TcpConnection,
     SSLConnection: _TlsConnection,
@@ -118,6 +148,7 @@ def connect(
         )
         for node in client.nodes_manager.startup_nodes.values():
             node.connection_class = kwargs["connection_class"]
+        client.nodes_manager.__class__ = _KeptNodes
         return client  # type: ignore[no-any-return]
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
