@@ -143,7 +143,7 @@ class LiveFeed:
         )
         st.sequencer.max_held, st.sequencer.pool = self.max_held, self.held_pool
         st.index = {i.name: n for n, i in enumerate(self.intervals)}
-        st.since_ms = self.clock.now_ms()
+        st.since_ms, st.added = self.clock.now_ms(), time.monotonic()
         self.states[symbol] = st
         self._lives[symbol] = st.live
         return st
@@ -475,13 +475,15 @@ class LiveFeed:
         mono = time.monotonic()
         longest_s, silence_s = self.quiet_s, self.silence_s
         for st in self.states.values():
-            silent_s = mono - st.heard
+            silent_s = mono - (st.heard or st.added)
             if (
-                st.heard
-                and silent_s > silence_s  # the least quiet_s: most symbols stop here
-                and silent_s > st.quiet_s(silence_s, longest_s)
+                silent_s > silence_s  # the least quiet_s: most symbols stop here
+                and silent_s > (st.quiet_s(silence_s, longest_s) if st.heard else longest_s)
                 and not st.checking_silence
             ):
+                # never heard from since it was added (a subscription that did not take
+                # is silent too): after the longest quiet, since every candle stream
+                # sends a final kline at each close
                 st.checking_silence = True
                 self._spawn(self._check_silence(st), f"silence:{st.symbol}")
             if st.sequencer.gap is not None:

@@ -52,6 +52,7 @@ class SymbolState:
     stream_ms: int = 0  # exchange time of the newest message about this symbol handled
     checking_silence: bool = False  # asking the exchange whether a silence lost trades
     since_ms: int = 0  # exchange time the symbol was added
+    added: float = 0.0  # ... and monotonic time (silent since, until first heard from)
     # moving average of the seconds between trades (0.0: none seen yet), so that a
     # busy symbol's silence is noticed in seconds and a rarely traded one costs nothing
     trade_gap_s: float = 0.0
@@ -147,7 +148,9 @@ class SymbolState:
         long this symbol may be silent before the exchange is asked, the soonest its
         stall can be reported)."""
         return {
-            "look_after_s": round(self.quiet_s(silence_s, longest_s), 3),
+            "look_after_s": round(
+                self.quiet_s(silence_s, longest_s) if self.heard else longest_s, 3
+            ),
             "last_agg_id": self.sequencer.last_id,
             "gaps": self.sequencer.gaps,
             "recovered": self.sequencer.recovered,

@@ -519,6 +519,37 @@ async def test_a_busy_symbol_silent_before_its_first_trade_is_a_stall() -> None:
     assert st.stalled_since and f.stats()["symbols"]["BTCUSDT"]["stalled_s"] is not None
 
 
+@pytest.mark.parametrize(("traded_ms", "reconnects"), [(T0 + 500, 1), (T0 - 500, 0)])
+async def test_a_symbol_never_heard_from_is_asked_after_the_longest_quiet(
+    traded_ms: int, reconnects: int
+) -> None:
+    """Not one message since it was added (a subscription that did not take is silent
+    too): not asked while every candle stream's final kline may still be on its way, asked
+    after the longest quiet; trades since it was added mean a stall, none a quiet market."""
+    stalls: list[str] = []
+
+    async def on_stall(symbol: str) -> None:
+        stalls.append(symbol)
+
+    history = MemoryHistory([agg(9, t=traded_ms).trade()])
+    clock = ManualClock(T0)
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], history, clock, silence_s=5, on_stall=on_stall)
+    st = f.states["BTCUSDT"]  # added at T0, never heard from
+    assert f.stats()["symbols"]["BTCUSDT"]["look_after_s"] == f.quiet_s == 65
+    clock.advance(70_000)
+    st.added = time.monotonic() - f.quiet_s + 1  # silent for longer than silence_s only
+    f.tick()
+    assert not f._fills and history.asked == 0
+    st.added = time.monotonic() - f.quiet_s - 1
+    f.tick()
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)  # the reconnect, if any
+    assert history.asked == 1
+    assert stalls == ["BTCUSDT"] * reconnects
+    f.tick()  # looked at just now: not again
+    assert not f._fills and history.asked == 1
+
+
 @pytest.mark.parametrize("traded", [False, True])
 async def test_a_look_the_exchange_could_not_answer_does_not_lengthen_the_next_wait(
     traded: bool,
