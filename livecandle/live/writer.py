@@ -255,6 +255,7 @@ class LiveWriter:
         self.publish_period_ms = publish_period_ms
         self.flushes = 0
         self.keys_written = 0
+        self.prices_republished = 0  # prices sent again after older candles (flush)
         self.published = 0
         self.last_flush_s = 0.0
         self.errors = 0
@@ -449,6 +450,9 @@ class LiveWriter:
         batch_candles: list[msgspec.Raw] = []
         batch_prices: list[msgspec.Raw] = []
         writing: list[SymbolLive] = []  # the symbols whose keys this flush sets
+        # with prices apart, each symbol whose candles this flush publishes, and its last
+        # trade then: the price loop may publish a newer price before these candles land
+        stamped: list[tuple[SymbolLive, int]] | None = None if prices else []
         for name in names:
             st = symbols.get(name)
             if st is None:  # no longer followed
@@ -493,6 +497,8 @@ class LiveWriter:
                 )
             batch_candles.extend(msgspec.Raw(w.value) for w in st.unwritten)
             unwritten[name] = st
+            if stamped is not None:
+                stamped.append((st, st.agg_id))
         writes: list[LiveWrite] = []
         price_keys: list[tuple[str, bytes]] = []
         # while writes fail, all that is unwritten goes (the keys first: write_live)
@@ -538,6 +544,8 @@ class LiveWriter:
             self._failed(e)
             return 0
         self._closed, self._closings = [], []
+        if stamped:
+            self._republish_newer_prices(stamped)
         for st, price in written:
             st.unwritten = []
             # a price published meanwhile (run's price loop) waits for the next write
@@ -553,6 +561,18 @@ class LiveWriter:
         if failing:
             self._recovered()
         return len(writes) + len(price_keys)
+
+    def _republish_newer_prices(self, stamped: list[tuple[SymbolLive, int]]) -> None:
+        """A symbol that traded while its candles were on their way may have had the
+        newer price published first (the price loop does not wait for a flush, and the
+        order two connections' messages reach Redis in is not ours): a subscriber would
+        then hold candles whose close is older than a price it was shown. Its price goes
+        out again in the price loop's next message, after these candles. (One not yet
+        published will go out after them anyway.)"""
+        for st, agg_id in stamped:
+            if st.agg_id != agg_id and not st._price_dirty:
+                st.price_dirty = True
+                self.prices_republished += 1
 
     async def _write_fenced(
         self,

@@ -563,6 +563,8 @@ class Service:
                 f"livecandle_live_flushes_total {self.writer.flushes}",
                 "# TYPE livecandle_live_keys_written_total counter",
                 f"livecandle_live_keys_written_total {self.writer.keys_written}",
+                "# TYPE livecandle_live_prices_republished_total counter",
+                f"livecandle_live_prices_republished_total {self.writer.prices_republished}",
             ]
         if self.fetcher is not None:
             lines += [

@@ -44,6 +44,7 @@ def trade(live: SymbolLive, time_ms: int, price: int) -> None:
     """One trade of one unit, handed over as the feed does."""
     closed = live.builder.add(time_ms, price, SCALE)
     live.last_trade_ms = time_ms
+    live.agg_id += 1
     live.dirty = live.price_dirty = True
     if closed:
         live.closed.extend(closed)
@@ -490,6 +491,56 @@ async def test_a_running_writer_publishes_prices_while_a_flush_is_under_way(stor
     assert all(m["candles"] == [] for m in during)
     shown = [int(p["price"].split(".")[0]) for m in during for p in m["prices"]]
     assert shown == sorted(shown) and shown[-1] >= 105
+
+
+async def test_a_price_published_before_older_candles_landed_goes_out_again_after_them(
+    store: Store,
+) -> None:
+    """Trades during a flush's round trip: their price goes out first (the price loop
+    does not wait), then the flush's candles, whose close is older. The newest price is
+    published again at once after them (not left to the next key write, a write period
+    later): a subscriber does not keep a close older than a price it was shown."""
+    live = symbol_live()
+    writer = LiveWriter(store, {"BTCUSDT": live}, lambda: T0, write_period_ms=300)
+    write_live = store.write_live
+    slow, under_way, priced = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slowed(candles: Any, *args: Any) -> None:
+        candles = list(candles)
+        if candles and slow.is_set() and not priced.is_set():
+            under_way.set()
+            await priced.wait()  # a newer price was published meanwhile
+        await write_live(candles, *args)
+
+    def decoded(item: tuple[str, bytes]) -> Any:
+        return msgspec.json.decode(item[1])
+
+    def shown(message: Any) -> list[str]:
+        return [p["price"] for p in message["prices"]]
+
+    store.write_live = slowed  # type: ignore[method-assign]
+    async with listening(store, store.keys.live_channel) as updates:
+        task = asyncio.create_task(writer.run())
+        try:
+            async with asyncio.timeout(5):
+                trade(live, T0, 100 * SCALE)
+                assert shown(decoded(await updates.get())) == ["100.00000000"]  # 1st write
+                slow.set()
+                trade(live, T0 + 1, 101 * SCALE)  # the next key write's candles: close 101
+                await under_way.wait()
+                trade(live, T0 + 2, 102 * SCALE)  # while they are on their way
+                while "102.00000000" not in shown(decoded(await updates.get())):
+                    pass
+                priced.set()
+                while not (candles := decoded(await updates.get()))["candles"]:
+                    pass
+                after = decoded(await updates.get())
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert {c["close"] for c in candles["candles"]} == {"101.00000000"}
+    assert after["candles"] == [] and shown(after) == ["102.00000000"]
+    assert writer.prices_republished == 1
 
 
 async def test_a_running_writer_stores_finals_while_a_flush_is_under_way(store: Store) -> None:
