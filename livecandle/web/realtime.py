@@ -253,7 +253,7 @@ class Realtime:
             try:
                 head = _head.decode(raw)
                 if head.symbol in rooms:
-                    self._pending[("live_price", head.symbol)] = msgspec.json.decode(raw)
+                    self._pend(("live_price", head.symbol), msgspec.json.decode(raw))
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
         for raw in batch.candles:
@@ -267,13 +267,25 @@ class Realtime:
                 continue
             previous = c.get("previous")
             candle = {k: v for k, v in c.items() if k != "previous"}
-            self._pending[("live_candle", room)] = {
-                "symbol": c["symbol"],
-                "interval": c["interval"],
-                "candle": candle,
-                "previous": previous,
-            }
+            self._pend(
+                ("live_candle", room),
+                {
+                    "symbol": c["symbol"],
+                    "interval": c["interval"],
+                    "candle": candle,
+                    "previous": previous,
+                },
+            )
         self._wake.set()
+
+    def _pend(self, key: tuple[str, str], payload: Any) -> None:
+        """The newest event of a room, emitted in the order of the newest events: a
+        price that came after a candle of its symbol goes after it, even when an older
+        price of the symbol was pending before that candle (the candle's close would
+        otherwise be shown last, older than the price)."""
+        pending = self._pending
+        pending.pop(key, None)
+        pending[key] = payload
 
     async def flush_loop(self) -> None:
         period_s = self.emit_period_ms / 1000

@@ -138,6 +138,54 @@ async def test_bursts_are_throttled_per_room_and_the_newest_wins(
         assert received < 300
 
 
+async def test_a_price_newer_than_a_candle_is_emitted_after_it(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess, client_factory: Any
+) -> None:
+    """Within one emit period, in Redis's order: a price, candles whose close is older
+    (on their way while that price went out), and the price again (the writer sends it
+    after such candles). Each room's newest event is emitted, in the order of the newest
+    events: the client's candle ends at the newest price, not at the older close."""
+    async with running_service(
+        redis_url, emulator, "1m", roles=("web",), port=0, live_publish_period_ms=300
+    ) as svc:
+        c = await client_factory(svc.web_url)
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            await c.sio.call("subscribe", {"symbol": symbol, "interval": "1m"})
+        channel = Store(redis).keys.live_channel
+        t = 1_700_000_040_000
+
+        def batch(prices: list[Any], candles: list[Any]) -> bytes:
+            return msgspec.json.encode({"time": t, "prices": prices, "candles": candles})
+
+        def price(symbol: str, p: str, time_ms: int) -> dict[str, Any]:
+            return {"symbol": symbol, "price": p, "time": time_ms}
+
+        candle = {
+            "symbol": "BTCUSDT",
+            "interval": "1m",
+            "time": t,
+            "close": "101.00000000",
+            "source": "live",
+            "previous": None,
+        }
+        await redis.publish(channel, batch([price("BTCUSDT", "100.00000000", t)], []))
+        await c.wait(lambda: bool(c.of("live_price")))  # an emit period begins
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.publish(channel, batch([price("BTCUSDT", "102.00000000", t + 2)], []))
+            pipe.publish(channel, batch([], [candle]))
+            pipe.publish(channel, batch([price("BTCUSDT", "102.00000000", t + 2)], []))
+            pipe.publish(channel, batch([price("ETHUSDT", "1.00000000", t + 3)], []))  # the end
+            await pipe.execute()
+        await c.wait(lambda: any(p["symbol"] == "ETHUSDT" for p in c.of("live_price")))
+        btc = [
+            (name, data["price"] if name == "live_price" else data["candle"]["close"])
+            for name, data in c.events
+            if data.get("symbol") == "BTCUSDT"
+        ]
+        assert btc[0] == ("live_price", "100.00000000")
+        assert btc[-2:] == [("live_candle", "101.00000000"), ("live_price", "102.00000000")]
+
+
 async def test_klines_updated_reaches_the_series_room(
     redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess, client_factory: Any
 ) -> None:
