@@ -53,6 +53,7 @@ from bench.common import (
 )
 from livecandle.domain.intervals import parse_interval
 from livecandle.emulator.process import EmulatorProcess
+from livecandle.store.keys import Keys
 
 N_SYMBOLS = int(os.environ.get("BENCH_FULLMARKET_SYMBOLS", "1600"))
 TOTAL_RATE = int(os.environ.get("BENCH_FULLMARKET_RATE", "10000"))
@@ -295,7 +296,7 @@ def run() -> list[dict[str, Any]]:
             out, _ = client.communicate(timeout=120)
             arrivals = json.loads(out)["lat"] if client.returncode == 0 and out.strip() else []
             full = sum(1 for c in list(watcher.counts.values()) if c >= CANDLES)
-            republished = _metric(svc.url, "livecandle_live_prices_republished_total")
+            republished = _republished(redis_url)
         watcher.close()
         # every close up to 10 s before the end had time to be announced
         unannounced = watcher.unannounced(int(time.time() * 1000) + offset_ms - 10_000)
@@ -409,14 +410,11 @@ def run() -> list[dict[str, Any]]:
     return rows
 
 
-def _metric(url: str, name: str) -> str:
-    """One counter of the service's /metrics ("n/a" where this process has no such
-    counter: the web role of a split run)."""
-    with contextlib.suppress(httpx.HTTPError):
-        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-            if line.startswith(name + " "):
-                return line.split()[1]
-    return "n/a"
+def _republished(redis_url: str) -> str:
+    """The stream process's count of prices sent again after older candles (its
+    heartbeat in Redis: /metrics is the web's, a process apart)."""
+    raw = redis.Redis.from_url(redis_url).get(Keys().health("stream"))
+    return str(json.loads(raw).get("prices_republished", "n/a")) if raw else "n/a"
 
 
 if __name__ == "__main__":

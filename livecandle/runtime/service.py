@@ -322,6 +322,9 @@ class Service:
                     "time": now_ms,
                     **self.feed.stats(),
                     "reconnects": self.stream.reconnects,
+                    "prices_republished": self.writer.prices_republished
+                    if self.writer is not None
+                    else 0,
                     "problems": self.problems(),
                 },
                 HEALTH_TTL_MS,
