@@ -170,20 +170,20 @@ class Watcher:
 
 
 @contextlib.contextmanager
-def _background_roles(redis_url: str, env: dict[str, str]) -> Iterator[list[int]]:
-    """The roles without a web server, each in its own process (``split``): their pids."""
+def _background_roles(redis_url: str, env: dict[str, str], logs: Path) -> Iterator[list[int]]:
+    """The roles without a web server, each in its own process (``split``): their pids.
+    Their standard error goes to ``logs``/ROLE.log."""
     if ROLES == "all":
         yield []
         return
-    if LOGS:
-        Path(LOGS).mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "livecandle", "serve", "--role", role],
             env=dict(os.environ, LIVECANDLE_REDIS_URL=redis_url, PYTHONUNBUFFERED="1", **env),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=open(Path(LOGS, f"{role}.log"), "w") if LOGS else subprocess.DEVNULL,  # noqa: SIM115
+            stderr=open(logs / f"{role}.log", "w"),  # noqa: SIM115
         )
         for role in ("stream", "fetcher")
     ]
@@ -250,7 +250,7 @@ def run() -> list[dict[str, Any]]:
         t0 = time.monotonic()
         watcher = Watcher(redis_url, offset_ms, int(time.time() * 1000) + offset_ms)
         with (
-            _background_roles(redis_url, env) as others,
+            _background_roles(redis_url, env, Path(LOGS or tmp, "logs")) as others,
             service(redis_url, "all" if ROLES == "all" else "web", env, timeout_s=120) as svc,
         ):
             pids = [svc.pid, *others]
@@ -296,11 +296,12 @@ def run() -> list[dict[str, Any]]:
             out, _ = client.communicate(timeout=120)
             arrivals = json.loads(out)["lat"] if client.returncode == 0 and out.strip() else []
             full = sum(1 for c in list(watcher.counts.values()) if c >= CANDLES)
-            republished = _republished(redis_url)
+            stream_beat = _stream_beat(redis_url)
         watcher.close()
         # every close up to 10 s before the end had time to be announced
         unannounced = watcher.unannounced(int(time.time() * 1000) + offset_ms - 10_000)
         state = emu.state()
+        incidents = _incidents(stream_beat, state, Path(LOGS or tmp, "logs"))
         redis_mb = redis.Redis.from_url(redis_url).info("memory")["used_memory"] / 2**20
         exchange_now_ms = int(time.time() * 1000) + offset_ms  # the emulator's clock
         verify = subprocess.run(
@@ -375,7 +376,8 @@ def run() -> list[dict[str, Any]]:
             "unit": "ms",
             "goal": "p99 <= 100 ms",
             "note": f"{len(live)} events at {TOTAL_RATE:,} trades/s in all; p99 {phases}; "
-            f"{republished} prices sent again after older candles",
+            f"{stream_beat.get('prices_republished', 'n/a')} prices sent again after older "
+            "candles",
         },
         {
             "bench": "fullmarket",
@@ -397,7 +399,16 @@ def run() -> list[dict[str, Any]]:
             "name": "429s / 418s from the exchange",
             "value": f"{state['rejected_429']} / {state['rejected_418']}",
             "goal": "0 / 0",
-            "note": f"{state['requests']} requests, weight {state['accepted_weight']}",
+            "note": f"{state['requests']} requests, weight {state['accepted_weight']} ("
+            + ", ".join(f"{e} {n}" for e, n in sorted(state["requests_by_endpoint"].items()))
+            + ")",
+        },
+        {
+            "bench": "fullmarket",
+            "name": "stream reconnects / connections the exchange cut / warnings logged",
+            "value": incidents["value"],
+            "goal": "0 / 0 / 0 (else the tail above has a cause)",
+            "note": incidents["note"],
         },
         {
             "bench": "fullmarket",
@@ -410,11 +421,31 @@ def run() -> list[dict[str, Any]]:
     return rows
 
 
-def _republished(redis_url: str) -> str:
-    """The stream process's count of prices sent again after older candles (its
-    heartbeat in Redis: /metrics is the web's, a process apart)."""
+def _stream_beat(redis_url: str) -> dict[str, Any]:
+    """The stream process's heartbeat in Redis (/metrics is the web's, a process apart):
+    its reconnects, stalls and prices sent again after older candles."""
     raw = redis.Redis.from_url(redis_url).get(Keys().health("stream"))
-    return str(json.loads(raw).get("prices_republished", "n/a")) if raw else "n/a"
+    return json.loads(raw) if raw else {}
+
+
+def _incidents(beat: dict[str, Any], state: dict[str, Any], logs: Path) -> dict[str, str]:
+    """What would explain a tail: the stream's reconnects and stalls, the connections the
+    exchange cut (and the limits it saw broken), the roles' warnings (the first few)."""
+    streams = state.get("streams", {})
+    cut = streams.get("dropped_connections", 0)
+    broken = {k: v for k, v in streams.get("violations", {}).items() if v}
+    warnings: list[str] = []
+    for log in sorted(logs.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if " WARNING " in line or " ERROR " in line or " CRITICAL " in line:
+                warnings.append(f"{log.stem}: {line[:160]}")
+    reconnects = beat.get("reconnects", "n/a")
+    note = f"stalls {beat.get('stalls', 'n/a')}"
+    if broken:
+        note += "; limits broken: " + ", ".join(f"{k} {v}" for k, v in broken.items())
+    if warnings:
+        note += "; first warnings: " + " | ".join(warnings[:3])
+    return {"value": f"{reconnects} / {cut} / {len(warnings)}", "note": note}
 
 
 if __name__ == "__main__":
