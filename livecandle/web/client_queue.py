@@ -7,8 +7,13 @@ alive with pongs) makes the server buffer every event for it forever. Here each 
 queue is a ``ClientQueue``:
 
 - a ``LatestPacket`` (live prices and candles, "klines updated": newest state wins per
-  room) replaces a queued one with the same key in place, so a client that lags gets the
-  newest state and its queue does not grow with the update rate;
+  room) replaces a queued one with the same key, so a client that lags gets the newest
+  state and its queue does not grow with the update rate. The packets of one group (a
+  symbol: its price room and its series' rooms) wait together, in the client's queue
+  where the group's first of them was put, and go in the order of their newest states
+  (as ``Realtime`` emits them): a newer price that replaces a waiting older one goes
+  after a candle of its symbol queued since, whose close may be older. Across groups
+  the places hold, so a busy symbol does not push the others back;
 - a client whose queue holds ``max_packets`` other packets (or more rooms' newest states
   than any client can be in), or which took nothing for ``stall_s`` while something was
   waiting, is disconnected (logged once, counted).
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -43,12 +49,19 @@ LATEST_PER_PACKET = 64
 
 class LatestPacket(EngineIOPacket):  # type: ignore[misc]
     """A packet carrying the newest state of ``key``: a queued one with the same key is
-    obsolete and is replaced by this one."""
+    obsolete and is replaced by this one. The packets of one ``group`` (default: the key
+    alone) go in the order of their newest states."""
 
-    def __init__(self, encoded: str, key: Hashable) -> None:
+    def __init__(self, encoded: str, key: Hashable, group: Hashable | None = None) -> None:
         super().__init__(MESSAGE, encoded)
         self.key = key
+        self.group = key if group is None else group
         self.frame = text_frame(self.encode().encode())
+
+
+class _Group(OrderedDict[Hashable, LatestPacket]):
+    """One group's waiting packets by key, in the order of their newest states: one
+    place in a client's queue."""
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -119,8 +132,9 @@ def _always_passes(item: Any) -> bool:
 
 
 class ClientQueue(asyncio.Queue[Any]):
-    """One client's packets. Stored as one-element lists (cells), so a newer
-    ``LatestPacket`` can take an older one's place without searching the queue."""
+    """One client's packets. The queue holds one-element lists (any other packet) and
+    ``_Group``s (each group's newest states, found by group without searching the
+    queue); ``qsize`` counts packets."""
 
     def __init__(
         self,
@@ -134,7 +148,8 @@ class ClientQueue(asyncio.Queue[Any]):
         self.stall_s = stall_s
         self._on_slow = on_slow
         self._clock_s = clock_s
-        self._latest: dict[Hashable, list[Any]] = {}  # key -> its queued cell
+        self._latest: dict[Hashable, _Group] = {}  # group -> its place in the queue
+        self._rooms = 0  # newest-state packets waiting (in every group)
         self._taken_s = clock_s()  # the client last took a packet (or the queue filled)
         self.slow = False
         self.direct: DirectWrites | None = None  # while the client is on a websocket
@@ -162,9 +177,16 @@ class ClientQueue(asyncio.Queue[Any]):
         self.written_through += 1
         return True
 
+    def _init(self, maxsize: int) -> None:
+        # asyncio.Queue's store (its hooks: _init, _put, _get): cells and groups
+        self._queue: deque[list[Any] | _Group] = deque()
+
+    def qsize(self) -> int:
+        return len(self._queue) - len(self._latest) + self._rooms
+
     def put_nowait(self, item: Any) -> None:
         if _always_passes(item):
-            super().put_nowait([item])
+            super().put_nowait(item)
             return
         if self.slow:
             return  # being disconnected: nothing more is kept for it
@@ -172,31 +194,45 @@ class ClientQueue(asyncio.Queue[Any]):
         if not self.empty() and now_s - self._taken_s > self.stall_s:
             self._mark_slow(f"took nothing for {self.stall_s:g} s")
             return
-        key = item.key if isinstance(item, LatestPacket) else None
-        if key is not None and (cell := self._latest.get(key)) is not None:
-            cell[0] = item  # still queued: the newest state takes its place
+        latest = isinstance(item, LatestPacket)
+        if latest and (group := self._latest.get(item.group)) is not None and item.key in group:
+            # still queued: the newest state replaces it, after the group's other states
+            del group[item.key]
+            group[item.key] = item
             return
         # newest-state packets are bounded by the client's rooms (one per key), so a
         # client in many rooms is not cut off by one burst; the rest by ``max_packets``
-        latest = len(self._latest)
-        if key is None and self.qsize() - latest >= self.max_packets:
+        if not latest and len(self._queue) - len(self._latest) >= self.max_packets:
             self._mark_slow(f"{self.max_packets} packets waiting")
             return
-        if key is not None and latest >= self.max_packets * LATEST_PER_PACKET:
-            self._mark_slow(f"{latest} rooms' updates waiting")
+        if latest and self._rooms >= self.max_packets * LATEST_PER_PACKET:
+            self._mark_slow(f"{self._rooms} rooms' updates waiting")
             return
         if self.empty():
             self._taken_s = now_s  # the stall is measured from the oldest waiting packet
-        cell = [item]
-        if key is not None:
-            self._latest[key] = cell
-        super().put_nowait(cell)
+        super().put_nowait(item)
+
+    def _put(self, item: Any) -> None:
+        if not isinstance(item, LatestPacket):
+            self._queue.append([item])
+            return
+        group = self._latest.get(item.group)
+        if group is None:
+            group = self._latest[item.group] = _Group()
+            self._queue.append(group)
+        group[item.key] = item
+        self._rooms += 1
 
     def _get(self) -> Any:
-        cell = super()._get()
-        item = cell[0]
-        if isinstance(item, LatestPacket) and self._latest.get(item.key) is cell:
-            del self._latest[item.key]
+        head = self._queue[0]
+        if isinstance(head, _Group):
+            _, item = head.popitem(last=False)
+            self._rooms -= 1
+            if not head:  # the group's last: its place goes
+                self._queue.popleft()
+                del self._latest[item.group]
+        else:
+            item = self._queue.popleft()[0]
         self._taken_s = self._clock_s()
         return item
 
@@ -209,8 +245,7 @@ class ClientQueue(asyncio.Queue[Any]):
         while not self.empty():
             self.get_nowait()
             self.task_done()
-        self._latest.clear()
-        super().put_nowait([None])
+        super().put_nowait(None)
 
 
 class ClientQueues:

@@ -314,7 +314,8 @@ class Realtime:
         if not participants:
             return
         encoded = self.sio.packet_class(EVENT, namespace="/", data=[event, payload]).encode()
-        packet = LatestPacket(encoded, (event, room))  # newest state wins per room
+        # newest state wins per room; a symbol's rooms keep the order of their newest
+        packet = LatestPacket(encoded, (event, room), room.partition(":")[0])
         sockets = self.sio.eio.sockets
         for _, eio_sid in participants:
             socket = sockets.get(eio_sid)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 import redis.asyncio as aioredis
@@ -184,6 +186,57 @@ async def test_a_price_newer_than_a_candle_is_emitted_after_it(
         ]
         assert btc[0] == ("live_price", "100.00000000")
         assert btc[-2:] == [("live_candle", "101.00000000"), ("live_price", "102.00000000")]
+
+
+async def test_a_client_that_polls_gets_a_symbol_s_events_in_the_order_of_the_newest(
+    redis_url: str, redis: aioredis.Redis, emulator: EmulatorProcess, client_factory: Any
+) -> None:
+    """A long-polling client (its events wait in its queue between polls, as a lagging
+    client's do) is sent, in three emit periods, a price, a candle whose close is older
+    than the next price, and that next price. Its next poll answers the candle, then the
+    price: not the newer price in the older one's place, ahead of the candle."""
+    async with running_service(redis_url, emulator, "1m", roles=("web",), port=0) as svc:
+        assert svc.web_url is not None
+        watcher = await client_factory(svc.web_url)  # a websocket client: sees each emit
+        await watcher.sio.call("subscribe", {"symbol": "BTCUSDT", "interval": "1m"})
+        async with httpx.AsyncClient(base_url=svc.web_url, timeout=10) as http:
+            base = {"EIO": "4", "transport": "polling"}
+
+            async def poll(sid: str) -> list[Any]:
+                r = await http.get("/socket.io/", params={**base, "sid": sid})
+                assert r.status_code == 200, r.text
+                # events ("42[...]") and acks ("43<id>[...]"), in the order sent
+                packets = [p for p in r.text.split("\x1e") if p[:2] in ("42", "43")]
+                return [json.loads(p[2:].lstrip("0123456789")) for p in packets]
+
+            async def send(sid: str, packet: str) -> None:
+                r = await http.post("/socket.io/", params={**base, "sid": sid}, content=packet)
+                assert r.status_code == 200 and r.text == "OK", r.text
+
+            r = await http.get("/socket.io/", params=base)
+            sid = json.loads(r.text[1:])["sid"]
+            await send(sid, "40")
+            await poll(sid)  # the namespace's connect
+            await send(sid, '420["subscribe",{"symbol":"BTCUSDT","interval":"1m"}]')
+            assert (await poll(sid))[0][0]["ok"] is True
+            channel = Store(redis).keys.live_channel
+            t = 1_700_000_040_000
+            price = {"symbol": "BTCUSDT", "time": t}
+            candle = {"symbol": "BTCUSDT", "interval": "1m", "time": t, "source": "live"}
+            for prices, candles in (
+                ([{**price, "price": "100.00000000"}], []),
+                ([], [{**candle, "close": "100.00000000", "previous": None}]),
+                ([{**price, "price": "102.00000000", "time": t + 2}], []),
+            ):
+                seen = len(watcher.events)
+                batch = {"time": t, "prices": prices, "candles": candles}
+                await redis.publish(channel, msgspec.json.encode(batch))
+                await watcher.wait(lambda seen=seen: len(watcher.events) > seen)  # emitted
+            got = [
+                (name, data["price"] if name == "live_price" else data["candle"]["close"])
+                for name, data in await poll(sid)
+            ]
+            assert got == [("live_candle", "100.00000000"), ("live_price", "102.00000000")]
 
 
 async def test_klines_updated_reaches_the_series_room(

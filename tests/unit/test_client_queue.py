@@ -85,3 +85,25 @@ async def test_more_rooms_waiting_than_any_client_can_be_in_is_slow() -> None:
     for room in range(LATEST_PER_PACKET + 1):
         q.put_nowait(LatestPacket("s", room))
     assert slow == [f"{LATEST_PER_PACKET} rooms' updates waiting"]
+
+
+async def test_a_symbol_s_rooms_go_in_the_order_of_their_newest_states() -> None:
+    """A lagging client (or one that polls) holds a price, a candle whose close is older
+    than the next price, then that next price: it gets the candle, then the price, not
+    the newer price in the older one's place ahead of the candle (its close shown last).
+    Another symbol's place in the queue holds."""
+    q, slow, _ = queue()
+    q.put_nowait(LatestPacket("price a0", ("live_price", "BTC"), "BTC"))
+    q.put_nowait(LatestPacket("eth price", ("live_price", "ETH"), "ETH"))
+    q.put_nowait(LatestPacket("candle a0", ("live_candle", "BTC:1m"), "BTC"))
+    q.put_nowait(LatestPacket("price a1", ("live_price", "BTC"), "BTC"))
+    assert q.qsize() == 3
+    got = [q.get_nowait().data for _ in range(3)]
+    assert got == ["candle a0", "price a1", "eth price"]
+    assert q.empty()
+    for _ in range(3):
+        q.task_done()
+    await q.join()  # three packets put (one replaced): three taken
+    q.put_nowait(LatestPacket("candle a1", ("live_candle", "BTC:1m"), "BTC"))
+    assert q.get_nowait().data == "candle a1"  # the group was taken whole: queued anew
+    assert slow == []
