@@ -417,6 +417,9 @@ class LiveWriter:
         round_ = self._round
         unwritten = self._unwritten
         if (write_keys and not round_) or failing:
+            # a symbol no longer followed (or followed again: a new state) is not written
+            for name in [n for n, st in unwritten.items() if symbols.get(n) is not st]:
+                del unwritten[name]
             # a new key write: what changed since the last, oldest first
             for name in (*self._held, *changed):
                 st = symbols.get(name)

@@ -256,6 +256,45 @@ async def test_a_failed_write_is_retried_with_the_newest_state(
     assert [score for _, score in kept] == [OPEN0]
 
 
+async def test_a_symbol_removed_before_its_keys_were_written_is_not_written_later(
+    store: Store, redis: aioredis.Redis
+) -> None:
+    """ETHUSDT's price went out (its keys wait for the next key write), then it left
+    the market (the feed drops its state). A failed write and the recovery after it
+    write what was waiting, but not ETHUSDT's: it stopped."""
+    btc, eth = symbol_live(), symbol_live("ETHUSDT")
+    writer = LiveWriter(store, {"BTCUSDT": btc, "ETHUSDT": eth}, lambda: T0 + 5)
+    async with listening(store, store.keys.live_channel) as updates:
+        trade(btc, T0, 100 * SCALE)
+        await writer.flush()
+        trade(eth, T0 + 1, 7 * SCALE)
+        await writer._publish_prices()  # the price loop's message: keys not written yet
+        assert [
+            p["symbol"]
+            for m in await received(store, store.keys.live_channel, updates)
+            for p in m["prices"]
+        ] == ["BTCUSDT", "ETHUSDT"]
+        assert await redis.get("live_price:ETHUSDT") is None
+        del writer.symbols["ETHUSDT"]  # as LiveFeed.remove_symbol does
+        down = Store(aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}"), Keys())
+        writer.store = down
+        trade(btc, T0 + 2, 101 * SCALE)
+        try:
+            await writer.flush()
+            assert writer.errors == 1
+        finally:
+            await down.redis.aclose()
+        writer.store = store  # Redis is back
+        trade(btc, T0 + 3, 102 * SCALE)
+        await writer.flush()
+        messages = await received(store, store.keys.live_channel, updates)
+    assert (await json_at(redis, "live_price:BTCUSDT"))["price"] == "102.00000000"
+    assert await redis.get("live_price:ETHUSDT") is None
+    assert await redis.get("live_candle:ETHUSDT:1m") is None
+    assert [p["symbol"] for m in messages for p in m["prices"]] == ["BTCUSDT"]
+    assert {c["symbol"] for m in messages for c in m["candles"]} == {"BTCUSDT"}
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
     with own_server(tmp_path) as s:
