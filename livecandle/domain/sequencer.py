@@ -68,6 +68,11 @@ class TradeSequencer:
     def offer(self, trade: Trade) -> Offer:
         a = trade.agg_id
         if self.gap is not None:
+            # already delivered (an overlap, a late answer to a look): not held, so that
+            # an abandoned hole never delivers it again
+            if self.last_id is not None and a <= self.last_id:
+                self.duplicates += 1
+                return Offer.DUPLICATE
             if len(self.held) >= self.max_held or self.pool.full:
                 return Offer.FULL
             self.held.append(trade)
@@ -133,10 +138,13 @@ class TradeSequencer:
     def abandon(self) -> list[Trade]:
         """Give up on the current gap (too large to fetch): continue from the held
         trades. The candles of that period are then incomplete."""
-        held = sorted(self.held, key=lambda t: t.agg_id)
+        last = self.last_id
+        held = sorted(
+            (t for t in self.held if last is None or t.agg_id > last), key=lambda t: t.agg_id
+        )
         self.abandoned += 1
         self.gap = None
         self._set_held([])
-        if held:
+        if held:  # on from the first held trade (never back: those are delivered)
             self.last_id = held[0].agg_id - 1
         return [t for t in held if self.offer(t) is Offer.NEXT]

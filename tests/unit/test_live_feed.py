@@ -406,6 +406,42 @@ def test_a_kline_without_trades_does_not_let_the_clock_close_over_missed_trades(
     assert forming is not None and forming.open_ms == open0
 
 
+def test_trades_already_delivered_are_not_held_behind_a_gap_nor_delivered_again() -> None:
+    s = TradeSequencer()
+
+    def t(a: int) -> Trade:
+        return Trade(a, 1, 1, a, a, T0 + a, False)
+
+    for a in (1, 2, 3):
+        assert s.offer(t(a)) is Offer.NEXT
+    assert s.offer(t(10)) is Offer.GAP  # 4..9 missed
+    # a rotation's overlap (or a late answer to a look) while the hole is open
+    assert s.offer(t(2)) is Offer.DUPLICATE
+    assert s.offer(t(3)) is Offer.DUPLICATE
+    assert s.offer(t(11)) is Offer.HELD
+    assert [x.agg_id for x in s.held] == [10, 11] and s.duplicates == 2
+    assert [x.agg_id for x in s.abandon()] == [10, 11]  # the hole is given up
+    assert s.last_id == 11 and s.gap is None and s.held == []
+
+
+async def test_an_abandoned_hole_delivers_no_trade_twice() -> None:
+    """Trades 2 and 3 come again (a rotation's overlap) while the hole 4..9 waits for a
+    fill the exchange cannot answer; the hole is given up: the candle counts each of
+    1, 2, 3, 10 and 11 once."""
+    history = MemoryHistory(failure=ConnectionError("exchange under maintenance"))
+    f = LiveFeed(["BTCUSDT"], [INTERVALS["1m"]], history, ManualClock(T0), fill_give_up_s=0.3)
+    for a in (1, 2, 3, 10, 2, 3, 11):
+        f.handle(agg(a))
+    st = f.states["BTCUSDT"]
+    assert st.sequencer.gap is not None
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    assert st.sequencer.gap is None and st.sequencer.abandoned == 1
+    assert st.sequencer.last_id == 11
+    forming = st.live.builder.forming(0)
+    assert forming is not None and forming.trades == 5
+    assert forming.volume == 5 * SCALE
+
+
 async def test_a_gap_is_filled_from_the_trade_history_in_order() -> None:
     history = MemoryHistory([agg(a).trade() for a in range(1, 8)])
     f = feed(history)
@@ -439,6 +475,35 @@ async def test_a_fill_that_keeps_failing_is_abandoned_and_the_symbol_goes_on() -
     assert not st.live.builder.is_complete(0)
     f.handle(agg(7, t=open0 + 63_000))  # and the symbol goes on
     assert st.sequencer.last_id == 7
+
+
+async def test_a_fill_that_fails_by_a_defect_says_so_and_the_symbol_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not the exchange's failure (those are retried) but one in our own handling of its
+    answer: the hole is given up, the error logged, and the symbol is not left frozen
+    behind it."""
+
+    class Unreadable:  # an answer the feed cannot apply
+        agg_id = 2
+
+    class Broken(MemoryHistory):
+        async def trades_after(
+            self, symbol: str, agg_id: int, limit: int, speculative: bool = False
+        ) -> list[Trade]:
+            return [Unreadable()]  # type: ignore[list-item]
+
+    f = feed(Broken())
+    f.handle(agg(1))
+    f.handle(agg(5))  # 2..4 missed
+    st = f.states["BTCUSDT"]
+    await asyncio.wait_for(asyncio.gather(*f._fills), 30)
+    assert "filling missed trades failed" in caplog.text
+    assert st.sequencer.gap is None and st.sequencer.abandoned == 1
+    f.handle(agg(6))
+    assert st.sequencer.last_id == 6
+    forming = st.live.builder.forming(0)
+    assert forming is not None and forming.trades == 3  # 1, 5 and 6
 
 
 async def test_a_quiet_symbol_does_not_reconnect_but_lost_trades_do() -> None:
