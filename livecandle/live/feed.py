@@ -330,17 +330,27 @@ class LiveFeed:
         """Fetch missed trades over REST, then deliver them and everything held, in order.
         Any failure is retried until ``fill_give_up_s``; then (or when too many trades
         wait behind the hole) the hole is abandoned, so a symbol never freezes."""
+        failed = False
         try:
             await self._fill_gaps(st)
+        except Exception:  # a defect, not the exchange (its failures are retried)
+            log.exception("%s: filling missed trades failed", st.symbol)
+            failed = True
         finally:
             st.filling = False
+        if failed and self.states.get(st.symbol) is st and st.sequencer.gap is not None:
+            self._abandon(st, "the fill failed")  # the symbol goes on, never frozen
 
     async def _fill_gaps(self, st: SymbolState) -> None:
         seq = st.sequencer
         attempt = 0
         started = time.monotonic()
+        abandoned = seq.abandoned
         while seq.gap is not None:
             gap = seq.gap
+            if seq.abandoned != abandoned:  # a hole given up meanwhile (its held trades
+                # at their bound): a hole among them has a time of its own
+                abandoned, started, attempt = seq.abandoned, time.monotonic(), 0
             if time.monotonic() - started > self.fill_give_up_s:
                 self._abandon(
                     st,
@@ -348,6 +358,7 @@ class LiveFeed:
                     f"within {self.fill_give_up_s:g} s",
                 )
                 started, attempt = time.monotonic(), 0  # a hole among the held: anew
+                abandoned = seq.abandoned
                 continue
             try:
                 fetched = await self.history.trades_after(
@@ -575,7 +586,12 @@ class LiveFeed:
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._fills.add(task)
-        task.add_done_callback(self._fills.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[object]) -> None:
+        self._fills.discard(task)
+        if not task.cancelled() and (e := task.exception()) is not None:
+            log.error("%s failed: %s: %s", task.get_name(), type(e).__name__, e, exc_info=e)
 
     async def _tail_fetch(
         self, st: SymbolState, speculative: bool = False, before_ms: int | None = None
