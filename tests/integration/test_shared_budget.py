@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -99,3 +101,80 @@ async def test_connection_attempts_of_every_process_share_one_window(store: Stor
     await b.take()  # the fourth waits until the first leaves the window
     assert loop.time() - started >= 0.3
     assert b.waits == 1
+
+
+class _Answering(RedisWeightWindow):
+    """The shared window, with ``on_answer`` run once just before its next answer is
+    handed back (what happened while Redis answered)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.on_answer: list[Callable[[], object]] = []
+
+    async def take(self, *args: Any, **kwargs: Any) -> tuple[bool, int]:
+        answer = await super().take(*args, **kwargs)
+        if self.on_answer:
+            self.on_answer.pop(0)()
+        return answer
+
+
+async def test_a_window_that_turns_while_the_shared_count_answers_starts_empty(
+    store: Store,
+) -> None:
+    """The old window is nearly full; a take answered just after the turn: its count is
+    the old window's, and the request goes out in the new one. The new window is not
+    taken as full (every process idle for a minute), and the request counts in it."""
+    clock = ManualClock(T0)
+    shared = _Answering(store)
+    budget = WeightBudget(clock, limit=100, safety=1.0, sleep=_never, shared=shared)
+    await budget.acquire(95, Priority.HISTORY)
+    shared.on_answer.append(lambda: clock.set(T0 + 60_000))  # the next window
+    await budget.acquire(2, Priority.GAP_FILL)
+    assert budget.used == 2  # the new window holds this request alone
+    async with asyncio.timeout(5):
+        await budget.acquire(90, Priority.GAP_FILL)  # and has room: no wait
+    # another process: the shared window counts both, 92 of 100, so 9 more wait
+    await _waits(_budget(store, clock), 9, Priority.GAP_FILL)
+
+
+async def _never(s: float) -> None:
+    await asyncio.Event().wait()
+
+
+async def test_a_pause_or_a_more_urgent_request_while_the_shared_count_answers_is_heeded(
+    store: Store,
+) -> None:
+    """While a history request's take is answered: a 429 pauses every request (the
+    history request does not go out during Retry-After), and once the pause is over a
+    gap fill that came meanwhile goes first."""
+    clock = ManualClock(T0)
+    shared = _Answering(store)
+    pausing, resume = asyncio.Event(), asyncio.Event()
+
+    async def sleep(s: float) -> None:
+        pausing.set()
+        await resume.wait()
+
+    budget = WeightBudget(clock, limit=100, safety=1.0, sleep=sleep, shared=shared)
+    sent: list[tuple[str, bool]] = []
+
+    async def request(name: str, priority: Priority) -> None:
+        async with budget.sending(2, priority):
+            sent.append((name, clock.now_ms() < budget.blocked_until_ms))
+
+    gap_fill: list[asyncio.Task[None]] = []
+
+    def a_429_and_a_gap_fill() -> None:
+        budget.limit_reached(30, "429 on another request", used=100)
+        gap_fill.append(asyncio.create_task(request("gap fill", Priority.GAP_FILL)))
+
+    shared.on_answer.append(a_429_and_a_gap_fill)
+    history = asyncio.create_task(request("history", Priority.HISTORY))
+    async with asyncio.timeout(5):
+        await pausing.wait()  # the history request waits out the pause
+        assert sent == []
+        clock.set(T0 + 60_000)  # Retry-After over, and a new window
+        resume.set()
+        await asyncio.gather(history, *gap_fill)
+    assert [name for name, _ in sent] == ["gap fill", "history"]
+    assert not any(paused for _, paused in sent)

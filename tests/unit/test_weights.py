@@ -204,6 +204,19 @@ async def test_a_429_pauses_everyone_and_shrinks_the_limit_to_what_was_accepted(
     assert clock.slept_s == [50.0, 0.05] and b.used == 1
 
 
+async def test_after_a_short_429_pause_the_rest_of_a_full_window_is_waited_out() -> None:
+    """Other clients of the IP filled the window (our own count is 10): a 429 with a
+    Retry-After of 2 s. After it, the window is still full at the exchange: the next
+    request waits for the next window, not 2 s."""
+    clock = SleepingClock(T0 + 10_000)
+    b = budget(clock, limit=6000)
+    await b.acquire(10)
+    b.limit_reached(2, "HTTP 429 on klines", used=6005)
+    await b.acquire(1)
+    assert clock.slept_s[0] == 2.0 and sum(clock.slept_s) >= 50  # to T0 + 60 s
+    assert b.used == 1
+
+
 async def test_a_429_stating_a_shorter_window_takes_that_window_with_its_limit() -> None:
     # "current limit is 6 request weight per 2 SECOND": 6 read against a minute would
     # let the plan send 6 weight a minute, 20 times less than the exchange allows

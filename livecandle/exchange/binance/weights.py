@@ -370,7 +370,10 @@ class WeightBudget:
                 if self.in_flight and self.in_flight >= self.in_flight_cap:
                     await self._freed.wait()
                     continue
-                if await self._fits(ticket):
+                fits = await self._fits(ticket)
+                if fits is None:  # things changed while the shared count was asked
+                    continue
+                if fits:
                     self.requests += 1
                     self.weight_sent += weight
                     self._sent_this_window += weight
@@ -408,9 +411,12 @@ class WeightBudget:
             return self.blocked_until_ms - now_ms
         return (self._window_of(now_ms) + 1) * self.window_ms + _SKEW_MARGIN_MS - now_ms
 
-    async def _fits(self, ticket: _Ticket) -> bool:
+    async def _fits(self, ticket: _Ticket) -> bool | None:
         """Take the ticket's weight from the window if it fits its priority's ceiling (or
-        the window is empty): here, and in the shared window when there is one."""
+        the window is empty): here, and in the shared window when there is one. None:
+        while the shared window answered, the window turned, a 429 paused every request,
+        another ticket went ahead or the requests in flight reached their cap: what was
+        taken is not used (the exchange never sees it: a safe loss), ask again."""
         weight, priority = ticket.weight, ticket.priority
         ceiling = self._ceiling_now(priority, self.clock.now_ms())
         if self.shared is not None:
@@ -426,7 +432,15 @@ class WeightBudget:
             else:
                 if self._window == window:  # the carry is in the shared count now
                     self._unshared -= carried
-                self._roll(self.clock.now_ms())
+                now_ms = self.clock.now_ms()
+                self._roll(now_ms)
+                if (
+                    self._window != window  # ``used`` is the old window's count
+                    or now_ms < self.blocked_until_ms
+                    or self._head() is not ticket
+                    or (self.in_flight and self.in_flight >= self.in_flight_cap)
+                ):
+                    return None
                 self.used = max(self.used, used)
                 # (no margin at sending here, as before: ``sending`` carries the weight
                 # of a request answered late or still on its way at the turn)
@@ -545,9 +559,13 @@ class WeightBudget:
         first = now_ms >= self.blocked_until_ms  # not one of a volley already answered
         self.limited += 1
         self._limited_ms = now_ms
+        about_weight = not (stated_limit is not None and used is not None and used < stated_limit)
+        if about_weight:  # this window is full, whatever our own count says (others'
+            # requests from the IP): after Retry-After, wait for the next one
+            self.used = max(self.used, used if used is not None else self.limit)
         if stated_limit is not None and stated_limit < self.limit:
             shrunk = stated_limit
-        elif stated_limit is not None and used is not None and used < stated_limit:
+        elif not about_weight:
             shrunk = self.limit  # not a weight limit: keep it
         else:
             shrunk = (
