@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from aiohttp import web
 
 from livecandle.exchange.binance.rest import (
     BinanceBanned,
@@ -176,3 +177,32 @@ async def test_a_changed_limit_is_learned_from_exchange_info_without_a_429() -> 
             finally:
                 keeper.cancel()
         assert emu.state()["rejected_429"] == 0
+
+
+async def test_a_redirect_is_not_followed_each_request_sent_is_one_counted() -> None:
+    """An answer that redirects (a misconfigured mirror, a captive portal) is an error:
+    following it would send a request the weight plan never counted."""
+    followed: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        followed.append(request.path)
+        return web.json_response([])
+
+    app = web.Application()
+    app.router.add_get("/api/v3/klines", moved)
+    app.router.add_get("/elsewhere", elsewhere)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with BinanceRest(f"http://127.0.0.1:{port}", max_retries=0) as rest:
+            with pytest.raises(BinanceError, match="302"):
+                await rest.klines("BTCUSDT", "1m", limit=1)
+            assert rest.budget.requests == 1
+    finally:
+        await runner.cleanup()
+    assert followed == []

@@ -222,8 +222,13 @@ class BinanceRest:
 
     async def _get(self, url: str, params: Mapping[str, Any]) -> Answer:
         session = self.session()
+        # no redirect followed: each request sent is one the plan counted
         async with session.get(
-            url, params=params, proxy=self._proxy, proxy_auth=self._proxy_auth
+            url,
+            params=params,
+            proxy=self._proxy,
+            proxy_auth=self._proxy_auth,
+            allow_redirects=False,
         ) as resp:
             body = await resp.read()
             return Answer(resp.status, resp.reason or "", resp.headers, body)

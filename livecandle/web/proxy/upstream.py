@@ -254,6 +254,7 @@ class Upstream:
             return refused
         url = host.base_url + path + ("?" + query if query else "")
         async with budget.sending(cost, Priority.PROXY):
+            sent_ms = budget.clock.now_ms()
             try:
                 resp = await self._get(url)
             except httpx.TransportError as e:
@@ -262,7 +263,7 @@ class Upstream:
                     503, -1001, "Internal error; unable to process your request. Please try again."
                 )
             self.forwarded += 1
-            self._account(budget, resp, path)
+            self._account(budget, resp, path, sent_ms)
         out = {k: resp.headers[k] for k in _KEPT_HEADERS if k in resp.headers}
         out["X-MBX-USED-WEIGHT-1M"] = str(budget.used)
         if "retry-after" in resp.headers:
@@ -280,8 +281,9 @@ class Upstream:
         return await self.client.get(url, headers=headers)
 
     @staticmethod
-    def _account(budget: WeightBudget, resp: httpx.Response, path: str) -> None:
-        """The exchange's count and pauses, as ``BinanceRest`` learns them."""
+    def _account(budget: WeightBudget, resp: httpx.Response, path: str, sent_ms: int) -> None:
+        """The exchange's count and pauses, as ``BinanceRest`` learns them (a count from
+        an answer to a request sent in a window that has ended since is not heeded)."""
         used_text = resp.headers.get(budget.header, "")
         used = int(used_text) if used_text.isdigit() else None
         status = resp.status_code
@@ -292,7 +294,7 @@ class Upstream:
         elif status == 418:
             budget.banned(retry_s, f"HTTP 418 on forwarded {path}")
         elif used is not None:
-            budget.observe(used, accepted=status == 200)
+            budget.observe(used, accepted=status == 200, sent_ms=sent_ms)
 
     async def _untouched(
         self,
