@@ -37,7 +37,13 @@ from livecandle.exchange.binance.rest import (
 from livecandle.exchange.binance.weights import Priority
 from livecandle.official.due import DueHeap
 from livecandle.official.reconciler import Reconciler
-from livecandle.official.rows import closed_rows, find_gaps, first_missing, packed_rows
+from livecandle.official.rows import (
+    closed_rows,
+    find_gaps,
+    first_missing,
+    opens_between,
+    packed_rows,
+)
 from livecandle.store import Meta, Store, StoreError
 from livecandle.store.closings import decode_closings
 
@@ -439,6 +445,12 @@ class BackgroundFetcher:
         after_ms = max(
             interval.shift(meta.latest, -START_CHECK_CANDLES), interval.shift(meta.earliest, -1)
         )
+        # the whole backfill range counted first (cheap): a hole older than the newest
+        # candles (REST out of reach for longer while the stream stored its finals, then
+        # a restart) is looked for there too, not left for ever
+        whole_ms = max(interval.shift(backfill_ms, -1), interval.shift(meta.earliest, -1))
+        if whole_ms < after_ms and await self._has_hole(series, whole_ms, meta.latest):
+            after_ms = whole_ms
         check = [(series, after_ms, meta.latest)]
         ((present,), (gaps,)) = (
             await self.store.present_opens(check),
@@ -448,6 +460,17 @@ class BackgroundFetcher:
         if missing_ms is None:
             return meta.latest + 1, meta.latest
         return missing_ms, interval.shift(missing_ms, -1)
+
+    async def _has_hole(self, series: SeriesKey, after_ms: int, until_ms: int) -> bool:
+        """Fewer candles stored in ``(after_ms, until_ms]`` than open times outside the
+        recorded exchange gaps."""
+        interval = series.interval
+        (gaps,) = await self.store.gaps_between([(series, after_ms, until_ms)])
+        expected = opens_between(interval, after_ms, until_ms)
+        for first, nxt in gaps:
+            lo = max(interval.shift(first, -1), after_ms)
+            expected -= opens_between(interval, lo, min(interval.shift(nxt, -1), until_ms))
+        return await self.store.count_between(series, after_ms, until_ms) < expected
 
     async def _run_job(self, job: _Job) -> int | None:
         """One REST sync; returns when the series is due again (None: never)."""

@@ -71,6 +71,19 @@ def packed_rows(rows: list[KlineRow]) -> PackedRows:
     return PackedRows(len(rows), opens, kline_members(rows))
 
 
+def opens_between(interval: Interval, after_ms: int, until_ms: int) -> int:
+    """How many open times lie in ``(after_ms, until_ms]``."""
+    first = interval.next_open(interval.open_of(after_ms))
+    if first > until_ms:
+        return 0
+    if interval.length_ms:
+        return (interval.open_of(until_ms) - first) // interval.length_ms + 1
+    n, o = 0, first
+    while o <= until_ms:  # the calendar month: a few hundred at most
+        n, o = n + 1, interval.next_open(o)
+    return n
+
+
 def first_missing(
     interval: Interval,
     after_ms: int,

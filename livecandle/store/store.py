@@ -412,6 +412,10 @@ class Store:
     async def count(self, series: SeriesKey) -> int:
         return int(await self.redis.zcard(self.keys.klines(series)))
 
+    async def count_between(self, series: SeriesKey, after_ms: int, until_ms: int) -> int:
+        """The candles stored with open times in ``(after_ms, until_ms]``."""
+        return int(await self.redis.zcount(self.keys.klines(series), f"({after_ms}", until_ms))
+
     async def gaps(self, series: SeriesKey) -> list[tuple[int, int]]:
         out = []
         for member in cast(list[bytes], await self.redis.zrange(self.keys.gaps(series), 0, -1)):

@@ -104,8 +104,15 @@ async def test_exchange_gaps_are_recorded_and_never_refetched(store: Store) -> N
             assert await store.gaps(series) == [(start, start + 2 * HOUR)]
             again = await fetcher.sync(series)
             assert again.requests == 1  # from latest forward only, not the gap again
+            # a restart's look for holes counts the recorded gap as no hole
+            meta = await store.meta(series)
+            assert meta.earliest is not None and meta.latest is not None
+            whole = (meta.earliest - 1, meta.latest)
+            assert not await fetcher._has_hole(series, *whole)
             report = await verify(store, [series], rest.clock.now_ms())
             assert report.ok, report.text()
+            await store.redis.zremrangebyrank(store.keys.klines(series), 0, 0)
+            assert await fetcher._has_hole(series, *whole)  # and a missing candle is one
 
 
 async def test_a_candle_no_stream_stored_is_fetched_over_rest_a_grace_after_its_close(
@@ -283,6 +290,34 @@ async def test_the_first_start_backfills_even_when_the_stream_stored_finals_firs
             await asyncio.gather(runner, return_exceptions=True)
         now_ms = rest.clock.now_ms()
     assert await store.count(series) >= 20
+    report = await verify(store, [series], now_ms)
+    assert report.ok, report.text()
+
+
+async def test_a_restart_fills_a_hole_older_than_the_newest_candles(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    """History was fetched, then REST was out of reach for a while during which the
+    stream stored its finals (the newest 200 candles), and the process restarted: the
+    hole before those candles is fetched, not left for ever."""
+    series = SeriesKey.of("ETHUSDT", "1m")
+    async with BinanceRest(emulator.rest_url) as rest:
+        await rest.server_time()
+        first = BackgroundFetcher(store, rest, [series], backfill_candles=600, reconcile=False)
+        await first.sync(series)
+        stored = await store.count(series)
+        key = store.keys.klines(series)
+        await store.redis.zremrangebyrank(key, -400, -201)  # 200 candles REST never stored
+        assert await store.count(series) == stored - 200
+        again = BackgroundFetcher(store, rest, [series], backfill_candles=600, reconcile=False)
+        runner = asyncio.create_task(again.run_series(series))
+        try:
+            await asyncio.wait_for(again.wait_syncs(1), 10)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        now_ms = rest.clock.now_ms()
+    assert await store.count(series) >= stored
     report = await verify(store, [series], now_ms)
     assert report.ok, report.text()
 

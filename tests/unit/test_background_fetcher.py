@@ -10,6 +10,7 @@ from livecandle.official.rows import (
     closed_rows,
     find_gaps,
     first_missing,
+    opens_between,
 )
 
 MIN = 60_000
@@ -100,3 +101,14 @@ def test_the_first_missing_candle_skips_stored_ones_and_recorded_gaps() -> None:
     gap = (T0 + 3 * MIN, T0 + 5 * MIN)  # the exchange has no bar there
     assert first_missing(ONE_MINUTE, T0, T0 + 5 * MIN, present, [gap]) is None
     assert first_missing(ONE_MINUTE, T0, T0 + 6 * MIN, present, [gap]) == T0 + 6 * MIN
+
+
+def test_open_times_are_counted_between_two_times_on_any_grid() -> None:
+    assert opens_between(ONE_MINUTE, T0, T0) == 0
+    assert opens_between(ONE_MINUTE, T0, T0 + 5 * MIN) == 5  # (T0, T0 + 5 min]
+    assert opens_between(ONE_MINUTE, T0 - 1, T0 + 5 * MIN + 59_999) == 6
+    month = INTERVALS["1M"]
+    jan = 1_704_067_200_000  # 2024-01-01
+    dec = 1_733_011_200_000  # 2024-12-01
+    assert opens_between(month, jan - 1, dec) == 12
+    assert opens_between(month, jan, dec - 1) == 10  # February to October
