@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 KLINES_WEIGHT = 2  # of one klines request of up to 1000 rows
 IDLE_POLL_S = 0.2  # how often a waiting re-read looks for spare weight again
 NOT_READY_WAIT_MS = 5_000  # a series not yet synced by the fetcher is looked at again
+# a re-read that found nothing newer settled (a halt, the exchange's maintenance): the
+# series is read again after this, not at once (one series spinning, the rest starved)
+NOTHING_NEW_WAIT_MS = 60_000
 # a suspect series waits at most this long for history to be fetched (``_suspect_due``)
 SUSPECT_WAIT_MS = 300_000
 
@@ -128,6 +131,7 @@ class Reconciler:
             if not self.ready(series):
                 self._due.schedule(series, self.clock.now_ms() + NOT_READY_WAIT_MS)
                 continue
+            before_ms = self._from[series]
             try:
                 await self.reconcile(series)
             except asyncio.CancelledError:
@@ -142,7 +146,10 @@ class Reconciler:
                 self._due.schedule(series, self.clock.now_ms() + 10_000)
                 continue
             if series in self._from:
-                self._due.schedule(series, self._settled_ms(series))
+                due_ms = self._settled_ms(series)
+                if self._from[series] == before_ms:  # nothing newer had settled
+                    due_ms = max(due_ms, self.clock.now_ms() + NOTHING_NEW_WAIT_MS)
+                self._due.schedule(series, due_ms)
 
     async def _next_due(self) -> SeriesKey:
         due = self._due

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+from aiohttp import web
 
+from livecandle.domain.clock import ManualClock
 from livecandle.domain.model import SeriesKey
 from livecandle.exchange.binance.parse import kline_member
 from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.integrity import verify
 from livecandle.official.reconciler import Reconciler
+from livecandle.runtime.redis_server import free_port
 from livecandle.store import Store
 from livecandle.store.store import OfficialWrite
 from tests.helpers import EmulatorProcess
@@ -149,3 +152,42 @@ async def test_a_just_closed_rest_row_is_suspect_only_where_no_final_candle_stor
     assert on_finals.stored > 0 and not on_finals.fresh_added
     assert on_bare.stored > on_finals.stored and on_bare.fresh_added
     assert reconciler.suspects == {bare}
+
+
+async def test_a_series_the_exchange_shows_nothing_newer_for_is_not_read_again_at_once(
+    store: Store,
+) -> None:
+    """A halted market answers no candle after the last re-read's start: the series is
+    read again a while later, not at once (one series re-read in a loop, every other
+    one's re-reads starved and the spare weight spent on the same question)."""
+    asked = []
+
+    async def klines(request: web.Request) -> web.Response:
+        asked.append(request.query["symbol"])
+        return web.json_response([])
+
+    app = web.Application()
+    app.router.add_get("/api/v3/klines", klines)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    clock = ManualClock(1_700_000_040_000)
+    series = SeriesKey.of("BTCUSDT", "1m")
+    try:
+        async with BinanceRest(f"http://127.0.0.1:{port}") as rest:
+            reconciler = Reconciler(store, rest, clock, rest_lag_ms=30_000)
+            reconciler.add(series)
+            task = asyncio.create_task(reconciler.run())
+            try:
+                async with asyncio.timeout(10):
+                    while reconciler.reads < 1:  # noqa: ASYNC110 (a counter, no event)
+                        await asyncio.sleep(0.01)
+                due_ms = reconciler._due.due_ms(series)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await runner.cleanup()
+    assert asked == ["BTCUSDT"]
+    assert due_ms is not None and due_ms >= clock.now_ms() + 60_000
