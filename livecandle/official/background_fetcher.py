@@ -418,6 +418,13 @@ class BackgroundFetcher:
             job = await self._jobs.get()
             try:
                 due_ms = await self._run_job(job)
+            except Exception as e:  # not the exchange's or Redis's failure (the job handles
+                # those): a defect, or an answer we cannot read. This series again later,
+                # the others go on (the worker ended, and the series were never due again)
+                log.exception("%s: sync failed", job.series)
+                st = self.status.setdefault(job.series, SeriesStatus())
+                st.last_error = f"{type(e).__name__}: {e}"[:300]
+                due_ms = self.clock.now_ms() + int(st.backoff.next_s() * 1000)
             finally:
                 self._busy.discard(job.series)
             if due_ms is not None and job.series in self._followed:

@@ -6,11 +6,13 @@ import asyncio
 import datetime as dt
 import functools
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
+from aiohttp import web
 
 from livecandle.domain.clock import ServerClock
 from livecandle.domain.model import SeriesKey
@@ -18,7 +20,7 @@ from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.exchange.binance.weights import WeightBudget
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.integrity import verify
-from livecandle.runtime.redis_server import RedisServer
+from livecandle.runtime.redis_server import RedisServer, free_port
 from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store
 from livecandle.store.closings import encode_closings
@@ -320,6 +322,51 @@ async def test_a_restart_fills_a_hole_older_than_the_newest_candles(
     assert await store.count(series) >= stored
     report = await verify(store, [series], now_ms)
     assert report.ok, report.text()
+
+
+async def test_an_answer_that_cannot_be_read_fails_its_series_not_the_fetcher(
+    store: Store,
+) -> None:
+    """A klines answer the fetcher cannot read (not the exchange's error format: a proxy
+    in the way, a defect of ours): the series says so and is tried again later; the
+    fetcher's workers and the other series go on."""
+    asked: list[str] = []
+
+    async def klines(request: web.Request) -> web.Response:
+        asked.append(request.query["symbol"])
+        if request.query["symbol"] == "BTCUSDT":
+            return web.json_response([["not", "a", "kline"]])
+        return web.json_response([])
+
+    async def server_time(request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": int(time.time() * 1000)})
+
+    app = web.Application()
+    app.router.add_get("/api/v3/klines", klines)
+    app.router.add_get("/api/v3/time", server_time)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    btc, eth = SeriesKey.of("BTCUSDT", "1h"), SeriesKey.of("ETHUSDT", "1h")
+    try:
+        async with BinanceRest(f"http://127.0.0.1:{port}") as rest:
+            fetcher = BackgroundFetcher(
+                store, rest, [btc, eth], backfill_candles=5, reconcile=False
+            )
+            tasks = [asyncio.create_task(fetcher.run_series(s)) for s in (btc, eth)]
+            try:
+                async with asyncio.timeout(10):
+                    while fetcher.status[btc].last_error is None or "ETHUSDT" not in asked:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                assert not any(t.done() for t in tasks)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await runner.cleanup()
+    assert asked.count("BTCUSDT") == 1  # not again at once: after its back-off
 
 
 class _PeakStore(Store):
