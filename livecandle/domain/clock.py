@@ -18,9 +18,14 @@ class SystemClock:
 class ServerClock:
     """The exchange's clock, estimated from ``/api/v3/time`` round trips.
 
-    ``offset_ms`` is server time minus local time at the middle of the best (shortest)
-    round trip seen; it makes a shifted emulator clock and a skewed host both work.
+    ``offset_ms`` is server time minus local time at the middle of a round trip: the
+    newest one no longer than twice the shortest seen (plus ``RTT_SLACK_MS``), so the
+    estimate stays within about a round trip and still follows a host clock that
+    drifts or steps (NTP, a resumed VM): the shortest alone would never be beaten. It
+    makes a shifted emulator clock and a skewed host both work.
     """
+
+    RTT_SLACK_MS = 5
 
     def __init__(self, offset_ms: int = 0) -> None:
         self.offset_ms = offset_ms
@@ -31,8 +36,9 @@ class ServerClock:
 
     def observe(self, sent_local_ms: int, received_local_ms: int, server_ms: int) -> None:
         rtt = max(0, received_local_ms - sent_local_ms)
-        if self._best_rtt_ms is None or rtt <= self._best_rtt_ms:
-            self._best_rtt_ms = rtt
+        best = self._best_rtt_ms
+        if best is None or rtt <= 2 * best + self.RTT_SLACK_MS:
+            self._best_rtt_ms = rtt if best is None else min(best, rtt)
             self.offset_ms = server_ms - (sent_local_ms + received_local_ms) // 2
 
 
