@@ -41,17 +41,23 @@ class RedisWeightWindow:
         ceiling: int,
         known: int,
         carried: int = 0,
-    ) -> tuple[bool, int]:
-        key = self.store.keys.budget_window(f"{self.name}{window_ms}", window)
+        pause_until_ms: int = 0,
+        now_ms: int = 0,
+    ) -> tuple[bool, int, int]:
+        name = f"{self.name}{window_ms}"
+        keys = [self.store.keys.budget_window(name, window), self.store.keys.budget_pause(name)]
         ttl_ms = window_ms * _WINDOW_TTL_FACTOR
-        ok, used = await _run(
-            self.store, self._take, [key], [weight, ceiling, known, ttl_ms, carried]
+        ok, used, paused = await _run(
+            self.store,
+            self._take,
+            keys,
+            [weight, ceiling, known, ttl_ms, carried, pause_until_ms, now_ms],
         )
         if int(ok):
             self.taken += 1
         else:
             self.refused += 1
-        return bool(int(ok)), int(used)
+        return bool(int(ok)), int(used), int(paused)
 
 
 class RedisConnectionAttempts:

@@ -134,7 +134,13 @@ class Keys:
     def budget_window(self, name: str, window: int) -> str:
         """STRING counter of one fixed window of an exchange IP's shared budget
         (``weight``: request weight, ``connect``: connection attempts)."""
-        return f"{self.prefix}budget:{name}:{window}"
+        return f"{self.prefix}budget:{{{name}}}:{window}"
+
+    def budget_pause(self, name: str) -> str:
+        """STRING: when the pause of an exchange IP's budget ``name`` ends (a 429's or
+        418's Retry-After, exchange ms), for every process of the IP; one slot with the
+        budget's windows (a hash tag)."""
+        return f"{self.prefix}budget:{{{name}}}:pause"
 
     def health(self, role: str) -> str:
         return f"{self.prefix}livecandle_health:{role}"

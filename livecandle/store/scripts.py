@@ -408,23 +408,36 @@ return bad
 
 BUDGET_TAKE: Final = r"""
 -- Take weight from one fixed window of the IP's shared budget if it fits.
--- KEYS[1] the window's counter   ARGV[1] weight   ARGV[2] ceiling   ARGV[3] what this
+-- KEYS[1] the window's counter   KEYS[2] the IP's pause (a 429's or 418's end, exchange
+-- ms; one slot with KEYS[1])   ARGV[1] weight   ARGV[2] ceiling   ARGV[3] what this
 -- process knows was used (the exchange's header; raises the count)   ARGV[4] TTL ms
 -- ARGV[5] weight this process carried into the window (requests of the last one that
--- the exchange may count in this one), added to the count once
--- Returns {1 taken or 0 not, the window's count after}. An empty window takes any weight
--- (a request heavier than its ceiling goes alone in a fresh window).
+-- the exchange may count in this one), added to the count once   ARGV[6] a pause this
+-- process was told of, ending then (0: none)   ARGV[7] now (exchange ms)
+-- Returns {1 taken or 0 not, the window's count after, the pause's end (0: none)}. An
+-- empty window takes any weight (a request heavier than its ceiling goes alone in a
+-- fresh window); nothing is taken while the IP is paused.
 local used = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[5] or '0')
 local known = tonumber(ARGV[3])
 if known > used then used = known end
+local now = tonumber(ARGV[7] or '0')
+local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
+local told = tonumber(ARGV[6] or '0')
+if told > pause and told > now then
+  pause = told
+  redis.call('SET', KEYS[2], told, 'PX', told - now)
+end
+redis.call('SET', KEYS[1], used, 'PX', ARGV[4])
+if pause > now then
+  return {0, used, pause}
+end
 local w = tonumber(ARGV[1])
 if used + w <= tonumber(ARGV[2]) or used == 0 then
   used = used + w
   redis.call('SET', KEYS[1], used, 'PX', ARGV[4])
-  return {1, used}
+  return {1, used, 0}
 end
-redis.call('SET', KEYS[1], used, 'PX', ARGV[4])
-return {0, used}
+return {0, used, 0}
 """
 
 ATTEMPT_TAKE: Final = r"""

@@ -235,8 +235,12 @@ async def test_leases_fencing_and_the_shared_budget_work_on_three_masters(tmp_pa
                 await write_live_fenced(store, owned_one, {}, [], closed_candles=closing) == set()
             )
             window = RedisWeightWindow(store)
-            assert await window.take(1, 60_000, 60, 100, 0) == (True, 60)
-            assert await window.take(1, 60_000, 50, 100, 0) == (False, 60)
+            assert await window.take(1, 60_000, 60, 100, 0) == (True, 60, 0)
+            assert await window.take(1, 60_000, 50, 100, 0) == (False, 60, 0)
+            # a pause for every process of the IP: its key in the window's slot
+            now_ms = 1_700_000_000_000
+            paused = await window.take(1, 60_000, 1, 100, 0, 0, now_ms + 30_000, now_ms)
+            assert paused == (False, 60, now_ms + 30_000)
             await RedisConnectionAttempts(store, limit=3, safety=1.0).take()
         finally:
             await client.aclose()

@@ -111,7 +111,7 @@ class _Answering(RedisWeightWindow):
         super().__init__(store)
         self.on_answer: list[Callable[[], object]] = []
 
-    async def take(self, *args: Any, **kwargs: Any) -> tuple[bool, int]:
+    async def take(self, *args: Any, **kwargs: Any) -> tuple[bool, int, int]:
         answer = await super().take(*args, **kwargs)
         if self.on_answer:
             self.on_answer.pop(0)()
@@ -178,3 +178,21 @@ async def test_a_pause_or_a_more_urgent_request_while_the_shared_count_answers_i
         await asyncio.gather(history, *gap_fill)
     assert [name for name, _ in sent] == ["gap fill", "history"]
     assert not any(paused for _, paused in sent)
+
+
+async def test_a_429_in_one_process_pauses_every_process_of_the_ip(store: Store) -> None:
+    """Process a is answered 429 (Retry-After 30 s); process b, whose own count says
+    nothing of it, does not send before the pause's end: the exchange bans an IP that
+    goes on sending after a 429."""
+    clock = ManualClock(T0)
+    a, b = _budget(store, clock), _budget(store, clock)
+    await a.acquire(1, Priority.HISTORY)
+    await b.acquire(1, Priority.HISTORY)
+    a.limit_reached(30, "HTTP 429 on klines", used=100)
+    await a.share_pause()
+    await _waits(b, 1, Priority.GAP_FILL)  # even the most urgent request waits
+    assert b.blocked_until_ms == T0 + 30_000
+    clock.set(T0 + 60_000)  # the pause over, a new window
+    async with asyncio.timeout(5):
+        await b.acquire(1, Priority.GAP_FILL)
+        await a.acquire(1, Priority.GAP_FILL)

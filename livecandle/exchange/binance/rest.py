@@ -183,6 +183,8 @@ class BinanceRest:
                     # inside the slot: a 429 blocks every sender before the next one goes
                     status = resp.status
                     body = self._account(resp, context, sent_ms)
+            if error is None and status in (418, 429):
+                await self.budget.share_pause()  # every process of the IP waits too
             if error is not None:
                 failures += 1
                 self._failed(f"{context}: {type(error).__name__}: {error}")

@@ -108,13 +108,17 @@ class SharedWindow(Protocol):
         ceiling: int,
         known: int,
         carried: int = 0,
-    ) -> tuple[bool, int]:
+        pause_until_ms: int = 0,
+        now_ms: int = 0,
+    ) -> tuple[bool, int, int]:
         """Add ``weight`` to the count of ``window`` if it stays within ``ceiling`` (an
-        empty window takes any weight); ``known``: what this process knows was used (the
-        exchange's header), raising the count; ``carried``: weight of this process's
-        requests of the window before that the exchange may count in this one, added to
-        the count (once: the caller passes it until a call has gone through). Returns
-        (taken, the count now)."""
+        empty window takes any weight) and the IP is not paused; ``known``: what this
+        process knows was used (the exchange's header), raising the count; ``carried``:
+        weight of this process's requests of the window before that the exchange may
+        count in this one, added to the count (once: the caller passes it until a call
+        has gone through); ``pause_until_ms``: a pause (429, 418) this process was told
+        of, for every process of the IP, at ``now_ms``. Returns (taken, the count now,
+        the IP's pause end or 0)."""
         ...
 
 
@@ -189,6 +193,7 @@ class WeightBudget:
         self._straddling = 0  # weight sent or answered near this window's end: the next one's too
         self._flying: set[_Ticket] = set()  # requests sent through ``sending``, unanswered
         self._unshared = 0  # weight carried into this window, not yet in the shared count
+        self._pause_to_share = 0  # a pause's end not yet written to the shared budget
 
     @property
     def header(self) -> str:
@@ -420,10 +425,17 @@ class WeightBudget:
         weight, priority = ticket.weight, ticket.priority
         ceiling = self._ceiling_now(priority, self.clock.now_ms())
         if self.shared is not None:
-            window, carried = self._window, self._unshared
+            window, carried, pause_ms = self._window, self._unshared, self._pause_to_share
             try:
-                taken, used = await self.shared.take(
-                    window, self.window_ms, weight, ceiling, self.used, carried
+                taken, used, paused_ms = await self.shared.take(
+                    window,
+                    self.window_ms,
+                    weight,
+                    ceiling,
+                    self.used,
+                    carried,
+                    pause_ms,
+                    self.clock.now_ms(),
                 )
             except Exception as e:  # the shared count is out of reach: this process's own
                 self.shared_errors += 1
@@ -432,7 +444,11 @@ class WeightBudget:
             else:
                 if self._window == window:  # the carry is in the shared count now
                     self._unshared -= carried
+                if self._pause_to_share == pause_ms:  # it is the IP's now
+                    self._pause_to_share = 0
                 now_ms = self.clock.now_ms()
+                if paused_ms > now_ms:  # another process of the IP was answered 429/418
+                    self._blocked_by_the_ip(paused_ms)
                 self._roll(now_ms)
                 if (
                     self._window != window  # ``used`` is the old window's count
@@ -509,12 +525,44 @@ class WeightBudget:
             self._accepted = used_in_window
 
     def block(self, wait_s: float, reason: str) -> None:
-        """Pause every request for ``wait_s`` (a 429's or 418's ``Retry-After``)."""
+        """Pause every request for ``wait_s`` (a 429's or 418's ``Retry-After``); with a
+        shared budget every process of the IP is told (``share_pause``)."""
         until_ms = self.clock.now_ms() + int(wait_s * 1000)
         if until_ms > self.blocked_until_ms:
             self.blocked_until_ms = until_ms
             self.block_reason = reason
             log.warning("all REST requests paused for %.0f s: %s", wait_s, reason)
+        if self.shared is not None and until_ms > self._pause_to_share:
+            self._pause_to_share = until_ms
+
+    async def share_pause(self) -> None:
+        """Tell every process of the IP of this process's pause now (not with its next
+        request, which waits for the pause's end): call after ``block``, ``banned`` or
+        ``limit_reached``. Their next request then waits too: each would otherwise need a
+        429 of its own, and the exchange bans an IP that goes on after a 429."""
+        if self.shared is None or not self._pause_to_share:
+            return
+        pause_ms = self._pause_to_share
+        try:
+            await self.shared.take(
+                self._window, self.window_ms, 0, 0, self.used, 0, pause_ms, self.clock.now_ms()
+            )
+        except Exception as e:  # out of reach: each process learns by a 429 of its own
+            self.shared_errors += 1
+            log.warning("the pause could not be shared (%s)", e)
+            return
+        if self._pause_to_share == pause_ms:
+            self._pause_to_share = 0
+
+    def _blocked_by_the_ip(self, until_ms: int) -> None:
+        if until_ms > self.blocked_until_ms:
+            self.blocked_until_ms = until_ms
+            self.block_reason = "another process of this IP was answered 429 or 418"
+            log.warning(
+                "all REST requests paused for %.0f s: %s",
+                (until_ms - self.clock.now_ms()) / 1000,
+                self.block_reason,
+            )
 
     def banned(self, retry_after_s: float, reason: str) -> None:
         """A 418: pause everyone for the ban, then resume gradually as after a 429."""

@@ -264,6 +264,8 @@ class Upstream:
                 )
             self.forwarded += 1
             self._account(budget, resp, path, sent_ms)
+        if resp.status_code in (418, 429):
+            await budget.share_pause()  # every process of the IP waits too
         out = {k: resp.headers[k] for k in _KEPT_HEADERS if k in resp.headers}
         out["X-MBX-USED-WEIGHT-1M"] = str(budget.used)
         if "retry-after" in resp.headers:
