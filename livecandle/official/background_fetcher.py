@@ -233,7 +233,7 @@ class BackgroundFetcher:
         st.stored += result.stored
         self.replaced += result.replaced
         if result.fresh_added and self.reconciler is not None:
-            self.reconciler.suspect(series)
+            self.reconciler.suspect(series, result.newest_open_ms)
         async with self._synced:
             self.syncs += 1
             self._synced.notify_all()

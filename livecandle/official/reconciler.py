@@ -64,6 +64,8 @@ class Reconciler:
         self._due: DueHeap[SeriesKey] = DueHeap()
         # series -> when it became suspect
         self._suspect: dict[SeriesKey, int] = {}
+        # series -> the newest open time stored from REST within the lag window
+        self._suspect_open: dict[SeriesKey, int] = {}
         self.suspect_wait_ms = suspect_wait_ms
         self.reads = 0
         self.rows_checked = 0
@@ -86,12 +88,16 @@ class Reconciler:
         self._from.pop(series, None)
         self._due.cancel(series)
         self._suspect.pop(series, None)
+        self._suspect_open.pop(series, None)
 
-    def suspect(self, series: SeriesKey) -> None:
-        """A row of ``series`` was stored from REST within the lag window: re-read it as
-        soon as it has settled, spare weight or not."""
+    def suspect(self, series: SeriesKey, open_ms: int | None = None) -> None:
+        """A row of ``series`` (the newest opening at ``open_ms``) was stored from REST
+        within the lag window: re-read it as soon as it has settled, spare weight or not;
+        the series stays suspect until a re-read has covered that row."""
         if series in self._from:
             self._suspect.setdefault(series, self.clock.now_ms())
+            if open_ms is not None:
+                self._suspect_open[series] = max(open_ms, self._suspect_open.get(series, 0))
 
     @property
     def suspects(self) -> frozenset[SeriesKey]:
@@ -182,7 +188,10 @@ class Reconciler:
         self.reads += 1
         now_ms = self.clock.now_ms()
         settled = [r for r in rows if r.close_ms < now_ms - self.rest_lag_ms]
-        self._suspect.pop(series, None)
+        suspect_ms = self._suspect_open.get(series)
+        if suspect_ms is None or (settled and settled[-1].open_ms >= suspect_ms):
+            self._suspect.pop(series, None)  # the suspect row was re-read (if any)
+            self._suspect_open.pop(series, None)
         if not settled:
             return 0
         result = await self.store.write_candles(

@@ -191,3 +191,25 @@ async def test_a_series_the_exchange_shows_nothing_newer_for_is_not_read_again_a
         await runner.cleanup()
     assert asked == ["BTCUSDT"]
     assert due_ms is not None and due_ms >= clock.now_ms() + 60_000
+
+
+async def test_a_suspect_series_stays_suspect_until_a_re_read_covers_its_row(
+    store: Store, emulator: EmulatorProcess
+) -> None:
+    """A row stored from REST within the lag window makes its series suspect. A re-read
+    before that row has settled (its start lagging behind) does not clear it: the row
+    would then wait for spare weight only, stale for as long."""
+    series = SeriesKey.of("ETHUSDT", "1m")
+    async with BinanceRest(emulator.rest_url) as rest:
+        await rest.server_time()
+        now_ms = rest.clock.now_ms()
+        newest = series.interval.shift(series.interval.open_of(now_ms), -1)
+        clock = ManualClock(newest + 60_000 + 1_000)  # a second after the newest closed
+        reconciler = Reconciler(store, rest, clock, rest_lag_ms=30_000)
+        reconciler.add(series)
+        reconciler.suspect(series, newest)
+        await reconciler.reconcile(series)  # the rows before it: settled; it: not yet
+        assert series in reconciler.suspects
+        clock.set(newest + 60_000 + 31_000)  # settled now
+        await reconciler.reconcile(series)
+        assert series not in reconciler.suspects
