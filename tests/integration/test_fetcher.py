@@ -20,16 +20,27 @@ from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.exchange.binance.weights import WeightBudget
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.integrity import verify
-from livecandle.runtime.redis_server import RedisServer, free_port
+from livecandle.runtime.redis_server import RedisServer
 from livecandle.runtime.supervisor import Supervisor
 from livecandle.store import Store
 from livecandle.store.closings import encode_closings
 from tests.helpers import EmulatorProcess
+from tests.integration.http_support import http_server
 from tests.integration.live_support import official
 from tests.integration.redis_support import client, full, own_server
 
 MIN = 60_000
 HOUR = 3_600_000
+
+
+async def _first_sync(fetcher: BackgroundFetcher, series: SeriesKey) -> None:
+    """Run ``fetcher`` on ``series`` (its scheduler and workers) until a sync is done."""
+    runner = asyncio.create_task(fetcher.run_series(series))
+    try:
+        await asyncio.wait_for(fetcher.wait_syncs(1), 10)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_first_start_backfills_the_last_n_closed_candles(
@@ -284,12 +295,7 @@ async def test_the_first_start_backfills_even_when_the_stream_stored_finals_firs
             row = await official(emulator, "ETHUSDT", "1m", open_ms)
             await store.write_candles(series, [(open_ms, msgspec.json.encode(row))], 1)
         fetcher = BackgroundFetcher(store, rest, [series], backfill_candles=20, reconcile=False)
-        runner = asyncio.create_task(fetcher.run_series(series))
-        try:
-            await asyncio.wait_for(fetcher.wait_syncs(1), 10)
-        finally:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+        await _first_sync(fetcher, series)
         now_ms = rest.clock.now_ms()
     assert await store.count(series) >= 20
     report = await verify(store, [series], now_ms)
@@ -312,12 +318,7 @@ async def test_a_restart_fills_a_hole_older_than_the_newest_candles(
         await store.redis.zremrangebyrank(key, -400, -201)  # 200 candles REST never stored
         assert await store.count(series) == stored - 200
         again = BackgroundFetcher(store, rest, [series], backfill_candles=600, reconcile=False)
-        runner = asyncio.create_task(again.run_series(series))
-        try:
-            await asyncio.wait_for(again.wait_syncs(1), 10)
-        finally:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+        await _first_sync(again, series)
         now_ms = rest.clock.now_ms()
     assert await store.count(series) >= stored
     report = await verify(store, [series], now_ms)
@@ -341,31 +342,20 @@ async def test_an_answer_that_cannot_be_read_fails_its_series_not_the_fetcher(
     async def server_time(request: web.Request) -> web.Response:
         return web.json_response({"serverTime": int(time.time() * 1000)})
 
-    app = web.Application()
-    app.router.add_get("/api/v3/klines", klines)
-    app.router.add_get("/api/v3/time", server_time)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     btc, eth = SeriesKey.of("BTCUSDT", "1h"), SeriesKey.of("ETHUSDT", "1h")
-    try:
-        async with BinanceRest(f"http://127.0.0.1:{port}") as rest:
-            fetcher = BackgroundFetcher(
-                store, rest, [btc, eth], backfill_candles=5, reconcile=False
-            )
-            tasks = [asyncio.create_task(fetcher.run_series(s)) for s in (btc, eth)]
-            try:
-                async with asyncio.timeout(10):
-                    while fetcher.status[btc].last_error is None or "ETHUSDT" not in asked:  # noqa: ASYNC110
-                        await asyncio.sleep(0.01)
-                assert not any(t.done() for t in tasks)
-            finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        await runner.cleanup()
+    routes = {"/api/v3/klines": klines, "/api/v3/time": server_time}
+    async with http_server(routes) as url, BinanceRest(url) as rest:
+        fetcher = BackgroundFetcher(store, rest, [btc, eth], backfill_candles=5, reconcile=False)
+        tasks = [asyncio.create_task(fetcher.run_series(s)) for s in (btc, eth)]
+        try:
+            async with asyncio.timeout(10):
+                while fetcher.status[btc].last_error is None or "ETHUSDT" not in asked:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            assert not any(t.done() for t in tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     assert asked.count("BTCUSDT") == 1  # not again at once: after its back-off
 
 

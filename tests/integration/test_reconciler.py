@@ -15,10 +15,10 @@ from livecandle.exchange.binance.rest import BinanceRest
 from livecandle.official.background_fetcher import BackgroundFetcher
 from livecandle.official.integrity import verify
 from livecandle.official.reconciler import Reconciler
-from livecandle.runtime.redis_server import free_port
 from livecandle.store import Store
 from livecandle.store.store import OfficialWrite
 from tests.helpers import EmulatorProcess
+from tests.integration.http_support import http_server
 from tests.integration.live_support import official
 
 
@@ -166,29 +166,20 @@ async def test_a_series_the_exchange_shows_nothing_newer_for_is_not_read_again_a
         asked.append(request.query["symbol"])
         return web.json_response([])
 
-    app = web.Application()
-    app.router.add_get("/api/v3/klines", klines)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     clock = ManualClock(1_700_000_040_000)
     series = SeriesKey.of("BTCUSDT", "1m")
-    try:
-        async with BinanceRest(f"http://127.0.0.1:{port}") as rest:
-            reconciler = Reconciler(store, rest, clock, rest_lag_ms=30_000)
-            reconciler.add(series)
-            task = asyncio.create_task(reconciler.run())
-            try:
-                async with asyncio.timeout(10):
-                    while reconciler.reads < 1:  # noqa: ASYNC110 (a counter, no event)
-                        await asyncio.sleep(0.01)
-                due_ms = reconciler._due.due_ms(series)
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-    finally:
-        await runner.cleanup()
+    async with http_server({"/api/v3/klines": klines}) as url, BinanceRest(url) as rest:
+        reconciler = Reconciler(store, rest, clock, rest_lag_ms=30_000)
+        reconciler.add(series)
+        task = asyncio.create_task(reconciler.run())
+        try:
+            async with asyncio.timeout(10):
+                while reconciler.reads < 1:  # noqa: ASYNC110 (a counter, no event)
+                    await asyncio.sleep(0.01)
+            due_ms = reconciler._due.due_ms(series)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
     assert asked == ["BTCUSDT"]
     assert due_ms is not None and due_ms >= clock.now_ms() + 60_000
 

@@ -17,6 +17,7 @@ from livecandle.exchange.binance.rest import (
 )
 from livecandle.runtime.redis_server import free_port
 from tests.helpers import EmulatorProcess
+from tests.integration.http_support import http_server
 
 MIN = 60_000
 
@@ -191,18 +192,9 @@ async def test_a_redirect_is_not_followed_each_request_sent_is_one_counted() -> 
         followed.append(request.path)
         return web.json_response([])
 
-    app = web.Application()
-    app.router.add_get("/api/v3/klines", moved)
-    app.router.add_get("/elsewhere", elsewhere)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with BinanceRest(f"http://127.0.0.1:{port}", max_retries=0) as rest:
-            with pytest.raises(BinanceError, match="302"):
-                await rest.klines("BTCUSDT", "1m", limit=1)
-            assert rest.budget.requests == 1
-    finally:
-        await runner.cleanup()
+    routes = {"/api/v3/klines": moved, "/elsewhere": elsewhere}
+    async with http_server(routes) as url, BinanceRest(url, max_retries=0) as rest:
+        with pytest.raises(BinanceError, match="302"):
+            await rest.klines("BTCUSDT", "1m", limit=1)
+        assert rest.budget.requests == 1
     assert followed == []
