@@ -448,7 +448,7 @@ class WeightBudget:
                     self._pause_to_share = 0
                 now_ms = self.clock.now_ms()
                 if paused_ms > now_ms:  # another process of the IP was answered 429/418
-                    self._blocked_by_the_ip(paused_ms)
+                    self._pause(paused_ms, "another process of this IP was answered 429 or 418")
                 self._roll(now_ms)
                 if (
                     self._window != window  # ``used`` is the old window's count
@@ -528,12 +528,16 @@ class WeightBudget:
         """Pause every request for ``wait_s`` (a 429's or 418's ``Retry-After``); with a
         shared budget every process of the IP is told (``share_pause``)."""
         until_ms = self.clock.now_ms() + int(wait_s * 1000)
+        self._pause(until_ms, reason)
+        if self.shared is not None and until_ms > self._pause_to_share:
+            self._pause_to_share = until_ms
+
+    def _pause(self, until_ms: int, reason: str) -> None:
         if until_ms > self.blocked_until_ms:
             self.blocked_until_ms = until_ms
             self.block_reason = reason
+            wait_s = (until_ms - self.clock.now_ms()) / 1000
             log.warning("all REST requests paused for %.0f s: %s", wait_s, reason)
-        if self.shared is not None and until_ms > self._pause_to_share:
-            self._pause_to_share = until_ms
 
     async def share_pause(self) -> None:
         """Tell every process of the IP of this process's pause now (not with its next
@@ -553,16 +557,6 @@ class WeightBudget:
             return
         if self._pause_to_share == pause_ms:
             self._pause_to_share = 0
-
-    def _blocked_by_the_ip(self, until_ms: int) -> None:
-        if until_ms > self.blocked_until_ms:
-            self.blocked_until_ms = until_ms
-            self.block_reason = "another process of this IP was answered 429 or 418"
-            log.warning(
-                "all REST requests paused for %.0f s: %s",
-                (until_ms - self.clock.now_ms()) / 1000,
-                self.block_reason,
-            )
 
     def banned(self, retry_after_s: float, reason: str) -> None:
         """A 418: pause everyone for the ban, then resume gradually as after a 429."""
