@@ -308,6 +308,22 @@ def test_rereading_an_unchanged_stated_limit_keeps_the_one_a_429_taught() -> Non
     assert b.limit == 6000
 
 
+def test_rereading_an_unchanged_stated_limit_keeps_the_window_a_429_taught() -> None:
+    # "6 per 2 SECOND" from a 429; exchangeInfo, read again, still states 6000 a minute
+    clock = SleepingClock(T0 + 10_000)
+    b = budget(clock, limit=6000)
+    b.set_limit(6000, MIN)
+    b.limit_reached(2, "HTTP 429 on klines", stated_limit=6, used=8, stated_window_ms=2_000)
+    taught = (b.limit, b.window_ms)
+    assert taught[1] == 2_000
+    clock.advance(10 * MIN)
+    b.set_limit(6000, MIN)
+    assert (b.limit, b.window_ms) == taught and b.header == "x-mbx-used-weight-2s"
+    clock.advance(LEARNED_LIMIT_TTL_MS)  # an hour without a 429: the stated one again
+    b.set_limit(6000, MIN)
+    assert (b.limit, b.window_ms) == (6000, MIN)
+
+
 def test_a_changed_stated_limit_replaces_a_learned_one() -> None:
     clock = SleepingClock(T0 + 10_000)
     b = budget(clock, limit=6000)

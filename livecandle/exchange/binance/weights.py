@@ -181,7 +181,7 @@ class WeightBudget:
         self._accepted = 0  # highest used weight the exchange answered 200 with, this window
         # the window in which sending resumed after the last 429 or 418 (None: never)
         self._resume_window: int | None = None
-        self.advertised: int | None = None  # the limit exchangeInfo states
+        self.advertised: tuple[int, int] | None = None  # (limit, window) exchangeInfo states
         self._limited_ms = 0  # exchange time of the last 429
         self._freed = asyncio.Event()
         self._queues: dict[Priority, deque[_Ticket]] = {p: deque() for p in Priority}
@@ -292,18 +292,17 @@ class WeightBudget:
         the stated one is unchanged (another client of the IP may be spending weight)
         and no 429 came for ``LEARNED_LIMIT_TTL_MS``; then the stated one is trusted again."""
         now_ms = self.clock.now_ms()
-        learned = self.advertised is not None and self.limit < self.advertised
-        if (
-            limit == self.advertised
-            and window_ms == self.window_ms
-            and (not learned or now_ms - self._limited_ms < LEARNED_LIMIT_TTL_MS)
+        stated = (limit, window_ms)
+        learned = self.advertised is not None and (self.limit, self.window_ms) != self.advertised
+        if stated == self.advertised and (
+            not learned or now_ms - self._limited_ms < LEARNED_LIMIT_TTL_MS
         ):
-            return  # nothing new: keep what a 429 taught, and any regrowth under way
-        if limit != self.limit or window_ms != self.window_ms:
+            return  # nothing new: keep what a 429 taught (a limit, a window), any regrowth
+        if stated != (self.limit, self.window_ms):
             log.info("weight limit %d per %d ms (from exchangeInfo)", limit, window_ms)
         recovering = self.recovering
-        self.advertised = limit
-        self.limit, self.window_ms = limit, window_ms
+        self.advertised = stated
+        self.limit, self.window_ms = stated
         # same window, new numbering: what was used in it still counts
         self._renumber(now_ms)
         if recovering:  # regrowing starts over in the new numbering
