@@ -192,8 +192,7 @@ class BackgroundFetcher:
                 result.requests += 1
                 result.fetched += len(page)
                 now_ms = self.clock.now_ms()
-                reaches_now = len(page) < KLINES_LIMIT and (end_ms is None or end_ms >= now_ms)
-                rows = closed_rows(page, now_ms, reaches_now)
+                rows = closed_rows(page, now_ms, end_ms)
                 gaps = find_gaps(interval, prev_open_ms, rows)
                 if rows or gaps:
                     # a row closed within the REST lag window may be stale: it only fills

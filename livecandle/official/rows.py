@@ -17,12 +17,15 @@ FORMING_GRACE_MS = 5_000
 MAX_WALK = 100_000
 
 
-def closed_rows(page: Sequence[KlineRow], now_ms: int, reaches_now: bool) -> list[KlineRow]:
-    """The rows of ``page`` that are final: closed by ``now_ms``, and not the trailing
-    (forming) row of an answer that reaches now unless it closed well before."""
+def closed_rows(page: Sequence[KlineRow], now_ms: int, end_ms: int | None) -> list[KlineRow]:
+    """The rows of ``page`` (asked up to ``end_ms``, None: up to now) that are final:
+    closed by ``now_ms``, and not the trailing row of an answer that reaches now unless it
+    closed well before (a host clock a little ahead of the exchange's takes a row the
+    exchange answered as forming for closed). A full page reaches now too when its last
+    row is the newest: its length says nothing about that."""
     rows = [r for r in page if r.close_ms < now_ms]
     if (
-        reaches_now
+        (end_ms is None or end_ms >= now_ms)
         and rows
         and rows[-1] is page[-1]
         and rows[-1].close_ms >= now_ms - FORMING_GRACE_MS

@@ -42,29 +42,38 @@ def opens(rows: list[KlineRow]) -> list[int]:
 def test_rows_not_closed_by_now_are_never_final() -> None:
     page = [row(T0), row(T0 + MIN), row(T0 + 2 * MIN)]
     now_ms = T0 + 2 * MIN + 30_000  # inside the third candle
-    assert opens(closed_rows(page, now_ms, reaches_now=False)) == [T0, T0 + MIN]
-    assert opens(closed_rows(page, now_ms, reaches_now=True)) == [T0, T0 + MIN]
+    assert opens(closed_rows(page, now_ms, end_ms=T0 + 2 * MIN)) == [T0, T0 + MIN]
+    assert opens(closed_rows(page, now_ms, end_ms=None)) == [T0, T0 + MIN]
 
 
 def test_a_row_is_closed_only_after_its_close_time() -> None:
     page = [row(T0)]
     close_ms = page[0].close_ms
-    assert closed_rows(page, close_ms, reaches_now=False) == []
-    assert closed_rows(page, close_ms + 1, reaches_now=False) == page
+    assert closed_rows(page, close_ms, end_ms=T0) == []
+    assert closed_rows(page, close_ms + 1, end_ms=T0) == page
 
 
 def test_the_last_row_of_an_answer_reaching_now_waits_out_the_grace() -> None:
     page = [row(T0), row(T0 + MIN)]
     just_closed_ms = page[-1].close_ms + 1
-    assert opens(closed_rows(page, just_closed_ms, reaches_now=True)) == [T0]
-    # not reaching now (a full page, or an end time in the past): the row is final
-    assert opens(closed_rows(page, just_closed_ms, reaches_now=False)) == [T0, T0 + MIN]
+    assert opens(closed_rows(page, just_closed_ms, end_ms=None)) == [T0]
+    assert opens(closed_rows(page, just_closed_ms, end_ms=just_closed_ms)) == [T0]
+    # asked up to an end time in the past: the row is final
+    assert opens(closed_rows(page, just_closed_ms, end_ms=T0 + MIN)) == [T0, T0 + MIN]
     settled_ms = page[-1].close_ms + FORMING_GRACE_MS + 1
-    assert opens(closed_rows(page, settled_ms, reaches_now=True)) == [T0, T0 + MIN]
+    assert opens(closed_rows(page, settled_ms, end_ms=None)) == [T0, T0 + MIN]
+
+
+def test_a_full_page_that_ends_at_now_waits_out_the_grace_too() -> None:
+    # 1,000 rows asked from 1,000 minutes ago: the last one just closed by this host's
+    # clock, which may be a little ahead of the exchange's (it answered it forming)
+    page = [row(T0 + i * MIN) for i in range(1_000)]
+    just_closed_ms = page[-1].close_ms + 1_000
+    assert opens(closed_rows(page, just_closed_ms, end_ms=None)) == opens(page[:-1])
 
 
 def test_an_empty_answer_has_no_closed_rows() -> None:
-    assert closed_rows([], T0, reaches_now=True) == []
+    assert closed_rows([], T0, end_ms=None) == []
 
 
 def test_consecutive_rows_have_no_gaps() -> None:
