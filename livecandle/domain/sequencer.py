@@ -105,6 +105,9 @@ class TradeSequencer:
         the held trades), ``gap`` is set again and the rest stays held."""
         if self.gap is None:
             return []
+        fast = self._resolve_before_held(fetched)
+        if fast is not None:
+            return fast
         pool: dict[int, Trade] = {}
         for t in fetched:
             pool.setdefault(t.agg_id, t)
@@ -133,6 +136,34 @@ class TradeSequencer:
         else:
             self.gap = None
             self._set_held([])
+        return out
+
+    def _resolve_before_held(self, fetched: list[Trade]) -> list[Trade] | None:
+        """A page that ends short of the gap's end (a large hole fetched page by page):
+        its run from ``last_id`` on is delivered without looking at the held trades, so a
+        page costs its own length, not the held trades' (up to ``max_held``). None when
+        the page is not in id order or reaches the held trades: the whole merge then."""
+        last = self.last_id
+        assert last is not None and self.gap is not None
+        if not fetched or fetched[-1].agg_id >= self.gap.last_id:
+            return None
+        out: list[Trade] = []
+        prev = None
+        for t in fetched:
+            a = t.agg_id
+            if prev is not None and a <= prev:
+                return None
+            prev = a
+            if a <= last:
+                self.duplicates += 1
+            elif a == last + 1:
+                out.append(t)
+                last = a
+            else:
+                return None  # a hole within the page: the whole merge holds the rest
+        self.recovered += len(out)
+        self.last_id = last
+        self.gap = Gap(last + 1, self.gap.last_id)
         return out
 
     def abandon(self) -> list[Trade]:

@@ -290,6 +290,32 @@ def test_sequencer_holds_trades_after_a_gap_until_it_is_filled() -> None:
     assert s.gap is None and s.recovered == 2
 
 
+def test_a_large_hole_fetched_page_by_page_delivers_each_trade_once_in_order() -> None:
+    s = TradeSequencer()
+
+    def t(a: int) -> Trade:
+        return Trade(a, 1, 1, a, a, T0 + a, False)
+
+    assert s.offer(t(1)) is Offer.NEXT
+    assert s.offer(t(3_001)) is Offer.GAP  # 2..3,000 missed
+    for a in (3_003, 3_002, 3_004):  # held, one out of order
+        assert s.offer(t(a)) is Offer.HELD
+    out: list[int] = []
+    out += [x.agg_id for x in s.resolve([t(a) for a in range(1, 1_001)])]  # 1 again
+    assert s.gap is not None and (s.gap.first_id, s.gap.last_id) == (1_001, 3_000)
+    assert len(s.held) == 4 and s.pool.total == 4  # the held trades wait as they were
+    out += [x.agg_id for x in s.resolve([t(a) for a in range(1_001, 2_001)])]
+    # a page with a hole of its own: what follows the hole is held with the rest
+    out += [x.agg_id for x in s.resolve([t(a) for a in range(2_001, 2_900) if a != 2_500])]
+    assert s.gap is not None and (s.gap.first_id, s.gap.last_id) == (2_500, 2_500)
+    out += [x.agg_id for x in s.resolve([t(2_500)])]
+    assert s.gap is not None and (s.gap.first_id, s.gap.last_id) == (2_900, 3_000)
+    out += [x.agg_id for x in s.resolve([t(a) for a in range(2_900, 3_003)])]
+    assert out == list(range(2, 3_005))
+    assert s.gap is None and s.held == [] and s.pool.total == 0
+    assert s.duplicates == 1  # 1, fetched again
+
+
 def snapshot(
     open_ms: int,
     event_ms: int,
