@@ -75,6 +75,7 @@ export class ChartView {
     this.full = false; // the next draw is a setData of every bar
     this.drawnLen = 0;
     this.popTo = null; // drawn bars from this index on are removed at the next draw
+    this.viewTarget = null; // a visible range keepingView set, until the chart applies it
     // live bars are drawn at most every drawPeriodMs (a repaint of the chart each time);
     // charts start at different phases so their repaints do not share one frame
     this.drawPeriodMs = drawPeriodMs;
@@ -146,9 +147,7 @@ export class ChartView {
     const bars = prepend(older, this.bars);
     const added = bars.length - before;
     if (!added) return 0;
-    // lightweight-charts keeps the view's distance from the newest bar across setData:
-    // bars added on the left leave what the user looks at in place
-    this.replace(bars);
+    this.replace(bars); // what the user looks at stays in place (keepingView)
     return added;
   }
 
@@ -284,6 +283,13 @@ export class ChartView {
     if (from === null) return;
     this.dirtyFrom = null;
     this.lastDraw = performance.now();
+    this.keepingView(() => this.drawFrom(from));
+    this.drawn += 1;
+    this.showLegend();
+  }
+
+  /** The bars from `from` on drawn with update(), after removing the ones a reload dropped. */
+  drawFrom(from) {
     if (this.popTo !== null) { // bars the last reload no longer has
       const k = this.drawnLen - this.popTo;
       if (k > 0) { this.candles.pop(k); this.volume.pop(k); }
@@ -303,8 +309,39 @@ export class ChartView {
     }
     this.drawnLen = this.bars.length;
     for (const kind of Object.keys(this.overlays)) if (this.overlays[kind].full) this.drawOverlay(kind);
-    this.drawn += 1;
-    this.showLegend();
+  }
+
+  /** Run `draw` keeping what a user scrolled back from the newest bar looks at in place:
+   * the bar at the view's left edge stays there, whatever the draw adds or removes on
+   * either side (older pages on the left, a candle started or dropped on the right, both
+   * in one setData). lightweight-charts keeps the view's distance from the newest bar
+   * instead, and compensates only bars added alone on the right. At the newest bar its
+   * rule holds: the view follows new bars. */
+  keepingView(draw) {
+    const ts = this.chart.timeScale();
+    // a range set here is applied at the chart's next frame: until then it is the view
+    const range = this.drawnLen ? this.viewTarget || ts.getVisibleLogicalRange() : null;
+    if (!range || range.to >= this.drawnLen - 1) { draw(); return; }
+    const edge = Math.min(Math.max(Math.round(range.from), 0), this.drawnLen - 1);
+    const anchor = this.candles.dataByIndex(edge);
+    draw();
+    const i = anchor ? this.barAt(anchor.time * 1000) : -1;
+    const now = ts.getVisibleLogicalRange();
+    if (i < 0 || !now) return;
+    const from = range.from + (i - edge);
+    if (Math.abs(now.from - from) < 1e-6 && !this.viewTarget) return;
+    this.keepAt({ from, to: from + (range.to - range.from) });
+  }
+
+  /** Set the visible range to `target`: the chart applies it at its next frame, and
+   * until then it is the view a draw keeps (no second look: by then the user may be
+   * dragging, and the drag wins). */
+  keepAt(target) {
+    this.viewTarget = target;
+    this.chart.timeScale().setVisibleLogicalRange(target);
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      if (this.viewTarget === target) this.viewTarget = null;
+    }));
   }
 
   /** Every bar and overlay value drawn with setData. */
@@ -313,9 +350,11 @@ export class ChartView {
     this.dirtyFrom = null;
     this.popTo = null;
     this.lastDraw = performance.now();
-    this.candles.setData(this.bars.map((b, i) => candleOf(b, this.shown(i))));
-    this.volume.setData(this.bars.map((b, i) => volumeOf(b, this.n[i])));
-    this.drawnLen = this.bars.length;
+    this.keepingView(() => {
+      this.candles.setData(this.bars.map((b, i) => candleOf(b, this.shown(i))));
+      this.volume.setData(this.bars.map((b, i) => volumeOf(b, this.n[i])));
+      this.drawnLen = this.bars.length;
+    });
     for (const kind of Object.keys(this.overlays)) this.drawOverlay(kind);
     this.drawn += 1;
     this.showLegend();
