@@ -30,8 +30,10 @@ class RedisWeightWindow:
         self.store = store
         self.name = name
         self._take = store.redis.register_script(scripts.BUDGET_TAKE)
+        self.token = uuid.uuid4().hex
         self.taken = 0
         self.refused = 0
+        self.takers = 1  # processes that asked in the window of the last take
 
     async def take(
         self,
@@ -45,14 +47,20 @@ class RedisWeightWindow:
         now_ms: int = 0,
     ) -> tuple[bool, int, int]:
         name = f"{self.name}{window_ms}"
-        keys = [self.store.keys.budget_window(name, window), self.store.keys.budget_pause(name)]
+        k = self.store.keys
+        keys = [
+            k.budget_window(name, window),
+            k.budget_pause(name),
+            k.budget_takers(name, window),
+        ]
         ttl_ms = window_ms * _WINDOW_TTL_FACTOR
-        ok, used, paused = await _run(
+        ok, used, paused, takers = await _run(
             self.store,
             self._take,
             keys,
-            [weight, ceiling, known, ttl_ms, carried, pause_until_ms, now_ms],
+            [weight, ceiling, known, ttl_ms, carried, pause_until_ms, now_ms, self.token],
         )
+        self.takers = int(takers)
         if int(ok):
             self.taken += 1
         else:

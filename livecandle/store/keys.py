@@ -136,6 +136,12 @@ class Keys:
         (``weight``: request weight, ``connect``: connection attempts)."""
         return f"{self.prefix}budget:{{{name}}}:{window}"
 
+    def budget_takers(self, name: str, window: int) -> str:
+        """SET of the processes that asked one window of an exchange IP's budget ``name``
+        for weight (how many share the IP: each takes its part while the count is out of
+        reach); one slot with the budget's windows."""
+        return f"{self.prefix}budget:{{{name}}}:{window}:takers"
+
     def budget_pause(self, name: str) -> str:
         """STRING: when the pause of an exchange IP's budget ``name`` ends (a 429's or
         418's Retry-After, exchange ms), for every process of the IP; one slot with the

@@ -414,9 +414,15 @@ BUDGET_TAKE: Final = r"""
 -- ARGV[5] weight this process carried into the window (requests of the last one that
 -- the exchange may count in this one), added to the count once   ARGV[6] a pause this
 -- process was told of, ending then (0: none)   ARGV[7] now (exchange ms)
--- Returns {1 taken or 0 not, the window's count after, the pause's end (0: none)}. An
--- empty window takes any weight (a request heavier than its ceiling goes alone in a
--- fresh window); nothing is taken while the IP is paused.
+-- KEYS[3] SET of the processes that asked in the window (one slot with KEYS[1])
+-- ARGV[8] this process's token
+-- Returns {1 taken or 0 not, the window's count after, the pause's end (0: none), the
+-- processes that asked in the window}. An empty window takes any weight (a request
+-- heavier than its ceiling goes alone in a fresh window); nothing is taken while the IP
+-- is paused.
+redis.call('SADD', KEYS[3], ARGV[8])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+local takers = redis.call('SCARD', KEYS[3])
 local used = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[5] or '0')
 local known = tonumber(ARGV[3])
 if known > used then used = known end
@@ -429,15 +435,15 @@ if told > pause and told > now then
 end
 redis.call('SET', KEYS[1], used, 'PX', ARGV[4])
 if pause > now then
-  return {0, used, pause}
+  return {0, used, pause, takers}
 end
 local w = tonumber(ARGV[1])
 if used + w <= tonumber(ARGV[2]) or used == 0 then
   used = used + w
   redis.call('SET', KEYS[1], used, 'PX', ARGV[4])
-  return {1, used, 0}
+  return {1, used, 0, takers}
 end
-return {0, used, 0}
+return {0, used, 0, takers}
 """
 
 ATTEMPT_TAKE: Final = r"""

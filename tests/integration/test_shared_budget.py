@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from livecandle.domain.clock import ManualClock
 from livecandle.exchange.binance.weights import Priority, WeightBudget
-from livecandle.store import Store
+from livecandle.store import Keys, Store
 from livecandle.store.budget import RedisConnectionAttempts, RedisWeightWindow
+from tests.integration.redis_support import client, own_server
 
 T0 = 1_700_000_040_000 + 1_000  # a second into a minute
 
@@ -196,3 +198,25 @@ async def test_a_429_in_one_process_pauses_every_process_of_the_ip(store: Store)
     async with asyncio.timeout(5):
         await b.acquire(1, Priority.GAP_FILL)
         await a.acquire(1, Priority.GAP_FILL)
+
+
+async def test_with_the_shared_count_out_of_reach_each_process_takes_its_part(
+    tmp_path: Path,
+) -> None:
+    """Redis gone: each process plans alone, within its part of the window (the processes
+    it last saw asking), not the whole IP's budget each."""
+    clock = ManualClock(T0)
+    with own_server(tmp_path) as server:
+        async with client(server.url) as redis:
+            store = Store(redis, Keys())
+            a, b, c = (_budget(store, clock) for _ in range(3))
+            for p in (a, b, c):
+                await p.acquire(1, Priority.HISTORY)
+            await a.acquire(1, Priority.HISTORY)
+            assert a.peers == 3 and a.used == 4
+            server.stop()
+            # HISTORY's ceiling is 90 of 100: a third of it is a's
+            await a.acquire(20, Priority.HISTORY)
+            assert a.used == 24 and a.shared_errors == 1
+            await _waits(a, 10, Priority.HISTORY)
+            assert a.stats()["shared"] == {"processes": 3, "errors": 2}

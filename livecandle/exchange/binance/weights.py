@@ -100,6 +100,8 @@ class SharedWindow(Protocol):
     ``store.budget.RedisWeightWindow``), so that N processes together stay within the
     IP's limit. Priorities stay each process's own."""
 
+    takers: int  # the processes that asked in the window of the last take
+
     async def take(
         self,
         window: int,
@@ -194,6 +196,9 @@ class WeightBudget:
         self._flying: set[_Ticket] = set()  # requests sent through ``sending``, unanswered
         self._unshared = 0  # weight carried into this window, not yet in the shared count
         self._pause_to_share = 0  # a pause's end not yet written to the shared budget
+        self._peers_window = -1  # the window of ``_peers_now``
+        self._peers_now = 0  # processes seen asking the shared window in it
+        self._peers_last = 0  # ... and in the window before
 
     @property
     def header(self) -> str:
@@ -436,11 +441,19 @@ class WeightBudget:
                     pause_ms,
                     self.clock.now_ms(),
                 )
-            except Exception as e:  # the shared count is out of reach: this process's own
+            except Exception as e:  # the shared count is out of reach: this process's own,
+                # within its part of the window (the processes of the IP last seen)
                 self.shared_errors += 1
                 if self.shared_errors == 1 or self.shared_errors % 100 == 0:
-                    log.warning("the shared weight budget cannot be read (%s)", e)
+                    log.warning(
+                        "the shared weight budget cannot be read (%s): this process takes "
+                        "1/%d of the window",
+                        e,
+                        self.peers,
+                    )
+                ceiling //= self.peers
             else:
+                self._saw_peers(window, self.shared.takers)
                 if self._window == window:  # the carry is in the shared count now
                     self._unshared -= carried
                 if self._pause_to_share == pause_ms:  # it is the IP's now
@@ -466,6 +479,18 @@ class WeightBudget:
             self._count(ticket)
             return True
         return False
+
+    @property
+    def peers(self) -> int:
+        """The processes of the IP sharing its budget, as last seen (this window's askers
+        or the last one's, the more: early in a window not all have asked yet)."""
+        return max(1, self._peers_now, self._peers_last)
+
+    def _saw_peers(self, window: int, takers: int) -> None:
+        if window != self._peers_window:
+            self._peers_last = self._peers_now if window == self._peers_window + 1 else 0
+            self._peers_now, self._peers_window = 0, window
+        self._peers_now = max(self._peers_now, takers)
 
     def _count(self, ticket: _Ticket) -> None:
         """The ticket's weight, just taken in this window, counts in the next one too
@@ -683,5 +708,8 @@ class WeightBudget:
             "recovering": self.recovering,
             "weight_per_s": round(self.weight_per_s(), 3),
             "sent_last_window": self._sent_last_window,
+            "shared": None
+            if self.shared is None
+            else {"processes": self.peers, "errors": self.shared_errors},
             "priorities": priorities,
         }
